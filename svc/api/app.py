@@ -1,0 +1,56 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, FastAPI
+
+from svc.api import problems
+from svc.api.deps import get_principal
+from svc.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from svc.api.routes import audit, health, tokens
+from svc.config import Settings, get_settings
+from svc.embedded import database_url
+from svc.log import configure_logging
+from svc.services.container import Services
+
+log = logging.getLogger(__name__)
+
+API_ROUTERS = [tokens.router, audit.router]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application; the pool and services are created when it starts."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
+        services = Services.build(settings, database_url(settings))
+        app.state.services = services
+        try:
+            yield
+        finally:
+            services.close()
+
+    app = FastAPI(
+        title="svc — configuration service",
+        version="1.0",
+        description="Versioned JSON configurations for internal services and versioned claude.md documents.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
+
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(get_principal)])
+    for router in API_ROUTERS:
+        api.include_router(router)
+    app.include_router(api)
+    app.include_router(health.router)
+    return app

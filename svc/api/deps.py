@@ -1,0 +1,37 @@
+"""FastAPI dependencies: the process's services and the calling principal."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from svc.ids import ULID_PATTERN
+from svc.services.auth import Principal
+from svc.services.container import Services
+
+_bearer = HTTPBearer(auto_error=False, description="an API token: `svc token create` or POST /api/v1/tokens")
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+async def get_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """Authenticate the bearer token of this request (401 when missing, unknown or revoked)."""
+    services: Services = request.app.state.services
+    secret = credentials.credentials if credentials else None
+    return await run_in_threadpool(services.authenticator.authenticate, secret)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+IdPath = Annotated[str, Path(pattern=ULID_PATTERN, description="a ULID", examples=["01JCZ5J7Q9T1V0G6W8E2X4Y6ZA"])]
+Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
+After = Annotated[str | None, Query(max_length=64, description="cursor: the `next` of the previous page")]

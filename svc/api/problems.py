@@ -1,0 +1,141 @@
+"""Every error leaves as application/problem+json (RFC 9457); this is the one place that maps them."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import psycopg2
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from svc import errors
+from svc.log import request_id_var
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+STATUS_OF: dict[type[errors.ServiceError], int] = {
+    errors.BadRequest: 400,
+    errors.Unauthenticated: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.PreconditionFailed: 412,
+    errors.PayloadTooLarge: 413,
+    errors.UnsupportedMediaType: 415,
+    errors.Unprocessable: 422,
+    errors.Unavailable: 503,
+}
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with the request id and, for 422, the violations."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    request_id: str
+    errors: list[dict[str, Any]] | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries documenting the given error statuses as problem+json."""
+    return {
+        status: {
+            "model": Problem,
+            "description": HTTPStatus(status).phrase,
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    instance: str | None = None,
+    errors_: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A problem+json response; usable outside a route (middleware) as well as inside."""
+    body = Problem(
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        instance=instance,
+        request_id=request_id_var.get(),
+        errors=errors_,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def problem(
+    request: Request,
+    status: int,
+    detail: str,
+    *,
+    errors_: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return problem_response(status, detail, instance=request.url.path, errors_=errors_, headers=headers)
+
+
+async def _service_error(request: Request, exc: errors.ServiceError) -> JSONResponse:
+    status = next((code for cls, code in STATUS_OF.items() if isinstance(exc, cls)), 500)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 503:
+        log.warning("unavailable: %s", exc.detail)
+    return problem(request, status, exc.detail, errors_=exc.errors, headers=headers)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    violations = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    if any(v["type"] == "json_invalid" for v in violations):
+        return problem(request, 400, "the request body is not valid JSON", errors_=violations)
+    summary = "; ".join(f"{'.'.join(str(p) for p in v['loc'])}: {v['msg']}" for v in violations[:5])
+    return problem(request, 422, f"invalid request: {summary}", errors_=violations)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no route matches {request.method} {request.url.path}"
+    return problem(request, exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+
+async def _database_error(request: Request, exc: psycopg2.Error) -> JSONResponse:
+    if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+        log.warning("database unavailable: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+        return problem(request, 503, "database unavailable; retry shortly")
+    log.exception("unexpected database error")
+    return problem(request, 500, "internal error; the request id identifies it in the service log")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error")
+    return problem(request, 500, "internal error; the request id identifies it in the service log")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(errors.ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(psycopg2.Error, _database_error)
+    app.add_exception_handler(Exception, _unexpected)

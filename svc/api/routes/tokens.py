@@ -1,0 +1,56 @@
+"""`/api/v1/tokens`: API tokens, for admins."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body
+from pydantic import BaseModel, Field
+
+from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
+from svc.api.problems import problem_responses
+from svc.api.schemas import Page
+from svc.ids import ULID_PATTERN
+
+router = APIRouter(prefix="/tokens", tags=["tokens"], responses=problem_responses(401, 403, 422, 503))
+
+
+class TokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=256)
+    role: Literal["admin", "service", "user"]
+    user_id: str | None = Field(default=None, pattern=ULID_PATTERN)
+    application_id: str | None = Field(default=None, pattern=ULID_PATTERN)
+    read_only: bool = False
+
+
+class Token(BaseModel):
+    id: str
+    name: str
+    role: str
+    user_id: str | None
+    application_id: str | None
+    read_only: bool
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class CreatedToken(Token):
+    token: str = Field(description="the secret; shown once, never stored")
+
+
+@router.post("", status_code=201, response_model=CreatedToken)
+def create_token(body: Annotated[TokenCreate, Body()], principal: PrincipalDep, services: ServicesDep):
+    created = services.tokens.create(principal, **body.model_dump())
+    return {**created.token, "token": created.secret}
+
+
+@router.get("", response_model=Page[Token])
+def list_tokens(principal: PrincipalDep, services: ServicesDep, limit: Limit = 50, after: After = None):
+    return services.tokens.list(principal, limit=limit, after=after)
+
+
+@router.delete("/{token_id}", response_model=Token, responses=problem_responses(404))
+def revoke_token(token_id: IdPath, principal: PrincipalDep, services: ServicesDep):
+    return services.tokens.revoke(principal, token_id)

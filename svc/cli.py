@@ -1,0 +1,213 @@
+"""`svc`: run the service and operate it. Output for scripts goes to stdout, messages to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+
+from svc.config import Settings, get_settings
+from svc.db import Database
+from svc.embedded import database_url
+from svc.errors import ServiceError
+from svc.log import configure_logging
+from svc.migrate import MigrationError, Runner
+from svc.services.auth import Principal
+from svc.services.tokens import TokenService
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def runner_for(settings: Settings, url: str) -> Runner:
+    return Runner(
+        url,
+        lock_wait=settings.migrate_lock_wait,
+        lock_timeout_ms=settings.migrate_lock_timeout_ms,
+        statement_timeout_ms=settings.migrate_statement_timeout_ms,
+    )
+
+
+def small_database(url: str) -> Database:
+    """A one-connection pool for a command-line operation."""
+    return Database(url, min_size=0, max_size=1)
+
+
+# --- serve -------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    url = database_url(settings)
+    runner = runner_for(settings, url)
+    if settings.embedded:
+        say(f"embedded PostgreSQL: {settings.pgdata}")
+        runner.up()
+        # Worker processes inherit the environment: hand them the embedded server's URL.
+        os.environ["DATABASE_URL"] = url
+    else:
+        pending = runner.status().pending
+        if pending:
+            names = ", ".join(m.filename for m in pending)
+            say(f"refusing to start: {len(pending)} migration(s) pending ({names}); run `svc migrate` first")
+            return 1
+    db = small_database(url)
+    try:
+        secret = TokenService(db).bootstrap()
+    finally:
+        db.close()
+    if secret is not None:
+        say("No API token existed, so one admin token was created. It is shown this once; keep it safe:")
+        print(secret, flush=True)
+    host = args.host or settings.host
+    port = args.port or settings.port
+    workers = args.workers or settings.workers
+    say(f"serving on http://{host}:{port} with {workers} worker(s)")
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into a normal exit so
+    # that exit handlers run and the embedded PostgreSQL is stopped cleanly.
+    signal.signal(signal.SIGTERM, _exit_normally)
+    uvicorn.run(
+        "svc.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def _exit_normally(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+# --- migrate -------------------------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    runner = runner_for(settings, database_url(settings))
+    if args.action == "status":
+        status = runner.status()
+        for migration in status.applied:
+            print(f"applied  {migration.filename}")
+        for migration in status.pending:
+            print(f"pending  {migration.filename}")
+        say(f"{len(status.applied)} applied, {len(status.pending)} pending")
+        return 1 if status.pending else 0
+    applied = runner.up(dry_run=args.dry_run)
+    if applied:
+        verb = "would apply" if args.dry_run else "applied"
+        say(f"{verb} {len(applied)} migration(s)")
+    return 0
+
+
+# --- token ---------------------------------------------------------------------------------
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    db = small_database(database_url(settings))
+    tokens = TokenService(db)
+    operator = Principal.operator()
+    try:
+        if args.action == "create":
+            created = tokens.create(
+                operator,
+                name=args.name,
+                role=args.role,
+                user_id=args.user,
+                application_id=args.application,
+                read_only=args.read_only,
+            )
+            say(f"created {created.token['role']} token {created.token['id']} ({created.token['name']})")
+            print(created.secret)
+        elif args.action == "list":
+            after = None
+            while True:
+                page = tokens.list(operator, limit=100, after=after)
+                for t in page.items:
+                    state = f"revoked {t['revoked_at']:%Y-%m-%d}" if t["revoked_at"] else "active"
+                    scope = t["application_id"] or t["user_id"] or "-"
+                    ro = " read-only" if t["read_only"] else ""
+                    print(f"{t['id']}  {t['role']:<7} {state:<18} {scope:<26} {t['name']}{ro}")
+                if page.next is None:
+                    break
+                after = page.next
+        else:
+            token = tokens.revoke(operator, args.id)
+            say(f"revoked token {token['id']} ({token['name']})")
+    finally:
+        db.close()
+    return 0
+
+
+# --- psql ----------------------------------------------------------------------------------
+
+
+def cmd_psql(args: argparse.Namespace, settings: Settings) -> int:
+    from svc.embedded import psql_binary
+
+    url = database_url(settings)
+    # Not exec: the embedded server must be released (and stopped if we started it) on exit.
+    return subprocess.call([str(psql_binary()), url, *args.psql_args])
+
+
+# --- wiring --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="svc", description="Configuration service")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.set_defaults(handler=cmd_serve)
+
+    migrate = commands.add_parser("migrate", help="apply pending migrations (or: migrate status)")
+    migrate.add_argument("action", nargs="?", choices=["up", "status"], default="up")
+    migrate.add_argument("--dry-run", action="store_true", help="apply in a transaction, then roll back")
+    migrate.set_defaults(handler=cmd_migrate)
+
+    token = commands.add_parser("token", help="create, list or revoke API tokens")
+    token_actions = token.add_subparsers(dest="action", required=True)
+    create = token_actions.add_parser("create", help="create a token; prints only the secret on stdout")
+    create.add_argument("--role", required=True, choices=["admin", "service", "user"])
+    create.add_argument("--name", required=True)
+    create.add_argument("--user", help="user id (role user)")
+    create.add_argument("--application", help="limit a service token to this application id")
+    create.add_argument("--read-only", action="store_true")
+    token_actions.add_parser("list", help="list tokens")
+    revoke = token_actions.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("id")
+    token.set_defaults(handler=cmd_token)
+
+    psql = commands.add_parser("psql", help="open psql on the configured database")
+    psql.add_argument("psql_args", nargs=argparse.REMAINDER)
+    psql.set_defaults(handler=cmd_psql)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+    try:
+        return handler(args, settings)
+    except (MigrationError, ServiceError) as exc:
+        say(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

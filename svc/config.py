@@ -1,0 +1,68 @@
+"""Settings, read from the environment and `.env` (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; see `.env.example` for the documented defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="SVC_", env_file=".env", extra="ignore")
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL"),
+        description="PostgreSQL URL; unset = embedded PostgreSQL under the data directory",
+    )
+    data_dir: Path = Field(default=Path(".svc"), validation_alias=AliasChoices("SVC_DATA_DIR"))
+    git_repository: Path | None = Field(
+        default=None, description="bare git repository for claude.md; default <data_dir>/content.git"
+    )
+
+    pool_min_size: int = Field(default=2, ge=0)
+    pool_max_size: int = Field(default=10, ge=1)
+    pool_timeout: float = Field(default=5.0, gt=0, description="seconds to wait for a free connection")
+    connect_timeout: int = Field(default=5, ge=1, description="seconds to wait for PostgreSQL to answer a connect")
+    statement_timeout_ms: int = Field(default=30_000, ge=0)
+    threads: int = Field(default=4, ge=1, description="threads per worker running blocking database work")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(default=1, ge=1)
+
+    max_config_bytes: int = Field(default=MIB, ge=1)
+    max_document_bytes: int = Field(default=MIB, ge=1)
+    max_request_bytes: int = Field(default=3 * MIB, ge=1024, description="hard cap on any request body")
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    access_log: bool = True
+
+    migrate_lock_wait: float = Field(default=60.0, gt=0, description="seconds a runner waits for another runner")
+    migrate_lock_timeout_ms: int = Field(default=10_000, ge=0)
+    migrate_statement_timeout_ms: int = Field(default=600_000, ge=0)
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir.resolve() / "postgres"
+
+    @property
+    def git_path(self) -> Path:
+        return (self.git_repository or self.data_dir / "content.git").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,54 @@
+"""Domain errors raised by services; `svc.api.problems` maps them to HTTP in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    """Base of every error a client may be shown; `detail` is safe to show."""
+
+    def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+
+
+class BadRequest(ServiceError):
+    """The request is malformed (unparseable JSON, bad filter, not UTF-8)."""
+
+
+class Unauthenticated(ServiceError):
+    """No token, or a token that is unknown or revoked."""
+
+
+class Forbidden(ServiceError):
+    """The caller is known but not allowed to do this."""
+
+
+class NotFound(ServiceError):
+    """The resource does not exist, or the caller may not know that it does."""
+
+
+class Conflict(ServiceError):
+    """A uniqueness rule would be broken (a name is taken)."""
+
+
+class PreconditionFailed(ServiceError):
+    """`If-Match` named a version that is no longer current."""
+
+
+class PayloadTooLarge(ServiceError):
+    """A body or a stored value is over its configured limit."""
+
+
+class UnsupportedMediaType(ServiceError):
+    """Wrong content type or file type."""
+
+
+class Unprocessable(ServiceError):
+    """Well-formed but invalid: a field breaks a rule or a JSON Schema."""
+
+
+class Unavailable(ServiceError):
+    """A dependency (the database, the content store) cannot be reached right now."""

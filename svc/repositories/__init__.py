@@ -1,0 +1,1 @@
+"""Repositories: hand-written SQL on a caller's transaction. They never commit."""

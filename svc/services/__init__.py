@@ -1,0 +1,1 @@
+"""Use cases. Each public method opens one transaction and commits it explicitly."""

@@ -1,0 +1,65 @@
+"""The audit trail: written in the transaction of the change it records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from svc.db import Database, Transaction
+from svc.ids import new_id
+from svc.log import request_id_var
+from svc.repositories.audit import AuditRepository
+from svc.services.auth import Principal
+from svc.services.pagination import Page, page_of
+
+
+def record(
+    tx: Transaction,
+    actor: Principal,
+    action: str,
+    resource_type: str,
+    resource_id: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Append one audit event inside the caller's transaction (never commits)."""
+    request_id = request_id_var.get()
+    AuditRepository(tx).insert(
+        id=new_id(),
+        actor_token_id=actor.token_id,
+        actor_name=actor.name,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        request_id=None if request_id == "-" else request_id,
+        detail=detail,
+    )
+
+
+class AuditService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def list(
+        self,
+        actor: Principal,
+        *,
+        limit: int,
+        after: str | None = None,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        actor_token_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Page:
+        actor.require_admin()
+        with self.db.transaction() as tx:
+            rows = AuditRepository(tx).list(
+                limit=limit + 1,
+                after=after,
+                resource_type=resource_type,
+                resource_id=resource_id,
+                actor_token_id=actor_token_id,
+                since=since,
+                until=until,
+            )
+        return page_of(rows, limit)

@@ -1,0 +1,103 @@
+"""Callers and what they may do: bearer tokens, roles, scopes."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from svc.db import Database
+from svc.errors import Forbidden, NotFound, Unauthenticated
+from svc.repositories.tokens import TokenRepository
+
+Role = Literal["admin", "service", "user"]
+TOKEN_PREFIX = "svc_"
+
+
+def new_secret() -> str:
+    """A fresh bearer token: 256 random bits behind a recognisable prefix."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    """What is stored instead of the secret. Tokens carry 256 random bits, so a plain
+    SHA-256 cannot be brute-forced; presenting the hash itself as a token fails,
+    because it is hashed again."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of one request."""
+
+    token_id: str | None
+    name: str
+    role: Role
+    user_id: str | None = None
+    application_id: str | None = None
+    read_only: bool = False
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Principal:
+        return cls(
+            token_id=row["id"],
+            name=row["name"],
+            role=row["role"],
+            user_id=row["user_id"],
+            application_id=row["application_id"],
+            read_only=row["read_only"],
+        )
+
+    @classmethod
+    def operator(cls) -> Principal:
+        """The person at the terminal running a `svc` command: an admin."""
+        try:
+            who = getpass.getuser()
+        except (KeyError, OSError):
+            who = "operator"
+        return cls(token_id=None, name=f"cli:{who}", role="admin")
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise Forbidden("this operation needs an admin token")
+
+    def require_role(self, *roles: Role) -> None:
+        if self.role not in roles:
+            raise Forbidden(f"a {self.role} token may not do this; it needs one of: {', '.join(roles)}")
+
+    def require_write(self) -> None:
+        if self.read_only:
+            raise Forbidden("this token is read-only")
+
+    def require_application(self, application_id: str) -> None:
+        """Scoped tokens see only their application; anything else looks missing (404)."""
+        if self.application_id is not None and self.application_id != application_id:
+            raise NotFound("application not found")
+
+    def require_user(self, user_id: str) -> None:
+        """Users reach only their own data; another user's looks missing (404)."""
+        if not self.is_admin and self.user_id != user_id:
+            raise NotFound("user not found")
+
+
+class Authenticator:
+    """Turns a bearer secret into a Principal, or refuses it."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def authenticate(self, secret: str | None) -> Principal:
+        if not secret:
+            raise Unauthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
+        with self.db.transaction() as tx:
+            row = TokenRepository(tx).authenticate(hash_secret(secret))
+            tx.commit()
+        if row is None:
+            raise Unauthenticated("the token is unknown or has been revoked")
+        return Principal.from_row(row)
