@@ -155,7 +155,7 @@ def cmd_psql(args: argparse.Namespace, settings: Settings) -> int:
 
     url = database_url(settings)
     # Not exec: the embedded server must be released (and stopped if we started it) on exit.
-    return subprocess.call([str(psql_binary()), url, *args.psql_args])
+    return subprocess.call([str(psql_binary()), url, *args.extra_args])
 
 
 # --- wiring --------------------------------------------------------------------------------
@@ -189,14 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("id")
     token.set_defaults(handler=cmd_token)
 
-    psql = commands.add_parser("psql", help="open psql on the configured database")
-    psql.add_argument("psql_args", nargs=argparse.REMAINDER)
-    psql.set_defaults(handler=cmd_psql)
+    psql = commands.add_parser("psql", help="open psql on the configured database (extra arguments go to psql)")
+    psql.set_defaults(handler=cmd_psql, passes_extra_args=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passes_extra_args", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra_args = extra
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     handler: Callable[[argparse.Namespace, Settings], int] = args.handler

@@ -15,7 +15,7 @@ MIB = 1024 * 1024
 class Settings(BaseSettings):
     """Every setting of the service; see `.env.example` for the documented defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="SVC_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SVC_", env_file=".env", extra="ignore", populate_by_name=True)
 
     database_url: SecretStr | None = Field(
         default=None,

@@ -36,6 +36,7 @@ class EmbeddedPostgres:
         self.pgdata = pgdata
         _forget_dead_holders(pgserver, pgdata)
         self._server = pgserver.get_server(pgdata, cleanup_mode="stop" if stop_on_exit else None)
+        self._socket_dir = self._server.get_postmaster_info().socket_dir
         self._ensure_database()
 
     @property
@@ -69,7 +70,8 @@ class EmbeddedPostgres:
         self.pg_ctl("-m", "fast", "stop")
 
     def start(self) -> None:
-        self.pg_ctl("-l", str(self.pgdata / "log"), "start")
+        """Start a stopped server again with the options pgserver used (socket only, no TCP)."""
+        self.pg_ctl("-o", '-h ""', "-o", f"-k {self._socket_dir}", "-l", str(self.pgdata / "log"), "start")
 
     def _ensure_database(self) -> None:
         conn = psycopg2.connect(self.admin_url())
