@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from svc.config import Settings, get_settings
+from svc.content import ContentStore
 from svc.db import Database
 from svc.embedded import database_url
 from svc.errors import ServiceError
@@ -17,6 +18,8 @@ from svc.log import configure_logging
 from svc.migrate import MigrationError, Runner
 from svc.services.auth import Principal
 from svc.services.tokens import TokenService
+from svc.services.users import UserService
+from svc.services.verify import VerifyService, repack
 
 
 def say(message: str) -> None:
@@ -147,6 +150,54 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# --- user ----------------------------------------------------------------------------------
+
+
+def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
+    db = small_database(database_url(settings))
+    try:
+        user = UserService(db, ContentStore(settings.git_path)).create(
+            Principal.operator(), email=args.email, username=args.username, display_name=args.display_name
+        )
+    finally:
+        db.close()
+    say(f"created user {user['username']} <{user['email']}>")
+    print(user["id"])
+    return 0
+
+
+# --- verify and gc (the claude.md content store) ---------------------------------------------
+
+
+def content_store(settings: Settings) -> ContentStore:
+    store = ContentStore(settings.git_path)
+    if not store.is_ready():
+        raise ServiceError(f"no usable content repository at {store.path}")
+    return store
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Findings on stdout, one per line; progress and the summary on stderr."""
+    db = small_database(database_url(settings))
+    try:
+        report = VerifyService(db, content_store(settings)).verify(repair=args.repair, progress=say)
+    finally:
+        db.close()
+    for finding in report.findings:
+        state = "repaired" if finding.repaired else "drift"
+        print(f"{finding.document_id}\t{finding.problem}\t{state}\t{finding.detail}")
+    left = len(report.unrepaired)
+    say(f"{report.documents} documents checked: {len(report.findings)} problem(s), {left} left unrepaired")
+    if left and not args.repair:
+        say("run `svc verify --repair` to mend what can be mended")
+    return 1 if left else 0
+
+
+def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
+    repack(content_store(settings), progress=say)
+    return 0
+
+
 # --- psql ----------------------------------------------------------------------------------
 
 
@@ -188,6 +239,23 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = token_actions.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("id")
     token.set_defaults(handler=cmd_token)
+
+    user = commands.add_parser("user", help="manage users")
+    user_actions = user.add_subparsers(dest="action", required=True)
+    user_create = user_actions.add_parser("create", help="create a user; prints only the new id on stdout")
+    user_create.add_argument("--email", required=True)
+    user_create.add_argument("--username", required=True)
+    user_create.add_argument("--display-name")
+    user.set_defaults(handler=cmd_user)
+
+    verify = commands.add_parser(
+        "verify", help="compare claude.md versions in PostgreSQL with the git repository; exit 1 on drift"
+    )
+    verify.add_argument("--repair", action="store_true", help="mend drift without dropping any saved version")
+    verify.set_defaults(handler=cmd_verify)
+
+    gc = commands.add_parser("gc", help="pack the git repository's loose objects (safe while serving)")
+    gc.set_defaults(handler=cmd_gc)
 
     psql = commands.add_parser("psql", help="open psql on the configured database (extra arguments go to psql)")
     psql.set_defaults(handler=cmd_psql, passes_extra_args=True)

@@ -85,6 +85,13 @@ class Principal:
         if not self.is_admin and self.user_id != user_id:
             raise NotFound("user not found")
 
+    def require_own_user(self) -> str:
+        """The user this token belongs to (for `/me`); admin and service tokens belong to none."""
+        if self.user_id is None:
+            raise Forbidden(f"/me is for user tokens; this is a {self.role} token, which belongs to no user")
+        return self.user_id
+
+
 
 class Authenticator:
     """Turns a bearer secret into a Principal, or refuses it."""

@@ -1,0 +1,96 @@
+"""`/api/v1/applications`: the applications that own configurations (admin and service tokens)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
+from svc.api.problems import problem_responses
+from svc.api.schemas import Page
+
+NAME_PATTERN = r"^[A-Za-z0-9._-]{1,256}$"
+
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=256, pattern=NAME_PATTERN, description="letters, digits, '.', '_', '-'"),
+]
+Comments = Annotated[str | None, Field(max_length=1024)]
+
+router = APIRouter(prefix="/applications", tags=["applications"], responses=problem_responses(401, 403, 422, 503))
+
+
+class ApplicationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+    comments: Comments = None
+
+
+class ApplicationUpdate(BaseModel):
+    """Only the fields sent change; `name` cannot be null."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Name = None
+    comments: Comments = None
+
+
+class Application(BaseModel):
+    id: str
+    name: str
+    comments: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@router.post("", status_code=201, response_model=Application, responses=problem_responses(409))
+def create_application(
+    body: Annotated[ApplicationCreate, Body()],
+    principal: PrincipalDep,
+    services: ServicesDep,
+    request: Request,
+    response: Response,
+):
+    application = services.applications.create(principal, name=body.name, comments=body.comments)
+    response.headers["Location"] = str(request.url_for("get_application", application_id=application["id"]))
+    return application
+
+
+@router.get("", response_model=Page[Application], summary="Applications by id")
+def list_applications(
+    principal: PrincipalDep,
+    services: ServicesDep,
+    limit: Limit = 50,
+    after: After = None,
+    name_prefix: Annotated[str | None, Query(max_length=256, description="names starting with this text")] = None,
+):
+    return services.applications.list(principal, limit=limit, after=after, name_prefix=name_prefix)
+
+
+@router.get("/{application_id}", response_model=Application, responses=problem_responses(404))
+def get_application(application_id: IdPath, principal: PrincipalDep, services: ServicesDep):
+    return services.applications.get(principal, application_id)
+
+
+@router.patch("/{application_id}", response_model=Application, responses=problem_responses(404, 409))
+def update_application(
+    application_id: IdPath,
+    body: Annotated[ApplicationUpdate, Body()],
+    principal: PrincipalDep,
+    services: ServicesDep,
+):
+    fields = body.model_dump(include=body.model_fields_set)
+    return services.applications.update(principal, application_id, fields)
+
+
+@router.delete(
+    "/{application_id}",
+    status_code=204,
+    summary="Delete an application with its configurations and their revisions",
+    responses=problem_responses(404),
+)
+def delete_application(application_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
+    services.applications.delete(principal, application_id)
+    return Response(status_code=204)

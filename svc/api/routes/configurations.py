@@ -1,0 +1,347 @@
+"""Configurations of an application: versioned JSON with optional JSON Schema, ETags and revisions.
+
+`/api/v1/applications/{id}/configurations` creates and lists (with `?contains=`);
+`/api/v1/configurations/{id}` reads and changes one, and its revisions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
+from svc.api.etags import IfMatch, IfNoneMatch, etag, parse_etags
+from svc.api.problems import problem_responses
+from svc.api.routes.applications import Comments, Name
+from svc.api.schemas import Page
+from svc.errors import BadRequest, UnsupportedMediaType
+from svc.services.configurations import version
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON = "application/json"
+JSON_PATCH = "application/json-patch+json"
+MAX_REVISION = 2**31 - 1
+
+router = APIRouter(tags=["configurations"], responses=problem_responses(401, 403, 422, 503))
+
+Message = Annotated[str | None, Field(max_length=1024, description="why; kept with the revision")]
+JsonSchema = Annotated[
+    dict[str, Any] | None,
+    Field(alias="schema", description="a JSON Schema every version of config must satisfy; null removes it"),
+]
+RevisionPath = Annotated[int, Path(ge=1, le=MAX_REVISION)]
+RevisionQuery = Annotated[int, Query(ge=1, le=MAX_REVISION)]
+
+
+class ConfigurationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+    config: dict[str, Any]
+    comments: Comments = None
+    json_schema: JsonSchema = None
+    message: Message = None
+
+
+class ConfigurationReplace(BaseModel):
+    """Replaces `config`; `comments` and `schema` change only when sent."""
+
+    model_config = ConfigDict(extra="forbid")
+    config: dict[str, Any]
+    comments: Comments = None
+    json_schema: JsonSchema = None
+    message: Message = None
+
+
+class ConfigurationMetadataPatch(BaseModel):
+    """PATCH as application/json: change `comments` and/or `schema` (those sent); `config` stays."""
+
+    model_config = ConfigDict(extra="forbid")
+    comments: Comments = None
+    json_schema: JsonSchema = None
+    message: Message = None
+
+
+class Configuration(BaseModel):
+    id: str
+    application_id: str
+    name: str
+    comments: str | None
+    config: dict[str, Any]
+    json_schema: dict[str, Any] | None = Field(alias="schema")
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class Revision(BaseModel):
+    revision: int
+    config: dict[str, Any]
+    author: str
+    message: str | None
+    created_at: datetime
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    revision: int = Field(ge=1, le=MAX_REVISION, description="the revision whose JSON becomes current again")
+    message: Message = None
+
+
+# Body fields that are configuration state, by the service's name for them.
+STATE_FIELDS = {"config": "config", "json_schema": "schema", "comments": "comments"}
+
+ETAG_HEADER = {"ETag": {"description": "the configuration's current version", "schema": {"type": "string"}}}
+WITH_ETAG = {200: {"headers": ETAG_HEADER}}
+
+
+def _sent_state(body: BaseModel) -> dict[str, Any]:
+    """The configuration fields the client sent (and only those), keyed by the service's names."""
+    return {STATE_FIELDS[f]: getattr(body, f) for f in body.model_fields_set if f in STATE_FIELDS}
+
+
+def _with_etag(response: Response, configuration: dict[str, Any]) -> dict[str, Any]:
+    response.headers["ETag"] = etag(version(configuration))
+    return configuration
+
+
+@dataclass(frozen=True)
+class MergePatch:
+    document: Any
+
+
+async def read_patch(request: Request) -> MergePatch | ConfigurationMetadataPatch:
+    """The PATCH body, by content type: a JSON Merge Patch of `config`, or metadata as JSON."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in (MERGE_PATCH, JSON):
+        raise UnsupportedMediaType(
+            f"PATCH takes {MERGE_PATCH} (a JSON Merge Patch of config) or {JSON} "
+            f"(comments, schema, message), not {media_type or 'a body without Content-Type'}"
+        )
+    try:
+        document = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
+    if media_type == MERGE_PATCH:
+        return MergePatch(document)
+    try:
+        return ConfigurationMetadataPatch.model_validate(document)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
+        raise RequestValidationError(errors, body=document) from exc
+
+
+PATCH_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        MERGE_PATCH: {
+            "schema": {
+                "type": "object",
+                "description": "JSON Merge Patch (RFC 7396) of config: null deletes a key, objects merge",
+            }
+        },
+        JSON: {"schema": ConfigurationMetadataPatch.model_json_schema(by_alias=True)},
+    },
+}
+
+
+@router.post(
+    "/applications/{application_id}/configurations",
+    status_code=201,
+    response_model=Configuration,
+    responses={201: {"headers": ETAG_HEADER}, **problem_responses(404, 409, 413)},
+)
+def create_configuration(
+    application_id: IdPath,
+    body: Annotated[ConfigurationCreate, Body()],
+    principal: PrincipalDep,
+    services: ServicesDep,
+    request: Request,
+    response: Response,
+):
+    created = services.configurations.create(
+        principal,
+        application_id,
+        name=body.name,
+        config=body.config,
+        comments=body.comments,
+        schema=body.json_schema,
+        message=body.message,
+    )
+    response.headers["Location"] = str(request.url_for("get_configuration", configuration_id=created["id"]))
+    return _with_etag(response, created)
+
+
+@router.get(
+    "/applications/{application_id}/configurations",
+    response_model=Page[Configuration],
+    summary="An application's configurations by id, optionally only those containing some JSON",
+    responses=problem_responses(400, 404),
+)
+def list_configurations(
+    application_id: IdPath,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    limit: Limit = 50,
+    after: After = None,
+    contains: Annotated[
+        str | None,
+        Query(max_length=8192, description='JSON object the config must contain, e.g. {"feature":{"beta":true}}'),
+    ] = None,
+):
+    return services.configurations.list(principal, application_id, limit=limit, after=after, contains=contains)
+
+
+@router.get(
+    "/configurations/{configuration_id}",
+    response_model=Configuration,
+    responses={**WITH_ETAG, 304: {"description": "If-None-Match names the current version"}, **problem_responses(404)},
+)
+def get_configuration(
+    configuration_id: IdPath,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    response: Response,
+    if_none_match: IfNoneMatch = None,
+):
+    configuration = services.configurations.get(principal, configuration_id)
+    current = version(configuration)
+    if current in (parse_etags(if_none_match) or ()):
+        return Response(status_code=304, headers={"ETag": etag(current)})
+    return _with_etag(response, configuration)
+
+
+@router.put(
+    "/configurations/{configuration_id}",
+    response_model=Configuration,
+    summary="Replace the JSON (and comments or schema, when sent)",
+    responses={**WITH_ETAG, **problem_responses(404, 412, 413)},
+)
+def replace_configuration(
+    configuration_id: IdPath,
+    body: Annotated[ConfigurationReplace, Body()],
+    principal: PrincipalDep,
+    services: ServicesDep,
+    response: Response,
+    if_match: IfMatch = None,
+):
+    updated = services.configurations.update(
+        principal, configuration_id, _sent_state(body), message=body.message, expected=parse_etags(if_match)
+    )
+    return _with_etag(response, updated)
+
+
+@router.patch(
+    "/configurations/{configuration_id}",
+    response_model=Configuration,
+    summary="Merge-patch the JSON (application/merge-patch+json) or change comments/schema (application/json)",
+    responses={**WITH_ETAG, **problem_responses(400, 404, 412, 413, 415)},
+    openapi_extra={"requestBody": PATCH_REQUEST_BODY},
+)
+def patch_configuration(
+    configuration_id: IdPath,
+    change: Annotated[MergePatch | ConfigurationMetadataPatch, Depends(read_patch)],
+    principal: PrincipalDep,
+    services: ServicesDep,
+    response: Response,
+    if_match: IfMatch = None,
+    message: Annotated[
+        str | None, Query(max_length=1024, description="the revision's message (a JSON body may carry its own)")
+    ] = None,
+):
+    expected = parse_etags(if_match)
+    if isinstance(change, MergePatch):
+        updated = services.configurations.merge(
+            principal, configuration_id, change.document, message=message, expected=expected
+        )
+    else:
+        updated = services.configurations.update(
+            principal, configuration_id, _sent_state(change), message=change.message or message, expected=expected
+        )
+    return _with_etag(response, updated)
+
+
+@router.delete(
+    "/configurations/{configuration_id}",
+    status_code=204,
+    summary="Delete a configuration and its revisions",
+    responses=problem_responses(404, 412),
+)
+def delete_configuration(
+    configuration_id: IdPath, principal: PrincipalDep, services: ServicesDep, if_match: IfMatch = None
+) -> Response:
+    services.configurations.delete(principal, configuration_id, expected=parse_etags(if_match))
+    return Response(status_code=204)
+
+
+@router.get(
+    "/configurations/{configuration_id}/revisions",
+    response_model=Page[Revision],
+    summary="Revisions, newest first; `after` is a revision number",
+    responses=problem_responses(404),
+)
+def list_revisions(
+    configuration_id: IdPath,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    limit: Limit = 50,
+    after: Annotated[int | None, Query(ge=1, le=MAX_REVISION, description="the `next` of the previous page")] = None,
+):
+    return services.configurations.revisions(principal, configuration_id, limit=limit, after=after)
+
+
+@router.get(
+    "/configurations/{configuration_id}/revisions/{revision}",
+    response_model=Revision,
+    responses=problem_responses(404),
+)
+def get_revision(configuration_id: IdPath, revision: RevisionPath, principal: PrincipalDep, services: ServicesDep):
+    return services.configurations.revision(principal, configuration_id, revision)
+
+
+@router.get(
+    "/configurations/{configuration_id}/diff",
+    response_class=Response,
+    summary="RFC 6902 JSON Patch from one revision to another",
+    responses={
+        200: {
+            "description": "the operations that turn revision `from` into revision `to`",
+            "content": {JSON_PATCH: {"schema": {"type": "array", "items": {"type": "object"}}}},
+        },
+        **problem_responses(404),
+    },
+)
+def diff_revisions(
+    configuration_id: IdPath,
+    from_: Annotated[int, Query(alias="from", ge=1, le=MAX_REVISION)],
+    to: RevisionQuery,
+    principal: PrincipalDep,
+    services: ServicesDep,
+) -> Response:
+    operations = services.configurations.diff(principal, configuration_id, from_=from_, to=to)
+    return Response(orjson.dumps(operations), media_type=JSON_PATCH)
+
+
+@router.post(
+    "/configurations/{configuration_id}/rollback",
+    response_model=Configuration,
+    summary="Make a new revision whose JSON is that of an earlier one",
+    responses={**WITH_ETAG, **problem_responses(404, 412, 413)},
+)
+def rollback_configuration(
+    configuration_id: IdPath,
+    body: Annotated[RollbackRequest, Body()],
+    principal: PrincipalDep,
+    services: ServicesDep,
+    response: Response,
+    if_match: IfMatch = None,
+):
+    updated = services.configurations.rollback(
+        principal, configuration_id, body.revision, message=body.message, expected=parse_etags(if_match)
+    )
+    return _with_etag(response, updated)

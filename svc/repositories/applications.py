@@ -1,0 +1,76 @@
+"""SQL for `applications`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from svc.db import Transaction
+
+COLUMNS = "id, name, comments, created_at, updated_at"
+
+INSERT = f"""
+INSERT INTO applications (id, name, comments)
+VALUES (%(id)s, %(name)s, %(comments)s)
+RETURNING {COLUMNS}
+"""
+
+GET = f"SELECT {COLUMNS} FROM applications WHERE id = %(id)s"
+
+LOCK = f"SELECT {COLUMNS} FROM applications WHERE id = %(id)s FOR UPDATE"
+
+# `only_id` narrows the list to the one application a scoped token may see.
+LIST = f"""
+SELECT {COLUMNS} FROM applications
+WHERE (%(after)s::text IS NULL OR id > %(after)s)
+  AND (%(name_pattern)s::text IS NULL OR name LIKE %(name_pattern)s ESCAPE '\\')
+  AND (%(only_id)s::text IS NULL OR id = %(only_id)s)
+ORDER BY id
+LIMIT %(limit)s
+"""
+
+UPDATE = f"""
+UPDATE applications
+SET name = %(name)s, comments = %(comments)s, updated_at = now()
+WHERE id = %(id)s
+RETURNING {COLUMNS}
+"""
+
+DELETE = "DELETE FROM applications WHERE id = %(id)s"
+
+
+def prefix_pattern(prefix: str) -> str:
+    """A LIKE pattern matching names that start with `prefix` taken literally."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+class ApplicationRepository:
+    def __init__(self, tx: Transaction) -> None:
+        self.tx = tx
+
+    def insert(self, *, id: str, name: str, comments: str | None) -> dict[str, Any]:
+        return self.tx.fetch_one(INSERT, {"id": id, "name": name, "comments": comments})
+
+    def get(self, application_id: str) -> dict[str, Any] | None:
+        return self.tx.fetch_one(GET, {"id": application_id})
+
+    def lock(self, application_id: str) -> dict[str, Any] | None:
+        """The row, locked until the transaction ends (no configuration can be added meanwhile)."""
+        return self.tx.fetch_one(LOCK, {"id": application_id})
+
+    def list(
+        self, *, limit: int, after: str | None, name_prefix: str | None, only_id: str | None
+    ) -> list[dict[str, Any]]:
+        params = {
+            "limit": limit,
+            "after": after,
+            "name_pattern": None if name_prefix is None else prefix_pattern(name_prefix),
+            "only_id": only_id,
+        }
+        return self.tx.fetch_all(LIST, params)
+
+    def update(self, application_id: str, *, name: str, comments: str | None) -> dict[str, Any]:
+        return self.tx.fetch_one(UPDATE, {"id": application_id, "name": name, "comments": comments})
+
+    def delete(self, application_id: str) -> None:
+        self.tx.execute(DELETE, {"id": application_id})

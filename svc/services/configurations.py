@@ -1,0 +1,367 @@
+"""Configurations: versioned JSON objects of an application, with optional JSON Schema.
+
+Every change that takes effect (to the JSON, its schema or its comments) makes a new
+revision under a row lock, so the revision number, and with it the ETag, identifies one
+state of the configuration. A write that would change nothing makes none; a rollback
+always does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jsonpatch
+import orjson
+import psycopg2.errors
+
+from svc.db import Database, Transaction, constraint_name
+from svc.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, PreconditionFailed, Unprocessable
+from svc.ids import new_id
+from svc.repositories.applications import ApplicationRepository
+from svc.repositories.configurations import ConfigurationRepository, RevisionRepository
+from svc.services import audit, changes
+from svc.services.applications import visible_application
+from svc.services.auth import Principal
+from svc.services.json_documents import (
+    InvalidSchema,
+    UnstorableJson,
+    check_schema,
+    encode,
+    merge_patch,
+    violations,
+)
+from svc.services.pagination import Page, page_of
+
+# The fields a write may change; `config` changes make the interesting revisions.
+STATE_FIELDS = ("config", "schema", "comments")
+
+# Computes the changed fields from the locked current row, inside the write's transaction.
+Proposal = Callable[[dict[str, Any], Transaction], dict[str, Any]]
+
+
+def version(configuration: dict[str, Any]) -> str:
+    """The version string behind a configuration's ETag: `<id>.<revision>`."""
+    return f"{configuration['id']}.{configuration['revision']}"
+
+
+class ConfigurationService:
+    def __init__(self, db: Database, *, max_config_bytes: int) -> None:
+        self.db = db
+        self.max_config_bytes = max_config_bytes
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def get(self, actor: Principal, configuration_id: str) -> dict[str, Any]:
+        actor.require_configuration_access(write=False)
+        with self.db.transaction() as tx:
+            return _visible(actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
+
+    def list(
+        self,
+        actor: Principal,
+        application_id: str,
+        *,
+        limit: int,
+        after: str | None = None,
+        contains: str | None = None,
+    ) -> Page:
+        """An application's configurations by id; `contains` (JSON text) keeps those whose config contains it."""
+        actor.require_configuration_access(write=False)
+        containment = _containment_filter(contains)
+        with self.db.transaction() as tx:
+            visible_application(actor, ApplicationRepository(tx).get(application_id), application_id)
+            rows = ConfigurationRepository(tx).list(
+                application_id, limit=limit + 1, after=after, contains=containment
+            )
+        return page_of(rows, limit)
+
+    def revisions(self, actor: Principal, configuration_id: str, *, limit: int, after: int | None = None) -> Page:
+        """Revisions newest first; the cursor is a revision number."""
+        actor.require_configuration_access(write=False)
+        with self.db.transaction() as tx:
+            _visible(actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
+            rows = RevisionRepository(tx).list(configuration_id, limit=limit + 1, after=after)
+        return page_of(rows, limit, key="revision")
+
+    def revision(self, actor: Principal, configuration_id: str, number: int) -> dict[str, Any]:
+        actor.require_configuration_access(write=False)
+        with self.db.transaction() as tx:
+            return self._revision(actor, tx, configuration_id, number)
+
+    def diff(self, actor: Principal, configuration_id: str, *, from_: int, to: int) -> list[dict[str, Any]]:
+        """The RFC 6902 JSON Patch that turns revision `from_` into revision `to`."""
+        actor.require_configuration_access(write=False)
+        with self.db.transaction() as tx:
+            source = self._revision(actor, tx, configuration_id, from_)
+            target = self._revision(actor, tx, configuration_id, to)
+        return jsonpatch.make_patch(source["config"], target["config"]).patch
+
+    def _revision(self, actor: Principal, tx: Transaction, configuration_id: str, number: int) -> dict[str, Any]:
+        _visible(actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
+        found = RevisionRepository(tx).get(configuration_id, number)
+        if found is None:
+            raise NotFound(f"configuration {configuration_id} has no revision {number}")
+        return found
+
+    # --- writes --------------------------------------------------------------------------
+
+    def create(
+        self,
+        actor: Principal,
+        application_id: str,
+        *,
+        name: str,
+        config: Any,
+        comments: str | None = None,
+        schema: dict[str, Any] | None = None,
+        message: str | None = None,
+    ) -> dict[str, Any]:
+        """A new configuration at revision 1."""
+        actor.require_configuration_access(write=True)
+        try:
+            with self.db.transaction() as tx:
+                visible_application(actor, ApplicationRepository(tx).get(application_id), application_id)
+                self._check(config, schema)
+                created = ConfigurationRepository(tx).insert(
+                    id=new_id(),
+                    application_id=application_id,
+                    name=name,
+                    comments=comments,
+                    config=config,
+                    schema=schema,
+                )
+                self._record(tx, actor, created, before=None, message=message, action="configuration.create")
+                tx.commit()
+        except psycopg2.errors.UniqueViolation as exc:
+            if constraint_name(exc) != "configurations_application_id_name_key":
+                raise
+            raise Conflict(f"configuration name '{name}' is already taken in application {application_id}") from exc
+        except psycopg2.errors.ForeignKeyViolation as exc:
+            # The application was deleted between the check above and the insert.
+            if constraint_name(exc) != "configurations_application_id_fkey":
+                raise
+            raise NotFound(f"application {application_id} not found") from exc
+        return created
+
+    def update(
+        self,
+        actor: Principal,
+        configuration_id: str,
+        fields: dict[str, Any],
+        *,
+        message: str | None = None,
+        expected: frozenset[str] | None = None,
+    ) -> dict[str, Any]:
+        """Set the given fields (any of `config`, `schema`, `comments`); the others keep their values."""
+        return self._write(actor, configuration_id, lambda current, tx: fields, message=message, expected=expected)
+
+    def merge(
+        self,
+        actor: Principal,
+        configuration_id: str,
+        patch: Any,
+        *,
+        message: str | None = None,
+        expected: frozenset[str] | None = None,
+    ) -> dict[str, Any]:
+        """Apply a JSON Merge Patch (RFC 7396) to the configuration's JSON."""
+        try:
+            encode(patch)  # bounds the nesting depth before merge_patch recurses into it
+        except UnstorableJson as exc:
+            raise Unprocessable(f"merge patch cannot be applied: {exc}") from exc
+        return self._write(
+            actor,
+            configuration_id,
+            lambda current, tx: {"config": merge_patch(current["config"], patch)},
+            message=message,
+            expected=expected,
+        )
+
+    def rollback(
+        self,
+        actor: Principal,
+        configuration_id: str,
+        revision: int,
+        *,
+        message: str | None = None,
+        expected: frozenset[str] | None = None,
+    ) -> dict[str, Any]:
+        """A new revision whose JSON is that of `revision` (checked against the current schema)."""
+
+        def old_config(current: dict[str, Any], tx: Transaction) -> dict[str, Any]:
+            found = RevisionRepository(tx).get(configuration_id, revision)
+            if found is None:
+                raise Unprocessable(f"configuration {configuration_id} has no revision {revision}")
+            return {"config": found["config"]}
+
+        return self._write(
+            actor,
+            configuration_id,
+            old_config,
+            message=message or f"Rollback to revision {revision}",
+            expected=expected,
+            action="configuration.rollback",
+            always_new_revision=True,
+            audit_detail={"rolled_back_to": revision},
+        )
+
+    def delete(self, actor: Principal, configuration_id: str, *, expected: frozenset[str] | None = None) -> None:
+        """Delete a configuration and its revisions."""
+        actor.require_configuration_access(write=True)
+        with self.db.transaction() as tx:
+            configurations = ConfigurationRepository(tx)
+            current = _locked(actor, configurations, configuration_id, expected)
+            changes.publish(
+                tx,
+                application_id=current["application_id"],
+                configuration_id=configuration_id,
+                name=current["name"],
+                revision=current["revision"],
+                kind="deleted",
+            )
+            configurations.delete(configuration_id)
+            audit.record(
+                tx, actor, "configuration.delete", "configuration", configuration_id,
+                _audit_detail(current, before=current["revision"], after=None),
+            )
+            tx.commit()
+
+    def _write(
+        self,
+        actor: Principal,
+        configuration_id: str,
+        propose: Proposal,
+        *,
+        message: str | None,
+        expected: frozenset[str] | None,
+        action: str = "configuration.update",
+        always_new_revision: bool = False,
+        audit_detail: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Lock, check If-Match, apply `propose`, validate, and record the new revision."""
+        actor.require_configuration_access(write=True)
+        with self.db.transaction() as tx:
+            configurations = ConfigurationRepository(tx)
+            current = _locked(actor, configurations, configuration_id, expected)
+            proposed = {field: current[field] for field in STATE_FIELDS} | propose(current, tx)
+            self._check(proposed["config"], proposed["schema"])
+            if not always_new_revision and all(_same(proposed[f], current[f]) for f in STATE_FIELDS):
+                return current
+            updated = configurations.update(configuration_id, revision=current["revision"] + 1, **proposed)
+            self._record(
+                tx, actor, updated, before=current["revision"], message=message, action=action, extra=audit_detail
+            )
+            tx.commit()
+        return updated
+
+    def _record(
+        self,
+        tx: Transaction,
+        actor: Principal,
+        configuration: dict[str, Any],
+        *,
+        before: int | None,
+        message: str | None,
+        action: str,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Write the revision row, the change event and the audit event of a create or update."""
+        revision = configuration["revision"]
+        RevisionRepository(tx).insert(
+            configuration["id"], revision=revision, config=configuration["config"], author=actor.name, message=message
+        )
+        changes.publish(
+            tx,
+            application_id=configuration["application_id"],
+            configuration_id=configuration["id"],
+            name=configuration["name"],
+            revision=revision,
+            kind="created" if before is None else "updated",
+        )
+        detail = _audit_detail(configuration, before=before, after=revision) | (extra or {})
+        audit.record(tx, actor, action, "configuration", configuration["id"], detail)
+
+    def _check(self, config: Any, schema: dict[str, Any] | None) -> None:
+        """Refuse a state that may not be stored: not an object (422), too large (413), breaking its schema (422)."""
+        if not isinstance(config, dict):
+            raise Unprocessable("config must be a JSON object")
+        try:
+            size = len(encode(config))
+        except UnstorableJson as exc:
+            raise Unprocessable(f"config cannot be stored: {exc}") from exc
+        if size > self.max_config_bytes:
+            raise PayloadTooLarge(f"config is {size} bytes as JSON; the limit is {self.max_config_bytes} bytes")
+        if schema is None:
+            return
+        try:
+            encode(schema)
+            check_schema(schema)
+        except UnstorableJson as exc:
+            raise Unprocessable(f"schema cannot be stored: {exc}") from exc
+        except InvalidSchema as exc:
+            raise Unprocessable(str(exc), errors=exc.errors) from exc
+        found = violations(schema, config)
+        if found:
+            first = found[0]
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            raise Unprocessable(
+                f"config does not satisfy its schema: at '{first['path'] or '/'}': {first['message']}{more}",
+                errors=found,
+            )
+
+
+def _locked(
+    actor: Principal,
+    configurations: ConfigurationRepository,
+    configuration_id: str,
+    expected: frozenset[str] | None,
+) -> dict[str, Any]:
+    """The row locked for writing; 404 when invisible, 412 when `expected` is stale.
+
+    The If-Match check happens under the lock, so of two writers holding the same ETag
+    the second sees the first one's revision and fails.
+    """
+    current = _visible(actor, configurations.lock(configuration_id), configuration_id)
+    if expected is not None and version(current) not in expected:
+        raise PreconditionFailed(
+            f"configuration {configuration_id} is at revision {current['revision']}; "
+            "the If-Match ETag is stale, fetch it again"
+        )
+    return current
+
+
+def _visible(actor: Principal, row: dict[str, Any] | None, configuration_id: str) -> dict[str, Any]:
+    if row is None or not actor.can_see_application(row["application_id"]):
+        raise NotFound(f"configuration {configuration_id} not found")
+    return row
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality (Python's `==` would take 1, 1.0 and true for the same value)."""
+    return orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(b, option=orjson.OPT_SORT_KEYS)
+
+
+def _containment_filter(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"contains is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BadRequest('contains must be a JSON object, such as {"feature": true}')
+    try:
+        encode(value)
+    except UnstorableJson as exc:
+        raise BadRequest(f"contains cannot be matched: {exc}") from exc
+    return value
+
+
+def _audit_detail(configuration: dict[str, Any], *, before: int | None, after: int | None) -> dict[str, Any]:
+    return {
+        "application_id": configuration["application_id"],
+        "name": configuration["name"],
+        "before_revision": before,
+        "after_revision": after,
+    }
