@@ -1,0 +1,172 @@
+"""`/api/v1/users/{user_id}/claude-md` and the same under `/api/v1/me/claude-md`:
+a user's versioned claude.md document. The ETag is the commit sha of the current version.
+
+No `from __future__ import annotations` here: the routes are declared inside a factory, and
+FastAPI must see their (local) dependency types as objects, not as unresolvable strings."""
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, File, Path, Query, Response, UploadFile
+from pydantic import BaseModel, ConfigDict, Field
+
+from svc.api.deps import IdPath, Limit, PrincipalDep, ServicesDep
+from svc.api.etags import IfMatch, IfNoneMatch, etag, parse_etags
+from svc.api.problems import problem_responses
+from svc.api.schemas import Text
+
+SHA_PATTERN = r"^[0-9a-fA-F]{7,40}$"
+SHA_DESCRIPTION = "the commit sha of a version of this document (7 to 40 hex digits)"
+
+Sha = Annotated[str, Path(pattern=SHA_PATTERN, description=SHA_DESCRIPTION)]
+Message = Annotated[Text, Field(min_length=1, max_length=1024, pattern=r"^[^\x00]*$")]
+
+NOT_MODIFIED = {304: {"description": "Not Modified: If-None-Match names the current version"}}
+
+
+class ClaudeMd(BaseModel):
+    content: str
+    commit_sha: str | None = Field(description="null until the first version is saved")
+    version: int = Field(description="0 until the first version is saved")
+    updated_at: datetime | None
+
+
+class ClaudeMdSave(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content: str = Field(description="the whole document; at most SVC_MAX_DOCUMENT_BYTES bytes as UTF-8")
+    message: Message | None = Field(default=None, description="commit message; default 'Update claude.md'")
+
+
+class VersionEntry(BaseModel):
+    version: int
+    commit_sha: str
+    author: str
+    message: str
+    created_at: datetime
+
+
+class History(BaseModel):
+    versions: list[VersionEntry] = Field(description="newest first")
+    next: str | None = Field(description="pass as `after` for older versions; null on the last page")
+
+
+class ClaudeMdVersion(VersionEntry):
+    content: str
+
+
+def _document_routes(prefix: str, owner: Callable[..., str | None]) -> APIRouter:
+    """The document routes for one way of naming the owner (a path id, or the caller)."""
+    router = APIRouter(prefix=prefix, tags=["claude.md"], responses=problem_responses(401, 403, 404, 422, 503))
+    Owner = Annotated[str | None, Depends(owner)]
+    write_errors = problem_responses(412, 413)
+
+    @router.get("/claude-md", response_model=ClaudeMd, responses=NOT_MODIFIED)
+    def get_claude_md(
+        user_id: Owner, principal: PrincipalDep, services: ServicesDep, response: Response,
+        if_none_match: IfNoneMatch = None,
+    ):
+        """The current document (empty content and version 0 when none was saved yet)."""
+        document = services.claude_md.get(principal, user_id)
+        return _current(document, response, if_none_match)
+
+    @router.put("/claude-md", response_model=ClaudeMd, responses=write_errors)
+    def save_claude_md(
+        user_id: Owner, body: Annotated[ClaudeMdSave, Body()], principal: PrincipalDep, services: ServicesDep,
+        response: Response, if_match: IfMatch = None,
+    ):
+        """Save the whole document as a new version."""
+        document = services.claude_md.save(
+            principal, user_id, content=body.content, message=body.message, expected=parse_etags(if_match)
+        )
+        return _current(document, response)
+
+    @router.get("/claude-md/history", response_model=History)
+    def claude_md_history(
+        user_id: Owner, principal: PrincipalDep, services: ServicesDep, limit: Limit = 50,
+        after: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="cursor: `next` of the previous page")] = None,
+    ):
+        """Versions, newest first."""
+        return services.claude_md.history(principal, user_id, limit=limit, before=after)
+
+    @router.get("/claude-md/versions/{sha}", response_model=ClaudeMdVersion, responses=NOT_MODIFIED)
+    def get_claude_md_version(
+        user_id: Owner, sha: Sha, principal: PrincipalDep, services: ServicesDep, response: Response,
+        if_none_match: IfNoneMatch = None,
+    ):
+        """One version with its content. A commit that is not a version of this document is 404."""
+        version = services.claude_md.version(principal, user_id, sha)
+        return _tagged(version["commit_sha"], version, response, if_none_match)
+
+    @router.get(
+        "/claude-md/diff",
+        response_class=Response,
+        responses={200: {"description": "a unified diff; empty when equal", "content": {"text/x-diff": {"schema": {"type": "string"}}}}},
+    )
+    def diff_claude_md(
+        user_id: Owner, principal: PrincipalDep, services: ServicesDep,
+        from_: Annotated[str, Query(alias="from", pattern=SHA_PATTERN, description=SHA_DESCRIPTION)],
+        to: Annotated[str, Query(pattern=SHA_PATTERN, description=SHA_DESCRIPTION)],
+    ) -> Response:
+        """Unified diff between two versions."""
+        text = services.claude_md.diff(principal, user_id, from_, to)
+        return Response(content=text, media_type="text/x-diff; charset=utf-8")
+
+    @router.post("/claude-md/rollback/{sha}", response_model=ClaudeMd, responses=write_errors)
+    def rollback_claude_md(
+        user_id: Owner, sha: Sha, principal: PrincipalDep, services: ServicesDep, response: Response,
+        if_match: IfMatch = None,
+    ):
+        """Save the content of an earlier version as a new version ("Rollback to version <sha7>")."""
+        document = services.claude_md.rollback(principal, user_id, sha, expected=parse_etags(if_match))
+        return _current(document, response)
+
+    @router.post("/claude-md/import", response_model=ClaudeMd, responses=problem_responses(400, 412, 413, 415))
+    def import_claude_md(
+        user_id: Owner,
+        file: Annotated[UploadFile, File(description="a UTF-8 `.md` file; a BOM is dropped, CRLF becomes LF")],
+        principal: PrincipalDep,
+        services: ServicesDep,
+        response: Response,
+        if_match: IfMatch = None,
+    ):
+        """Save an uploaded Markdown file as a new version ("Import claude.md from <filename>")."""
+        document = services.claude_md.import_file(
+            principal,
+            user_id,
+            filename=file.filename or "",
+            content_type=file.content_type,
+            stream=file.file,
+            expected=parse_etags(if_match),
+        )
+        return _current(document, response)
+
+    return router
+
+
+def _user_in_path(user_id: IdPath) -> str:
+    return user_id
+
+
+def _caller() -> None:
+    return None
+
+
+def _current(document: dict[str, Any], response: Response, if_none_match: str | None = None) -> Any:
+    return _tagged(document["commit_sha"], document, response, if_none_match)
+
+
+def _tagged(sha: str | None, body: dict[str, Any], response: Response, if_none_match: str | None) -> Any:
+    """The body with its ETag, or 304 when If-None-Match names it."""
+    if sha is None:
+        return body
+    expected = parse_etags(if_none_match)
+    if expected is not None and sha in expected:
+        return Response(status_code=304, headers={"ETag": etag(sha)})
+    response.headers["ETag"] = etag(sha)
+    return body
+
+
+router = APIRouter()
+router.include_router(_document_routes("/users/{user_id}", _user_in_path))
+router.include_router(_document_routes("/me", _caller))

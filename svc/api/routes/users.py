@@ -1,0 +1,95 @@
+"""`/api/v1/users` and `/api/v1/me`: the people who keep claude.md documents.
+
+Admins create, list, change and delete users; a user token reads itself (and may
+change its own display name).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
+from svc.api.problems import problem_responses
+from svc.api.schemas import NAME_PATTERN, Page, Text
+
+router = APIRouter(tags=["users"], responses=problem_responses(401, 403, 422, 503))
+
+Email = Annotated[
+    Text,
+    Field(
+        max_length=320,
+        pattern=r"^[^@\s<>]+@[^@\s<>]+$",
+        description="unique regardless of case",
+        examples=["ada@example.com"],
+    ),
+]
+Username = Annotated[str, Field(pattern=NAME_PATTERN, description="1–256 letters, digits, '.', '_', '-'")]
+DisplayName = Annotated[Text | None, Field(max_length=256)]
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: Email
+    username: Username
+    display_name: DisplayName = None
+
+
+class UserUpdate(BaseModel):
+    """Only the fields sent change; email and username cannot be null, display_name can."""
+
+    model_config = ConfigDict(extra="forbid")
+    email: Email = None
+    username: Username = None
+    display_name: DisplayName = None
+
+
+class User(BaseModel):
+    id: str
+    email: str
+    username: str
+    display_name: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@router.post("/users", status_code=201, response_model=User, responses=problem_responses(409))
+def create_user(
+    body: Annotated[UserCreate, Body()],
+    principal: PrincipalDep,
+    services: ServicesDep,
+    request: Request,
+    response: Response,
+):
+    user = services.users.create(principal, **body.model_dump())
+    response.headers["Location"] = str(request.url_for("get_user", user_id=user["id"]))
+    return user
+
+
+@router.get("/users", response_model=Page[User])
+def list_users(principal: PrincipalDep, services: ServicesDep, limit: Limit = 50, after: After = None):
+    return services.users.list(principal, limit=limit, after=after)
+
+
+@router.get("/users/{user_id}", response_model=User, responses=problem_responses(404))
+def get_user(user_id: IdPath, principal: PrincipalDep, services: ServicesDep):
+    return services.users.get(principal, user_id)
+
+
+@router.patch("/users/{user_id}", response_model=User, responses=problem_responses(404, 409))
+def update_user(user_id: IdPath, body: Annotated[UserUpdate, Body()], principal: PrincipalDep, services: ServicesDep):
+    return services.users.update(principal, user_id, **body.model_dump(exclude_unset=True))
+
+
+@router.delete("/users/{user_id}", status_code=204, responses=problem_responses(404))
+def delete_user(user_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
+    services.users.delete(principal, user_id)
+    return Response(status_code=204)
+
+
+@router.get("/me", response_model=User, responses=problem_responses(404))
+def get_me(principal: PrincipalDep, services: ServicesDep):
+    return services.users.me(principal)

@@ -1,0 +1,427 @@
+"""A bare git repository, written without a work tree, holding one ref per document.
+
+A save writes three loose objects in-process (blob → tree with the single entry
+`claude.md` → commit whose parent is the previous version), then moves the
+document's ref `refs/docs/<document id>` with `git update-ref <ref> <new> <old>`,
+git's own compare-and-swap. That is the only way a ref is ever moved here:
+GitPython's `Reference.set_commit` neither checks the old value nor waits for the
+lock, and loses commits when several processes write one ref.
+
+Durability: each object file is fsynced before it is renamed into place and its
+directory after, so an object that exists is complete; git fsyncs refs and packs
+itself (`core.fsync=committed`, set when the repository is created). Existing
+objects are freshened (mtime) as git does, so a concurrent `git gc` never prunes
+an object a save is about to reference.
+
+GitPython `Repo` objects are opened per operation and always closed: a `Repo`
+keeps `git cat-file` processes alive until closed, and sharing one across
+threads deadlocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from git import GitCommandError, InvalidGitRepositoryError, NoSuchPathError, Repo
+
+from svc.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+ZERO_SHA = "0" * 40
+DOCUMENT_REFS = "refs/docs/"
+DELETED_REFS = "refs/deleted/"
+FILENAME = "claude.md"
+# A ref lock older than this has no live writer behind it (an update-ref holds its lock
+# for milliseconds); younger ones may belong to a write that is still finishing.
+STALE_LOCK_SECONDS = 5.0
+SERVICE_IDENTITY = b"svc <svc@svc.invalid>"
+
+REPOSITORY_CONFIG = {
+    # Objects, packs and refs that git itself writes are fsynced (git >= 2.36).
+    ("core", "fsync"): "committed",
+    # No git command repacks on its own; `svc gc` does, without --prune=now.
+    ("gc", "auto"): "0",
+    # Each document's ref stays in its own file, so updates of different documents
+    # never contend for packed-refs.lock.
+    ("gc", "packRefs"): "false",
+}
+
+
+@dataclass(frozen=True)
+class Author:
+    """Who a commit is attributed to."""
+
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class RefLock:
+    """A `<ref>.lock` file left next to a document's ref."""
+
+    document_id: str
+    path: Path
+    age_seconds: float
+
+
+def ref_name(document_id: str) -> str:
+    return DOCUMENT_REFS + document_id
+
+
+def deleted_ref_name(document_id: str) -> str:
+    return DELETED_REFS + document_id
+
+
+class ContentStore:
+    """The bare repository at `path`; every method opens and closes its own `Repo`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.objects = path / "objects"
+
+    # --- the repository ----------------------------------------------------------------
+
+    def ensure(self) -> None:
+        """Create the repository when missing. Several processes may start at once: the
+        repository is built in a staging directory and renamed into place, so exactly
+        one of them creates it and none sees it half made."""
+        if (self.path / "HEAD").is_file():
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}-", dir=self.path.parent))
+        try:
+            with Repo.init(staging, bare=True) as repo, repo.config_writer() as config:
+                for (section, option), value in REPOSITORY_CONFIG.items():
+                    config.set_value(section, option, value)
+            try:
+                os.rename(staging, self.path)
+            except OSError:
+                if not (self.path / "HEAD").is_file():
+                    raise
+            else:
+                _fsync_directory(self.path.parent)
+                log.info("created the content repository %s", self.path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def is_ready(self) -> bool:
+        """The repository exists and this process can read and write it (for `/ready`)."""
+        access = os.R_OK | os.W_OK | os.X_OK
+        return (
+            os.access(self.path / "HEAD", os.R_OK)
+            and os.access(self.objects, access)
+            and os.access(self.path / "refs", access)
+        )
+
+    @contextmanager
+    def _repo(self) -> Iterator[Repo]:
+        try:
+            repo = Repo(self.path)
+        except (NoSuchPathError, InvalidGitRepositoryError) as exc:
+            raise Unavailable(f"the content repository {self.path} is missing or not a git repository") from exc
+        # A GIT_DIR in the environment would otherwise redirect every command elsewhere.
+        repo.git.update_environment(GIT_DIR=str(self.path))
+        try:
+            yield repo
+        finally:
+            repo.close()
+
+    # --- saving ----------------------------------------------------------------------
+
+    def save(self, document_id: str, content: bytes, *, parent: str | None, author: Author, message: str) -> str:
+        """Commit `content` as the next version of a document and move its ref there.
+
+        The caller must hold the document's database row lock: that is what makes
+        `parent` (the database head) the value the ref is expected to have, and what
+        makes any ref lock file found here stale. Returns the new commit's sha.
+        """
+        blob = self._write_object(b"blob", content)
+        tree = self._write_object(b"tree", b"100644 " + FILENAME.encode() + b"\0" + bytes.fromhex(blob))
+        commit = self._write_object(b"commit", _commit_body(tree, parent, author, message))
+        with self._repo() as repo:
+            self._advance(repo, document_id, commit, parent)
+        return commit
+
+    def undo(self, document_id: str, commit_sha: str, parent: str | None) -> None:
+        """Move a ref back from a commit the database did not record (best effort: whatever
+        remains is reported by `svc verify`)."""
+        try:
+            with self._repo() as repo:
+                _swap_ref(repo, ref_name(document_id), parent, commit_sha)
+        except (GitCommandError, Unavailable) as exc:
+            log.error("could not move %s back from %s: %s", ref_name(document_id), commit_sha, _stderr(exc))
+
+    def _advance(self, repo: Repo, document_id: str, new: str, parent: str | None) -> None:
+        ref = ref_name(document_id)
+        expected = parent
+        for _ in range(3):
+            try:
+                _swap_ref(repo, ref, new, expected)
+                return
+            except GitCommandError as exc:
+                failure = exc
+            if self._lock_path(document_id).exists():
+                if not self.remove_stale_lock(document_id):
+                    raise Unavailable(f"document {document_id} is still being written by another request; retry")
+                log.warning("removed a stale lock on %s", ref)
+                continue
+            current = _read_ref(repo, ref)
+            if current == expected:
+                break
+            # Under the row lock the database head is the truth: the ref is ahead of it
+            # (a commit nobody was told was saved, left by a crash) or was moved by hand.
+            log.warning("%s was at %s, not at the database head %s; moving it on", ref, current, parent)
+            expected = current
+        raise Unavailable(f"could not move {ref}: {_stderr(failure)}")
+
+    def _write_object(self, kind: bytes, data: bytes) -> str:
+        """Write one loose object durably (like `git hash-object -w`) and return its sha."""
+        header = b"%s %d\0" % (kind, len(data))
+        digest = hashlib.sha1(header)
+        digest.update(data)
+        sha = digest.hexdigest()
+        directory = self.objects / sha[:2]
+        path = directory / sha[2:]
+        try:
+            os.utime(path)  # already there: freshen it so that gc keeps it
+            return sha
+        except FileNotFoundError:
+            pass
+        try:
+            directory.mkdir()
+            _fsync_directory(self.objects)
+        except FileExistsError:
+            pass
+        fd, temporary = tempfile.mkstemp(prefix="tmp_obj_", dir=directory)
+        try:
+            compressor = zlib.compressobj(1)
+            with os.fdopen(fd, "wb") as file:
+                file.write(compressor.compress(header))
+                file.write(compressor.compress(data))
+                file.write(compressor.flush())
+                file.flush()
+                os.fsync(file.fileno())
+            os.chmod(temporary, 0o444)
+            os.replace(temporary, path)  # a concurrent writer of the same object wrote the same bytes
+        except BaseException:
+            _unlink_quietly(Path(temporary))
+            raise
+        _fsync_directory(directory)
+        return sha
+
+    # --- reading ---------------------------------------------------------------------
+
+    def read(self, commit_sha: str) -> bytes:
+        """The claude.md bytes of a commit."""
+        with self._repo() as repo:
+            try:
+                return repo.git.cat_file(
+                    "blob", f"{commit_sha}:{FILENAME}", stdout_as_string=False, strip_newline_in_stdout=False
+                )
+            except GitCommandError as exc:
+                raise Unavailable(
+                    f"the content of commit {commit_sha} is missing from the repository; run `svc verify`"
+                ) from exc
+
+    def head(self, document_id: str) -> str | None:
+        """Where a document's ref points, or None when it has none."""
+        with self._repo() as repo:
+            return _read_ref(repo, ref_name(document_id))
+
+    def heads(self) -> dict[str, str]:
+        """Every document ref: document id → commit sha."""
+        with self._repo() as repo:
+            lines = repo.git.for_each_ref("--format=%(refname) %(objectname)", DOCUMENT_REFS).splitlines()
+        found = {}
+        for line in lines:
+            name, sha = line.split(" ")
+            found[name.removeprefix(DOCUMENT_REFS)] = sha
+        return found
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        with self._repo() as repo:
+            try:
+                repo.git.merge_base("--is-ancestor", ancestor, descendant)
+                return True
+            except GitCommandError:
+                return False
+
+    def find_problems(self, commit_shas: Iterable[str]) -> dict[str, str]:
+        """Check that each commit exists and holds claude.md; sha → what is wrong.
+
+        Uses one long-lived `git cat-file --batch-check` for all of them."""
+        problems = {}
+        with self._repo() as repo:
+            for sha in commit_shas:
+                problem = _problem_of(repo, sha)
+                if problem is not None:
+                    problems[sha] = problem
+        return problems
+
+    # --- repairs -----------------------------------------------------------------------
+
+    def set_head(self, document_id: str, new: str, old: str | None) -> None:
+        """Compare-and-swap a document's ref from `old` (None = absent) to `new`."""
+        with self._repo() as repo:
+            try:
+                _swap_ref(repo, ref_name(document_id), new, old)
+            except GitCommandError as exc:
+                raise Unavailable(f"could not move {ref_name(document_id)}: {_stderr(exc)}") from exc
+
+    def retire(self, document_id: str) -> str | None:
+        """Keep a deleted document's history: rename its ref to refs/deleted/<id> in one
+        atomic ref transaction. Returns the new ref name, or None when there was no ref."""
+        with self._repo() as repo:
+            head = _read_ref(repo, ref_name(document_id))
+            if head is None:
+                return None
+            target = deleted_ref_name(document_id)
+            commands = f"create {target} {head}\ndelete {ref_name(document_id)} {head}\n".encode()
+            with tempfile.TemporaryFile() as stdin:
+                stdin.write(commands)
+                stdin.seek(0)
+                try:
+                    repo.git.update_ref("--stdin", istream=stdin)
+                except GitCommandError as exc:
+                    raise Unavailable(f"could not move {ref_name(document_id)} to {target}: {_stderr(exc)}") from exc
+        return target
+
+    def stale_locks(self) -> dict[str, RefLock]:
+        """Ref lock files old enough that no writer holds them: document id → lock."""
+        found = {}
+        for path in (self.path / DOCUMENT_REFS).glob("*.lock"):
+            age = _age(path)
+            if age is not None and age >= STALE_LOCK_SECONDS:
+                document_id = path.name.removesuffix(".lock")
+                found[document_id] = RefLock(document_id, path, age)
+        return found
+
+    def ref_age(self, document_id: str) -> float | None:
+        """Seconds since a document's ref last moved (refs are never packed here), None when absent."""
+        return _age(self.path / ref_name(document_id))
+
+    def remove_stale_lock(self, document_id: str) -> bool:
+        """Remove a document's ref lock when it is old enough that no writer holds it.
+        Call only while holding the document's row lock. True when one was removed."""
+        path = self._lock_path(document_id)
+        age = _age(path)
+        if age is None or age < STALE_LOCK_SECONDS:
+            return False
+        _unlink_quietly(path)
+        return True
+
+    def _lock_path(self, document_id: str) -> Path:
+        return self.path / (ref_name(document_id) + ".lock")
+
+    # --- housekeeping ------------------------------------------------------------------
+
+    def object_counts(self) -> dict[str, int]:
+        """`git count-objects -v` as numbers: loose `count`, `in-pack`, `packs`, sizes in KiB."""
+        with self._repo() as repo:
+            output = repo.git.count_objects("-v")
+        counts = {}
+        for line in output.splitlines():
+            key, _, value = line.partition(": ")
+            if value.isdigit():
+                counts[key] = int(value)
+        return counts
+
+    def repack(self) -> None:
+        """Pack loose objects (`git gc`). Never with --prune=now: git's default grace period
+        for unreachable objects is what keeps objects of in-flight saves alive."""
+        with self._repo() as repo:
+            try:
+                repo.git.gc("--quiet")
+            except GitCommandError as exc:
+                raise Unavailable(f"git gc failed: {_stderr(exc)}") from exc
+
+
+def _commit_body(tree: str, parent: str | None, author: Author, message: str) -> bytes:
+    timestamp = b"%d +0000" % int(time.time())
+    ident = b"%s <%s> %s" % (_ident_part(author.name).encode(), _ident_part(author.email).encode(), timestamp)
+    lines = [b"tree " + tree.encode()]
+    if parent is not None:
+        lines.append(b"parent " + parent.encode())
+    lines.append(b"author " + ident)
+    lines.append(b"committer " + SERVICE_IDENTITY + b" " + timestamp)
+    body = message.encode() if message.endswith("\n") else message.encode() + b"\n"
+    return b"\n".join(lines) + b"\n\n" + body
+
+
+def _ident_part(value: str) -> str:
+    """A name or email git accepts in an ident line: no angle brackets or control characters."""
+    cleaned = "".join(c for c in value if c not in "<>" and c.isprintable()).strip()
+    return cleaned or "unknown"
+
+
+def _swap_ref(repo: Repo, ref: str, new: str | None, old: str | None) -> None:
+    """git's compare-and-swap of a ref; new None deletes it, old None requires it absent."""
+    if new is None:
+        repo.git.update_ref("-d", ref, old or ZERO_SHA)
+    else:
+        repo.git.update_ref(ref, new, old or ZERO_SHA)
+
+
+def _read_ref(repo: Repo, ref: str) -> str | None:
+    output = repo.git.for_each_ref("--format=%(refname) %(objectname)", ref)
+    for line in output.splitlines():
+        name, sha = line.split(" ")
+        if name == ref:
+            return sha
+    return None
+
+
+def _problem_of(repo: Repo, sha: str) -> str | None:
+    try:
+        try:
+            kind = repo.git.get_object_header(sha)[1]
+        except ValueError:
+            return f"commit {sha} is missing"
+        if kind != b"commit":
+            return f"{sha} is a {kind.decode()}, not a commit"
+        try:
+            repo.git.get_object_header(f"{sha}:{FILENAME}")
+        except ValueError:
+            return f"commit {sha} has no {FILENAME}"
+    except (OSError, GitCommandError) as exc:
+        repo.git.clear_cache()  # the batch process died on this object; the next call starts afresh
+        return f"commit {sha} cannot be read: {_stderr(exc)}"
+    return None
+
+
+def _stderr(exc: BaseException) -> str:
+    text = (getattr(exc, "stderr", None) or str(exc)).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _age(path: Path) -> float | None:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass

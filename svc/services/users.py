@@ -1,0 +1,138 @@
+"""Users: the people whose claude.md documents the service keeps. Admins manage them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg2.errors
+
+from svc.content import ContentStore
+from svc.db import Database, constraint_name
+from svc.errors import Conflict, Forbidden, NotFound, Unavailable, Unprocessable
+from svc.ids import new_id
+from svc.repositories.claude_md import ClaudeMdRepository
+from svc.repositories.users import UserRepository
+from svc.services import audit
+from svc.services.auth import Principal
+from svc.services.pagination import Page, page_of
+
+log = logging.getLogger(__name__)
+
+UNSET: Any = object()
+"""PATCH marker: the field was not sent (display_name may be set to None on purpose)."""
+
+
+class UserService:
+    def __init__(self, db: Database, store: ContentStore) -> None:
+        self.db = db
+        self.store = store
+
+    def create(self, actor: Principal, *, email: str, username: str, display_name: str | None = None) -> dict[str, Any]:
+        actor.require_admin()
+        with self.db.transaction() as tx, _user_rules(email, username):
+            user = UserRepository(tx).insert(id=new_id(), email=email, username=username, display_name=display_name)
+            audit.record(tx, actor, "user.create", "user", user["id"], _audit_detail(user))
+            tx.commit()
+        return user
+
+    def list(self, actor: Principal, *, limit: int, after: str | None = None) -> Page:
+        actor.require_admin()
+        with self.db.transaction() as tx:
+            rows = UserRepository(tx).list(limit=limit + 1, after=after)
+        return page_of(rows, limit)
+
+    def get(self, actor: Principal, user_id: str) -> dict[str, Any]:
+        """Admins read anyone; a user reads itself."""
+        actor.require_role("admin", "user")
+        actor.require_user(user_id)
+        with self.db.transaction() as tx:
+            user = UserRepository(tx).get(user_id)
+        if user is None:
+            raise NotFound(f"user {user_id} not found")
+        return user
+
+    def me(self, actor: Principal) -> dict[str, Any]:
+        return self.get(actor, actor.require_own_user())
+
+    def update(
+        self,
+        actor: Principal,
+        user_id: str,
+        *,
+        email: str | None = None,
+        username: str | None = None,
+        display_name: str | None = UNSET,
+    ) -> dict[str, Any]:
+        """Admins change anything; a user may change only its own display name."""
+        actor.require_role("admin", "user")
+        actor.require_user(user_id)
+        actor.require_write()
+        if not actor.is_admin and (email is not None or username is not None):
+            raise Forbidden("only an admin can change a user's email or username")
+        with self.db.transaction() as tx, _user_rules(email, username):
+            user = UserRepository(tx).update(
+                user_id,
+                email=email,
+                username=username,
+                set_display_name=display_name is not UNSET,
+                display_name=None if display_name is UNSET else display_name,
+            )
+            if user is None:
+                raise NotFound(f"user {user_id} not found")
+            audit.record(tx, actor, "user.update", "user", user_id, _audit_detail(user))
+            tx.commit()
+        return user
+
+    def delete(self, actor: Principal, user_id: str) -> None:
+        """Delete a user with their tokens and their document's metadata. The document's git
+        history is kept: its ref is renamed to refs/deleted/<document id> (named in the audit
+        event), from where an operator can still read every version."""
+        actor.require_admin()
+        with self.db.transaction() as tx:
+            # Waits for a save in flight; none can start after this.
+            document = ClaudeMdRepository(tx).lock_of_user(user_id)
+            user = UserRepository(tx).delete(user_id)
+            if user is None:
+                raise NotFound(f"user {user_id} not found")
+            detail = _audit_detail(user)
+            if document is not None:
+                detail |= {
+                    "document_id": document["id"],
+                    "head_sha": document["head_sha"],
+                    "history_ref": f"refs/deleted/{document['id']}",
+                }
+            audit.record(tx, actor, "user.delete", "user", user_id, detail)
+            tx.commit()
+        if document is not None:
+            # After the commit: if this fails, `svc verify` reports the ref of a document that
+            # no longer exists and `--repair` renames it; the history is never dropped.
+            try:
+                self.store.retire(document["id"])
+            except Unavailable as exc:
+                log.error("user %s deleted, but the ref of document %s stays: %s", user_id, document["id"], exc.detail)
+
+
+@contextmanager
+def _user_rules(email: str | None, username: str | None) -> Iterator[None]:
+    """Turn a broken rule of the users table into a 409 (taken) or 422 (invalid) naming it."""
+    messages = {
+        "users_email_lower_key": (Conflict, f"email '{email}' is already taken"),
+        "users_username_key": (Conflict, f"username '{username}' is already taken"),
+        "users_email_check": (Unprocessable, f"email '{email}' is not an email address"),
+        "users_username_check": (Unprocessable, "a username is 1–256 letters, digits, '.', '_', '-'"),
+        "users_display_name_check": (Unprocessable, "a display name is at most 256 characters"),
+    }
+    try:
+        yield
+    except (psycopg2.errors.UniqueViolation, psycopg2.errors.CheckViolation) as exc:
+        error, message = messages.get(constraint_name(exc), (None, None))
+        if error is None:
+            raise
+        raise error(message) from exc
+
+
+def _audit_detail(user: dict[str, Any]) -> dict[str, Any]:
+    return {"email": user["email"], "username": user["username"], "display_name": user["display_name"]}

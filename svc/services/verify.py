@@ -1,0 +1,168 @@
+"""`svc verify [--repair]` and `svc gc`: keep the git repository in step with PostgreSQL.
+
+PostgreSQL says which versions exist (a client was told each was saved); git holds
+their bytes. Drift comes from crashes between the two writes, from power loss
+undoing a ref update, or from hands on the repository. Checks, per document:
+
+* every version's commit exists and holds claude.md (not repairable here: report);
+* the ref `refs/docs/<id>` exists and points at the database head;
+* no stale `<ref>.lock` blocks its updates;
+
+and across the repository: refs of documents the database does not know.
+
+Repairs never drop a saved version: the ref is set to the database head (its
+commit exists, or the repair is refused), stale locks are removed, and a ref
+without a document is renamed to refs/deleted/<id>, not deleted. Each document is
+checked and repaired holding its row lock, so a save is never in flight meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from svc.content import ContentStore
+from svc.db import Database
+from svc.errors import Unavailable
+from svc.repositories.claude_md import ClaudeMdRepository
+
+BATCH_SIZE = 200
+# A ref without a document row may belong to a first save whose transaction has not
+# committed yet; only one this old is an orphan.
+ORPHAN_AFTER_SECONDS = 120.0
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Finding:
+    document_id: str
+    problem: str
+    detail: str
+    repaired: bool = False
+
+
+@dataclass
+class Report:
+    documents: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def unrepaired(self) -> list[Finding]:
+        return [f for f in self.findings if not f.repaired]
+
+
+class VerifyService:
+    def __init__(self, db: Database, store: ContentStore) -> None:
+        self.db = db
+        self.store = store
+
+    def verify(self, *, repair: bool = False, progress: Progress = lambda line: None) -> Report:
+        """Compare every document with git; with `repair`, mend what can be mended."""
+        report = Report()
+        refs = self.store.heads()
+        locks = self.store.stale_locks()
+        known: set[str] = set()
+        after = None
+        while True:
+            with self.db.transaction() as tx:
+                batch = ClaudeMdRepository(tx).list(limit=BATCH_SIZE, after=after)
+            for document in batch:
+                document_id = document["id"]
+                known.add(document_id)
+                report.findings += self._check_versions(document_id)
+                if refs.get(document_id) != document["head_sha"] or document_id in locks:
+                    report.findings += self._check_head(document_id, repair)
+            report.documents += len(batch)
+            progress(f"verify: {report.documents} documents checked, {len(report.findings)} problem(s) found")
+            if len(batch) < BATCH_SIZE:
+                break
+            after = batch[-1]["id"]
+        for document_id in sorted((set(refs) | set(locks)) - known):
+            report.findings += self._check_orphan(document_id, repair)
+        return report
+
+    def _check_versions(self, document_id: str) -> list[Finding]:
+        with self.db.transaction() as tx:
+            shas = ClaudeMdRepository(tx).version_shas(document_id)
+        return [
+            Finding(document_id, "missing_content", f"{problem}; that version cannot be read")
+            for problem in self.store.find_problems(shas).values()
+        ]
+
+    def _check_head(self, document_id: str, repair: bool) -> list[Finding]:
+        """Look again holding the row lock (a save may have been in flight), then repair."""
+        findings = []
+        with self.db.transaction() as tx:
+            document = ClaudeMdRepository(tx).lock(document_id)
+            if document is None:
+                return []  # deleted meanwhile
+            findings += self._check_lock(document_id, repair, "blocked every save of this document")
+            head = document["head_sha"]
+            ref = self.store.head(document_id)
+            if ref != head:
+                problem, detail = self._describe_drift(document_id, ref, head)
+                repaired = False
+                if repair:
+                    try:
+                        self.store.set_head(document_id, head, ref)
+                        repaired = True
+                        detail += "; reset to the database head"
+                    except Unavailable as exc:
+                        detail += f"; could not reset it: {exc.detail}"
+                findings.append(Finding(document_id, problem, detail, repaired))
+            tx.commit()
+        return findings
+
+    def _describe_drift(self, document_id: str, ref: str | None, head: str) -> tuple[str, str]:
+        name = f"refs/docs/{document_id}"
+        if ref is None:
+            return "missing_ref", f"{name} is missing; the database head is {head}"
+        if self.store.is_ancestor(head, ref):
+            return "unacknowledged_commit", (
+                f"{name} is at {ref}, ahead of the database head {head} by a commit no client was told was saved"
+            )
+        if self.store.is_ancestor(ref, head):
+            return "ref_behind", f"{name} is at {ref}, behind the database head {head}"
+        return "ref_diverged", f"{name} is at {ref}, which is not in the history of the database head {head}"
+
+    def _check_lock(self, document_id: str, repair: bool, consequence: str) -> list[Finding]:
+        lock = self.store.stale_locks().get(document_id)
+        if lock is None:
+            return []
+        detail = f"stale lock {lock.path.name} ({lock.age_seconds:.0f} s old) {consequence}"
+        removed = repair and self.store.remove_stale_lock(document_id)
+        return [Finding(document_id, "stale_lock", detail + ("; removed" if removed else ""), removed)]
+
+    def _check_orphan(self, document_id: str, repair: bool) -> list[Finding]:
+        """A ref (or lock) of a document the database does not know: the user was deleted
+        and renaming the ref failed, or a first save crashed before its commit."""
+        age = self.store.ref_age(document_id)
+        if age is not None and age < ORPHAN_AFTER_SECONDS:
+            return []
+        with self.db.transaction() as tx:
+            if ClaudeMdRepository(tx).exists(document_id):
+                return []  # created after the listing passed it
+        findings = self._check_lock(document_id, repair, "belongs to a document that does not exist")
+        if age is not None:
+            detail = f"refs/docs/{document_id} belongs to no document"
+            repaired = False
+            if repair:
+                try:
+                    detail += f"; renamed to {self.store.retire(document_id)}"
+                    repaired = True
+                except Unavailable as exc:
+                    detail += f"; could not rename it: {exc.detail}"
+            findings.append(Finding(document_id, "orphan_ref", detail, repaired))
+        return findings
+
+
+def repack(store: ContentStore, progress: Progress = lambda line: None) -> tuple[dict[str, int], dict[str, int]]:
+    """Pack loose objects (three per save; nothing packs them otherwise). Safe while the
+    service writes. Returns the object counts before and after."""
+    before = store.object_counts()
+    progress(f"gc: {before.get('count', 0)} loose objects, {before.get('packs', 0)} pack(s); packing…")
+    store.repack()
+    after = store.object_counts()
+    progress(f"gc: {after.get('count', 0)} loose objects, {after.get('packs', 0)} pack(s)")
+    return before, after
