@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from svc.api import problems
 from svc.api.deps import get_principal
 from svc.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from svc.api.routes import audit, claude_md, health, tokens, users
+from svc.api.routes import applications, audit, claude_md, configurations, health, tokens, users
 from svc.config import Settings, get_settings
 from svc.embedded import database_url
 from svc.log import configure_logging
@@ -20,7 +20,7 @@ from svc.services.container import Services
 
 log = logging.getLogger(__name__)
 
-API_ROUTERS = [tokens.router, audit.router, users.router, claude_md.router]
+API_ROUTERS = [tokens.router, audit.router, applications.router, configurations.router, users.router, claude_md.router]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

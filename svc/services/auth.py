@@ -77,8 +77,17 @@ class Principal:
 
     def require_application(self, application_id: str) -> None:
         """Scoped tokens see only their application; anything else looks missing (404)."""
-        if self.application_id is not None and self.application_id != application_id:
+        if not self.can_see_application(application_id):
             raise NotFound("application not found")
+
+    def can_see_application(self, application_id: str) -> bool:
+        return self.application_id is None or self.application_id == application_id
+
+    def require_configuration_access(self, *, write: bool) -> None:
+        """Applications and configurations are for admin and service tokens; writing needs a writable token."""
+        self.require_role("admin", "service")
+        if write:
+            self.require_write()
 
     def require_user(self, user_id: str) -> None:
         """Users reach only their own data; another user's looks missing (404)."""

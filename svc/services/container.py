@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from svc.config import Settings
 from svc.content import ContentStore
 from svc.db import Database
+from svc.services.applications import ApplicationService
 from svc.services.audit import AuditService
 from svc.services.auth import Authenticator
 from svc.services.claude_md import ClaudeMdService
+from svc.services.configurations import ConfigurationService
 from svc.services.tokens import TokenService
 from svc.services.users import UserService
 
@@ -21,6 +23,8 @@ class Services:
     authenticator: Authenticator
     tokens: TokenService
     audit: AuditService
+    applications: ApplicationService
+    configurations: ConfigurationService
     content: ContentStore
     users: UserService
     claude_md: ClaudeMdService
@@ -43,6 +47,8 @@ class Services:
             authenticator=Authenticator(db),
             tokens=TokenService(db),
             audit=AuditService(db),
+            applications=ApplicationService(db),
+            configurations=ConfigurationService(db, max_config_bytes=settings.max_config_bytes),
             content=content,
             users=UserService(db, content),
             claude_md=ClaudeMdService(db, content, max_bytes=settings.max_document_bytes),
