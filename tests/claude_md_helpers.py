@@ -85,6 +85,15 @@ def sql(settings: Settings, statement: str, params: tuple = ()) -> list[tuple]:
         conn.close()
 
 
+def document_id(settings: Settings, person: Person) -> str:
+    return sql(settings, "SELECT id FROM claude_md_documents WHERE user_id = %s", (person.id,))[0][0]
+
+
+def ref_path(settings: Settings, person: Person):
+    """The loose ref file of a person's document (refs are never packed in this repository)."""
+    return settings.git_path / "refs" / "docs" / document_id(settings, person)
+
+
 @dataclass
 class CliResult:
     code: int
