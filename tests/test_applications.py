@@ -61,6 +61,18 @@ def test_invalid_body_is_422_and_stores_nothing(client, admin):
     assert client.get(f"{API}/applications", headers=admin).json()["items"] == []
 
 
+def test_text_postgresql_cannot_hold_is_422_not_500(client, admin):
+    json_headers = admin | {"Content-Type": "application/json"}
+    surrogate = client.post(
+        f"{API}/applications", content=b'{"name": "a", "comments": "\\ud800"}', headers=json_headers
+    )
+    assert surrogate.status_code == 422
+    nul = client.post(f"{API}/applications", json={"name": "a", "comments": "nul\u0000"}, headers=admin)
+    assert nul.status_code == 422
+    for params in ({"name_prefix": "a\x00"}, {"after": "\x00"}):
+        assert client.get(f"{API}/applications", params=params, headers=admin).status_code == 422
+
+
 def test_longest_name_and_comments_are_accepted(client, admin):
     created = create_application(client, admin, "a" * 256, comments="c" * 1024)
     assert len(created["name"]) == 256

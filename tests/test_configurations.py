@@ -92,6 +92,13 @@ def test_invalid_create_is_422_and_stores_nothing(client, admin, app):
         response = client.post(f"{API}/applications/{app['id']}/configurations", json=body, headers=admin)
         assert response.status_code == 422, (body, response.text)
         assert response.headers["content-type"] == "application/problem+json"
+    # A lone surrogate: valid JSON text, but no UTF-8 can hold it.
+    surrogate = client.post(
+        f"{API}/applications/{app['id']}/configurations",
+        content=b'{"name": "main", "config": {"\\ud800": 1}}',
+        headers=admin | {"Content-Type": "application/json"},
+    )
+    assert surrogate.status_code == 422
     assert client.get(f"{API}/applications/{app['id']}/configurations", headers=admin).json()["items"] == []
 
 

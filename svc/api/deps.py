@@ -8,6 +8,7 @@ from fastapi import Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from svc.api.schemas import NO_NUL_PATTERN
 from svc.ids import ULID_PATTERN
 from svc.services.auth import Principal
 from svc.services.container import Services
@@ -34,4 +35,6 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 IdPath = Annotated[str, Path(pattern=ULID_PATTERN, description="a ULID", examples=["01JCZ5J7Q9T1V0G6W8E2X4Y6ZA"])]
 Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
-After = Annotated[str | None, Query(max_length=64, description="cursor: the `next` of the previous page")]
+After = Annotated[
+    str | None, Query(max_length=64, pattern=NO_NUL_PATTERN, description="cursor: the `next` of the previous page")
+]

@@ -19,13 +19,18 @@ NAME_PATTERN = r"^[A-Za-z0-9._-]{1,256}$"
 
 
 def _valid_unicode(value: str) -> str:
-    # JSON may carry lone surrogates ("\ud800"); they cannot be stored as UTF-8.
+    # JSON may carry lone surrogates ("\ud800") and NUL ("\u0000"); PostgreSQL text can hold neither.
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("must be valid Unicode text (it contains a lone surrogate)") from None
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (\\u0000)")
     return value
 
 
-# Free text that is stored: valid Unicode only.
+# Any text but NUL, for query parameters that reach SQL (URL decoding never yields surrogates).
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
+# Free text that is stored: valid Unicode without NUL.
 Text = Annotated[str, AfterValidator(_valid_unicode)]

@@ -10,15 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.problems import problem_responses
-from svc.api.schemas import Page
+from svc.api.schemas import NAME_PATTERN, NO_NUL_PATTERN, Page, Text
 
-NAME_PATTERN = r"^[A-Za-z0-9._-]{1,256}$"
-
-Name = Annotated[
-    str,
-    Field(min_length=1, max_length=256, pattern=NAME_PATTERN, description="letters, digits, '.', '_', '-'"),
-]
-Comments = Annotated[str | None, Field(max_length=1024)]
+Name = Annotated[str, Field(pattern=NAME_PATTERN, description="1–256 letters, digits, '.', '_', '-'")]
+Comments = Annotated[Text | None, Field(max_length=1024)]
 
 router = APIRouter(prefix="/applications", tags=["applications"], responses=problem_responses(401, 403, 422, 503))
 
@@ -64,7 +59,9 @@ def list_applications(
     services: ServicesDep,
     limit: Limit = 50,
     after: After = None,
-    name_prefix: Annotated[str | None, Query(max_length=256, description="names starting with this text")] = None,
+    name_prefix: Annotated[
+        str | None, Query(max_length=256, pattern=NO_NUL_PATTERN, description="names starting with this text")
+    ] = None,
 ):
     return services.applications.list(principal, limit=limit, after=after, name_prefix=name_prefix)
 

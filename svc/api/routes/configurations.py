@@ -19,7 +19,7 @@ from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.etags import IfMatch, IfNoneMatch, etag, parse_etags
 from svc.api.problems import problem_responses
 from svc.api.routes.applications import Comments, Name
-from svc.api.schemas import Page
+from svc.api.schemas import NO_NUL_PATTERN, Page, Text
 from svc.errors import BadRequest, UnsupportedMediaType
 from svc.services.configurations import version
 
@@ -30,7 +30,7 @@ MAX_REVISION = 2**31 - 1
 
 router = APIRouter(tags=["configurations"], responses=problem_responses(401, 403, 422, 503))
 
-Message = Annotated[str | None, Field(max_length=1024, description="why; kept with the revision")]
+Message = Annotated[Text | None, Field(max_length=1024, description="why; kept with the revision")]
 JsonSchema = Annotated[
     dict[str, Any] | None,
     Field(alias="schema", description="a JSON Schema every version of config must satisfy; null removes it"),
@@ -191,7 +191,7 @@ def list_configurations(
     after: After = None,
     contains: Annotated[
         str | None,
-        Query(max_length=8192, description='JSON object the config must contain, e.g. {"feature":{"beta":true}}'),
+        Query(max_length=8192, description='a JSON object the config must contain, e.g. {"feature":{"beta":true}}'),
     ] = None,
 ):
     return services.configurations.list(principal, application_id, limit=limit, after=after, contains=contains)
@@ -251,7 +251,8 @@ def patch_configuration(
     response: Response,
     if_match: IfMatch = None,
     message: Annotated[
-        str | None, Query(max_length=1024, description="the revision's message (a JSON body may carry its own)")
+        str | None,
+        Query(max_length=1024, pattern=NO_NUL_PATTERN, description="the revision's message (a JSON body has its own)"),
     ] = None,
 ):
     expected = parse_etags(if_match)
