@@ -393,7 +393,7 @@ def _problem_of(repo: Repo, sha: str) -> str | None:
         try:
             repo.git.get_object_header(f"{sha}:{FILENAME}")
         except ValueError:
-            return f"commit {sha} has no {FILENAME}"
+            return f"the {FILENAME} of commit {sha} is missing"
     except (OSError, GitCommandError) as exc:
         repo.git.clear_cache()  # the batch process died on this object; the next call starts afresh
         return f"commit {sha} cannot be read: {_stderr(exc)}"
