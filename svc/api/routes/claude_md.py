@@ -20,7 +20,7 @@ SHA_PATTERN = r"^[0-9a-fA-F]{7,40}$"
 SHA_DESCRIPTION = "the commit sha of a version of this document (7 to 40 hex digits)"
 
 Sha = Annotated[str, Path(pattern=SHA_PATTERN, description=SHA_DESCRIPTION)]
-Message = Annotated[Text, Field(min_length=1, max_length=1024, pattern=r"^[^\x00]*$")]
+Message = Annotated[Text, Field(min_length=1, max_length=1024)]
 
 NOT_MODIFIED = {304: {"description": "Not Modified: If-None-Match names the current version"}}
 
