@@ -62,7 +62,11 @@ ORDER BY version
 LIMIT 2
 """
 
-VERSION_SHAS = "SELECT commit_sha FROM claude_md_versions WHERE document_id = %(document_id)s ORDER BY version"
+VERSION_SHAS = """
+SELECT document_id, commit_sha FROM claude_md_versions
+WHERE document_id = ANY(%(document_ids)s)
+ORDER BY document_id, version
+"""
 
 
 class ClaudeMdRepository:
@@ -103,5 +107,6 @@ class ClaudeMdRepository:
     def find_versions(self, document_id: str, sha_prefix: str) -> list[dict[str, Any]]:
         return self.tx.fetch_all(FIND_VERSIONS, {"document_id": document_id, "prefix": sha_prefix})
 
-    def version_shas(self, document_id: str) -> list[str]:
-        return [row["commit_sha"] for row in self.tx.fetch_all(VERSION_SHAS, {"document_id": document_id})]
+    def version_shas(self, document_ids: list[str]) -> list[dict[str, Any]]:
+        """(document_id, commit_sha) of every version of these documents."""
+        return self.tx.fetch_all(VERSION_SHAS, {"document_ids": document_ids})

@@ -67,10 +67,10 @@ class VerifyService:
         while True:
             with self.db.transaction() as tx:
                 batch = ClaudeMdRepository(tx).list(limit=BATCH_SIZE, after=after)
+            report.findings += self._check_versions([document["id"] for document in batch])
             for document in batch:
                 document_id = document["id"]
                 known.add(document_id)
-                report.findings += self._check_versions(document_id)
                 if refs.get(document_id) != document["head_sha"] or document_id in locks:
                     report.findings += self._check_head(document_id, repair)
             report.documents += len(batch)
@@ -82,12 +82,15 @@ class VerifyService:
             report.findings += self._check_orphan(document_id, repair)
         return report
 
-    def _check_versions(self, document_id: str) -> list[Finding]:
+    def _check_versions(self, document_ids: list[str]) -> list[Finding]:
+        """Every version's commit exists and holds claude.md (one `cat-file` process per batch)."""
         with self.db.transaction() as tx:
-            shas = ClaudeMdRepository(tx).version_shas(document_id)
+            versions = ClaudeMdRepository(tx).version_shas(document_ids)
+        problems = self.store.find_problems(v["commit_sha"] for v in versions)
         return [
-            Finding(document_id, "missing_content", f"{problem}; that version cannot be read")
-            for problem in self.store.find_problems(shas).values()
+            Finding(v["document_id"], "missing_content", f"{problems[v['commit_sha']]}; that version cannot be read")
+            for v in versions
+            if v["commit_sha"] in problems
         ]
 
     def _check_head(self, document_id: str, repair: bool) -> list[Finding]:

@@ -1,0 +1,144 @@
+"""claude.md saves/s: the service's save path next to bare git plumbing, on this machine.
+
+    uv run python -m tests.bench.claude_md_saves [--seconds 5]
+
+Measures, each for `--seconds`:
+
+* plumbing: one save = `git hash-object -w --stdin` → `git mktree` → `git commit-tree`
+  → `git update-ref <ref> <new> <old>`, four subprocesses, in a bare repository with
+  the service's settings (`core.fsync=committed`);
+* store: `ContentStore.save` alone (objects written in-process and fsynced, one
+  `update-ref`);
+* service: `ClaudeMdService.save` (row lock, git, version row, audit, COMMIT) on an
+  embedded PostgreSQL, no HTTP;
+
+for one document (sequential) and for four documents written by four threads at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from svc.content import Author, ContentStore
+from svc.content.store import ZERO_SHA
+from svc.db import Database
+from svc.embedded import EmbeddedPostgres
+from svc.ids import new_id
+from svc.migrate import Runner
+from svc.services.auth import Principal
+from svc.services.claude_md import ClaudeMdService
+from svc.services.users import UserService
+
+AUTHOR = Author("bench", "bench@svc.invalid")
+PLUMBING_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@svc.invalid",
+    "GIT_COMMITTER_NAME": "svc", "GIT_COMMITTER_EMAIL": "svc@svc.invalid",
+}
+
+
+def content(n: int) -> bytes:
+    return (f"# claude.md\n\n- rule {n}\n" + "- keep answers short and test everything\n" * 20).encode()
+
+
+def rate(save_one: Callable[[int, int], None], *, writers: int, seconds: float) -> float:
+    """Saves/s when `writers` threads call save_one(writer, n) until the time is up."""
+    deadline = time.monotonic() + seconds
+    counts = [0] * writers
+
+    def work(writer: int) -> None:
+        while time.monotonic() < deadline:
+            save_one(writer, counts[writer])
+            counts[writer] += 1
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(writers) as pool:
+        list(pool.map(work, range(writers)))
+    return sum(counts) / (time.monotonic() - started)
+
+
+def plumbing(repo: Path) -> Callable[[int, int], None]:
+    heads: dict[int, str | None] = {}
+    run = new_id()
+
+    def git(*args: str, data: bytes | None = None) -> str:
+        return subprocess.run(
+            ["git", f"--git-dir={repo}", *args], input=data, capture_output=True, check=True, env=PLUMBING_ENV
+        ).stdout.decode().strip()
+
+    def save_one(writer: int, n: int) -> None:
+        parent = heads.get(writer)
+        blob = git("hash-object", "-w", "--stdin", data=content(n))
+        tree = git("mktree", data=f"100644 blob {blob}\tclaude.md\n".encode())
+        commit = git("commit-tree", tree, *(["-p", parent] if parent else []), "-m", "Update claude.md")
+        git("update-ref", f"refs/docs/{run}-{writer}", commit, parent or ZERO_SHA)
+        heads[writer] = commit
+
+    return save_one
+
+
+def store_only(store: ContentStore) -> Callable[[int, int], None]:
+    heads: dict[int, str | None] = {}
+    ids = {}
+
+    def save_one(writer: int, n: int) -> None:
+        document_id = ids.setdefault(writer, new_id())
+        heads[writer] = store.save(document_id, content(n), parent=heads.get(writer), author=AUTHOR,
+                                   message="Update claude.md")
+
+    return save_one
+
+
+def service(documents: ClaudeMdService, user_ids: list[str]) -> Callable[[int, int], None]:
+    operator = Principal.operator()
+
+    def save_one(writer: int, n: int) -> None:
+        documents.save(operator, user_ids[writer], content=content(n).decode(), message=None, expected=None)
+
+    return save_one
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="svc-bench-") as scratch:
+        root = Path(scratch)
+        postgres = EmbeddedPostgres(root / "postgres")
+        Runner(postgres.url, progress=lambda line: None).up()
+        db = Database(postgres.url, min_size=4, max_size=8)
+        store = ContentStore(root / "content.git")
+        store.ensure()
+        plumbing_repo = ContentStore(root / "plumbing.git")
+        plumbing_repo.ensure()  # the same repository settings as the service's
+        users = UserService(db, store)
+        documents = ClaudeMdService(db, store, max_bytes=1 << 20)
+        user_ids = [
+            users.create(Principal.operator(), email=f"u{i}@example.com", username=f"u{i}")["id"] for i in range(4)
+        ]
+        measured = {}
+        for label, make in (
+            ("plumbing (4 git commands)", lambda: plumbing(plumbing_repo.path)),
+            ("store (in-process objects + update-ref)", lambda: store_only(store)),
+            ("service (PostgreSQL + git, no HTTP)", lambda: service(documents, user_ids)),
+        ):
+            one = rate(make(), writers=1, seconds=args.seconds)
+            four = rate(make(), writers=4, seconds=args.seconds)
+            measured[label] = (one, four)
+            print(f"{label:<42} one document: {one:7.1f} saves/s   4 documents × 4 threads: {four:7.1f} saves/s",
+                  flush=True)
+        base_one, base_four = measured["plumbing (4 git commands)"]
+        one, four = measured["service (PostgreSQL + git, no HTTP)"]
+        print(f"service / plumbing: one document {one / base_one:.2f}, four documents {four / base_four:.2f}")
+        db.close()
+
+
+if __name__ == "__main__":
+    main()
