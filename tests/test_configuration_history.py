@@ -103,7 +103,7 @@ def test_rollback_errors_change_nothing(client, admin, configuration):
     stale = client.post(target, json={"revision": 1}, headers=admin | {"If-Match": f'"{configuration["id"]}.2"'})
     assert stale.status_code == 412
     unknown = client.post(target, json={"revision": 42}, headers=admin)
-    assert unknown.status_code == 422 and "no revision 42" in unknown.json()["detail"]
+    assert unknown.status_code == 404 and "no revision 42" in unknown.json()["detail"]
     assert client.post(target, json={"revision": 0}, headers=admin).status_code == 422
     assert client.post(target, json={}, headers=admin).status_code == 422
     missing = client.post(f"{API}/configurations/{new_id()}/rollback", json={"revision": 1}, headers=admin)

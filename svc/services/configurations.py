@@ -99,10 +99,7 @@ class ConfigurationService:
 
     def _revision(self, actor: Principal, tx: Transaction, configuration_id: str, number: int) -> dict[str, Any]:
         _visible(actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
-        found = RevisionRepository(tx).get(configuration_id, number)
-        if found is None:
-            raise NotFound(f"configuration {configuration_id} has no revision {number}")
-        return found
+        return _existing_revision(tx, configuration_id, number)
 
     # --- writes --------------------------------------------------------------------------
 
@@ -190,10 +187,7 @@ class ConfigurationService:
         """A new revision whose JSON is that of `revision` (checked against the current schema)."""
 
         def old_config(current: dict[str, Any], tx: Transaction) -> dict[str, Any]:
-            found = RevisionRepository(tx).get(configuration_id, revision)
-            if found is None:
-                raise Unprocessable(f"configuration {configuration_id} has no revision {revision}")
-            return {"config": found["config"]}
+            return {"config": _existing_revision(tx, configuration_id, revision)["config"]}
 
         return self._write(
             actor,
@@ -329,6 +323,13 @@ def _locked(
             "the If-Match ETag is stale, fetch it again"
         )
     return current
+
+
+def _existing_revision(tx: Transaction, configuration_id: str, number: int) -> dict[str, Any]:
+    found = RevisionRepository(tx).get(configuration_id, number)
+    if found is None:
+        raise NotFound(f"configuration {configuration_id} has no revision {number}")
+    return found
 
 
 def _visible(actor: Principal, row: dict[str, Any] | None, configuration_id: str) -> dict[str, Any]:

@@ -35,6 +35,9 @@ JsonSchema = Annotated[
     dict[str, Any] | None,
     Field(alias="schema", description="a JSON Schema every version of config must satisfy; null removes it"),
 ]
+ConfigJson = Annotated[
+    dict[str, Any], Field(description="a JSON object; its text cannot contain \\u0000, which PostgreSQL jsonb refuses")
+]
 RevisionPath = Annotated[int, Path(ge=1, le=MAX_REVISION)]
 RevisionQuery = Annotated[int, Query(ge=1, le=MAX_REVISION)]
 
@@ -42,7 +45,7 @@ RevisionQuery = Annotated[int, Query(ge=1, le=MAX_REVISION)]
 class ConfigurationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Name
-    config: dict[str, Any]
+    config: ConfigJson
     comments: Comments = None
     json_schema: JsonSchema = None
     message: Message = None
@@ -52,7 +55,7 @@ class ConfigurationReplace(BaseModel):
     """Replaces `config`; `comments` and `schema` change only when sent."""
 
     model_config = ConfigDict(extra="forbid")
-    config: dict[str, Any]
+    config: ConfigJson
     comments: Comments = None
     json_schema: JsonSchema = None
     message: Message = None
@@ -154,7 +157,7 @@ PATCH_REQUEST_BODY = {
     "/applications/{application_id}/configurations",
     status_code=201,
     response_model=Configuration,
-    responses={201: {"headers": ETAG_HEADER}, **problem_responses(404, 409, 413)},
+    responses={201: {"headers": ETAG_HEADER}, **problem_responses(400, 404, 409, 413)},
 )
 def create_configuration(
     application_id: IdPath,
@@ -220,7 +223,7 @@ def get_configuration(
     "/configurations/{configuration_id}",
     response_model=Configuration,
     summary="Replace the JSON (and comments or schema, when sent)",
-    responses={**WITH_ETAG, **problem_responses(404, 412, 413)},
+    responses={**WITH_ETAG, **problem_responses(400, 404, 412, 413)},
 )
 def replace_configuration(
     configuration_id: IdPath,
@@ -332,7 +335,7 @@ def diff_revisions(
     "/configurations/{configuration_id}/rollback",
     response_model=Configuration,
     summary="Make a new revision whose JSON is that of an earlier one",
-    responses={**WITH_ETAG, **problem_responses(404, 412, 413)},
+    responses={**WITH_ETAG, **problem_responses(400, 404, 412, 413)},
 )
 def rollback_configuration(
     configuration_id: IdPath,
