@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,6 +71,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
+    if workers > 1:
+        _share_metrics_between_workers(settings)
     say(f"serving on http://{host}:{port} with {workers} worker(s)")
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into a normal exit so
     # that exit handlers run and the embedded PostgreSQL is stopped cleanly.
@@ -85,6 +88,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         timeout_graceful_shutdown=5,
     )
     return 0
+
+
+def _share_metrics_between_workers(settings: Settings) -> None:
+    """prometheus-client's multiprocess mode: workers write to files that /metrics sums up."""
+    directory = settings.data_dir.resolve() / "metrics"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
 def _exit_normally(signum: int, frame: object) -> None:

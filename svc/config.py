@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     max_document_bytes: int = Field(default=MIB, ge=1)
     max_request_bytes: int = Field(default=3 * MIB, ge=1024, description="hard cap on any request body")
 
+    cache_max_bytes: int = Field(default=64 * MIB, ge=0, description="resolve cache size per worker")
+    event_retention_hours: int = Field(default=168, ge=1, description="how long the change stream can replay")
+    long_poll_max_seconds: int = Field(default=300, ge=1, le=3600)
+    sse_keepalive_seconds: float = Field(default=15.0, gt=0)
+    metrics: Literal["off", "token", "public"] = Field(
+        default="token", description="/metrics: off, admin token required, or public"
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     access_log: bool = True

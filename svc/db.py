@@ -30,6 +30,7 @@ import psycopg2.extras
 from psycopg2.pool import ThreadedConnectionPool
 
 from svc.errors import Unavailable
+from svc.metrics import POOL_IN_USE, POOL_WAITING
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +183,11 @@ class Database:
     def _checkout(self) -> psycopg2.extensions.connection:
         with self._lock:
             self._waiting += 1
+        POOL_WAITING.inc()
         try:
             acquired = self._slots.acquire(timeout=self.timeout)
         finally:
+            POOL_WAITING.dec()
             with self._lock:
                 self._waiting -= 1
         if not acquired:
@@ -198,6 +201,7 @@ class Database:
             raise
         with self._lock:
             self._in_use += 1
+        POOL_IN_USE.inc()
         return conn
 
     def _healthy_connection(self) -> psycopg2.extensions.connection:
@@ -221,6 +225,7 @@ class Database:
         finally:
             with self._lock:
                 self._in_use -= 1
+            POOL_IN_USE.dec()
             self._slots.release()
 
 

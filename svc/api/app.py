@@ -9,10 +9,12 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI
 
+from svc import metrics
 from svc.api import problems
 from svc.api.deps import get_principal
 from svc.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from svc.api.routes import applications, audit, claude_md, configurations, health, tokens, users
+from svc.api.routes import applications, audit, claude_md, configurations, delivery, health, tokens, users
+from svc.api.routes import metrics as metrics_routes
 from svc.config import Settings, get_settings
 from svc.embedded import database_url
 from svc.log import configure_logging
@@ -20,7 +22,7 @@ from svc.services.container import Services
 
 log = logging.getLogger(__name__)
 
-API_ROUTERS = [tokens.router, audit.router, applications.router, configurations.router, users.router, claude_md.router]
+API_ROUTERS = [tokens.router, audit.router, applications.router, configurations.router, delivery.router, users.router, claude_md.router]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,10 +35,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
         services = Services.build(settings, database_url(settings))
         app.state.services = services
+        await services.start()
         try:
             yield
         finally:
+            await services.stop()
             services.close()
+            metrics.mark_worker_exited()
 
     app = FastAPI(
         title="svc — configuration service",
@@ -53,4 +58,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api.include_router(router)
     app.include_router(api)
     app.include_router(health.router)
+    app.include_router(metrics_routes.router)
     return app

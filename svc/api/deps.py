@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from svc.api.schemas import NO_NUL_PATTERN
@@ -16,18 +15,18 @@ from svc.services.container import Services
 _bearer = HTTPBearer(auto_error=False, description="an API token: `svc token create` or POST /api/v1/tokens")
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async so FastAPI does not hop to a thread just to read an attribute
     return request.app.state.services
 
 
-async def get_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def get_principal(request: Request, credentials: BearerCredentials) -> Principal:
     """Authenticate the bearer token of this request (401 when missing, unknown or revoked)."""
     services: Services = request.app.state.services
-    secret = credentials.credentials if credentials else None
-    return await run_in_threadpool(services.authenticator.authenticate, secret)
+    return await services.authenticator.principal(credentials.credentials if credentials else None)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

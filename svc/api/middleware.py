@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 
 from svc.api.problems import problem_response
 from svc.ids import new_id
+from svc.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from svc.log import request_id_var
 
 access_log = logging.getLogger("svc.access")
@@ -46,14 +47,19 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
+            if not _is_held_open(scope, template):
+                HTTP_LATENCY.labels(scope["method"], template).observe(elapsed)
             if self.access_log_enabled:
-                access_log.info(
-                    "%s %s %d %.1fms",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    (time.perf_counter() - started) * 1000,
-                )
+                access_log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, elapsed * 1000)
+
+
+def _is_held_open(scope: Scope, template: str) -> bool:
+    """Long-polls and event streams last as long as the client wants: not a latency figure."""
+    return template.endswith("/events") or b"wait=" in scope.get("query_string", b"")
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

@@ -8,7 +8,12 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from anyio.to_thread import run_sync as run_in_threadpool
+
+from svc.cache import InvalidatingCache
 from svc.db import Database
+from svc.listener import INVALIDATE_CHANNEL, ChangeListener
+from svc.metrics import CACHE_LOOKUPS
 from svc.errors import Forbidden, NotFound, Unauthenticated
 from svc.repositories.tokens import TokenRepository
 
@@ -101,18 +106,44 @@ class Principal:
         return self.user_id
 
 
-
 class Authenticator:
-    """Turns a bearer secret into a Principal, or refuses it."""
+    """Turns a bearer secret into a Principal, or refuses it.
 
-    def __init__(self, db: Database) -> None:
+    Principals are cached by token hash for at most `cache_ttl` seconds, and only while the
+    worker's LISTEN connection is up: a trigger announces every revocation or change of a
+    token, which empties the cache, so a revoked token fails on the next request.
+    """
+
+    def __init__(self, db: Database, *, cache_ttl: float = 60.0) -> None:
         self.db = db
+        self.cache: InvalidatingCache[Principal] = InvalidatingCache(max_cost=10_000, ttl=cache_ttl)
 
-    def authenticate(self, secret: str | None) -> Principal:
+    def attach(self, listener: ChangeListener) -> None:
+        listener.subscribe(INVALIDATE_CHANNEL, self._on_invalidate)
+        listener.on_state(self.cache.set_enabled)
+
+    def _on_invalidate(self, payload: str) -> None:
+        if payload == "tokens":
+            self.cache.clear()
+
+    async def principal(self, secret: str | None) -> Principal:
+        """Authenticate on the event loop: from the cache, else one query in the thread pool."""
         if not secret:
             raise Unauthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
+        token_hash = hash_secret(secret)
+        found = self.cache.get(token_hash)
+        if found is not None:
+            CACHE_LOOKUPS.labels("auth", "hit").inc()
+            return found
+        CACHE_LOOKUPS.labels("auth", "miss").inc()
+        generation = self.cache.generation
+        found = await run_in_threadpool(self.authenticate_hash, token_hash)
+        self.cache.put(token_hash, found, generation)
+        return found
+
+    def authenticate_hash(self, token_hash: str) -> Principal:
         with self.db.transaction() as tx:
-            row = TokenRepository(tx).authenticate(hash_secret(secret))
+            row = TokenRepository(tx).authenticate(token_hash)
             tx.commit()
         if row is None:
             raise Unauthenticated("the token is unknown or has been revoked")

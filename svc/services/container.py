@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from anyio.to_thread import run_sync
 
 from svc.config import Settings
 from svc.content import ContentStore
 from svc.db import Database
+from svc.errors import Unavailable
+from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.services.applications import ApplicationService
 from svc.services.audit import AuditService
 from svc.services.auth import Authenticator
 from svc.services.claude_md import ClaudeMdService
 from svc.services.configurations import ConfigurationService
+from svc.services.changes import CHANNEL as CHANGES_CHANNEL
+from svc.services.delivery import DeliveryService
 from svc.services.tokens import TokenService
 from svc.services.users import UserService
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -23,11 +34,14 @@ class Services:
     authenticator: Authenticator
     tokens: TokenService
     audit: AuditService
-    applications: ApplicationService
-    configurations: ConfigurationService
     content: ContentStore
     users: UserService
     claude_md: ClaudeMdService
+    applications: ApplicationService
+    configurations: ConfigurationService
+    listener: ChangeListener
+    delivery: DeliveryService
+    _background: list[asyncio.Task] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings, database_url: str) -> Services:
@@ -47,12 +61,42 @@ class Services:
             authenticator=Authenticator(db),
             tokens=TokenService(db),
             audit=AuditService(db),
-            applications=ApplicationService(db),
-            configurations=ConfigurationService(db, max_config_bytes=settings.max_config_bytes),
             content=content,
             users=UserService(db, content),
             claude_md=ClaudeMdService(db, content, max_bytes=settings.max_document_bytes),
+            applications=ApplicationService(db),
+            configurations=ConfigurationService(db, max_config_bytes=settings.max_config_bytes),
+            listener=ChangeListener(
+                database_url, [CHANGES_CHANNEL, INVALIDATE_CHANNEL], connect_timeout=settings.connect_timeout
+            ),
+            delivery=DeliveryService(
+                db, cache_max_bytes=settings.cache_max_bytes, event_retention_hours=settings.event_retention_hours
+            ),
         )
+
+    async def start(self) -> None:
+        """Start the per-worker background parts: the LISTEN connection and event pruning."""
+        self.authenticator.attach(self.listener)
+        self.delivery.attach(self.listener)
+        await self.listener.start()
+        if not await self.listener.wait_connected(timeout=self.settings.connect_timeout):
+            log.warning("LISTEN connection not up yet; caches stay bypassed until it is")
+        self._background.append(asyncio.create_task(self._prune_events_hourly(), name="svc-prune-events"))
+
+    async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await self.listener.stop()
+
+    async def _prune_events_hourly(self) -> None:
+        while True:
+            try:
+                deleted = await run_sync(self.delivery.prune_events)
+                if deleted:
+                    log.info("pruned %d change events older than %d h", deleted, self.settings.event_retention_hours)
+            except Unavailable as exc:
+                log.warning("could not prune change events: %s", exc.detail)
+            await asyncio.sleep(3600)
 
     def readiness(self) -> dict[str, bool]:
         """Which dependencies answer right now (for `/ready`)."""

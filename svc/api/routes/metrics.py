@@ -1,0 +1,33 @@
+"""`/metrics`: Prometheus text format; off, admin-only (default) or public, by `SVC_METRICS`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from svc import metrics
+from svc.api.deps import BearerCredentials
+from svc.api.problems import problem_responses
+from svc.errors import NotFound
+
+router = APIRouter(tags=["health"])
+
+
+async def _metrics_access(request: Request, credentials: BearerCredentials) -> None:
+    services = request.app.state.services
+    if services.settings.metrics == "off":
+        raise NotFound("metrics are turned off (SVC_METRICS=off)")
+    if services.settings.metrics == "token":
+        principal = await services.authenticator.principal(credentials.credentials if credentials else None)
+        principal.require_admin()
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    dependencies=[Depends(_metrics_access)],
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}} | problem_responses(401, 403, 404),
+)
+def prometheus_metrics() -> Response:
+    return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)

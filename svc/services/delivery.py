@@ -1,0 +1,307 @@
+"""Configuration delivery: resolve by name from an in-process cache, long-poll for changes,
+and the per-application change stream. Everything here runs on the event loop; only database
+reads go to the thread pool, so thousands of idle waiters cost neither threads nor connections."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from anyio.to_thread import run_sync as run_in_threadpool
+
+from svc.cache import InvalidatingCache
+from svc.db import Database
+from svc.errors import NotFound
+from svc.listener import INVALIDATE_CHANNEL, ChangeListener
+from svc.metrics import CACHE_LOOKUPS, EVENT_STREAMS, LONG_POLL_WAITERS
+from svc.repositories.delivery import DeliveryRepository
+from svc.services.auth import Principal
+from svc.services.changes import CHANNEL as CHANGES_CHANNEL
+
+log = logging.getLogger(__name__)
+
+# While the LISTEN connection is down, waiters re-read the database this often instead.
+POLL_WHILE_DEAF = 1.0
+EVENT_BATCH = 500
+
+Key = tuple[str, str]  # (application name, configuration name)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A configuration as delivered: its JSON already rendered, and its version."""
+
+    configuration_id: str
+    application_id: str
+    revision: int
+    body: bytes
+
+    @property
+    def version(self) -> str:
+        """The ETag value; the same one the configurations API uses."""
+        return f"{self.configuration_id}.{self.revision}"
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    id: int
+    application_id: str
+    configuration_id: str
+    name: str
+    revision: int
+    kind: str
+
+    def data(self) -> bytes:
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "configuration_id": self.configuration_id,
+                "name": self.name,
+                "revision": self.revision,
+                "kind": self.kind,
+            }
+        )
+
+
+_RESYNC = object()  # queued to streams when the listener comes back: re-read what may have been missed
+
+
+class DeliveryService:
+    def __init__(self, db: Database, *, cache_max_bytes: int, event_retention_hours: int) -> None:
+        self.db = db
+        self.event_retention_hours = event_retention_hours
+        self.cache: InvalidatingCache[Resolved] = InvalidatingCache(
+            max_cost=cache_max_bytes, cost=lambda r: len(r.body) + 256
+        )
+        self._loads: dict[Key, tuple[int, asyncio.Task]] = {}
+        self._waiters: defaultdict[str, set[asyncio.Future]] = defaultdict(set)
+        self._streams: defaultdict[str, set[asyncio.Queue]] = defaultdict(set)
+
+    # --- wiring ---------------------------------------------------------------------------
+
+    def attach(self, listener: ChangeListener) -> None:
+        listener.subscribe(CHANGES_CHANNEL, self._on_change)
+        listener.subscribe(INVALIDATE_CHANNEL, self._on_invalidate)
+        listener.on_state(self._on_listener_state)
+
+    def _on_change(self, payload: str) -> None:
+        change = orjson.loads(payload)
+        self.cache.invalidate((change["application_name"], change["configuration_name"]))
+        self._wake(self._waiters.pop(change["configuration_id"], ()))
+        event = ChangeEvent(
+            id=change["id"],
+            application_id=change["application_id"],
+            configuration_id=change["configuration_id"],
+            name=change["configuration_name"],
+            revision=change["revision"],
+            kind=change["kind"],
+        )
+        for queue in self._streams.get(event.application_id, ()):
+            queue.put_nowait(event)
+
+    def _on_invalidate(self, payload: str) -> None:
+        if payload == "applications":  # a rename or delete: names may now mean something else
+            self.cache.clear()
+            self._wake_everyone()
+
+    def _on_listener_state(self, connected: bool) -> None:
+        self.cache.set_enabled(connected)
+        self._wake_everyone()
+        if connected:
+            for queues in self._streams.values():
+                for queue in queues:
+                    queue.put_nowait(_RESYNC)
+
+    def _wake_everyone(self) -> None:
+        waiters, self._waiters = self._waiters, defaultdict(set)
+        for futures in waiters.values():
+            self._wake(futures)
+
+    @staticmethod
+    def _wake(futures) -> None:
+        for future in futures:
+            if not future.done():
+                future.set_result(None)
+
+    # --- resolve --------------------------------------------------------------------------
+
+    async def resolve(self, actor: Principal, application_name: str, configuration_name: str) -> Resolved:
+        """The current configuration, from the cache when it can be trusted."""
+        actor.require_configuration_access(write=False)
+        key = (application_name, configuration_name)
+        found = self.cache.get(key)
+        if found is None:
+            CACHE_LOOKUPS.labels("resolve", "miss").inc()
+            found = await self._load(key)
+        else:
+            CACHE_LOOKUPS.labels("resolve", "hit").inc()
+        if found is None or not actor.can_see_application(found.application_id):
+            raise NotFound(f"configuration '{configuration_name}' of application '{application_name}' not found")
+        return found
+
+    async def _load(self, key: Key) -> Resolved | None:
+        # Concurrent misses for one key share one query (1,000 woken waiters make one read),
+        # but only with a load that started after the latest invalidation.
+        generation = self.cache.generation
+        running = self._loads.get(key)
+        if running is None or running[0] != generation:
+            task = asyncio.ensure_future(self._fetch(key, generation))
+            self._loads[key] = (generation, task)
+            task.add_done_callback(lambda _, key=key, task=task: self._forget_load(key, task))
+            running = (generation, task)
+        return await asyncio.shield(running[1])
+
+    def _forget_load(self, key: Key, task: asyncio.Task) -> None:
+        if self._loads.get(key, (None, None))[1] is task:
+            del self._loads[key]
+
+    async def _fetch(self, key: Key, generation: int) -> Resolved | None:
+        row = await run_in_threadpool(self._read, key)
+        if row is None:
+            return None
+        found = Resolved(
+            configuration_id=row["configuration_id"],
+            application_id=row["application_id"],
+            revision=row["revision"],
+            body=row["body"].encode(),
+        )
+        self.cache.put(key, found, generation)
+        return found
+
+    def _read(self, key: Key) -> dict[str, Any] | None:
+        with self.db.transaction() as tx:
+            return DeliveryRepository(tx).resolve(*key)
+
+    async def wait_for_change(
+        self,
+        actor: Principal,
+        application_name: str,
+        configuration_name: str,
+        known: frozenset[str],
+        wait: float,
+    ) -> Resolved | None:
+        """Hold until the configuration's version is not one of `known`; None when `wait` runs out.
+
+        Raises NotFound when the configuration is deleted meanwhile.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        current = await self.resolve(actor, application_name, configuration_name)
+        LONG_POLL_WAITERS.inc()
+        try:
+            while current.version in known:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                future = loop.create_future()
+                waiters = self._waiters[current.configuration_id]
+                waiters.add(future)
+                try:
+                    # Re-read after registering: a change that landed in between is not missed.
+                    current = await self.resolve(actor, application_name, configuration_name)
+                    if current.version not in known:
+                        break
+                    timeout = remaining if self.cache.enabled else min(remaining, POLL_WHILE_DEAF)
+                    try:
+                        await asyncio.wait_for(future, timeout)
+                    except TimeoutError:
+                        pass
+                finally:
+                    waiters.discard(future)
+                    if not waiters and self._waiters.get(current.configuration_id) is waiters:
+                        del self._waiters[current.configuration_id]
+                current = await self.resolve(actor, application_name, configuration_name)
+            return current
+        finally:
+            LONG_POLL_WAITERS.dec()
+
+    def waiting(self) -> int:
+        return sum(len(futures) for futures in self._waiters.values())
+
+    # --- change stream ----------------------------------------------------------------------
+
+    async def open_stream(
+        self, actor: Principal, application_id: str, last_event_id: int | None, keepalive: float
+    ) -> AsyncIterator[ChangeEvent | None]:
+        """Every committed change of the application's configurations, in order; None is a keep-alive.
+
+        With `last_event_id`, the stream first replays what the client missed (within the
+        retention period). Access and existence are checked here, before anything is streamed.
+        """
+        actor.require_configuration_access(write=False)
+        actor.require_application(application_id)
+        queue: asyncio.Queue = asyncio.Queue()
+        streams = self._streams[application_id]
+        streams.add(queue)  # subscribe before reading the backlog, so nothing falls in between
+        try:
+            exists, latest = await run_in_threadpool(self._stream_start, application_id)
+            if not exists:
+                raise NotFound(f"application {application_id} not found")
+        except BaseException:
+            self._unsubscribe(application_id, queue)
+            raise
+        return self._stream(application_id, queue, latest, last_event_id, keepalive)
+
+    async def _stream(
+        self, application_id: str, queue: asyncio.Queue, latest: int, last_event_id: int | None, keepalive: float
+    ) -> AsyncIterator[ChangeEvent | None]:
+        EVENT_STREAMS.inc()
+        try:
+            sent = latest if last_event_id is None else last_event_id
+            replay = last_event_id is not None
+            while True:
+                if replay:
+                    async for event in self._backlog(application_id, sent):
+                        yield event
+                        sent = event.id
+                    replay = False
+                try:
+                    item = await asyncio.wait_for(queue.get(), keepalive)
+                except TimeoutError:
+                    yield None
+                    continue
+                if item is _RESYNC:
+                    replay = True
+                elif item.id > sent:
+                    yield item
+                    sent = item.id
+        finally:
+            self._unsubscribe(application_id, queue)
+            EVENT_STREAMS.dec()
+
+    def _unsubscribe(self, application_id: str, queue: asyncio.Queue) -> None:
+        streams = self._streams.get(application_id)
+        if streams is not None:
+            streams.discard(queue)
+            if not streams:
+                del self._streams[application_id]
+
+    def _stream_start(self, application_id: str) -> tuple[bool, int]:
+        with self.db.transaction() as tx:
+            repo = DeliveryRepository(tx)
+            return repo.application_exists(application_id), repo.latest_event_id(application_id)
+
+    async def _backlog(self, application_id: str, after: int) -> AsyncIterator[ChangeEvent]:
+        while True:
+            rows = await run_in_threadpool(self._events_after, application_id, after)
+            for row in rows:
+                yield ChangeEvent(**{k: row[k] for k in ChangeEvent.__dataclass_fields__})
+                after = row["id"]
+            if len(rows) < EVENT_BATCH:
+                return
+
+    def _events_after(self, application_id: str, after: int) -> list[dict[str, Any]]:
+        with self.db.transaction() as tx:
+            return DeliveryRepository(tx).events_after(application_id, after, EVENT_BATCH)
+
+    def prune_events(self) -> int:
+        """Delete change events older than the retention period; return how many."""
+        with self.db.transaction() as tx:
+            deleted = DeliveryRepository(tx).prune_events(self.event_retention_hours)
+            tx.commit()
+        return deleted
