@@ -240,10 +240,8 @@ def test_read_only_user_token_reads_but_cannot_write(client, person):
 
 def test_saves_are_audited(client, admin, ada, settings):
     saved = save(client, ada.document, ada.headers, "x", message="why")
-    document_id = document_id(settings, ada)
-    [event] = client.get(f"{API}/audit?resource_type=claude_md_document&resource_id={document_id}", headers=admin).json()[
-        "items"
-    ]
+    url = f"{API}/audit?resource_type=claude_md_document&resource_id={document_id(settings, ada)}"
+    [event] = client.get(url, headers=admin).json()["items"]
     assert event["action"] == "claude_md.save"
     assert event["detail"] == {
         "user_id": ada.id, "version": 1, "commit_sha": saved["commit_sha"], "size_bytes": 1, "message": "why"

@@ -171,10 +171,13 @@ class ContentStore:
                 return
             except GitCommandError as exc:
                 failure = exc
-            if self._lock_path(document_id).exists():
-                if not self.remove_stale_lock(document_id):
+            lock = self._lock_path(document_id)
+            lock_age = _age(lock)
+            if lock_age is not None:
+                if lock_age < STALE_LOCK_SECONDS:
                     raise Unavailable(f"document {document_id} is still being written by another request; retry")
-                log.warning("removed a stale lock on %s", ref)
+                _unlink_quietly(lock)
+                log.warning("removed a stale lock on %s (%.0f s old)", ref, lock_age)
                 continue
             current = _read_ref(repo, ref)
             if current == expected:

@@ -83,12 +83,12 @@ class ClaudeMdService:
         """A unified diff from one version to another (any two, in either order)."""
         owner = _owner(actor, user_id)
         with self.db.transaction() as tx:
-            older, newer = _find_versions(tx, owner, from_sha, to_sha)
+            source, target = _find_versions(tx, owner, from_sha, to_sha)
         return unified_diff(
-            _text(self.store.read(older["commit_sha"])),
-            _text(self.store.read(newer["commit_sha"])),
-            from_label=_label(older),
-            to_label=_label(newer),
+            _text(self.store.read(source["commit_sha"])),
+            _text(self.store.read(target["commit_sha"])),
+            from_label=_label(source),
+            to_label=_label(target),
         )
 
     # --- writing -----------------------------------------------------------------------
