@@ -83,6 +83,8 @@ INVALID_CREATES = [
     {"name": "main", "config": {}, "schema": "not an object"},
     {"name": "main", "config": {}, "extra": 1},
     {"name": "main", "config": {"text": "nul \u0000 inside"}},
+    {"name": "main", "config": {"list": [1, ["nul \u0000 inside"]]}},
+    {"name": "main", "config": {}, "schema": {"description": "nul \u0000 inside"}},
     {"name": "main", "config": {"huge": 2**80}},
 ]
 
@@ -124,6 +126,18 @@ def test_invalid_schema_is_refused(client, admin, app):
     assert response.status_code == 422
     assert "not a valid JSON Schema" in response.json()["detail"]
     assert response.json()["errors"][0]["path"]
+
+
+def test_schemas_that_cannot_be_applied_refuse_every_write(client, admin, app):
+    """Remote references are never fetched, and a schema that refers to itself forever is caught."""
+    for schema, reason in [
+        ({"$ref": "https://example.com/schema.json"}, "cannot be resolved"),
+        ({"$ref": "#"}, "refers to itself"),
+    ]:
+        body = {"name": "main", "config": {}, "schema": schema}
+        response = client.post(f"{API}/applications/{app['id']}/configurations", json=body, headers=admin)
+        assert response.status_code == 422
+        assert reason in response.json()["errors"][0]["message"]
 
 
 def test_create_must_satisfy_its_schema(client, admin, app):
@@ -355,6 +369,12 @@ def test_merge_patch_follows_rfc_7396(client, admin, app):
 
     no_op = client.patch(url(created), json={"missing": None}, headers=admin | MERGE_PATCH)
     assert no_op.json()["revision"] == 2
+
+    too_deep = {}
+    for _ in range(300):
+        too_deep = {"a": too_deep}
+    deep = client.patch(url(created), json=too_deep, headers=admin | MERGE_PATCH)
+    assert deep.status_code == 422 and "merge patch cannot be applied" in deep.json()["detail"]
 
 
 def test_merge_patch_errors(client, admin, app):
