@@ -13,12 +13,15 @@ Measures, each for `--seconds`:
   embedded PostgreSQL, no HTTP;
 
 for one document (sequential) and for four documents written by four threads at once.
+The three are measured in turn for `--rounds` rounds and the median of each is shown,
+so that a machine whose load drifts treats them alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import tempfile
 import time
@@ -108,6 +111,7 @@ def service(documents: ClaudeMdService, user_ids: list[str]) -> Callable[[int, i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="svc-bench-") as scratch:
         root = Path(scratch)
@@ -123,17 +127,23 @@ def main() -> None:
         user_ids = [
             users.create(Principal.operator(), email=f"u{i}@example.com", username=f"u{i}")["id"] for i in range(4)
         ]
+        contenders = {
+            "plumbing (4 git commands)": lambda: plumbing(plumbing_repo.path),
+            "store (in-process objects + update-ref)": lambda: store_only(store),
+            "service (PostgreSQL + git, no HTTP)": lambda: service(documents, user_ids),
+        }
+        samples: dict[str, list[tuple[float, float]]] = {label: [] for label in contenders}
+        for _ in range(args.rounds):
+            for label, make in contenders.items():
+                samples[label].append(
+                    (rate(make(), writers=1, seconds=args.seconds), rate(make(), writers=4, seconds=args.seconds))
+                )
         measured = {}
-        for label, make in (
-            ("plumbing (4 git commands)", lambda: plumbing(plumbing_repo.path)),
-            ("store (in-process objects + update-ref)", lambda: store_only(store)),
-            ("service (PostgreSQL + git, no HTTP)", lambda: service(documents, user_ids)),
-        ):
-            one = rate(make(), writers=1, seconds=args.seconds)
-            four = rate(make(), writers=4, seconds=args.seconds)
+        for label, runs in samples.items():
+            one = statistics.median(r[0] for r in runs)
+            four = statistics.median(r[1] for r in runs)
             measured[label] = (one, four)
-            print(f"{label:<42} one document: {one:7.1f} saves/s   4 documents × 4 threads: {four:7.1f} saves/s",
-                  flush=True)
+            print(f"{label:<42} one document: {one:7.1f} saves/s   4 documents × 4 threads: {four:7.1f} saves/s")
         base_one, base_four = measured["plumbing (4 git commands)"]
         one, four = measured["service (PostgreSQL + git, no HTTP)"]
         print(f"service / plumbing: one document {one / base_one:.2f}, four documents {four / base_four:.2f}")
