@@ -198,7 +198,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         state = "repaired" if finding.repaired else "drift"
         print(f"{finding.document_id}\t{finding.problem}\t{state}\t{finding.detail}")
     left = len(report.unrepaired)
-    say(f"{report.documents} documents checked: {len(report.findings)} problem(s), {left} left unrepaired")
+    say(f"checked {report.documents} document(s): {len(report.findings)} problem(s), {left} left unrepaired")
     if left and not args.repair:
         say("run `svc verify --repair` to mend what can be mended")
     return 1 if left else 0

@@ -59,7 +59,7 @@ def test_a_consistent_repository_verifies_clean(client, ada, person, svc_cli):
     save(client, bob.document, bob.headers, "bob")
     result = svc_cli("verify")
     assert (result.code, result.stdout) == (0, "")
-    assert "verify: 2 documents checked" in result.stderr
+    assert "verify: checked 2 document(s)" in result.stderr
     assert "0 problem(s)" in result.stderr
 
 

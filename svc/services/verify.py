@@ -74,7 +74,7 @@ class VerifyService:
                 if refs.get(document_id) != document["head_sha"] or document_id in locks:
                     report.findings += self._check_head(document_id, repair)
             report.documents += len(batch)
-            progress(f"verify: {report.documents} documents checked, {len(report.findings)} problem(s) found")
+            progress(f"verify: checked {report.documents} document(s), {len(report.findings)} problem(s) so far")
             if len(batch) < BATCH_SIZE:
                 break
             after = batch[-1]["id"]
