@@ -22,7 +22,13 @@ SHA_DESCRIPTION = "the commit sha of a version of this document (7 to 40 hex dig
 Sha = Annotated[str, Path(pattern=SHA_PATTERN, description=SHA_DESCRIPTION)]
 Message = Annotated[Text, Field(min_length=1, max_length=1024)]
 
-NOT_MODIFIED = {304: {"description": "Not Modified: If-None-Match names the current version"}}
+ETAG_HEADER = {"ETag": {"description": "the commit sha of the version", "schema": {"type": "string"}}}
+WITH_ETAG = {200: {"headers": ETAG_HEADER}}
+READ_RESPONSES = {**WITH_ETAG, 304: {"description": "Not Modified: If-None-Match names this version"}}
+WRITE_RESPONSES = {**WITH_ETAG, **problem_responses(412, 413)}
+DIFF_RESPONSES = {
+    200: {"description": "a unified diff; empty when equal", "content": {"text/x-diff": {"schema": {"type": "string"}}}}
+}
 
 
 class ClaudeMd(BaseModel):
@@ -59,9 +65,8 @@ def _document_routes(prefix: str, owner: Callable[..., str | None]) -> APIRouter
     """The document routes for one way of naming the owner (a path id, or the caller)."""
     router = APIRouter(prefix=prefix, tags=["claude.md"], responses=problem_responses(401, 403, 404, 422, 503))
     Owner = Annotated[str | None, Depends(owner)]
-    write_errors = problem_responses(412, 413)
 
-    @router.get("/claude-md", response_model=ClaudeMd, responses=NOT_MODIFIED)
+    @router.get("/claude-md", response_model=ClaudeMd, responses=READ_RESPONSES)
     def get_claude_md(
         user_id: Owner, principal: PrincipalDep, services: ServicesDep, response: Response,
         if_none_match: IfNoneMatch = None,
@@ -70,7 +75,7 @@ def _document_routes(prefix: str, owner: Callable[..., str | None]) -> APIRouter
         document = services.claude_md.get(principal, user_id)
         return _current(document, response, if_none_match)
 
-    @router.put("/claude-md", response_model=ClaudeMd, responses=write_errors)
+    @router.put("/claude-md", response_model=ClaudeMd, responses={**WRITE_RESPONSES, **problem_responses(400)})
     def save_claude_md(
         user_id: Owner, body: Annotated[ClaudeMdSave, Body()], principal: PrincipalDep, services: ServicesDep,
         response: Response, if_match: IfMatch = None,
@@ -89,7 +94,7 @@ def _document_routes(prefix: str, owner: Callable[..., str | None]) -> APIRouter
         """Versions, newest first."""
         return services.claude_md.history(principal, user_id, limit=limit, before=after)
 
-    @router.get("/claude-md/versions/{sha}", response_model=ClaudeMdVersion, responses=NOT_MODIFIED)
+    @router.get("/claude-md/versions/{sha}", response_model=ClaudeMdVersion, responses=READ_RESPONSES)
     def get_claude_md_version(
         user_id: Owner, sha: Sha, principal: PrincipalDep, services: ServicesDep, response: Response,
         if_none_match: IfNoneMatch = None,
@@ -98,11 +103,7 @@ def _document_routes(prefix: str, owner: Callable[..., str | None]) -> APIRouter
         version = services.claude_md.version(principal, user_id, sha)
         return _tagged(version["commit_sha"], version, response, if_none_match)
 
-    @router.get(
-        "/claude-md/diff",
-        response_class=Response,
-        responses={200: {"description": "a unified diff; empty when equal", "content": {"text/x-diff": {"schema": {"type": "string"}}}}},
-    )
+    @router.get("/claude-md/diff", response_class=Response, responses=DIFF_RESPONSES)
     def diff_claude_md(
         user_id: Owner, principal: PrincipalDep, services: ServicesDep,
         from_: Annotated[str, Query(alias="from", pattern=SHA_PATTERN, description=SHA_DESCRIPTION)],
@@ -112,7 +113,7 @@ def _document_routes(prefix: str, owner: Callable[..., str | None]) -> APIRouter
         text = services.claude_md.diff(principal, user_id, from_, to)
         return Response(content=text, media_type="text/x-diff; charset=utf-8")
 
-    @router.post("/claude-md/rollback/{sha}", response_model=ClaudeMd, responses=write_errors)
+    @router.post("/claude-md/rollback/{sha}", response_model=ClaudeMd, responses=WRITE_RESPONSES)
     def rollback_claude_md(
         user_id: Owner, sha: Sha, principal: PrincipalDep, services: ServicesDep, response: Response,
         if_match: IfMatch = None,
@@ -121,7 +122,9 @@ def _document_routes(prefix: str, owner: Callable[..., str | None]) -> APIRouter
         document = services.claude_md.rollback(principal, user_id, sha, expected=parse_etags(if_match))
         return _current(document, response)
 
-    @router.post("/claude-md/import", response_model=ClaudeMd, responses=problem_responses(400, 412, 413, 415))
+    @router.post(
+        "/claude-md/import", response_model=ClaudeMd, responses={**WRITE_RESPONSES, **problem_responses(400, 415)}
+    )
     def import_claude_md(
         user_id: Owner,
         file: Annotated[UploadFile, File(description="a UTF-8 `.md` file; a BOM is dropped, CRLF becomes LF")],
