@@ -102,7 +102,9 @@ class CliResult:
 
 
 @pytest.fixture
-def svc_cli(settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> Callable[..., CliResult]:
+def svc_cli(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> Callable[..., CliResult]:
     """Run a `svc` command in-process against this test's database and data directory."""
     monkeypatch.setenv("DATABASE_URL", settings.database_url.get_secret_value())
     monkeypatch.setenv("SVC_DATA_DIR", str(settings.data_dir))

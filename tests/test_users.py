@@ -100,7 +100,8 @@ def test_a_user_reads_itself_and_nobody_else(client, admin, person):
 def test_a_user_may_change_only_its_own_display_name(client, ada, person):
     bob = person("bob")
     own = f"{API}/users/{ada.id}"
-    assert client.patch(own, json={"display_name": "Countess"}, headers=ada.headers).json()["display_name"] == "Countess"
+    renamed = client.patch(own, json={"display_name": "Countess"}, headers=ada.headers)
+    assert renamed.json()["display_name"] == "Countess"
     assert_problem(client.patch(own, json={"username": "queen"}, headers=ada.headers), 403, "only an admin")
     assert_problem(client.patch(f"{API}/users/{bob.id}", json={"display_name": "x"}, headers=ada.headers), 404)
 

@@ -133,7 +133,8 @@ def test_a_process_killed_between_git_and_postgresql(client, ada, settings, svc_
     v1 = save(client, ada.document, ada.headers, "one")
     sql(settings, STALL_CRASHING_WRITER)
     writer = subprocess.Popen(
-        [sys.executable, "-c", CRASHING_WRITER, settings.database_url.get_secret_value(), str(settings.git_path), ada.id],
+        [sys.executable, "-c", CRASHING_WRITER, settings.database_url.get_secret_value(), str(settings.git_path),
+         ada.id],
         cwd=Path(__file__).resolve().parent.parent,
     )
     deadline = time.monotonic() + 30
@@ -177,7 +178,8 @@ def test_a_deleted_ref_is_recreated(client, ada, settings, svc_cli):
 
 def test_a_ref_pointing_outside_the_history_is_reset(client, ada, settings, svc_cli, services):
     v1 = save(client, ada.document, ada.headers, "one")
-    stray = services.content.save("01JCZ5J7Q9T1V0G6W8E2X4Y6ZA", b"other", parent=None, author=Author("x", "x@y"), message="x")
+    elsewhere = "01JCZ5J7Q9T1V0G6W8E2X4Y6ZA"
+    stray = services.content.save(elsewhere, b"other", parent=None, author=Author("x", "x@y"), message="x")
     git(settings, "update-ref", f"refs/docs/{document_id(settings, ada)}", stray)
     report = svc_cli("verify", "--repair")
     assert report.code == 0 and "\tref_diverged\trepaired\t" in report.stdout

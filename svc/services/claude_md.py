@@ -94,7 +94,13 @@ class ClaudeMdService:
     # --- writing -----------------------------------------------------------------------
 
     def save(
-        self, actor: Principal, user_id: str | None, *, content: str, message: str | None, expected: frozenset[str] | None
+        self,
+        actor: Principal,
+        user_id: str | None,
+        *,
+        content: str,
+        message: str | None,
+        expected: frozenset[str] | None,
     ) -> dict[str, Any]:
         owner = _owner(actor, user_id)
         actor.require_write()
@@ -167,8 +173,8 @@ class ClaudeMdService:
                     message=message,
                     size_bytes=len(data),
                 )
-                detail = {"user_id": owner, **{k: version[k] for k in ("version", "commit_sha", "size_bytes", "message")}}
-                audit.record(tx, actor, action, RESOURCE_TYPE, document["id"], detail)
+                detail = {k: version[k] for k in ("version", "commit_sha", "size_bytes", "message")}
+                audit.record(tx, actor, action, RESOURCE_TYPE, document["id"], {"user_id": owner, **detail})
                 committing = True
                 tx.commit()
             except BaseException as exc:
@@ -306,5 +312,6 @@ def _normalized_markdown(raw: bytes) -> bytes:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadRequest(f"the file is not UTF-8 text (invalid byte at offset {exc.start + len(raw) - len(data)})") from exc
+        offset = exc.start + len(raw) - len(data)
+        raise BadRequest(f"the file is not UTF-8 text (invalid byte at offset {offset})") from exc
     return data.replace(b"\r\n", b"\n")

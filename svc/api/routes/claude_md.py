@@ -89,7 +89,7 @@ def _document_routes(prefix: str, owner: Callable[..., str | None]) -> APIRouter
     @router.get("/claude-md/history", response_model=History)
     def claude_md_history(
         user_id: Owner, principal: PrincipalDep, services: ServicesDep, limit: Limit = 50,
-        after: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="cursor: `next` of the previous page")] = None,
+        after: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="cursor: `next` of the last page")] = None,
     ):
         """Versions, newest first."""
         return services.claude_md.history(principal, user_id, limit=limit, before=after)
