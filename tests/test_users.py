@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
-from tests.claude_md_helpers import API, ada, assert_problem, create_user, git, person, save, svc_cli  # noqa: F401
+from tests.claude_md_helpers import API, ada, assert_problem, create_user, git, person, save, sql, svc_cli  # noqa: F401
 from tests.conftest import bearer
 
 
@@ -160,3 +162,27 @@ def test_cli_creates_a_user_and_prints_only_its_id(client, admin, svc_cli):
     assert "email 'ADA@example.com' is already taken" in again.stderr
     invalid = svc_cli("user", "create", "--email", "x@y.z", "--username", "no spaces")
     assert invalid.code == 1 and "username" in invalid.stderr
+
+
+def test_deleting_a_user_waits_for_a_save_in_flight_and_keeps_it(client, admin, ada, settings):
+    first = save(client, ada.document, ada.headers, "first\n")
+    sql(settings, """
+        CREATE FUNCTION test_slow_save() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_sleep(1); RETURN NEW; END $$;
+        CREATE TRIGGER test_slow_save BEFORE INSERT ON claude_md_versions
+            FOR EACH ROW EXECUTE FUNCTION test_slow_save();
+    """)
+    with ThreadPoolExecutor(1) as pool:
+        saving = pool.submit(client.put, ada.document, json={"content": "second\n"}, headers=ada.headers)
+        deadline = time.monotonic() + 10
+        while git(settings, "for-each-ref", "--format=%(objectname)", "refs/docs/").strip() == first["commit_sha"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        # The save has moved the ref and is about to record its version: the deletion waits for it.
+        deleted = client.delete(f"{API}/users/{ada.id}", headers=admin)
+        saved = saving.result()
+    assert (saved.status_code, deleted.status_code) == (200, 204)
+    [event] = client.get(f"{API}/audit?resource_type=user&resource_id={ada.id}&limit=1", headers=admin).json()["items"]
+    assert event["detail"]["head_sha"] == saved.json()["commit_sha"]
+    history = git(settings, "log", "--format=%H", event["detail"]["history_ref"]).split()
+    assert history == [saved.json()["commit_sha"], first["commit_sha"]]

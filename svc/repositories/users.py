@@ -15,6 +15,10 @@ RETURNING {COLUMNS}
 """
 
 GET = f"SELECT {COLUMNS} FROM users WHERE id = %(id)s"
+# Writers of a user's document hold the row against deletion; a deletion locks it first, so
+# both take their locks in the same order (user, then document) and never deadlock.
+HOLD = f"{GET} FOR KEY SHARE"
+LOCK = f"{GET} FOR UPDATE"
 
 LIST = f"""
 SELECT {COLUMNS} FROM users
@@ -47,6 +51,13 @@ class UserRepository:
 
     def get(self, user_id: str) -> dict[str, Any] | None:
         return self.tx.fetch_one(GET, {"id": user_id})
+
+    def hold(self, user_id: str) -> dict[str, Any] | None:
+        """The user, kept from being deleted until the transaction ends."""
+        return self.tx.fetch_one(HOLD, {"id": user_id})
+
+    def lock(self, user_id: str) -> dict[str, Any] | None:
+        return self.tx.fetch_one(LOCK, {"id": user_id})
 
     def list(self, *, limit: int, after: str | None) -> list[dict[str, Any]]:
         return self.tx.fetch_all(LIST, {"limit": limit, "after": after})

@@ -151,7 +151,9 @@ class ClaudeMdService:
         if len(data) > self.max_bytes:
             raise PayloadTooLarge(f"the document is {len(data)} bytes; the limit is {self.max_bytes} bytes")
         with self.db.transaction() as tx:
-            user = _require_user(tx, owner)
+            user = UserRepository(tx).hold(owner)  # a deletion waits for this save
+            if user is None:
+                raise NotFound(f"user {owner} not found")
             docs = ClaudeMdRepository(tx)
             document = docs.create_and_lock(id=new_id(), user_id=owner)
             parent = document["head_sha"]

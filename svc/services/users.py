@@ -92,11 +92,12 @@ class UserService:
         event), from where an operator can still read every version."""
         actor.require_admin()
         with self.db.transaction() as tx:
-            # Waits for a save in flight; none can start after this.
-            document = ClaudeMdRepository(tx).lock_of_user(user_id)
-            user = UserRepository(tx).delete(user_id)
-            if user is None:
+            users = UserRepository(tx)
+            # Waits for the saves in flight (they hold the user row); none can start after this.
+            if users.lock(user_id) is None:
                 raise NotFound(f"user {user_id} not found")
+            document = ClaudeMdRepository(tx).lock_of_user(user_id)
+            user = users.delete(user_id)
             detail = _audit_detail(user)
             if document is not None:
                 detail |= {
