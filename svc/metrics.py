@@ -23,6 +23,11 @@ EVENT_STREAMS = Gauge("svc_event_streams", "Open change streams (SSE)", multipro
 LISTENER_CONNECTED = Gauge(
     "svc_listener_connected", "1 while the worker's LISTEN connection is up", multiprocess_mode="livemin"
 )
+# Bound once: looking a labelled child up costs more than incrementing it.
+AUTH_CACHE_HITS = CACHE_LOOKUPS.labels("auth", "hit")
+AUTH_CACHE_MISSES = CACHE_LOOKUPS.labels("auth", "miss")
+RESOLVE_CACHE_HITS = CACHE_LOOKUPS.labels("resolve", "hit")
+RESOLVE_CACHE_MISSES = CACHE_LOOKUPS.labels("resolve", "miss")
 GIT_OPERATIONS = Counter("svc_git_operations_total", "Content-store (git) operations", ["operation", "outcome"])
 GIT_LATENCY = Histogram(
     "svc_git_operation_duration_seconds",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from functools import lru_cache
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -50,11 +51,22 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
+            _request_counter(scope["method"], template, status).inc()
             if not _is_held_open(scope, template):
-                HTTP_LATENCY.labels(scope["method"], template).observe(elapsed)
+                _latency_histogram(scope["method"], template).observe(elapsed)
             if self.access_log_enabled:
                 access_log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, elapsed * 1000)
+
+
+# Label lookups cost more than the increments; routes × methods × statuses is a small set.
+@lru_cache(maxsize=4096)
+def _request_counter(method: str, template: str, status: int):
+    return HTTP_REQUESTS.labels(method, template, str(status))
+
+
+@lru_cache(maxsize=1024)
+def _latency_histogram(method: str, template: str):
+    return HTTP_LATENCY.labels(method, template)
 
 
 def _is_held_open(scope: Scope, template: str) -> bool:

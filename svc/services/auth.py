@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import hashlib
 import secrets
@@ -13,7 +14,7 @@ from anyio.to_thread import run_sync as run_in_threadpool
 from svc.cache import InvalidatingCache
 from svc.db import Database
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
-from svc.metrics import CACHE_LOOKUPS
+from svc.metrics import AUTH_CACHE_HITS, AUTH_CACHE_MISSES
 from svc.errors import Forbidden, NotFound, Unauthenticated
 from svc.repositories.tokens import TokenRepository
 
@@ -88,6 +89,10 @@ class Principal:
     def can_see_application(self, application_id: str) -> bool:
         return self.application_id is None or self.application_id == application_id
 
+    @property
+    def may_read_configurations(self) -> bool:
+        return self.role in ("admin", "service")
+
     def require_configuration_access(self, *, write: bool) -> None:
         """Applications and configurations are for admin and service tokens; writing needs a writable token."""
         self.require_role("admin", "service")
@@ -117,25 +122,40 @@ class Authenticator:
     def __init__(self, db: Database, *, cache_ttl: float = 60.0) -> None:
         self.db = db
         self.cache: InvalidatingCache[Principal] = InvalidatingCache(max_cost=10_000, ttl=cache_ttl)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def attach(self, listener: ChangeListener) -> None:
+        self._loop = asyncio.get_running_loop()
         listener.subscribe(INVALIDATE_CHANNEL, self._on_invalidate)
         listener.on_state(self.cache.set_enabled)
+
+    def forget_all_soon(self) -> None:
+        """Empty the cache from any thread, ahead of whatever the event loop does next.
+
+        Called after a revocation commits, before its response is sent: the revoking worker then
+        never serves the revoked token again, even if the NOTIFY is read after the next request.
+        """
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.cache.clear)
 
     def _on_invalidate(self, payload: str) -> None:
         if payload == "tokens":
             self.cache.clear()
 
+    def cached(self, secret: str) -> Principal | None:
+        """The principal of `secret` if the cache holds it (event loop only)."""
+        return self.cache.get(hash_secret(secret))
+
     async def principal(self, secret: str | None) -> Principal:
         """Authenticate on the event loop: from the cache, else one query in the thread pool."""
         if not secret:
             raise Unauthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
-        token_hash = hash_secret(secret)
-        found = self.cache.get(token_hash)
+        found = self.cached(secret)
         if found is not None:
-            CACHE_LOOKUPS.labels("auth", "hit").inc()
+            AUTH_CACHE_HITS.inc()
             return found
-        CACHE_LOOKUPS.labels("auth", "miss").inc()
+        AUTH_CACHE_MISSES.inc()
+        token_hash = hash_secret(secret)
         generation = self.cache.generation
         found = await run_in_threadpool(self.authenticate_hash, token_hash)
         self.cache.put(token_hash, found, generation)

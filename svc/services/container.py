@@ -55,11 +55,12 @@ class Services:
         )
         content = ContentStore(settings.git_path)
         content.ensure()
+        authenticator = Authenticator(db)
         return cls(
             settings=settings,
             db=db,
-            authenticator=Authenticator(db),
-            tokens=TokenService(db),
+            authenticator=authenticator,
+            tokens=TokenService(db, on_revoked=authenticator.forget_all_soon),
             audit=AuditService(db),
             content=content,
             users=UserService(db, content),

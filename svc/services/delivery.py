@@ -18,7 +18,7 @@ from svc.cache import InvalidatingCache
 from svc.db import Database
 from svc.errors import NotFound
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
-from svc.metrics import CACHE_LOOKUPS, EVENT_STREAMS, LONG_POLL_WAITERS
+from svc.metrics import EVENT_STREAMS, LONG_POLL_WAITERS, RESOLVE_CACHE_HITS, RESOLVE_CACHE_MISSES
 from svc.repositories.delivery import DeliveryRepository
 from svc.services.auth import Principal
 from svc.services.changes import CHANNEL as CHANGES_CHANNEL
@@ -130,16 +130,22 @@ class DeliveryService:
 
     # --- resolve --------------------------------------------------------------------------
 
+    def cached(self, actor: Principal, application_name: str, configuration_name: str) -> Resolved | None:
+        """The configuration from the cache, if it holds it and `actor` may read it; else None."""
+        found = self.cache.get((application_name, configuration_name))
+        if found is None or not actor.may_read_configurations or not actor.can_see_application(found.application_id):
+            return None
+        return found
+
     async def resolve(self, actor: Principal, application_name: str, configuration_name: str) -> Resolved:
         """The current configuration, from the cache when it can be trusted."""
         actor.require_configuration_access(write=False)
-        key = (application_name, configuration_name)
-        found = self.cache.get(key)
-        if found is None:
-            CACHE_LOOKUPS.labels("resolve", "miss").inc()
-            found = await self._load(key)
-        else:
-            CACHE_LOOKUPS.labels("resolve", "hit").inc()
+        found = self.cached(actor, application_name, configuration_name)
+        if found is not None:
+            RESOLVE_CACHE_HITS.inc()
+            return found
+        RESOLVE_CACHE_MISSES.inc()
+        found = await self._load((application_name, configuration_name))
         if found is None or not actor.can_see_application(found.application_id):
             raise NotFound(f"configuration '{configuration_name}' of application '{application_name}' not found")
         return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import psycopg2.errors
@@ -33,8 +34,10 @@ class NewToken:
 
 
 class TokenService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, on_revoked: Callable[[], None] = lambda: None) -> None:
         self.db = db
+        # Lets this process forget cached principals at once; other workers hear the NOTIFY.
+        self.on_revoked = on_revoked
 
     def create(
         self,
@@ -86,6 +89,7 @@ class TokenService:
                 raise NotFound(f"token {token_id} not found")
             audit.record(tx, actor, "token.revoke", "token", token_id, _audit_detail(token))
             tx.commit()
+        self.on_revoked()
         return token
 
     def bootstrap(self) -> str | None:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import re
+from types import SimpleNamespace
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import Response, StreamingResponse
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from svc.api.deps import IdPath, PrincipalDep, ServicesDep
 from svc.api.etags import IfNoneMatch, etag, parse_etags
 from svc.api.problems import problem_responses
 from svc.api.schemas import NAME_PATTERN
 from svc.errors import BadRequest
+from svc.metrics import AUTH_CACHE_HITS, RESOLVE_CACHE_HITS
 from svc.services.delivery import ChangeEvent, Resolved
 
 router = APIRouter(tags=["delivery"], responses=problem_responses(401, 403, 404, 422, 503))
@@ -30,6 +35,13 @@ def _resolved(found: Resolved) -> Response:
 
 def _not_modified(found: Resolved) -> Response:
     return Response(status_code=304, headers={"ETag": etag(found.version), REVISION_HEADER: str(found.revision)})
+
+
+def _answer(found: Resolved, if_none_match: str | None) -> Response:
+    """200 with the JSON, or 304 when `If-None-Match` names the current version (or is `*`)."""
+    known = parse_etags(if_none_match)
+    unchanged = if_none_match is not None and (known is None or found.version in known)
+    return _not_modified(found) if unchanged else _resolved(found)
 
 
 @router.get(
@@ -58,18 +70,72 @@ async def resolve(
 ) -> Response:
     delivery = services.delivery
     known = parse_etags(if_none_match)
-    if known is None:
-        if if_none_match is not None:  # `If-None-Match: *`: any current version matches
-            return _not_modified(await delivery.resolve(principal, application_name, configuration_name))
-        return _resolved(await delivery.resolve(principal, application_name, configuration_name))
-    if wait is None:
-        found = await delivery.resolve(principal, application_name, configuration_name)
-        return _not_modified(found) if found.version in known else _resolved(found)
+    if wait is None or known is None:  # nothing to wait for: answer at once
+        return _answer(await delivery.resolve(principal, application_name, configuration_name), if_none_match)
     seconds = min(max(wait, 1.0), float(services.settings.long_poll_max_seconds))
     changed = await delivery.wait_for_change(principal, application_name, configuration_name, known, seconds)
     if changed is None:
         return _not_modified(await delivery.resolve(principal, application_name, configuration_name))
     return _resolved(changed)
+
+
+RESOLVE_PREFIX = "/api/v1/resolve/"
+_NAME = re.compile(NAME_PATTERN)
+_RESOLVE_ROUTE = SimpleNamespace(path=RESOLVE_PREFIX + "{application_name}/{configuration_name}")
+
+
+class ResolveFastPath:
+    """ASGI shortcut for the hottest request of the service: a resolve whose caller and whose
+    configuration are both in the in-process caches, without `?wait`.
+
+    Such a request is answered here, without FastAPI's routing and dependency resolution, which
+    cost several times the work of the answer itself (measured in-process: 322 µs a request
+    through the route, ~100 µs here). Anything else (a cache miss, a long-poll, a bad name, a
+    token that is not cached or not allowed) goes on to the `resolve` route above, which gives
+    the same answers through the same services.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and not scope["query_string"]
+            and scope["path"].startswith(RESOLVE_PREFIX)
+        ):
+            response = self._from_caches(scope)
+            if response is not None:
+                scope["route"] = _RESOLVE_ROUTE  # labels the request's metrics like the route's
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _from_caches(scope: Scope) -> Response | None:
+        names = scope["path"][len(RESOLVE_PREFIX):].split("/")
+        if len(names) != 2 or not all(_NAME.match(name) for name in names):
+            return None
+        authorization = if_none_match = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                authorization = value.decode("latin-1")
+            elif key == b"if-none-match":
+                if_none_match = value.decode("latin-1")
+        scheme, secret = get_authorization_scheme_param(authorization)
+        if scheme.lower() != "bearer" or not secret:
+            return None
+        services = scope["app"].state.services
+        principal = services.authenticator.cached(secret)
+        if principal is None:
+            return None
+        found = services.delivery.cached(principal, names[0], names[1])
+        if found is None:
+            return None
+        AUTH_CACHE_HITS.inc()
+        RESOLVE_CACHE_HITS.inc()
+        return _answer(found, if_none_match)
 
 
 def _sse(event: ChangeEvent | None) -> bytes:
