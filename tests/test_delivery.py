@@ -267,3 +267,25 @@ def test_metrics_modes(settings, mode, status):
 
     with TestClient(create_app(settings.model_copy(update={"metrics": mode}))) as c:
         assert c.get("/metrics").status_code == status
+
+
+def test_cached_answers_match_the_route_answers(client, admin, services):
+    """The cache-only shortcut must answer exactly as the route does."""
+    create_configuration(client, admin, config={"rate": 3})
+    answers = []
+    for _ in range(3):  # a miss through the route, then hits through the shortcut
+        answers.append(client.get("/api/v1/resolve/billing/limits", headers=admin))
+        eventually(lambda: len(services.delivery.cache) == 1)
+    first, *cached = answers
+    for other in cached:
+        assert other.status_code == first.status_code == 200
+        assert other.content == first.content
+        for header in ("etag", "x-config-revision", "content-type", "cache-control"):
+            assert other.headers[header] == first.headers[header]
+    etag = first.headers["etag"]
+    for header in (etag, f'W/{etag}, "x.1"', "*"):
+        assert client.get("/api/v1/resolve/billing/limits", headers={**admin, "If-None-Match": header}).status_code == 304
+    metrics_text = client.get("/metrics", headers=admin).text
+    assert 'route="/api/v1/resolve/{application_name}/{configuration_name}"' in metrics_text
+    hits = [line for line in metrics_text.splitlines() if line.startswith('svc_cache_lookups_total{cache="resolve",result="hit"}')]
+    assert hits and float(hits[0].split()[-1]) >= 2
