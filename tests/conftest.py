@@ -4,9 +4,11 @@ cloned from a migrated template, and the app wired to it."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -58,18 +60,24 @@ class Cluster:
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster() -> Iterator[Cluster]:
     external = os.environ.get("TEST_DATABASE_URL")
+    # Not under pytest's basetemp: pytest deletes old basetemps when another session starts,
+    # which would pull the data directory from under a server that is still running.
+    scratch = Path(tempfile.mkdtemp(prefix="svc-test-pg-"))
     if external:
         found = Cluster(admin_url=external, embedded=None)
     else:
-        embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+        embedded = EmbeddedPostgres(scratch / "data")
         found = Cluster(admin_url=embedded.admin_url(), embedded=embedded)
     found.drop_database(TEMPLATE)
     found.execute(f'CREATE DATABASE "{TEMPLATE}"')
     Runner(found.url(TEMPLATE), progress=lambda line: None).up()
     yield found
     found.drop_database(TEMPLATE)
+    if found.embedded is not None:
+        found.embedded.stop()
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture
