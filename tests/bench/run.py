@@ -25,13 +25,13 @@ import psutil
 import psycopg2
 
 from tests.bench import data as bench_data
-from tests.bench import gitbench, load, longpoll
+from tests.bench import gitbench, load, longpoll, staleness
 from tests.bench.load import Plan, Request, Result, fmt_ms
 from tests.bench.processes import Processes, Server, database_url, postgres_bin, postgres_cpu_seconds, say
 from tests.bench.profile import Profiler
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FIGURES = ("resolve", "get", "writes", "claude", "history", "longpoll", "rss")
+FIGURES = ("resolve", "get", "writes", "claude", "history", "longpoll", "staleness", "rss")
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,8 @@ class Bench:
             self.figure_history(*history_small)
         if self.wanted("longpoll"):
             self.figure_longpoll(api)
+        if self.wanted("staleness"):
+            self.figure_staleness()
         self.processes.stop(self.trivial)
         if self.wanted("rss"):
             self.figure_rss()
@@ -320,6 +322,22 @@ class Bench:
             f"max {fmt_ms(max(woke.latencies_ms, default=None))}"
             + (f"; {woke.statuses}" if woke.woken != woke.waiters else ""),
             "—", None, "all woken, p99 ≤ 1 s", woke.woken == woke.waiters and p99 is not None and p99 <= 1000))
+
+    def figure_staleness(self) -> None:
+        target = self.data.longpoll
+        say("staleness: 20 writes, 16 readers across the workers")
+        found = staleness.run(
+            self.service.base_url, resolve_path=self.data.resolve_path(target),
+            change_path=f"/api/v1/configurations/{target['id']}", token=self.data.service_token,
+            admin_token=self.admin_token,
+            config=bench_data.config_document(target["application_name"], target["name"]),
+        )
+        worst, p99 = found.worst_ms, found.percentile(0.99)
+        self.rows.append(Row(
+            "Old version served after a write commits (cached resolve, every worker)",
+            f"{found.writes} writes × {found.readers} readers: p50 {fmt_ms(found.percentile(0.5))}, "
+            f"p99 {fmt_ms(p99)}, worst {fmt_ms(worst)}",
+            "—", None, "≤ 1 s", worst <= 1000))
 
     def figure_rss(self) -> None:
         """RSS of fresh workers after a few mixed requests and after many: a leak shows as growth."""
