@@ -13,9 +13,10 @@ itself (`core.fsync=committed`, set when the repository is created). Existing
 objects are freshened (mtime) as git does, so a concurrent `git gc` never prunes
 an object a save is about to reference.
 
-GitPython `Repo` objects are opened per operation and always closed: a `Repo`
-keeps `git cat-file` processes alive until closed, and sharing one across
-threads deadlocks.
+Every operation uses its own GitPython `Git` command object and clears it when
+done: its persistent `git cat-file` processes live until then, and one object
+shared by threads deadlocks. (A `Repo` would add two config-file parses per save
+and nothing this module needs.)
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from git import GitCommandError, InvalidGitRepositoryError, NoSuchPathError, Repo
+from git import Git, GitCommandError, Repo
 
 from svc.errors import Unavailable
 
@@ -84,7 +85,7 @@ def deleted_ref_name(document_id: str) -> str:
 
 
 class ContentStore:
-    """The bare repository at `path`; every method opens and closes its own `Repo`."""
+    """The bare repository at `path`; every method runs git through its own `Git` object."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -125,17 +126,16 @@ class ContentStore:
         )
 
     @contextmanager
-    def _repo(self) -> Iterator[Repo]:
-        try:
-            repo = Repo(self.path)
-        except (NoSuchPathError, InvalidGitRepositoryError) as exc:
-            raise Unavailable(f"the content repository {self.path} is missing or not a git repository") from exc
+    def _git(self) -> Iterator[Git]:
+        if not (self.path / "HEAD").is_file():
+            raise Unavailable(f"the content repository {self.path} is missing or not a git repository")
+        git = Git(self.path)
         # A GIT_DIR in the environment would otherwise redirect every command elsewhere.
-        repo.git.update_environment(GIT_DIR=str(self.path))
+        git.update_environment(GIT_DIR=str(self.path))
         try:
-            yield repo
+            yield git
         finally:
-            repo.close()
+            git.clear_cache()  # ends its persistent cat-file processes, if any were started
 
     # --- saving ----------------------------------------------------------------------
 
@@ -149,25 +149,25 @@ class ContentStore:
         blob = self._write_object(b"blob", content)
         tree = self._write_object(b"tree", b"100644 " + FILENAME.encode() + b"\0" + bytes.fromhex(blob))
         commit = self._write_object(b"commit", _commit_body(tree, parent, author, message))
-        with self._repo() as repo:
-            self._advance(repo, document_id, commit, parent)
+        with self._git() as git:
+            self._advance(git, document_id, commit, parent)
         return commit
 
     def undo(self, document_id: str, commit_sha: str, parent: str | None) -> None:
         """Move a ref back from a commit the database did not record (best effort: whatever
         remains is reported by `svc verify`)."""
         try:
-            with self._repo() as repo:
-                _swap_ref(repo, ref_name(document_id), parent, commit_sha)
+            with self._git() as git:
+                _swap_ref(git, ref_name(document_id), parent, commit_sha)
         except (GitCommandError, Unavailable) as exc:
             log.error("could not move %s back from %s: %s", ref_name(document_id), commit_sha, _stderr(exc))
 
-    def _advance(self, repo: Repo, document_id: str, new: str, parent: str | None) -> None:
+    def _advance(self, git: Git, document_id: str, new: str, parent: str | None) -> None:
         ref = ref_name(document_id)
         expected = parent
         for _ in range(3):
             try:
-                _swap_ref(repo, ref, new, expected)
+                _swap_ref(git, ref, new, expected)
                 return
             except GitCommandError as exc:
                 failure = exc
@@ -179,7 +179,7 @@ class ContentStore:
                 _unlink_quietly(lock)
                 log.warning("removed a stale lock on %s (%.0f s old)", ref, lock_age)
                 continue
-            current = _read_ref(repo, ref)
+            current = _read_ref(git, ref)
             if current == expected:
                 break
             # Under the row lock the database head is the truth: the ref is ahead of it
@@ -227,9 +227,9 @@ class ContentStore:
 
     def read(self, commit_sha: str) -> bytes:
         """The claude.md bytes of a commit."""
-        with self._repo() as repo:
+        with self._git() as git:
             try:
-                return repo.git.cat_file(
+                return git.cat_file(
                     "blob", f"{commit_sha}:{FILENAME}", stdout_as_string=False, strip_newline_in_stdout=False
                 )
             except GitCommandError as exc:
@@ -239,13 +239,13 @@ class ContentStore:
 
     def head(self, document_id: str) -> str | None:
         """Where a document's ref points, or None when it has none."""
-        with self._repo() as repo:
-            return _read_ref(repo, ref_name(document_id))
+        with self._git() as git:
+            return _read_ref(git, ref_name(document_id))
 
     def heads(self) -> dict[str, str]:
         """Every document ref: document id → commit sha."""
-        with self._repo() as repo:
-            lines = repo.git.for_each_ref("--format=%(refname) %(objectname)", DOCUMENT_REFS).splitlines()
+        with self._git() as git:
+            lines = git.for_each_ref("--format=%(refname) %(objectname)", DOCUMENT_REFS).splitlines()
         found = {}
         for line in lines:
             name, sha = line.split(" ")
@@ -253,9 +253,9 @@ class ContentStore:
         return found
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
-        with self._repo() as repo:
+        with self._git() as git:
             try:
-                repo.git.merge_base("--is-ancestor", ancestor, descendant)
+                git.merge_base("--is-ancestor", ancestor, descendant)
                 return True
             except GitCommandError:
                 return False
@@ -265,9 +265,9 @@ class ContentStore:
 
         Uses one long-lived `git cat-file --batch-check` for all of them."""
         problems = {}
-        with self._repo() as repo:
+        with self._git() as git:
             for sha in commit_shas:
-                problem = _problem_of(repo, sha)
+                problem = _problem_of(git, sha)
                 if problem is not None:
                     problems[sha] = problem
         return problems
@@ -276,17 +276,17 @@ class ContentStore:
 
     def set_head(self, document_id: str, new: str, old: str | None) -> None:
         """Compare-and-swap a document's ref from `old` (None = absent) to `new`."""
-        with self._repo() as repo:
+        with self._git() as git:
             try:
-                _swap_ref(repo, ref_name(document_id), new, old)
+                _swap_ref(git, ref_name(document_id), new, old)
             except GitCommandError as exc:
                 raise Unavailable(f"could not move {ref_name(document_id)}: {_stderr(exc)}") from exc
 
     def retire(self, document_id: str) -> str | None:
         """Keep a deleted document's history: rename its ref to refs/deleted/<id> in one
         atomic ref transaction. Returns the new ref name, or None when there was no ref."""
-        with self._repo() as repo:
-            head = _read_ref(repo, ref_name(document_id))
+        with self._git() as git:
+            head = _read_ref(git, ref_name(document_id))
             if head is None:
                 return None
             target = deleted_ref_name(document_id)
@@ -295,7 +295,7 @@ class ContentStore:
                 stdin.write(commands)
                 stdin.seek(0)
                 try:
-                    repo.git.update_ref("--stdin", istream=stdin)
+                    git.update_ref("--stdin", istream=stdin)
                 except GitCommandError as exc:
                     raise Unavailable(f"could not move {ref_name(document_id)} to {target}: {_stderr(exc)}") from exc
         return target
@@ -331,8 +331,8 @@ class ContentStore:
 
     def object_counts(self) -> dict[str, int]:
         """`git count-objects -v` as numbers: loose `count`, `in-pack`, `packs`, sizes in KiB."""
-        with self._repo() as repo:
-            output = repo.git.count_objects("-v")
+        with self._git() as git:
+            output = git.count_objects("-v")
         counts = {}
         for line in output.splitlines():
             key, _, value = line.partition(": ")
@@ -343,9 +343,9 @@ class ContentStore:
     def repack(self) -> None:
         """Pack loose objects (`git gc`). Never with --prune=now: git's default grace period
         for unreachable objects is what keeps objects of in-flight saves alive."""
-        with self._repo() as repo:
+        with self._git() as git:
             try:
-                repo.git.gc("--quiet")
+                git.gc("--quiet")
             except GitCommandError as exc:
                 raise Unavailable(f"git gc failed: {_stderr(exc)}") from exc
 
@@ -368,16 +368,16 @@ def _ident_part(value: str) -> str:
     return cleaned or "unknown"
 
 
-def _swap_ref(repo: Repo, ref: str, new: str | None, old: str | None) -> None:
+def _swap_ref(git: Git, ref: str, new: str | None, old: str | None) -> None:
     """git's compare-and-swap of a ref; new None deletes it, old None requires it absent."""
     if new is None:
-        repo.git.update_ref("-d", ref, old or ZERO_SHA)
+        git.update_ref("-d", ref, old or ZERO_SHA)
     else:
-        repo.git.update_ref(ref, new, old or ZERO_SHA)
+        git.update_ref(ref, new, old or ZERO_SHA)
 
 
-def _read_ref(repo: Repo, ref: str) -> str | None:
-    output = repo.git.for_each_ref("--format=%(refname) %(objectname)", ref)
+def _read_ref(git: Git, ref: str) -> str | None:
+    output = git.for_each_ref("--format=%(refname) %(objectname)", ref)
     for line in output.splitlines():
         name, sha = line.split(" ")
         if name == ref:
@@ -385,20 +385,20 @@ def _read_ref(repo: Repo, ref: str) -> str | None:
     return None
 
 
-def _problem_of(repo: Repo, sha: str) -> str | None:
+def _problem_of(git: Git, sha: str) -> str | None:
     try:
         try:
-            kind = repo.git.get_object_header(sha)[1]
+            kind = git.get_object_header(sha)[1]
         except ValueError:
             return f"commit {sha} is missing"
         if kind != b"commit":
             return f"{sha} is a {kind.decode()}, not a commit"
         try:
-            repo.git.get_object_header(f"{sha}:{FILENAME}")
+            git.get_object_header(f"{sha}:{FILENAME}")
         except ValueError:
             return f"the {FILENAME} of commit {sha} is missing"
     except (OSError, GitCommandError) as exc:
-        repo.git.clear_cache()  # the batch process died on this object; the next call starts afresh
+        git.clear_cache()  # the batch process died on this object; the next call starts afresh
         return f"commit {sha} cannot be read: {_stderr(exc)}"
     return None
 

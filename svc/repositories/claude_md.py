@@ -81,8 +81,11 @@ class ClaudeMdRepository:
 
     def create_and_lock(self, *, id: str, user_id: str) -> dict[str, Any]:
         """The user's document, locked for writing; created (head version 0) when missing."""
-        self.tx.execute(CREATE_DOCUMENT, {"id": id, "user_id": user_id})
-        return self.lock_of_user(user_id)
+        document = self.lock_of_user(user_id)
+        if document is None:
+            self.tx.execute(CREATE_DOCUMENT, {"id": id, "user_id": user_id})
+            document = self.lock_of_user(user_id)
+        return document
 
     def lock(self, document_id: str) -> dict[str, Any] | None:
         return self.tx.fetch_one(LOCK_DOCUMENT, {"id": document_id})
