@@ -147,11 +147,12 @@ def _document_routes(prefix: str, owner: Callable[..., str | None]) -> APIRouter
     return router
 
 
-def _user_in_path(user_id: IdPath) -> str:
+# Owner dependencies are async so that FastAPI does not hop to a thread to run them.
+async def _user_in_path(user_id: IdPath) -> str:
     return user_id
 
 
-def _caller() -> None:
+async def _caller() -> None:
     return None
 
 
