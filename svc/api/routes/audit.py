@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator
 
 from svc.api.deps import After, Limit, PrincipalDep, ServicesDep
 from svc.api.problems import problem_responses
 from svc.api.schemas import Page
 from svc.ids import ULID_PATTERN
+
+
+def _rfc3339(value: Any) -> Any:
+    # pydantic would also read a number as Unix time, and a time without an offset in the
+    # database session's zone; neither is what the documented date-time format promises.
+    if isinstance(value, str) and not re.match(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}", value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2024-05-01T12:00:00Z")
+    return value
+
+
+def _in_utc(value: datetime | None) -> datetime | None:
+    # PostgreSQL refuses offsets beyond ±15:59 that RFC 3339 allows (a 500 before this).
+    try:
+        return None if value is None else value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("is out of range") from None
+
+
+Timestamp = Annotated[
+    AwareDatetime | None,
+    BeforeValidator(_rfc3339),
+    AfterValidator(_in_utc),
+    Query(description="an RFC 3339 date-time with an offset, e.g. 2024-05-01T12:00:00Z"),
+]
 
 router = APIRouter(prefix="/audit", tags=["audit"], responses=problem_responses(401, 403, 422, 503))
 
@@ -37,8 +62,8 @@ def list_audit_events(
     resource_type: Annotated[str | None, Query(max_length=64)] = None,
     resource_id: Annotated[str | None, Query(max_length=256)] = None,
     actor: Annotated[str | None, Query(pattern=ULID_PATTERN, description="the acting token's id")] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Timestamp = None,
+    until: Timestamp = None,
 ):
     return services.audit.list(
         principal,
