@@ -163,6 +163,10 @@ class ConfigurationService:
         expected: frozenset[str] | None = None,
     ) -> dict[str, Any]:
         """Apply a JSON Merge Patch (RFC 7396) to the configuration's JSON."""
+        if not isinstance(patch, dict):
+            # Refused before If-Match is looked at: whatever the current state, a patch that is
+            # not an object replaces config with a non-object.
+            raise Unprocessable("a merge patch of config must be a JSON object (any other value would replace it)")
         try:
             encode(patch)  # bounds the nesting depth before merge_patch recurses into it
         except UnstorableJson as exc:
