@@ -156,3 +156,22 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(psycopg2.Error, _database_error)
     app.add_exception_handler(Exception, _unexpected)
+    _document_errors_as_problems_only(app)
+
+
+def _document_errors_as_problems_only(app: FastAPI) -> None:
+    """FastAPI documents the `model` of every `problem_responses` entry (which puts Problem in
+    the components) as application/json too; errors are only ever problem+json, so the
+    document says just that."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            for operations in build()["paths"].values():
+                for operation in operations.values():
+                    for status, response in operation.get("responses", {}).items():
+                        if status[0] in "45":
+                            response.get("content", {}).pop("application/json", None)
+        return app.openapi_schema
+
+    app.openapi = openapi

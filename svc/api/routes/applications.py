@@ -40,7 +40,7 @@ class Application(BaseModel):
     updated_at: datetime
 
 
-@router.post("", status_code=201, response_model=Application, responses=problem_responses(400, 409))
+@router.post("", status_code=201, response_model=Application, responses=problem_responses(400, 409, 413))
 def create_application(
     body: Annotated[ApplicationCreate, Body()],
     principal: PrincipalDep,
@@ -71,7 +71,7 @@ def get_application(application_id: IdPath, principal: PrincipalDep, services: S
     return services.applications.get(principal, application_id)
 
 
-@router.patch("/{application_id}", response_model=Application, responses=problem_responses(400, 404, 409))
+@router.patch("/{application_id}", response_model=Application, responses=problem_responses(400, 404, 409, 413))
 def update_application(
     application_id: IdPath,
     body: Annotated[ApplicationUpdate, Body()],

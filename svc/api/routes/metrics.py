@@ -27,7 +27,7 @@ async def _metrics_access(request: Request, credentials: BearerCredentials) -> N
     summary="Prometheus metrics",
     response_class=Response,
     dependencies=[Depends(_metrics_access)],
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}} | problem_responses(401, 403, 404),
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}} | problem_responses(401, 403, 404, 503),
 )
 def prometheus_metrics() -> Response:
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)

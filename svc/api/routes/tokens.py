@@ -40,7 +40,7 @@ class CreatedToken(Token):
     token: str = Field(description="the secret; shown once, never stored")
 
 
-@router.post("", status_code=201, response_model=CreatedToken)
+@router.post("", status_code=201, response_model=CreatedToken, responses=problem_responses(400, 413))
 def create_token(body: Annotated[TokenCreate, Body()], principal: PrincipalDep, services: ServicesDep):
     created = services.tokens.create(principal, **body.model_dump())
     return {**created.token, "token": created.secret}

@@ -56,7 +56,7 @@ class User(BaseModel):
     updated_at: datetime
 
 
-@router.post("/users", status_code=201, response_model=User, responses=problem_responses(400, 409))
+@router.post("/users", status_code=201, response_model=User, responses=problem_responses(400, 409, 413))
 def create_user(
     body: Annotated[UserCreate, Body()],
     principal: PrincipalDep,
@@ -79,7 +79,7 @@ def get_user(user_id: IdPath, principal: PrincipalDep, services: ServicesDep):
     return services.users.get(principal, user_id)
 
 
-@router.patch("/users/{user_id}", response_model=User, responses=problem_responses(400, 404, 409))
+@router.patch("/users/{user_id}", response_model=User, responses=problem_responses(400, 404, 409, 413))
 def update_user(user_id: IdPath, body: Annotated[UserUpdate, Body()], principal: PrincipalDep, services: ServicesDep):
     return services.users.update(principal, user_id, **body.model_dump(exclude_unset=True))
 
