@@ -1,5 +1,5 @@
 """The content store: claude.md bytes in a bare git repository. Nothing outside this package talks to git."""
 
-from svc.content.store import Author, ContentStore, RefLock
+from svc.content.store import Author, ContentStore, RefLock, deleted_ref_name
 
-__all__ = ["Author", "ContentStore", "RefLock"]
+__all__ = ["Author", "ContentStore", "RefLock", "deleted_ref_name"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg2.errors
 
-from svc.content import ContentStore
+from svc.content import ContentStore, deleted_ref_name
 from svc.db import Database, constraint_name
 from svc.errors import Conflict, Forbidden, NotFound, Unavailable, Unprocessable
 from svc.ids import new_id
@@ -103,7 +103,7 @@ class UserService:
                 detail |= {
                     "document_id": document["id"],
                     "head_sha": document["head_sha"],
-                    "history_ref": f"refs/deleted/{document['id']}",
+                    "history_ref": deleted_ref_name(document["id"]),
                 }
             audit.record(tx, actor, "user.delete", "user", user_id, detail)
             tx.commit()

@@ -160,12 +160,11 @@ class VerifyService:
         return findings
 
 
-def repack(store: ContentStore, progress: Progress = lambda line: None) -> tuple[dict[str, int], dict[str, int]]:
+def repack(store: ContentStore, progress: Progress = lambda line: None) -> None:
     """Pack loose objects (three per save; nothing packs them otherwise). Safe while the
-    service writes. Returns the object counts before and after."""
+    service writes; reports the object counts before and after."""
     before = store.object_counts()
     progress(f"gc: {before.get('count', 0)} loose objects, {before.get('packs', 0)} pack(s); packing…")
     store.repack()
     after = store.object_counts()
     progress(f"gc: {after.get('count', 0)} loose objects, {after.get('packs', 0)} pack(s)")
-    return before, after
