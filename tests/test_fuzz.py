@@ -1,0 +1,239 @@
+"""API fuzzing: schemathesis against the service's own OpenAPI document.
+
+Every operation gets generated requests, valid and invalid, sent in-process (ASGI) with a
+token that may call it. Every response must be no 5xx and conform to the document: a
+documented status code, content type, body schema and headers, invalid requests refused
+with a 4xx, valid ones not refused for their shape. Generated ids mostly name real,
+seeded resources, so generated bodies reach the services instead of stopping at a 404.
+
+Default run: `SVC_FUZZ_EXAMPLES` (10) generated examples per operation on top of
+schemathesis' coverage cases, derandomized so that the suite is repeatable. The long run
+explores afresh on every run:
+
+    SVC_FUZZ_EXAMPLES=500 uv run pytest tests/test_fuzz.py
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from unittest import mock
+
+import pytest
+import schemathesis
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+
+from svc.api.app import create_app
+from svc.api.schemas import NAME_PATTERN
+from svc.config import Settings
+from svc.ids import ULID_PATTERN, new_id
+from svc.services import tokens as token_service
+from svc.services.auth import Principal, new_secret
+from svc.services.container import Services
+from tests.claude_md_helpers import API, create_user, save
+from tests.configuration_helpers import create_application, create_configuration
+from tests.conftest import Cluster, bearer
+
+EXAMPLES = int(os.environ.get("SVC_FUZZ_EXAMPLES", "10"))
+STREAM_SECONDS = 0.3  # an event stream never ends: what it sent by then is checked
+SHA_PATTERN = r"[0-9a-fA-F]{7,40}"
+
+# The tokens' secrets are chosen here, before collection, because schemathesis applies
+# authentication while it builds its coverage cases; the module fixture creates the tokens.
+ADMIN_SECRET = new_secret()
+USER_SECRET = new_secret()
+
+# Statuses that answer a *valid* request for reasons its schema cannot describe: a stale
+# If-Match (a generated ETag is never current) everywhere, and per operation the rules that
+# span fields or live in the data.
+ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "412"]
+SEMANTIC_REJECTIONS = {
+    # a token's role decides which of user_id / application_id it may carry
+    "POST /api/v1/tokens": ["422"],
+    # a configuration's own JSON Schema, and JSON that jsonb cannot store (NUL)
+    "POST /api/v1/applications/{application_id}/configurations": ["422"],
+    "PUT /api/v1/configurations/{configuration_id}": ["422"],
+    "PATCH /api/v1/configurations/{configuration_id}": ["422"],
+    "POST /api/v1/configurations/{configuration_id}/rollback": ["422"],
+    # text that must parse: `contains` as a JSON object, Last-Event-ID as an event number
+    "GET /api/v1/applications/{application_id}/configurations": ["400"],
+    "GET /api/v1/applications/{application_id}/events": ["400"],
+    # an upload must be a .md file
+    "POST /api/v1/users/{user_id}/claude-md/import": ["415"],
+    "POST /api/v1/me/claude-md/import": ["415"],
+    # schemathesis' coverage phase sends maximum-length emails that ignore the email `pattern`
+    "POST /api/v1/users": ["422"],
+    "PATCH /api/v1/users/{user_id}": ["422"],
+}
+
+CONFIG = schemathesis.Config.from_dict({
+    "checks": {"positive_data_acceptance": {"expected-statuses": ACCEPTED}},
+    # Unknown query parameters are ignored, as HTTP APIs commonly do.
+    "generation": {"allow-extra-parameters": False},
+    "operations": [
+        {"include-name": name, "checks": {"positive_data_acceptance": {"expected-statuses": ACCEPTED + extra}}}
+        for name, extra in SEMANTIC_REJECTIONS.items()
+    ],
+})
+
+
+class _Forward:
+    """The ASGI app schemathesis calls: it forwards to the app of the running module, whose
+    database exists only once the module's fixture has made it. Schemathesis starts and
+    stops the app's lifespan around each operation's test."""
+
+    app: FastAPI | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self.app(scope, receive, send)
+
+
+FUZZED = _Forward()
+# The document does not depend on any database: it is built at import.
+DOCUMENT = create_app(Settings(_env_file=None)).openapi()
+schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
+schema.app = FUZZED
+
+
+@schema.auth(refresh_interval=None)
+class _Tokens:
+    """Authenticate with a token that may call the operation: the /me routes need a user's."""
+
+    def get(self, case, context) -> str:
+        return USER_SECRET if case.path.startswith(f"{API}/me") else ADMIN_SECRET
+
+    def set(self, case, secret: str, context) -> None:
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {secret}"}
+
+
+@dataclass
+class Target:
+    """The seeded resources that generated path values are pointed at."""
+
+    services: Services
+    application_id: str
+    configuration_id: str
+    user_id: str
+    sha: str
+    resolve: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def target(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """One database for every operation, seeded through a second app over it, which also
+    makes the resources that single requests delete."""
+    database = cluster.create_database()
+    config = Settings(
+        _env_file=None,
+        database_url=cluster.url(database),
+        data_dir=tmp_path_factory.mktemp("fuzz"),
+        pool_min_size=1,
+        access_log=False,
+    )
+    with TestClient(create_app(config)) as client:
+        services: Services = client.app.state.services
+        admin = bearer(_token(services, ADMIN_SECRET, role="admin"))
+        application = create_application(client, admin, "fuzzed")
+        configuration = create_configuration(client, admin, application["id"], "main", {"port": 1})
+        create_configuration(client, admin, create_application(client, admin, "resolved")["id"], "main", {"port": 1})
+        user = create_user(client, admin, "ada")
+        _token(services, USER_SECRET, role="user", user_id=user["id"])
+        saved = save(client, f"{API}/users/{user['id']}/claude-md", admin, "# one\n")
+        FUZZED.app = create_app(config)
+        yield Target(
+            services=services,
+            application_id=application["id"],
+            configuration_id=configuration["id"],
+            user_id=user["id"],
+            sha=saved["commit_sha"],
+            resolve={"application_name": "resolved", "configuration_name": "main"},
+        )
+    FUZZED.app = None
+    cluster.drop_database(database)
+
+
+def _token(services: Services, secret: str, **fields: Any) -> str:
+    """Create a token through the service, with a secret chosen in advance."""
+    with mock.patch.object(token_service, "new_secret", return_value=secret):
+        return services.tokens.create(Principal.operator(), name=f"fuzz-{fields['role']}", **fields).secret
+
+
+def _point_at_real_resources(case, target: Target) -> None:
+    """Swap most well-formed generated ids, names and shas for real ones. A stable quarter keep
+    their value (a missing resource: 404), and malformed ones stay (422)."""
+    deleting = case.method.upper() == "DELETE"
+    for params in (case.path_parameters or {}, case.query or {}):
+        for name, value in list(params.items()):
+            if not isinstance(value, str) or zlib.crc32(value.encode()) % 4 == 0:
+                continue
+            if name in target.resolve and re.fullmatch(NAME_PATTERN, value):
+                params[name] = target.resolve[name]
+            elif "claude-md" in case.path and name in ("sha", "from", "to") and re.fullmatch(SHA_PATTERN, value):
+                params[name] = target.sha
+            elif name.endswith("_id") and re.fullmatch(ULID_PATTERN, value):
+                params[name] = _fresh(name, target) if deleting or name == "token_id" else _seeded(name, target)
+
+
+def _seeded(name: str, target: Target) -> str:
+    return {
+        "application_id": target.application_id,
+        "configuration_id": target.configuration_id,
+        "user_id": target.user_id,
+    }[name]
+
+
+def _fresh(name: str, target: Target) -> str:
+    """A resource made for this one request, which may delete (or revoke) it."""
+    services, operator, tag = target.services, Principal.operator(), new_id().lower()
+    if name == "application_id":
+        return services.applications.create(operator, name=f"doomed-{tag}")["id"]
+    if name == "configuration_id":
+        return services.configurations.create(operator, target.application_id, name=f"doomed-{tag}", config={})["id"]
+    if name == "user_id":
+        return services.users.create(operator, email=f"{tag}@example.com", username=f"doomed-{tag}")["id"]
+    if name == "token_id":
+        return services.tokens.create(operator, name=f"doomed-{tag}", role="service").token["id"]
+    raise AssertionError(f"no fresh resource for the path parameter {name}")
+
+
+@schema.parametrize()
+@hypothesis_settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize="SVC_FUZZ_EXAMPLES" not in os.environ,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_api_conforms_to_its_openapi_document(case, target: Target) -> None:
+    _point_at_real_resources(case, target)
+    timeout = STREAM_SECONDS if case.path.endswith("/events") else None
+    case.call_and_validate(timeout=timeout)
+
+
+PUBLIC_PATHS = {"/health", "/ready", "/metrics"}
+
+
+def test_openapi_documents_every_error_an_operation_can_answer():
+    """So that conformance means something: the statuses every operation of its kind can
+    answer are documented, and every error only as problem+json."""
+    gaps = []
+    for path, operations in DOCUMENT["paths"].items():
+        for method, operation in operations.items():
+            documented = set(operation["responses"])
+            needed = set() if path in PUBLIC_PATHS else {"401", "403", "422", "503"}
+            if operation.get("requestBody"):
+                needed |= {"400", "413", "422"}
+            if any(parameter["in"] == "path" for parameter in operation.get("parameters", [])):
+                needed |= {"404", "422"}
+            errors = {status: r for status, r in operation["responses"].items() if status[0] in "45"}
+            not_problems = [s for s, r in errors.items() if set(r.get("content", {})) != {"application/problem+json"}]
+            if needed - documented or not_problems:
+                gaps.append((method.upper(), path, sorted(needed - documented), not_problems))
+    assert gaps == []
