@@ -181,9 +181,11 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def content_store(settings: Settings) -> ContentStore:
+    """The existing repository, with the service's settings applied (never a new, empty one)."""
     store = ContentStore(settings.git_path)
     if not store.is_ready():
         raise ServiceError(f"no usable content repository at {store.path}")
+    store.ensure()
     return store
 
 

@@ -232,3 +232,22 @@ def test_a_missing_repository_is_an_error(client, settings, svc_cli):
     result = svc_cli("verify")
     assert result.code == 1 and "no usable content repository" in result.stderr
     assert svc_cli("gc").code == 1
+
+
+def test_a_repository_restored_from_a_bundle(client, ada, settings, svc_cli, tmp_path):
+    v1 = save(client, ada.document, ada.headers, "one")
+    orphan = "01JCZ5J7Q9T1V0G6W8E2X4Y6ZB"
+    git(settings, "update-ref", f"refs/docs/{orphan}", v1["commit_sha"])
+    bundle = tmp_path / "content.bundle"
+    git(settings, "bundle", "create", str(bundle), "--all")
+    shutil.rmtree(settings.git_path)
+    # README, "Backup and restore": a mirror clone keeps refs/docs/* (they come back packed).
+    subprocess.run(["git", "clone", "--quiet", "--mirror", str(bundle), str(settings.git_path)], check=True)
+    assert f"refs/docs/{orphan}" in (settings.git_path / "packed-refs").read_text()
+
+    report = svc_cli("verify", "--repair")
+    assert report.code == 0
+    assert f"{orphan}\torphan_ref\trepaired\t" in report.stdout  # packed, so not a save in flight
+    assert git(settings, "config", "core.fsync") == "committed\n"  # the service's settings again
+    assert save(client, ada.document, ada.headers, "two")["version"] == 2
+    assert svc_cli("verify").code == 0

@@ -94,10 +94,12 @@ class ContentStore:
     # --- the repository ----------------------------------------------------------------
 
     def ensure(self) -> None:
-        """Create the repository when missing. Several processes may start at once: the
-        repository is built in a staging directory and renamed into place, so exactly
+        """Create the repository when missing, and give it the service's settings (a
+        repository restored from a bundle lacks them). Several processes may start at once:
+        a new repository is built in a staging directory and renamed into place, so exactly
         one of them creates it and none sees it half made."""
         if (self.path / "HEAD").is_file():
+            self._configure()
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}-", dir=self.path.parent))
@@ -115,6 +117,19 @@ class ContentStore:
                 log.info("created the content repository %s", self.path)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _configure(self) -> None:
+        with self._git() as git:
+            for (section, option), value in REPOSITORY_CONFIG.items():
+                key = f"{section}.{option}"
+                if _config_value(git, key) == value:
+                    continue
+                try:
+                    git.config(key, value)
+                    log.info("set %s=%s in the content repository", key, value)
+                except GitCommandError:
+                    if _config_value(git, key) != value:  # else another process just set it
+                        raise
 
     def is_ready(self) -> bool:
         """The repository exists and this process can read and write it (for `/ready`)."""
@@ -311,7 +326,8 @@ class ContentStore:
         return found
 
     def ref_age(self, document_id: str) -> float | None:
-        """Seconds since a document's ref last moved (refs are never packed here), None when absent."""
+        """Seconds since a document's ref last moved; None when it is not a loose ref (absent,
+        or packed, as in a repository cloned from a bundle)."""
         return _age(self.path / ref_name(document_id))
 
     def remove_stale_lock(self, document_id: str) -> bool:
@@ -366,6 +382,13 @@ def _ident_part(value: str) -> str:
     """A name or email git accepts in an ident line: no angle brackets or control characters."""
     cleaned = "".join(c for c in value if c not in "<>" and c.isprintable()).strip()
     return cleaned or "unknown"
+
+
+def _config_value(git: Git, key: str) -> str | None:
+    try:
+        return git.config("--get", key)
+    except GitCommandError:  # not set
+        return None
 
 
 def _swap_ref(git: Git, ref: str, new: str | None, old: str | None) -> None:

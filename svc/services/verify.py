@@ -79,7 +79,7 @@ class VerifyService:
                 break
             after = batch[-1]["id"]
         for document_id in sorted((set(refs) | set(locks)) - known):
-            report.findings += self._check_orphan(document_id, repair)
+            report.findings += self._check_orphan(document_id, document_id in refs, repair)
         return report
 
     def _check_versions(self, document_ids: list[str]) -> list[Finding]:
@@ -137,17 +137,17 @@ class VerifyService:
         removed = repair and self.store.remove_stale_lock(document_id)
         return [Finding(document_id, "stale_lock", detail + ("; removed" if removed else ""), removed)]
 
-    def _check_orphan(self, document_id: str, repair: bool) -> list[Finding]:
+    def _check_orphan(self, document_id: str, has_ref: bool, repair: bool) -> list[Finding]:
         """A ref (or lock) of a document the database does not know: the user was deleted
         and renaming the ref failed, or a first save crashed before its commit."""
-        age = self.store.ref_age(document_id)
+        age = self.store.ref_age(document_id)  # None for a packed ref: not a save in flight
         if age is not None and age < ORPHAN_AFTER_SECONDS:
             return []
         with self.db.transaction() as tx:
             if ClaudeMdRepository(tx).exists(document_id):
                 return []  # created after the listing passed it
         findings = self._check_lock(document_id, repair, "belongs to a document that does not exist")
-        if age is not None:
+        if has_ref:
             detail = f"refs/docs/{document_id} belongs to no document"
             repaired = False
             if repair:
