@@ -11,7 +11,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator
 
 from svc.api.deps import After, Limit, PrincipalDep, ServicesDep
 from svc.api.problems import problem_responses
-from svc.api.schemas import Page
+from svc.api.schemas import NO_NUL_PATTERN, Page
 from svc.ids import ULID_PATTERN
 
 
@@ -59,8 +59,8 @@ def list_audit_events(
     services: ServicesDep,
     limit: Limit = 50,
     after: After = None,
-    resource_type: Annotated[str | None, Query(max_length=64)] = None,
-    resource_id: Annotated[str | None, Query(max_length=256)] = None,
+    resource_type: Annotated[str | None, Query(max_length=64, pattern=NO_NUL_PATTERN)] = None,
+    resource_id: Annotated[str | None, Query(max_length=256, pattern=NO_NUL_PATTERN)] = None,
     actor: Annotated[str | None, Query(pattern=ULID_PATTERN, description="the acting token's id")] = None,
     since: Timestamp = None,
     until: Timestamp = None,
