@@ -14,8 +14,13 @@ class Page(BaseModel, Generic[Item]):
     next: str | None
 
 
-# Names of applications, configurations and users: 1–256 letters, digits, '.', '_', '-'.
-NAME_PATTERN = r"^[A-Za-z0-9._-]{1,256}$"
+# Names of applications, configurations and users: 1–256 letters, digits, '.', '_', '-', but
+# not "." or "..": as a URL path segment (/resolve/{application}/{configuration}) those are
+# dot-segments that clients remove, so such a configuration could never be resolved. Spelled
+# without look-ahead, which pydantic's regex engine lacks: a first character other than '.',
+# or '.' and then one, or '..' and at least one more.
+NAME_PATTERN = r"^(?:[A-Za-z0-9_-][A-Za-z0-9._-]{0,255}|\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}|\.\.[A-Za-z0-9._-]{1,254})$"
+NAME_DESCRIPTION = "1–256 letters, digits, '.', '_', '-'; not '.' or '..'"
 
 
 def _valid_unicode(value: str) -> str:

@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.problems import problem_responses
-from svc.api.schemas import NAME_PATTERN, NO_NUL_PATTERN, Page, Text
+from svc.api.schemas import NAME_DESCRIPTION, NAME_PATTERN, NO_NUL_PATTERN, Page, Text
 
-Name = Annotated[str, Field(pattern=NAME_PATTERN, description="1–256 letters, digits, '.', '_', '-'")]
+Name = Annotated[str, Field(pattern=NAME_PATTERN, description=NAME_DESCRIPTION)]
 Comments = Annotated[Text | None, Field(max_length=1024)]
 
 router = APIRouter(prefix="/applications", tags=["applications"], responses=problem_responses(401, 403, 422, 503))

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.problems import problem_responses
-from svc.api.schemas import NAME_PATTERN, Page, Text
+from svc.api.schemas import NAME_DESCRIPTION, NAME_PATTERN, Page, Text
 
 router = APIRouter(tags=["users"], responses=problem_responses(401, 403, 422, 503))
 
@@ -27,7 +27,7 @@ Email = Annotated[
         examples=["ada@example.com"],
     ),
 ]
-Username = Annotated[str, Field(pattern=NAME_PATTERN, description="1–256 letters, digits, '.', '_', '-'")]
+Username = Annotated[str, Field(pattern=NAME_PATTERN, description=NAME_DESCRIPTION)]
 DisplayName = Annotated[Text | None, Field(max_length=256)]
 
 
