@@ -228,8 +228,9 @@ def test_openapi_documents_every_error_an_operation_can_answer():
         for method, operation in operations.items():
             documented = set(operation["responses"])
             needed = set() if path in PUBLIC_PATHS else {"401", "403", "422", "503"}
-            if operation.get("requestBody"):
-                needed |= {"400", "413", "422"}
+            body = operation.get("requestBody", {}).get("content", {})
+            if body:
+                needed |= {"400", "413", "422"} | ({"415"} if "application/json" in body else set())
             if any(parameter["in"] == "path" for parameter in operation.get("parameters", [])):
                 needed |= {"404", "422"}
             errors = {status: r for status, r in operation["responses"].items() if status[0] in "45"}

@@ -7,7 +7,7 @@ from http import HTTPStatus
 from typing import Any
 
 import psycopg2
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
@@ -49,13 +49,14 @@ class Problem(BaseModel):
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries documenting the given error statuses as problem+json."""
+    return {status: {"model": Problem, **_documented(status)} for status in statuses}
+
+
+def _documented(status: int) -> dict[str, Any]:
+    """A problem+json response as the OpenAPI document shows it."""
     return {
-        status: {
-            "model": Problem,
-            "description": HTTPStatus(status).phrase,
-            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-        }
-        for status in statuses
+        "description": HTTPStatus(status).phrase,
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
 
 
@@ -110,8 +111,25 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     ]
     if any(v["type"] == "json_invalid" for v in violations):
         return problem(request, 400, "the request body is not valid JSON", errors_=violations)
+    wrong_type = _not_json(request) if any(v["loc"][:1] == ["body"] for v in violations) else None
+    if wrong_type is not None:
+        return problem(request, 415, f"the request body must be application/json, not {wrong_type}")
     summary = "; ".join(f"{'.'.join(str(p) for p in v['loc'])}: {v['msg']}" for v in violations[:5])
     return problem(request, 422, f"invalid request: {summary}", errors_=violations)
+
+
+def _not_json(request: Request) -> str | None:
+    """The media type of a body sent to a JSON route as something else (FastAPI does not parse
+    it, and would report the body as missing or not an object: a 422 that hides the cause)."""
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    if body_field is None or isinstance(body_field.field_info, params.Form):  # File is a Form
+        return None
+    if request.headers.get("content-length", "0") == "0" and "transfer-encoding" not in request.headers:
+        return None  # no body at all: the 422 names the missing field
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "application/json" or media_type.endswith("+json"):
+        return None
+    return media_type or "a body without Content-Type"
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -156,22 +174,26 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(psycopg2.Error, _database_error)
     app.add_exception_handler(Exception, _unexpected)
-    _document_errors_as_problems_only(app)
+    _document_problems(app)
 
 
-def _document_errors_as_problems_only(app: FastAPI) -> None:
-    """FastAPI documents the `model` of every `problem_responses` entry (which puts Problem in
-    the components) as application/json too; errors are only ever problem+json, so the
-    document says just that."""
+def _document_problems(app: FastAPI) -> None:
+    """Two corrections to the OpenAPI document FastAPI builds. It documents the `model` of every
+    `problem_responses` entry (which puts Problem in the components) as application/json too,
+    but errors are only ever problem+json. And every route that takes a JSON body can answer
+    415 (from `_not_json` above), so that is documented here, where it is made."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             for operations in build()["paths"].values():
                 for operation in operations.values():
-                    for status, response in operation.get("responses", {}).items():
+                    responses = operation.get("responses", {})
+                    for status, response in responses.items():
                         if status[0] in "45":
                             response.get("content", {}).pop("application/json", None)
+                    if "application/json" in operation.get("requestBody", {}).get("content", {}):
+                        responses.setdefault("415", _documented(415))
         return app.openapi_schema
 
     app.openapi = openapi
