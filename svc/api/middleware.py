@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from starlette.exceptions import HTTPException
 
-from svc.api.problems import problem_response
+from svc.api.problems import problem_response, redact_secrets
 from svc.ids import new_id
 from svc.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from svc.log import request_id_var
@@ -55,7 +55,8 @@ class RequestContextMiddleware:
             if not _is_held_open(scope, template):
                 _latency_histogram(scope["method"], template).observe(elapsed)
             if self.access_log_enabled:
-                access_log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, elapsed * 1000)
+                path = redact_secrets(scope["path"])
+                access_log.info("%s %s %d %.1fms", scope["method"], path, status, elapsed * 1000)
 
 
 # Label lookups cost more than the increments; routes × methods × statuses is a small set.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -16,10 +17,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from svc import errors
 from svc.log import request_id_var
+from svc.services.auth import TOKEN_PREFIX
 
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+# Shaped like an API token: a client that puts its secret in a URL (DELETE /tokens/<secret>
+# instead of the id) must not find it echoed in an error or written to the access log.
+_TOKEN_SHAPED = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
 
 STATUS_OF: dict[type[errors.ServiceError], int] = {
     errors.BadRequest: 400,
@@ -60,6 +66,11 @@ def _documented(status: int) -> dict[str, Any]:
     }
 
 
+def redact_secrets(text: str) -> str:
+    """`text` with anything shaped like an API token replaced."""
+    return _TOKEN_SHAPED.sub(TOKEN_PREFIX + "[redacted]", text)
+
+
 def problem_response(
     status: int,
     detail: str,
@@ -72,8 +83,8 @@ def problem_response(
     body = Problem(
         title=HTTPStatus(status).phrase,
         status=status,
-        detail=detail,
-        instance=instance,
+        detail=redact_secrets(detail),
+        instance=instance and redact_secrets(instance),
         request_id=request_id_var.get(),
         errors=errors_,
     )
