@@ -10,14 +10,14 @@ from pydantic import BaseModel, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.problems import problem_responses
-from svc.api.schemas import Page
+from svc.api.schemas import Page, Text
 from svc.ids import ULID_PATTERN
 
 router = APIRouter(prefix="/tokens", tags=["tokens"], responses=problem_responses(401, 403, 422, 503))
 
 
 class TokenCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=256)
+    name: Text = Field(min_length=1, max_length=256)
     role: Literal["admin", "service", "user"]
     user_id: str | None = Field(default=None, pattern=ULID_PATTERN)
     application_id: str | None = Field(default=None, pattern=ULID_PATTERN)
