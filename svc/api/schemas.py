@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel
+from pydantic import AfterValidator, BaseModel, Field
 
 Item = TypeVar("Item")
 
@@ -37,5 +37,6 @@ def _valid_unicode(value: str) -> str:
 # Any text but NUL, for query parameters that reach SQL (URL decoding never yields surrogates).
 NO_NUL_PATTERN = r"^[^\x00]*$"
 
-# Free text that is stored: valid Unicode without NUL.
-Text = Annotated[str, AfterValidator(_valid_unicode)]
+# Free text that is stored: valid Unicode without NUL. The document states the NUL rule as a
+# pattern; the validator checks it with a clearer message.
+Text = Annotated[str, AfterValidator(_valid_unicode), Field(json_schema_extra={"pattern": NO_NUL_PATTERN})]

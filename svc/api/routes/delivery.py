@@ -138,6 +138,22 @@ class ResolveFastPath:
         return _answer(found, if_none_match)
 
 
+# One event of the stream, as OpenAPI 3.1 documents Server-Sent Events (`schema` is each event).
+CHANGE_EVENT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "send it back as Last-Event-ID to resume"},
+        "event": {"type": "string", "enum": ["created", "updated", "deleted"]},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "a JSON object: id, configuration_id, name, revision, kind",
+        },
+    },
+    "required": ["id", "event", "data"],
+}
+
+
 def _sse(event: ChangeEvent | None) -> bytes:
     if event is None:
         return b": keep-alive\n\n"
@@ -148,7 +164,7 @@ def _sse(event: ChangeEvent | None) -> bytes:
     "/applications/{application_id}/events",
     summary="Server-Sent Events: one per committed change to the application's configurations",
     response_class=StreamingResponse,
-    responses={200: {"description": "an event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+    responses={200: {"description": "an event stream", "content": {"text/event-stream": {"schema": CHANGE_EVENT}}},
                400: problem_responses(400)[400]},
 )
 async def events(
