@@ -65,7 +65,7 @@ def test_database_outage_under_load(cluster, client, admin, live_server, setting
     workers = worker_pids(server.process.pid)
     outages = []
     with Load(server.base_url, admin, jobs) as load:
-        load.wait_for(acknowledged_after(0, count=20))
+        load.wait_for(acknowledged_after(0, count=10))
         for _ in range(OUTAGES):
             down = time.monotonic()
             cluster.embedded.stop()
@@ -73,7 +73,7 @@ def test_database_outage_under_load(cluster, client, admin, live_server, setting
             cluster.embedded.start()
             up = time.monotonic()
             outages.append((down, up))
-            load.wait_for(acknowledged_after(up, count=20))
+            load.wait_for(acknowledged_after(up, count=10))
     answers = load.answers
 
     assert worker_pids(server.process.pid) == workers  # healed without restarting a worker

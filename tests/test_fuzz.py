@@ -6,7 +6,7 @@ documented status code, content type, body schema and headers, invalid requests 
 with a 4xx, valid ones not refused for their shape. Generated ids mostly name real,
 seeded resources, so generated bodies reach the services instead of stopping at a 404.
 
-Default run: `SVC_FUZZ_EXAMPLES` (10) generated examples per operation on top of
+Default run: `SVC_FUZZ_EXAMPLES` (5) generated examples per operation on top of
 schemathesis' coverage cases, derandomized so that the suite is repeatable. The long run
 explores afresh on every run:
 
@@ -42,7 +42,7 @@ from tests.claude_md_helpers import API, create_user, save
 from tests.configuration_helpers import create_application, create_configuration
 from tests.conftest import Cluster, bearer
 
-EXAMPLES = int(os.environ.get("SVC_FUZZ_EXAMPLES", "10"))
+EXAMPLES = int(os.environ.get("SVC_FUZZ_EXAMPLES", "5"))
 STREAM_SECONDS = 0.3  # an event stream never ends: what it sent by then is checked
 SHA_PATTERN = r"[0-9a-fA-F]{7,40}"
 
