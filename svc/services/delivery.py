@@ -226,9 +226,6 @@ class DeliveryService:
         finally:
             LONG_POLL_WAITERS.dec()
 
-    def waiting(self) -> int:
-        return sum(len(futures) for futures in self._waiters.values())
-
     # --- change stream ----------------------------------------------------------------------
 
     async def open_stream(
