@@ -16,20 +16,20 @@ _bearer = HTTPBearer(auto_error=False, description="an API token: `svc token cre
 
 
 async def get_services(request: Request) -> Services:
+    """The process's services: the one way a route reaches them."""
     # async so FastAPI does not hop to a thread just to read an attribute
     return request.app.state.services
 
 
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def get_principal(request: Request, credentials: BearerCredentials) -> Principal:
+async def get_principal(services: ServicesDep, credentials: BearerCredentials) -> Principal:
     """Authenticate the bearer token of this request (401 when missing, unknown or revoked)."""
-    services: Services = request.app.state.services
     return await services.authenticator.principal(credentials.credentials if credentials else None)
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 IdPath = Annotated[str, Path(pattern=ULID_PATTERN, description="a ULID", examples=["01JCZ5J7Q9T1V0G6W8E2X4Y6ZA"])]

@@ -13,6 +13,7 @@ from svc.api.deps import After, Limit, PrincipalDep, ServicesDep
 from svc.api.problems import problem_responses
 from svc.api.schemas import NO_NUL_PATTERN, Page
 from svc.ids import ULID_PATTERN
+from svc.services.audit import AuditFilter
 
 
 def _rfc3339(value: Any) -> Any:
@@ -65,13 +66,7 @@ def list_audit_events(
     since: Timestamp = None,
     until: Timestamp = None,
 ):
-    return services.audit.list(
-        principal,
-        limit=limit,
-        after=after,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        actor_token_id=actor,
-        since=since,
-        until=until,
+    where = AuditFilter(
+        resource_type=resource_type, resource_id=resource_id, actor_token_id=actor, since=since, until=until
     )
+    return services.audit.list(principal, where, limit=limit, after=after)

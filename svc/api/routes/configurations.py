@@ -17,18 +17,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.etags import IfMatch, IfNoneMatch, etag, parse_etags
+from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
-from svc.api.routes.applications import Comments, Name
-from svc.api.schemas import NO_NUL_PATTERN, Page, Text
-from svc.errors import BadRequest, UnsupportedMediaType
-from svc.services.configurations import version
+from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page, Text
+from svc.errors import UnsupportedMediaType
+from svc.services import configurations as configuration_service
+from svc.services.json_documents import parse_json
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON = "application/json"
 JSON_PATCH = "application/json-patch+json"
 MAX_REVISION = 2**31 - 1
 
-router = APIRouter(tags=["configurations"], responses=problem_responses(401, 403, 422, 503))
+router = APIRouter(
+    tags=["configurations"], responses=problem_responses(401, 403, 422, 503), route_class=JsonBodyRoute
+)
 
 Message = Annotated[Text | None, Field(max_length=1024, description="why; kept with the revision")]
 JsonSchema = Annotated[
@@ -83,8 +86,16 @@ class Configuration(BaseModel):
 
 
 class Revision(BaseModel):
+    """One state of a configuration: its JSON with the schema and comments in force with it."""
+
     revision: int
     config: dict[str, Any]
+    json_schema: dict[str, Any] | None = Field(
+        alias="schema",
+        description="the schema in force with this revision; null when there was none (or, for a revision "
+        "made before schemas were kept in history, when it was not recorded)",
+    )
+    comments: str | None
     author: str
     message: str | None
     created_at: datetime
@@ -108,8 +119,10 @@ def _sent_state(body: BaseModel) -> dict[str, Any]:
     return {STATE_FIELDS[f]: getattr(body, f) for f in body.model_fields_set if f in STATE_FIELDS}
 
 
-def _with_etag(response: Response, configuration: dict[str, Any]) -> dict[str, Any]:
-    response.headers["ETag"] = etag(version(configuration))
+def _with_etag(
+    response: Response, configuration: configuration_service.Configuration
+) -> configuration_service.Configuration:
+    response.headers["ETag"] = etag(configuration.version)
     return configuration
 
 
@@ -126,10 +139,7 @@ async def read_patch(request: Request) -> MergePatch | ConfigurationMetadataPatc
             f"PATCH takes {MERGE_PATCH} (a JSON Merge Patch of config) or {JSON} "
             f"(comments, schema, message), not {media_type or 'a body without Content-Type'}"
         )
-    try:
-        document = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
+    document = parse_json(await request.body())
     if media_type == MERGE_PATCH:
         return MergePatch(document)
     try:
@@ -176,7 +186,7 @@ def create_configuration(
         schema=body.json_schema,
         message=body.message,
     )
-    response.headers["Location"] = str(request.url_for("get_configuration", configuration_id=created["id"]))
+    response.headers["Location"] = str(request.url_for("get_configuration", configuration_id=created.id))
     return _with_etag(response, created)
 
 
@@ -213,9 +223,8 @@ def get_configuration(
     if_none_match: IfNoneMatch = None,
 ):
     configuration = services.configurations.get(principal, configuration_id)
-    current = version(configuration)
-    if current in (parse_etags(if_none_match) or ()):
-        return Response(status_code=304, headers={"ETag": etag(current)})
+    if configuration.version in (parse_etags(if_none_match) or ()):
+        return Response(status_code=304, headers={"ETag": etag(configuration.version)})
     return _with_etag(response, configuration)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -9,11 +10,14 @@ from fastapi import APIRouter, Body
 from pydantic import BaseModel, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
+from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.schemas import Page, Text
 from svc.ids import ULID_PATTERN
 
-router = APIRouter(prefix="/tokens", tags=["tokens"], responses=problem_responses(401, 403, 422, 503))
+router = APIRouter(
+    prefix="/tokens", tags=["tokens"], responses=problem_responses(401, 403, 422, 503), route_class=JsonBodyRoute
+)
 
 
 class TokenCreate(BaseModel):
@@ -43,7 +47,7 @@ class CreatedToken(Token):
 @router.post("", status_code=201, response_model=CreatedToken, responses=problem_responses(400, 413))
 def create_token(body: Annotated[TokenCreate, Body()], principal: PrincipalDep, services: ServicesDep):
     created = services.tokens.create(principal, **body.model_dump())
-    return {**created.token, "token": created.secret}
+    return {**asdict(created.token), "token": created.secret}
 
 
 @router.get("", response_model=Page[Token])
