@@ -30,7 +30,7 @@ import psycopg2.extensions
 import psycopg2.extras
 from psycopg2.pool import ThreadedConnectionPool
 
-from svc.errors import ServiceError, Unavailable
+from svc.errors import InternalError, ServiceError, Unavailable
 from svc.metrics import POOL_IN_USE, POOL_WAITING
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class Transaction:
     Every statement runs through `_run`, the one place where database errors become domain
     errors: a lost connection (or a cancelled statement) is `Unavailable`, and a broken
     constraint the calling repository declared in `constraints` is the error it maps it to.
-    Any other database error is a bug and stays itself.
+    Any other database error is a bug: `InternalError`, with the database's error as its cause.
     """
 
     def __init__(self, conn: psycopg2.extensions.connection) -> None:
@@ -131,10 +131,10 @@ def _domain_errors(params: dict[str, Any] | None = None, constraints: Constraint
         yield
     except CONNECTION_ERRORS as exc:
         raise Unavailable(f"database unavailable: {_first_line(exc)}") from exc
-    except psycopg2.IntegrityError as exc:
+    except psycopg2.Error as exc:
         error = constraints.get(getattr(exc.diag, "constraint_name", None) or "")
         if error is None:
-            raise
+            raise InternalError(f"database error: {_first_line(exc)}") from exc
         raise error(params or {}) from exc
 
 

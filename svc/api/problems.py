@@ -174,6 +174,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Registered by class (not only as the catch-all) so it answers without re-raising to the server.
+    app.add_exception_handler(errors.InternalError, _unexpected)
     app.add_exception_handler(Exception, _unexpected)
     _document_problems(app)
 
