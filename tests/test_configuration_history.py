@@ -98,6 +98,27 @@ def test_rollback_makes_a_new_revision_and_numbers_never_repeat(client, admin, c
     assert revisions[0]["config"] == revisions[4]["config"]
 
 
+def test_each_revision_keeps_the_schema_and_comments_in_force_with_it(client, admin, configuration):
+    schema = {"type": "object", "required": ["port"]}
+    client.patch(url(configuration), json={"schema": schema, "comments": "typed"}, headers=admin)  # revision 4
+    client.patch(url(configuration), json={"comments": "retyped"}, headers=admin)  # revision 5
+    states = {
+        n: client.get(url(configuration, f"/revisions/{n}"), headers=admin).json() for n in (1, 3, 4, 5)
+    }
+    assert [(states[n]["schema"], states[n]["comments"]) for n in (1, 3, 4, 5)] == [
+        (None, None), (None, None), (schema, "typed"), (schema, "retyped"),
+    ]
+    listed = client.get(url(configuration, "/revisions"), params={"limit": 1}, headers=admin).json()["items"]
+    assert (listed[0]["schema"], listed[0]["comments"]) == (schema, "retyped")
+
+    # A rollback restores the JSON only: the schema and comments in force stay, and the new
+    # revision records them.
+    rolled = client.post(url(configuration, "/rollback"), json={"revision": 1}, headers=admin).json()
+    assert (rolled["config"], rolled["schema"], rolled["comments"]) == (states[1]["config"], schema, "retyped")
+    sixth = client.get(url(configuration, "/revisions/6"), headers=admin).json()
+    assert (sixth["config"], sixth["schema"], sixth["comments"]) == (states[1]["config"], schema, "retyped")
+
+
 def test_rollback_errors_change_nothing(client, admin, configuration):
     target = url(configuration, "/rollback")
     stale = client.post(target, json={"revision": 1}, headers=admin | {"If-Match": f'"{configuration["id"]}.2"'})
