@@ -112,7 +112,11 @@ class ConfigurationHead:
 
 @dataclass(frozen=True)
 class Revision:
-    """One state of a configuration: its JSON with the schema and comments in force with it."""
+    """One state of a configuration: its JSON with the schema and comments in force with it.
+
+    `schema` is null when there was none, and on revisions made before migration 0005 (other
+    than each configuration's newest then), whose schema and comments were not recorded.
+    """
 
     revision: int
     config: dict[str, Any]

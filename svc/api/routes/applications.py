@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response
@@ -12,6 +11,7 @@ from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page
+from svc.services.applications import Application
 
 router = APIRouter(
     prefix="/applications",
@@ -33,14 +33,6 @@ class ApplicationUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Name = None
     comments: Comments = None
-
-
-class Application(BaseModel):
-    id: str
-    name: str
-    comments: str | None
-    created_at: datetime
-    updated_at: datetime
 
 
 @router.post("", status_code=201, response_model=Application, responses=problem_responses(400, 409, 413))

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -21,7 +20,7 @@ from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page, Text
 from svc.errors import UnsupportedMediaType
-from svc.services import configurations as configuration_service
+from svc.services.configurations import Configuration, Revision
 from svc.services.json_documents import parse_json
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -73,34 +72,6 @@ class ConfigurationMetadataPatch(BaseModel):
     message: Message = None
 
 
-class Configuration(BaseModel):
-    id: str
-    application_id: str
-    name: str
-    comments: str | None
-    config: dict[str, Any]
-    json_schema: dict[str, Any] | None = Field(alias="schema")
-    revision: int
-    created_at: datetime
-    updated_at: datetime
-
-
-class Revision(BaseModel):
-    """One state of a configuration: its JSON with the schema and comments in force with it."""
-
-    revision: int
-    config: dict[str, Any]
-    json_schema: dict[str, Any] | None = Field(
-        alias="schema",
-        description="the schema in force with this revision; null when there was none (or, for a revision "
-        "made before schemas were kept in history, when it was not recorded)",
-    )
-    comments: str | None
-    author: str
-    message: str | None
-    created_at: datetime
-
-
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     revision: int = Field(ge=1, le=MAX_REVISION, description="the revision whose JSON becomes current again")
@@ -119,9 +90,7 @@ def _sent_state(body: BaseModel) -> dict[str, Any]:
     return {STATE_FIELDS[f]: getattr(body, f) for f in body.model_fields_set if f in STATE_FIELDS}
 
 
-def _with_etag(
-    response: Response, configuration: configuration_service.Configuration
-) -> configuration_service.Configuration:
+def _with_etag(response: Response, configuration: Configuration) -> Configuration:
     response.headers["ETag"] = etag(configuration.version)
     return configuration
 

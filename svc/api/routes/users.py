@@ -6,7 +6,6 @@ change its own display name).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Request, Response
@@ -16,6 +15,7 @@ from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.schemas import Name, Page, Text
+from svc.services.users import User
 
 router = APIRouter(tags=["users"], responses=problem_responses(401, 403, 422, 503), route_class=JsonBodyRoute)
 
@@ -46,15 +46,6 @@ class UserUpdate(BaseModel):
     email: Email = None
     username: Username = None
     display_name: DisplayName = None
-
-
-class User(BaseModel):
-    id: str
-    email: str
-    username: str
-    display_name: str | None
-    created_at: datetime
-    updated_at: datetime
 
 
 @router.post("/users", status_code=201, response_model=User, responses=problem_responses(400, 409, 413))
