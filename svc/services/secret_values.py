@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from typing import Any
 
 import jsonpatch
@@ -33,6 +34,8 @@ from svc.errors import Unprocessable
 from svc.services.json_documents import MAX_REPORTED_VIOLATIONS
 
 MASK = "<secret>"
+MAX_SECRET_PATHS = 100
+MAX_POINTER_LENGTH = 512
 _ARRAY_INDEX = re.compile(r"0|[1-9][0-9]*")
 _MISSING = object()
 
@@ -76,15 +79,23 @@ def validate_secret_paths(config: Any, paths: Any) -> list[dict[str, str]]:
     """Each way `paths` is not a valid `secret_paths` for `config`, as `{path, message}`; [] when valid.
 
     Every entry must be a JSON Pointer that names a value in `config`, not the whole document, not
-    twice, and not inside another entry (a secret object is secret as a whole).
+    twice, and not inside another entry (a secret object is secret as a whole); at most
+    MAX_SECRET_PATHS of them, each at most MAX_POINTER_LENGTH characters.
     """
     if not isinstance(paths, list):
         return [{"path": "", "message": "secret_paths must be a list of JSON Pointers"}]
+    if len(paths) > MAX_SECRET_PATHS:
+        return [{"path": "", "message": f"at most {MAX_SECRET_PATHS} secret paths; a secret object counts once"}]
     found: list[dict[str, str]] = []
     parsed: dict[Parts, str] = {}
     for pointer in paths:
         if not isinstance(pointer, str):
-            found.append({"path": str(pointer), "message": "a secret path must be a string (a JSON Pointer)"})
+            found.append({"path": str(pointer)[:MAX_POINTER_LENGTH], "message": "a secret path must be a string"})
+            continue
+        if len(pointer) > MAX_POINTER_LENGTH:
+            found.append(
+                {"path": pointer[:MAX_POINTER_LENGTH], "message": f"a secret path is at most {MAX_POINTER_LENGTH} characters"}
+            )
             continue
         try:
             parts = parse_pointer(pointer)
@@ -226,6 +237,12 @@ def _rewrite(
     each once. A path that does not resolve is skipped, or a LookupError when `strict`."""
     if not paths:
         return document
+    return _rewrite_node(document, _path_tree(tuple(paths)), change, strict)
+
+
+@lru_cache(maxsize=256)  # bounded in memory by MAX_SECRET_PATHS x MAX_POINTER_LENGTH per entry
+def _path_tree(paths: tuple[str, ...]) -> dict[str, Any]:
+    """The paths as nested dicts of reference tokens, a leaf being the pointer; shared, never changed."""
     tree: dict[str, Any] = {}
     for pointer in paths:
         parts = parse_pointer(pointer)
@@ -239,7 +256,7 @@ def _rewrite(
         if parts[-1] in node:
             raise ValueError(f"secret path '{pointer}' is listed twice or has another inside it")
         node[parts[-1]] = pointer
-    return _rewrite_node(document, tree, change, strict)
+    return tree
 
 
 def _rewrite_node(node: Any, tree: dict[str, Any], change: Callable[[Any, str], Any], strict: bool) -> Any:
