@@ -65,8 +65,9 @@ class KeyRing:
 
     @classmethod
     def parse(cls, text: str, *, source: str = "SVC_SECRET_KEYS") -> KeyRing:
-        """Parse comma-separated `id:base64key` entries; raise InvalidSecretKeys naming the bad entry."""
-        entries = text.strip().split(",")
+        """Parse `id:base64key` entries separated by commas (or newlines, in a key file);
+        raise InvalidSecretKeys naming the bad entry."""
+        entries = re.split(r"[,\n]", text.strip())
         if entries == [""]:
             raise InvalidSecretKeys(f"{source} is empty: give at least one id:base64key entry")
         keys: list[tuple[str, bytes]] = []

@@ -182,6 +182,7 @@ def test_key_ring_errors_name_the_entry_never_the_key(text: str, message: str) -
 def test_key_ring_never_shows_keys_and_refuses_to_seal_without_one() -> None:
     ring = KeyRing.parse(f" {KEY_1} , {KEY_2} ")
     assert ring.key_ids == ["k1", "k2"]
+    assert KeyRing.parse(f"{KEY_2}\n{KEY_1}\n").key_ids == ["k2", "k1"], "a key file may hold one per line"
     assert KEY_1.partition(":")[2] not in repr(ring)
     with pytest.raises(SecretUnavailable, match="set SVC_SECRET_KEYS"):
         encrypt_at({"pw": "x"}, ["/pw"], KeyRing([]), CONFIGURATION)
