@@ -50,6 +50,12 @@ def assert_same_json(actual: Any, expected: Any) -> None:
     assert orjson.dumps(actual) == orjson.dumps(expected)
 
 
+def flip_bit(data: bytes, index: int) -> bytes:
+    changed = bytearray(data)
+    changed[index] ^= 1
+    return bytes(changed)
+
+
 def clear_text_absent(stored: Any, *values: Any) -> bool:
     text = orjson.dumps(stored)
     return not any(orjson.dumps(v).strip(b'"') in text for v in values)
@@ -97,8 +103,11 @@ def test_no_clear_text_and_no_length_in_the_stored_form(ring: KeyRing) -> None:
 @pytest.mark.parametrize("part", ["nonce", "ciphertext", "tag"])
 def test_tampered_secret_is_503_naming_the_key(ring: KeyRing, part: str) -> None:
     sealed = parse_sealed(ring.seal("hunter2", configuration_id=CONFIGURATION, path="/pw"))
-    nonce, ciphertext = bytearray(sealed.nonce), bytearray(sealed.ciphertext)
-    {"nonce": nonce, "ciphertext": ciphertext}.get(part, ciphertext)[0 if part != "tag" else -1] ^= 1
+    nonce, ciphertext = {
+        "nonce": (flip_bit(sealed.nonce, 0), sealed.ciphertext),
+        "ciphertext": (sealed.nonce, flip_bit(sealed.ciphertext, 0)),
+        "tag": (sealed.nonce, flip_bit(sealed.ciphertext, -1)),  # the GCM tag is the last 16 bytes
+    }[part]
     tampered = f"svc-secret:v1:k1:{base64.b64encode(nonce).decode()}:{base64.b64encode(ciphertext).decode()}"
 
     with pytest.raises(SecretUnavailable) as caught:

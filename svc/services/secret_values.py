@@ -70,11 +70,6 @@ def resolve(document: Any, parts: Parts) -> Any:
     return node
 
 
-def resolves(document: Any, pointer: str) -> bool:
-    """Whether `pointer` names a value in `document`."""
-    return resolve(document, parse_pointer(pointer)) is not _MISSING
-
-
 def validate_secret_paths(config: Any, paths: Any) -> list[dict[str, str]]:
     """Each way `paths` is not a valid `secret_paths` for `config`, as `{path, message}`; [] when valid.
 
