@@ -110,8 +110,8 @@ class KeyRing:
         cipher = self._ciphers.get(sealed.key_id)
         if cipher is None:
             raise SecretUnavailable(
-                f"{where} is encrypted with key '{sealed.key_id}', which is not in SVC_SECRET_KEYS "
-                f"(known: {', '.join(self._ciphers) or 'none'})"
+                f"{where} is encrypted with key '{sealed.key_id}', which is not in the key ring "
+                f"(known: {', '.join(self._ciphers) or 'none'}); add it to SVC_SECRET_KEYS"
             )
         aad = _associated_data(sealed.key_id, configuration_id, path)
         try:

@@ -129,7 +129,7 @@ def test_secret_moved_to_another_configuration_or_path_fails(ring: KeyRing, conf
 
 def test_unknown_key_and_clear_value_at_a_secret_path_are_503(ring: KeyRing) -> None:
     under_k2 = encrypt_at({"pw": "hunter2"}, ["/pw"], KeyRing.parse(KEY_2), CONFIGURATION)
-    with pytest.raises(SecretUnavailable, match="key 'k2', which is not in SVC_SECRET_KEYS"):
+    with pytest.raises(SecretUnavailable, match="key 'k2', which is not in the key ring \\(known: k1\\); add it to SVC_SECRET_KEYS"):
         decrypt_at(under_k2, ["/pw"], ring, CONFIGURATION)
     with pytest.raises(SecretUnavailable, match="not in the encrypted form") as caught:
         decrypt_at({"pw": "hunter2"}, ["/pw"], ring, CONFIGURATION)
