@@ -75,7 +75,9 @@ class Transaction:
         self.connection = conn
         self.committed = False
 
-    def execute(self, sql: str, params: dict[str, Any] | None = None, *, constraints: Constraints = NO_CONSTRAINTS) -> int:
+    def execute(
+        self, sql: str, params: dict[str, Any] | None = None, *, constraints: Constraints = NO_CONSTRAINTS
+    ) -> int:
         """Run a statement; return the number of rows it touched."""
         with self._run(sql, params, constraints) as cur:
             return cur.rowcount
@@ -100,7 +102,9 @@ class Transaction:
             names = [c.name for c in cur.description]
             return [row(**dict(zip(names, found))) for found in cur.fetchall()]
 
-    def fetch_value(self, sql: str, params: dict[str, Any] | None = None, *, constraints: Constraints = NO_CONSTRAINTS) -> Any:
+    def fetch_value(
+        self, sql: str, params: dict[str, Any] | None = None, *, constraints: Constraints = NO_CONSTRAINTS
+    ) -> Any:
         """The first column of the first row, or None."""
         with self._run(sql, params, constraints) as cur:
             found = cur.fetchone()
@@ -126,7 +130,9 @@ class Transaction:
 
 
 @contextmanager
-def _domain_errors(params: dict[str, Any] | None = None, constraints: Constraints = NO_CONSTRAINTS) -> Iterator[None]:
+def _domain_errors(
+    params: dict[str, Any] | None = None, constraints: Constraints = NO_CONSTRAINTS
+) -> Iterator[None]:
     try:
         yield
     except CONNECTION_ERRORS as exc:

@@ -47,7 +47,9 @@ class ApplicationService:
         with self.db.transaction() as tx:
             applications = ApplicationRepository(tx)
             return keyset_page(
-                lambda n: applications.list(limit=n, after=after, name_prefix=name_prefix, only_id=actor.application_id),
+                lambda n: applications.list(
+                    limit=n, after=after, name_prefix=name_prefix, only_id=actor.application_id
+                ),
                 limit,
             )
 

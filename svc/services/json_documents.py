@@ -91,7 +91,8 @@ def parse_json(text: bytes | str, what: str = "the request body") -> Any:
         pointer = _pointer(_path_to(value, first))
         message = f"{first.text} {first.reason}"
         more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
-        raise BadRequest(f"{what}: at '{pointer or '/'}': {message}{more}", errors=[{"path": pointer, "message": message}])
+        detail = f"{what}: at '{pointer or '/'}': {message}{more}"
+        raise BadRequest(detail, errors=[{"path": pointer, "message": message}])
     return value
 
 

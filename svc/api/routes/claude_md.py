@@ -65,7 +65,10 @@ class ClaudeMdVersion(VersionEntry):
 def _document_routes(prefix: str, owner: Callable[..., str | None]) -> APIRouter:
     """The document routes for one way of naming the owner (a path id, or the caller)."""
     router = APIRouter(
-        prefix=prefix, tags=["claude.md"], responses=problem_responses(401, 403, 404, 422, 503), route_class=JsonBodyRoute
+        prefix=prefix,
+        tags=["claude.md"],
+        responses=problem_responses(401, 403, 404, 422, 503),
+        route_class=JsonBodyRoute,
     )
     Owner = Annotated[str | None, Depends(owner)]
 
