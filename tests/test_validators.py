@@ -86,16 +86,17 @@ def test_skill_shapes_that_pass(content: str) -> None:
         (skill("just a sentence"), "/front-matter", "not a string"),
         ("---\n---\nbody", "/front-matter", "not empty (null)"),
         (skill("name: [unclosed"), "/front-matter", "line 3, column 1: the front matter is not valid YAML"),
-        (skill(VALID_FRONT + "\nmetadata:\n\tauthor: me"), "/front-matter", "line 5: a tab is used for indentation"),
+        (skill(VALID_FRONT + "\nmetadata:\n\tauthor: me"), "/front-matter", "line 5, column 1: a tab is used for indentation"),
         (skill(VALID_FRONT + "\nname: other"), "/front-matter", "line 4, column 1: the front matter is not valid YAML: the key 'name' appears twice"),
         (skill("<<: {name: pdf-tools}\ndescription: d"), "/front-matter", "merge keys (<<) are not allowed"),
         (skill(VALID_FRONT + "\nlicense: &l MIT"), "/front-matter", "anchors and aliases"),
+        (skill(VALID_FRONT + "\nlicense: a\x07b"), "/front-matter", "line 4, column 11: the front matter contains the character U+0007"),
         (skill(VALID_FRONT + "\nlicense: !!python/object:os.system ls"), "/front-matter", "not valid YAML"),
         (skill(VALID_FRONT, body="text\x00more"), "", "line 5, column 5: the content contains the NUL character"),
     ],
     ids=[
         "no-front-matter", "indented-opening", "bom", "unclosed", "list", "scalar", "empty",
-        "yaml-syntax", "tab-indent", "duplicate-key", "merge-key", "anchor", "python-tag", "nul-in-body",
+        "yaml-syntax", "tab-indent", "duplicate-key", "merge-key", "anchor", "control-character", "python-tag", "nul-in-body",
     ],
 )
 def test_skill_shapes_that_fail(content: str, path: str, words: str) -> None:
@@ -194,7 +195,7 @@ def test_every_violation_of_a_skill_is_listed_in_one_422() -> None:
     assert sorted(set(paths)) == [
         "/front-matter/author", "/front-matter/description", "/front-matter/metadata/v", "/front-matter/name",
     ]
-    assert caught.value.detail.startswith("SKILL.md is not valid: at '/front-matter/author': ")
+    assert caught.value.detail.startswith("SKILL.md is not valid at '/front-matter/author': ")
     assert f"(and {len(paths) - 1} more, listed in errors)" in caught.value.detail
 
 

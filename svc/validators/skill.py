@@ -26,7 +26,7 @@ it; numbers such as `.inf` and `.nan` are refused the same way.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import yaml
@@ -39,6 +39,7 @@ from svc.validators.violations import (
     nul_in_strings,
     nul_in_text,
     pointer,
+    position,
     same_name,
     string_field,
     unknown_keys,
@@ -54,9 +55,7 @@ QUOTE_HINT = "; put it in quotes to make it a string"
 _OPENING = re.compile(r"---[ \t]*\r?\n")
 _CLOSING = re.compile(r"^---[ \t]*(?:\r?\n|\Z)", re.MULTILINE)
 _NAME_CHARACTER = re.compile(r"[a-z0-9-]")
-_TAB_INDENT = re.compile(r"^[ \t]*\t[ \t]*\S", re.MULTILINE)
-# The front matter starts on the file's second line; YAML marks count lines from 0.
-_FIRST_LINE = 2
+_TAB_INDENT = re.compile(r"^( *)\t[ \t]*\S", re.MULTILINE)
 
 
 class _FrontMatterLoader(yaml.SafeLoader):
@@ -76,7 +75,7 @@ class _FrontMatterLoader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":
                 raise ConstructorError(None, None, "merge keys (<<) are not allowed in front matter", key_node.start_mark)
             key = self.construct_object(key_node, deep=True)
-            if isinstance(key, str | int | float | bool) or key is None:
+            if isinstance(key, Hashable):
                 if key in seen:
                     raise ConstructorError(None, None, f"the key {key!r} appears twice", key_node.start_mark)
                 seen.add(key)
@@ -96,15 +95,16 @@ def validate_skill(name: str, content: str) -> list[Violation]:
     closing = _CLOSING.search(content, opening.end())
     if closing is None:
         return [Violation(FRONT_MATTER, "the front matter is not closed: no line '---' follows the opening one")]
-    text = content[opening.end() : closing.start()]
+    start = opening.end()
+    text = content[start : closing.start()]
     tabs = [
-        Violation(FRONT_MATTER, f"line {text.count(chr(10), 0, m.start()) + _FIRST_LINE}: a tab is used for "
-                  "indentation; YAML indents with spaces only")
+        Violation(FRONT_MATTER, f"{position(content, start + m.end(1))}: a tab is used for indentation; "
+                  "YAML indents with spaces only")
         for m in _TAB_INDENT.finditer(text)
     ]
     if tabs:
         return tabs
-    front_matter, found = _load(text)
+    front_matter, found = _load(content, start, text)
     if found:
         return found
     if not isinstance(front_matter, Mapping):
@@ -127,15 +127,21 @@ def validate_skill(name: str, content: str) -> list[Violation]:
     ]
 
 
-def _load(text: str) -> tuple[Any, list[Violation]]:
-    """The parsed front matter, or the violation saying where and why it cannot be read."""
+def _load(content: str, start: int, text: str) -> tuple[Any, list[Violation]]:
+    """The parsed front matter `text` (found at `start` in `content`), or the violation saying why it cannot be read."""
     try:
         return yaml.load(text, Loader=_FrontMatterLoader), []  # a SafeLoader subclass: no object construction
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        where = f"line {mark.line + _FIRST_LINE}, column {mark.column + 1}: " if mark is not None else ""
+        where = f"{position(content, start + mark.index)}: " if mark is not None else ""
         context = f" ({exc.context})" if exc.context else ""
         return None, [Violation(FRONT_MATTER, f"{where}the front matter is not valid YAML: {exc.problem}{context}")]
+    except yaml.reader.ReaderError as exc:
+        return None, [Violation(
+            FRONT_MATTER,
+            f"{position(content, start + exc.position)}: the front matter contains the character U+{exc.character:04X}, "
+            "which YAML does not allow unescaped",
+        )]
     except yaml.YAMLError as exc:
         return None, [Violation(FRONT_MATTER, f"the front matter is not valid YAML: {exc}")]
     except RecursionError:

@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from svc.errors import BadRequest
-from svc.validators.violations import pointer, walk
+from svc.validators.violations import Violation, pointer, summary, walk
 
 
 class _Refused:
@@ -71,12 +71,8 @@ def parse_strict_json(text: str, what: str) -> Any:
     except RecursionError as exc:
         raise BadRequest(f"{what} nests arrays and objects too deeply to be read") from exc
     if refused:
-        errors = [
-            {"path": pointer(parts), "message": node.reason} for parts, node in walk(document) if isinstance(node, _Refused)
-        ]
-        first = errors[0]
-        more = f" (and {len(errors) - 1} more, listed in errors)" if len(errors) > 1 else ""
-        raise BadRequest(f"{what} cannot be read exactly: at '{first['path']}': {first['message']}{more}", errors=errors)
+        found = [Violation(pointer(parts), node.reason) for parts, node in walk(document) if isinstance(node, _Refused)]
+        raise BadRequest(f"{what} cannot be read exactly {summary(found)}", errors=[v.as_error() for v in found])
     return document
 
 

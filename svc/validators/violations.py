@@ -35,13 +35,18 @@ class Violation:
         return {"path": self.path, "message": self.message}
 
 
+def summary(found: list[Violation]) -> str:
+    """The first violation of `found` (non-empty) in words, and how many more there are."""
+    first = found[0]
+    where = f"at '{first.path}'" if first.path else "as a whole"
+    more = f" (and {len(found) - 1} more, listed in errors)" if len(found) > 1 else ""
+    return f"{where}: {first.message}{more}"
+
+
 def unprocessable(what: str, found: list[Violation]) -> Unprocessable:
     """The 422 that lists every violation of `found` (non-empty); `what` names the content, e.g. 'SKILL.md'."""
-    first = found[0]
-    more = f" (and {len(found) - 1} more, listed in errors)" if len(found) > 1 else ""
     return Unprocessable(
-        f"{what} is not valid: at '{first.path}': {first.message}{more}",
-        errors=[v.as_error() for v in found[:MAX_REPORTED_VIOLATIONS]],
+        f"{what} is not valid {summary(found)}", errors=[v.as_error() for v in found[:MAX_REPORTED_VIOLATIONS]]
     )
 
 
@@ -140,7 +145,7 @@ def unknown_keys(document: Mapping[Any, Any], allowed: tuple[str, ...], base: st
     """A violation for each key of `document` outside `allowed`; `where` names the place ('front matter')."""
     names = ", ".join(allowed)
     return [
-        Violation(base + pointer([key]), f"{key!r} is not a key of {where} (allowed: {names})")
+        Violation(base + pointer([key]), f"{repr(key) if isinstance(key, str) else kind_of(key)} is not a key of {where} (allowed: {names})")
         for key in document
         if key not in allowed
     ]
