@@ -82,21 +82,24 @@ def test_skill_shapes_that_pass(content: str) -> None:
         (" ---\n" + VALID_FRONT + "\n---\n", "/front-matter", "starts with a line '---'"),
         ("\ufeff---\n" + VALID_FRONT + "\n---\n", "", "byte order mark"),
         ("---\n" + VALID_FRONT + "\n", "/front-matter", "not closed"),
-        (skill("- name\n- description"), "/front-matter", "must be a YAML mapping of keys to values, not a list"),
+        (skill("- name\n- description"), "/front-matter", "must be a YAML mapping, not a list"),
         (skill("just a sentence"), "/front-matter", "not a string"),
         ("---\n---\nbody", "/front-matter", "not empty (null)"),
         (skill("name: [unclosed"), "/front-matter", "line 3, column 1: the front matter is not valid YAML"),
-        (skill(VALID_FRONT + "\nmetadata:\n\tauthor: me"), "/front-matter", "line 5, column 1: a tab is used for indentation"),
-        (skill(VALID_FRONT + "\nname: other"), "/front-matter", "line 4, column 1: the front matter is not valid YAML: the key 'name' appears twice"),
+        (skill(VALID_FRONT + "\nmetadata:\n\tauthor: me"), "/front-matter", "line 5, column 1: a tab is used for"),
+        (skill(VALID_FRONT + "\nname: other"), "/front-matter", "line 4, column 1: the front matter is not valid YAML: "
+         "the key 'name' appears twice"),
         (skill("<<: {name: pdf-tools}\ndescription: d"), "/front-matter", "merge keys (<<) are not allowed"),
         (skill(VALID_FRONT + "\nlicense: &l MIT"), "/front-matter", "anchors and aliases"),
-        (skill(VALID_FRONT + "\nlicense: a\x07b"), "/front-matter", "line 4, column 11: the front matter contains the character U+0007"),
+        (skill(VALID_FRONT + "\nlicense: a\x07b"), "/front-matter", "line 4, column 11: the front matter contains the "
+         "character U+0007"),
         (skill(VALID_FRONT + "\nlicense: !!python/object:os.system ls"), "/front-matter", "not valid YAML"),
         (skill(VALID_FRONT, body="text\x00more"), "", "line 5, column 5: the content contains the NUL character"),
     ],
     ids=[
         "no-front-matter", "indented-opening", "bom", "unclosed", "list", "scalar", "empty",
-        "yaml-syntax", "tab-indent", "duplicate-key", "merge-key", "anchor", "control-character", "python-tag", "nul-in-body",
+        "yaml-syntax", "tab-indent", "duplicate-key", "merge-key", "anchor", "control-character", "python-tag",
+        "nul-in-body",
     ],
 )
 def test_skill_shapes_that_fail(content: str, path: str, words: str) -> None:
@@ -145,7 +148,7 @@ def test_front_matter_that_passes(name: str, front_matter: str) -> None:
         ("name: 123\ndescription: d", "/front-matter/name", "must be a string, not a number (123); put it in quotes"),
         ("name: " + "a" * 65 + "\ndescription: d", "/front-matter/name", "1-64 characters; it has 65"),
         ("name: ''\ndescription: d", "/front-matter/name", "1-64 characters; it has 0"),
-        ("name: PDF-Tools\ndescription: d", "/front-matter/name", "only lowercase letters a-z, digits and hyphens; it contains 'D', 'F', 'P', 'T'"),
+        ("name: PDF-Tools\ndescription: d", "/front-matter/name", "digits and hyphens; it contains 'D', 'F', 'P', 'T'"),
         ("name: pdf_tools\ndescription: d", "/front-matter/name", "it contains '_'"),
         ("name: pdféx\ndescription: d", "/front-matter/name", "it contains 'é'"),
         ("name: -pdf\ndescription: d", "/front-matter/name", "must not start or end with a hyphen"),
@@ -157,12 +160,12 @@ def test_front_matter_that_passes(name: str, front_matter: str) -> None:
         ("name: pdf-tools\ndescription: 2024-01-01", "/front-matter/description", "not a date (2024-01-01)"),
         ("name: pdf-tools\ndescription:", "/front-matter/description", "not empty (null)"),
         ("name: pdf-tools\ndescription: '  '", "/front-matter/description", "must not be empty"),
-        ("name: pdf-tools\ndescription: " + "x" * 1025, "/front-matter/description", "at most 1024 characters; it has 1025"),
+        ("name: pdf-tools\ndescription: " + "x" * 1025, "/front-matter/description", "at most 1024 characters"),
         ('name: pdf-tools\ndescription: "a\\0b"', "/front-matter/description", "NUL character"),
         (VALID_FRONT + "\nlicense: 3", "/front-matter/license", "must be a string, not a number (3)"),
         (VALID_FRONT + "\ncompatibility: " + "c" * 501, "/front-matter/compatibility", "at most 500 characters"),
         (VALID_FRONT + "\ncompatibility: ''", "/front-matter/compatibility", "must not be empty"),
-        (VALID_FRONT + "\nmetadata: author", "/front-matter/metadata", "mapping of string keys to string values, not a string"),
+        (VALID_FRONT + "\nmetadata: author", "/front-matter/metadata", "string keys to string values, not a string"),
         (VALID_FRONT + "\nmetadata:\n  version: 1.0", "/front-matter/metadata/version", "not a number (1.0)"),
         (VALID_FRONT + "\nmetadata:\n  limit: .inf", "/front-matter/metadata/limit", "not a number (inf)"),
         (VALID_FRONT + "\nmetadata:\n  ratio: .nan", "/front-matter/metadata/ratio", "not a number (nan)"),
@@ -237,7 +240,12 @@ def test_strict_json_refuses_what_it_cannot_keep_exactly(text: str, path: str, w
 
 @pytest.mark.parametrize(
     ("text", "where"),
-    [("", "line 1, column 1"), ('{"name": "x",}', "line 1, column 14"), ('{\n  "a": 1\n} x', "line 3, column 3"), ("[" * 100_000, "")],
+    [
+        ("", "line 1, column 1"),
+        ('{"name": "x",}', "line 1, column 14"),
+        ('{\n  "a": 1\n} x', "line 3, column 3"),
+        ("[" * 100_000, ""),
+    ],
 )
 def test_what_is_not_json_is_a_400_naming_the_position(text: str, where: str) -> None:
     with pytest.raises(BadRequest) as caught:
@@ -246,6 +254,9 @@ def test_what_is_not_json_is_a_400_naming_the_position(text: str, where: str) ->
 
 
 # --- mcp ---------------------------------------------------------------------------------
+
+
+NPM_PACKAGE = {"registryType": "npm", "identifier": "weather", "version": "1.0.0", "transport": {"type": "stdio"}}
 
 
 def server(**changes: object) -> str:
@@ -266,15 +277,17 @@ def test_the_shipped_server_schema_is_a_valid_draft_7_schema_whose_refs_are_all_
         (server(description=None), "", "'description' is a required property"),
         (server(description="d" * 101), "/description", "is too long"),
         (server(name="weather"), "/name", "does not match"),
-        (server(name="io.github.user/other"), "/name", "is 'io.github.user/other' but the item is named 'io.github.user/weather'"),
-        (server(packages=[{"registryType": "npm", "identifier": "w", "version": "latest", "transport": {"type": "stdio"}}]),
-         "/packages/0/version", "should not be valid"),
+        (server(name="io.github.user/other"), "/name", "is 'io.github.user/other' but the item is named"),
+        (server(packages=[NPM_PACKAGE | {"version": "latest"}]), "/packages/0/version", "should not be valid"),
         (server(remotes=[{"type": "sse", "url": "ftp://example.com"}]), "/remotes/0", "not valid under any"),
         (server(description="a\x00b"), "/description", "NUL character"),
-        (server().replace('"Weather', '"\x00Weather'), "", "line 1, column 52: the content contains the NUL character"),
+        (server().replace('"Weather', '"\x00Weather'), "", "line 1, column 52: the content contains the NUL"),
         ("[]", "", "is not of type 'object'"),
     ],
-    ids=["no-description", "long-description", "bad-name", "other-name", "latest", "remote-url", "nul-escape", "nul", "array"],
+    ids=[
+        "no-description", "long-description", "bad-name", "other-name", "latest", "remote-url", "nul-escape", "nul",
+        "array",
+    ],
 )
 def test_server_json_that_fails(content: str, path: str, words: str) -> None:
     found = [(v.path, v.message) for v in validators.validate("mcp", "io.github.user/weather", content)]
@@ -282,7 +295,7 @@ def test_server_json_that_fails(content: str, path: str, words: str) -> None:
 
 
 def test_a_server_json_that_passes_has_the_items_full_name() -> None:
-    assert validators.validate("mcp", "io.github.user/weather", server()) == []
+    assert validators.validate("mcp", "io.github.user/weather", server(packages=[NPM_PACKAGE])) == []
     assert validators.validate("mcp", "io.github.user/Weather", server()) != []
 
 
@@ -308,7 +321,8 @@ def tool(**changes: object) -> str:
         (tool(description=5), "/description", "must be a string, not a number (5)"),
         (tool(input_schema=None), "/input_schema", "input_schema is required"),
         (tool(input_schema=True), "/input_schema", "must be a JSON Schema object, not a boolean (true)"),
-        (tool(input_schema={"type": "object", "properties": {"a": {"type": "text"}}}), "/input_schema/properties/a/type", "is not valid"),
+        (tool(input_schema={"type": "object", "properties": {"a": {"type": "text"}}}),
+         "/input_schema/properties/a/type", "is not valid"),
         (tool(input_schema={"type": "object", "required": "a"}), "/input_schema/required", "is not of type 'array'"),
         (tool(input_schema={"type": "array"}), "/input_schema/type", 'must have "type": "object"'),
         (tool(input_schema={"properties": {}}), "/input_schema/type", 'must have "type": "object"'),

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from svc.services.json_documents import violations
-from svc.validators.strict_json import parse_strict_json
-from svc.validators.violations import Violation, nul_in_strings, nul_in_text, same_name
+from svc.validators.strict_json import validate_json_content
+from svc.validators.violations import Violation, same_name
 
 SERVER_SCHEMA_PATH = Path(__file__).parent / "schemas" / "server.schema.json"
 SERVER_SCHEMA: dict[str, Any] = json.loads(SERVER_SCHEMA_PATH.read_text(encoding="utf-8"))
@@ -32,11 +32,11 @@ def validate_mcp_server(name: str, content: str) -> list[Violation]:
 
     Raises BadRequest when `content` is not JSON (or not exactly representable JSON).
     """
-    found = nul_in_text(content)
-    if found:
-        return found
-    document = parse_strict_json(content, "server.json")
+    return validate_json_content(content, "server.json", lambda document: _server_rules(name, document))
+
+
+def _server_rules(name: str, document: Any) -> list[Violation]:
     found = [Violation(error["path"], error["message"]) for error in violations(SERVER_SCHEMA, document)]
     if isinstance(document, dict):
         found += same_name(document.get("name"), name, "/name")
-    return found + nul_in_strings(document)
+    return found

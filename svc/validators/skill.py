@@ -18,9 +18,11 @@ itself where strictness protects the catalog: anchors and aliases are refused ou
 "alias bomb" is refused at its first anchor, before anything expands), as are merge keys
 (`<<`), a key given twice, and tabs in indentation (YAML forbids them; PyYAML's message for
 them is cryptic). A line whose leading whitespace holds a tab is refused even inside a block
-scalar, where YAML would take a tab after the indentation as content. A value is never converted: `name: 123` or `description: yes` (a YAML 1.1
-boolean) or `version: 1.0` under metadata is refused as "not a string", with a hint to quote
-it; numbers such as `.inf` and `.nan` are refused the same way.
+scalar, where YAML would take a tab after the indentation as content.
+
+A value is never converted: `name: 123` or `description: yes` (a YAML 1.1 boolean) or
+`version: 1.0` under metadata is refused as "not a string", with a hint to quote it; numbers
+such as `.inf` and `.nan` are refused the same way.
 """
 
 from __future__ import annotations
@@ -73,7 +75,9 @@ class _FrontMatterLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise ConstructorError(None, None, "merge keys (<<) are not allowed in front matter", key_node.start_mark)
+                raise ConstructorError(
+                    None, None, "merge keys (<<) are not allowed in front matter", key_node.start_mark
+                )
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, Hashable):
                 if key in seen:
@@ -108,7 +112,7 @@ def validate_skill(name: str, content: str) -> list[Violation]:
     if found:
         return found
     if not isinstance(front_matter, Mapping):
-        return [Violation(FRONT_MATTER, f"the front matter must be a YAML mapping of keys to values, not {kind_of(front_matter)}")]
+        return [Violation(FRONT_MATTER, f"the front matter must be a YAML mapping, not {kind_of(front_matter)}")]
     return [
         *unknown_keys(front_matter, KEYS, FRONT_MATTER, "the front matter"),
         *_name(front_matter, name),
@@ -139,8 +143,8 @@ def _load(content: str, start: int, text: str) -> tuple[Any, list[Violation]]:
     except yaml.reader.ReaderError as exc:
         return None, [Violation(
             FRONT_MATTER,
-            f"{position(content, start + exc.position)}: the front matter contains the character U+{exc.character:04X}, "
-            "which YAML does not allow unescaped",
+            f"{position(content, start + exc.position)}: the front matter contains the character "
+            f"U+{exc.character:04X}, which YAML does not allow unescaped",
         )]
     except yaml.YAMLError as exc:
         return None, [Violation(FRONT_MATTER, f"the front matter is not valid YAML: {exc}")]
@@ -159,7 +163,9 @@ def _name(front_matter: Mapping[Any, Any], item_name: str) -> list[Violation]:
     wrong = sorted({c for c in value if not _NAME_CHARACTER.fullmatch(c)})
     if wrong:
         shown = ", ".join(repr(c) for c in wrong)
-        found.append(Violation(path, f"name may contain only lowercase letters a-z, digits and hyphens; it contains {shown}"))
+        found.append(
+            Violation(path, f"name may contain only lowercase letters a-z, digits and hyphens; it contains {shown}")
+        )
     if value.startswith("-") or value.endswith("-"):
         found.append(Violation(path, "name must not start or end with a hyphen"))
     if "--" in value:

@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 import math
 from decimal import Decimal
+from collections.abc import Callable
 from typing import Any
 
 from svc.errors import BadRequest
-from svc.validators.violations import Violation, pointer, summary, walk
+from svc.validators.violations import Violation, nul_in_strings, nul_in_text, pointer, summary, walk
 
 
 class _Refused:
@@ -50,7 +51,9 @@ def parse_strict_json(text: str, what: str) -> Any:
         if math.isinf(value):
             return refuse(f"the number {_shorten(literal)} is too large for a double")
         if Decimal(literal) != Decimal(repr(value)):
-            return refuse(f"the number {_shorten(literal)} cannot be held exactly by a double (it would read as {value!r})")
+            return refuse(
+                f"the number {_shorten(literal)} cannot be held exactly by a double (it would read as {value!r})"
+            )
         return value if any(c in literal for c in ".eE") else int(literal)
 
     def constant(literal: str) -> _Refused:
@@ -74,6 +77,19 @@ def parse_strict_json(text: str, what: str) -> Any:
         found = [Violation(pointer(parts), node.reason) for parts, node in walk(document) if isinstance(node, _Refused)]
         raise BadRequest(f"{what} cannot be read exactly {summary(found)}", errors=[v.as_error() for v in found])
     return document
+
+
+def validate_json_content(content: str, what: str, rules: Callable[[Any], list[Violation]]) -> list[Violation]:
+    """The violations of JSON `content`: a NUL anywhere (alone), else those `rules` finds in the parsed document.
+
+    Raises BadRequest when `content` is not JSON or not exactly representable JSON; `what`
+    names the content in messages.
+    """
+    found = nul_in_text(content)
+    if found:
+        return found
+    document = parse_strict_json(content, what)
+    return rules(document) + nul_in_strings(document)
 
 
 def _shorten(literal: str) -> str:

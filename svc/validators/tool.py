@@ -14,8 +14,8 @@ import re
 from typing import Any
 
 from svc.services.json_documents import InvalidSchema, check_schema
-from svc.validators.strict_json import parse_strict_json
-from svc.validators.violations import Violation, kind_of, nul_in_strings, nul_in_text, same_name, string_field, unknown_keys
+from svc.validators.strict_json import validate_json_content
+from svc.validators.violations import Violation, kind_of, same_name, string_field, unknown_keys
 
 KEYS = ("name", "description", "input_schema")
 NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -26,19 +26,19 @@ def validate_tool(name: str, content: str) -> list[Violation]:
 
     Raises BadRequest when `content` is not JSON (or not exactly representable JSON).
     """
-    found = nul_in_text(content)
-    if found:
-        return found
-    document = parse_strict_json(content, "the tool definition")
+    return validate_json_content(content, "the tool definition", lambda document: _tool_rules(name, document))
+
+
+def _tool_rules(name: str, document: Any) -> list[Violation]:
     if not isinstance(document, dict):
-        return [Violation("", f"a tool definition is a JSON object {{name, description, input_schema}}, not {kind_of(document)}")]
-    found = [
+        shape = "a tool definition is a JSON object {name, description, input_schema}"
+        return [Violation("", f"{shape}, not {kind_of(document)}")]
+    return [
         *unknown_keys(document, KEYS, "", "a tool definition"),
         *_name(document, name),
         *string_field(document, "description", "", required=True, non_blank=True),
         *_input_schema(document),
     ]
-    return found + nul_in_strings(document)
 
 
 def _name(document: dict[str, Any], item_name: str) -> list[Violation]:
@@ -62,5 +62,6 @@ def _input_schema(document: dict[str, Any]) -> list[Violation]:
     except InvalidSchema as exc:
         return [Violation("/input_schema" + error["path"], error["message"]) for error in exc.errors]
     if schema.get("type") != "object":
-        return [Violation("/input_schema/type", 'input_schema must have "type": "object" (a tool takes an object of arguments)')]
+        message = 'input_schema must have "type": "object" (a tool takes an object of arguments)'
+        return [Violation("/input_schema/type", message)]
     return []

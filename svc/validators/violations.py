@@ -22,6 +22,8 @@ from typing import Any
 from svc.errors import Unprocessable
 from svc.services.json_documents import MAX_REPORTED_VIOLATIONS
 
+NUL = "NUL character (U+0000), which cannot be stored"
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -82,7 +84,7 @@ def nul_in_text(content: str) -> list[Violation]:
     index = content.find("\x00")
     if index < 0:
         return []
-    return [Violation("", f"{position(content, index)}: the content contains the NUL character (U+0000), which cannot be stored")]
+    return [Violation("", f"{position(content, index)}: the content contains the {NUL}")]
 
 
 def nul_in_strings(document: Any, base: str = "") -> list[Violation]:
@@ -91,7 +93,7 @@ def nul_in_strings(document: Any, base: str = "") -> list[Violation]:
     for parts, node in walk(document):
         key = parts[-1] if parts else None
         if (isinstance(node, str) and "\x00" in node) or (isinstance(key, str) and "\x00" in key):
-            found.append(Violation(base + pointer(parts), "contains the NUL character (U+0000), which cannot be stored"))
+            found.append(Violation(base + pointer(parts), f"contains the {NUL}"))
     return found
 
 
@@ -145,10 +147,14 @@ def unknown_keys(document: Mapping[Any, Any], allowed: tuple[str, ...], base: st
     """A violation for each key of `document` outside `allowed`; `where` names the place ('front matter')."""
     names = ", ".join(allowed)
     return [
-        Violation(base + pointer([key]), f"{repr(key) if isinstance(key, str) else kind_of(key)} is not a key of {where} (allowed: {names})")
+        Violation(base + pointer([key]), f"{_key(key)} is not a key of {where} (allowed: {names})")
         for key in document
         if key not in allowed
     ]
+
+
+def _key(key: Any) -> str:
+    return repr(key) if isinstance(key, str) else kind_of(key)
 
 
 def same_name(found: Any, expected: str, path: str) -> list[Violation]:
