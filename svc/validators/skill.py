@@ -35,12 +35,12 @@ import yaml
 from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 
+from svc.services.secret_values import format_pointer
 from svc.validators.violations import (
     Violation,
     kind_of,
     nul_in_strings,
     nul_in_text,
-    pointer,
     position,
     same_name,
     string_field,
@@ -182,7 +182,7 @@ def _metadata(front_matter: Mapping[Any, Any]) -> list[Violation]:
         return [Violation(path, f"metadata must be a mapping of string keys to string values, not {kind_of(metadata)}")]
     found = []
     for key, value in metadata.items():
-        entry = path + pointer([key])
+        entry = path + format_pointer([key])
         if not isinstance(key, str):
             found.append(Violation(entry, f"metadata keys must be strings, not {kind_of(key)}{QUOTE_HINT}"))
         elif not isinstance(value, str):

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from svc.errors import BadRequest
-from svc.validators.violations import Violation, nul_in_strings, nul_in_text, pointer, summary, walk
+from svc.services.secret_values import format_pointer
+from svc.validators.violations import Violation, nul_in_strings, nul_in_text, summary, walk
 
 
 class _Refused:
@@ -74,7 +75,9 @@ def parse_strict_json(text: str, what: str) -> Any:
     except RecursionError as exc:
         raise BadRequest(f"{what} nests arrays and objects too deeply to be read") from exc
     if refused:
-        found = [Violation(pointer(parts), node.reason) for parts, node in walk(document) if isinstance(node, _Refused)]
+        found = [
+            Violation(format_pointer(parts), node.reason) for parts, node in walk(document) if isinstance(node, _Refused)
+        ]
         raise BadRequest(f"{what} cannot be read exactly {summary(found)}", errors=[v.as_error() for v in found])
     return document
 

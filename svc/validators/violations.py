@@ -21,6 +21,7 @@ from typing import Any
 
 from svc.errors import Unprocessable
 from svc.services.json_documents import MAX_REPORTED_VIOLATIONS
+from svc.services.secret_values import format_pointer
 
 NUL = "NUL character (U+0000), which cannot be stored"
 
@@ -50,11 +51,6 @@ def unprocessable(what: str, found: list[Violation]) -> Unprocessable:
     return Unprocessable(
         f"{what} is not valid {summary(found)}", errors=[v.as_error() for v in found[:MAX_REPORTED_VIOLATIONS]]
     )
-
-
-def pointer(parts: tuple[Any, ...] | list[Any]) -> str:
-    """The JSON Pointer (RFC 6901) for a path of keys and indexes."""
-    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in parts)
 
 
 def walk(value: Any) -> Iterator[tuple[tuple[Any, ...], Any]]:
@@ -93,7 +89,7 @@ def nul_in_strings(document: Any, base: str = "") -> list[Violation]:
     for parts, node in walk(document):
         key = parts[-1] if parts else None
         if (isinstance(node, str) and "\x00" in node) or (isinstance(key, str) and "\x00" in key):
-            found.append(Violation(base + pointer(parts), f"contains the {NUL}"))
+            found.append(Violation(base + format_pointer(parts), f"contains the {NUL}"))
     return found
 
 
@@ -130,7 +126,7 @@ def string_field(
 
     `hint` is appended to the not-a-string message (for YAML: how to quote a value).
     """
-    path = base + pointer([key])
+    path = base + format_pointer([key])
     if key not in document:
         return [Violation(path, f"{key} is required")] if required else []
     value = document[key]
@@ -147,7 +143,7 @@ def unknown_keys(document: Mapping[Any, Any], allowed: tuple[str, ...], base: st
     """A violation for each key of `document` outside `allowed`; `where` names the place ('front matter')."""
     names = ", ".join(allowed)
     return [
-        Violation(base + pointer([key]), f"{_key(key)} is not a key of {where} (allowed: {names})")
+        Violation(base + format_pointer([key]), f"{_key(key)} is not a key of {where} (allowed: {names})")
         for key in document
         if key not in allowed
     ]
