@@ -75,7 +75,7 @@ def parse_strict_json(text: str, what: str) -> Any:
     except RecursionError as exc:
         raise BadRequest(f"{what} nests arrays and objects too deeply to be read") from exc
     if refused:
-        found = [Violation(format_pointer(at), node.reason) for at, node in walk(document) if isinstance(node, _Refused)]
+        found = [Violation(format_pointer(at), n.reason) for at, n in walk(document) if isinstance(n, _Refused)]
         raise BadRequest(f"{what} cannot be read exactly {summary(found)}", errors=[v.as_error() for v in found])
     return document
 
