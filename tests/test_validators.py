@@ -94,11 +94,18 @@ def test_skill_shapes_that_pass(content: str) -> None:
         (skill(VALID_FRONT + "\nlicense: a\x07b"), "/front-matter", "line 4, column 11: the front matter contains the "
          "character U+0007"),
         (skill(VALID_FRONT + "\nlicense: !!python/object:os.system ls"), "/front-matter", "not valid YAML"),
+        (skill(VALID_FRONT + "\nlicense: 2024-13-01"), "/front-matter", "line 4, column 10: the front matter is not "
+         "valid YAML: '2024-13-01' cannot be read as timestamp; put it in quotes"),
+        (skill(VALID_FRONT + "\nlicense: !!int 1" + "0" * 5000), "/front-matter", "cannot be read as int"),
+        (skill(VALID_FRONT + "\nlicense: !!int ''"), "/front-matter", "'' cannot be read as int"),
+        (skill(VALID_FRONT + "\nmetadata: !!map [a]"), "/front-matter", "expected a mapping node, but found sequence"),
+        (skill("a: " + "[" * 5000), "/front-matter", "nests too deeply"),
         (skill(VALID_FRONT, body="text\x00more"), "", "line 5, column 5: the content contains the NUL character"),
     ],
     ids=[
         "no-front-matter", "indented-opening", "bom", "unclosed", "list", "scalar", "empty",
         "yaml-syntax", "tab-indent", "duplicate-key", "merge-key", "anchor", "control-character", "python-tag",
+        "bad-date", "huge-int", "empty-int", "map-of-a-list", "deep",
         "nul-in-body",
     ],
 )
