@@ -315,6 +315,13 @@ def tool(**changes: object) -> str:
     return json.dumps({k: v for k, v in document.items() if v is not None})
 
 
+def deep_schema(levels: int) -> dict[str, object]:
+    schema: dict[str, object] = {"type": "object"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
 @pytest.mark.parametrize(
     ("content", "path", "words"),
     [
@@ -333,11 +340,13 @@ def tool(**changes: object) -> str:
         (tool(input_schema={"type": "object", "required": "a"}), "/input_schema/required", "is not of type 'array'"),
         (tool(input_schema={"type": "array"}), "/input_schema/type", 'must have "type": "object"'),
         (tool(input_schema={"properties": {}}), "/input_schema/type", 'must have "type": "object"'),
+        (tool(input_schema=deep_schema(100)), "/input_schema", "nests too deeply to be checked"),
+        (tool(input_schema=deep_schema(300)), "/input_schema", "nests too deeply to be checked"),
     ],
     ids=[
         "array", "unknown-key", "no-name", "bad-name", "other-name", "no-description", "empty-description",
         "number-description", "no-schema", "bool-schema", "invalid-schema", "invalid-required", "array-schema",
-        "untyped-schema",
+        "untyped-schema", "deep-schema", "deeper-schema",
     ],
 )
 def test_tool_definitions_that_fail(content: str, path: str, words: str) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
+
 from svc.services.json_documents import InvalidSchema, check_schema
 from svc.validators.strict_json import validate_json_content
 from svc.validators.violations import Violation, kind_of, same_name, string_field, unknown_keys
@@ -61,6 +63,8 @@ def _input_schema(document: dict[str, Any]) -> list[Violation]:
         check_schema(schema)
     except InvalidSchema as exc:
         return [Violation("/input_schema" + error["path"], error["message"]) for error in exc.errors]
+    except (RecursionError, orjson.JSONEncodeError):  # checking (or caching) a schema recurses once per level
+        return [Violation("/input_schema", "input_schema nests too deeply to be checked")]
     if schema.get("type") != "object":
         message = 'input_schema must have "type": "object" (a tool takes an object of arguments)'
         return [Violation("/input_schema/type", message)]
