@@ -39,12 +39,12 @@ from svc.services.secret_values import format_pointer
 from svc.validators.violations import (
     Violation,
     kind_of,
-    nul_in_strings,
     nul_in_text,
     position,
     same_name,
     string_field,
     unknown_keys,
+    unstorable_strings,
 )
 
 FRONT_MATTER = "/front-matter"
@@ -142,7 +142,7 @@ def validate_skill(name: str, content: str) -> list[Violation]:
         ),
         *_metadata(front_matter),
         *_allowed_tools(front_matter),
-        *nul_in_strings(front_matter, FRONT_MATTER),
+        *unstorable_strings(front_matter, FRONT_MATTER),
     ]
 
 

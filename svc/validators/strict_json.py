@@ -23,7 +23,7 @@ from typing import Any
 
 from svc.errors import BadRequest
 from svc.services.secret_values import format_pointer
-from svc.validators.violations import Violation, nul_in_strings, nul_in_text, summary, walk
+from svc.validators.violations import Violation, nul_in_text, summary, unstorable_strings, walk
 
 
 class _Refused:
@@ -81,7 +81,7 @@ def parse_strict_json(text: str, what: str) -> Any:
 
 
 def validate_json_content(content: str, what: str, rules: Callable[[Any], list[Violation]]) -> list[Violation]:
-    """The violations of JSON `content`: a NUL anywhere (alone), else those `rules` finds in the parsed document.
+    """The violations of JSON `content`: a NUL (alone), else what `rules` and `unstorable_strings` find.
 
     Raises BadRequest when `content` is not JSON or not exactly representable JSON; `what`
     names the content in messages.
@@ -90,7 +90,7 @@ def validate_json_content(content: str, what: str, rules: Callable[[Any], list[V
     if found:
         return found
     document = parse_strict_json(content, what)
-    return rules(document) + nul_in_strings(document)
+    return rules(document) + unstorable_strings(document)
 
 
 def _shorten(literal: str) -> str:

@@ -15,6 +15,7 @@ whole content), and the path is the nearest field that holds it (`/front-matter`
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from svc.services.json_documents import MAX_REPORTED_VIOLATIONS
 from svc.services.secret_values import format_pointer
 
 NUL = "NUL character (U+0000), which cannot be stored"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -83,14 +85,32 @@ def nul_in_text(content: str) -> list[Violation]:
     return [Violation("", f"{position(content, index)}: the content contains the {NUL}")]
 
 
-def nul_in_strings(document: Any, base: str = "") -> list[Violation]:
-    """A violation for each string or key of a parsed document that holds a NUL (written as an escape)."""
+def unstorable_strings(document: Any, base: str = "") -> list[Violation]:
+    """A violation for each string or key of a parsed document that text columns cannot hold.
+
+    Escapes let a document parse to strings with a NUL (`\\u0000`, YAML `"\\0"`) or a lone
+    surrogate (`\\ud800`), which the raw text never shows; the catalog may copy such a value
+    (a name, a description) into PostgreSQL.
+    """
     found = []
     for parts, node in walk(document):
         key = parts[-1] if parts else None
-        if (isinstance(node, str) and "\x00" in node) or (isinstance(key, str) and "\x00" in key):
-            found.append(Violation(base + format_pointer(parts), f"contains the {NUL}"))
+        for text in (node, key):
+            problem = _unstorable(text) if isinstance(text, str) else None
+            if problem:
+                found.append(Violation(base + format_pointer(parts), problem))
+                break
     return found
+
+
+def _unstorable(text: str) -> str | None:
+    if "\x00" in text:
+        return f"contains the {NUL}"
+    surrogate = _SURROGATE.search(text)
+    if surrogate:
+        code = f"U+{ord(surrogate.group()):04X}"
+        return f"contains {code}, a lone surrogate, which is not a character and cannot be stored"
+    return None
 
 
 def kind_of(value: Any) -> str:
