@@ -9,7 +9,9 @@ as `errors: [{path, message}]` when it parses but breaks rules, and raises `BadR
 naming the position when a JSON content cannot be parsed at all. `validate` returns the list
 instead of raising the 422. Where `path` points is described in `svc.validators.violations`.
 
-A NUL character anywhere is a violation (PostgreSQL text cannot hold it), reported alone.
+A NUL character anywhere is a violation (PostgreSQL text cannot hold it), reported alone; so
+is a NUL or a lone surrogate that an escape puts into a parsed string. Semantic versions for
+releases are in `svc.validators.semver`.
 """
 
 from __future__ import annotations

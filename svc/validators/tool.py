@@ -1,7 +1,7 @@
 """A tool definition: the JSON object `{name, description, input_schema}` a client hands Claude.
 
-The shape is the Claude Messages API's tool definition (https://docs.claude.com, "Define
-tools"; schema `Tool` of the API): `name` matches `^[a-zA-Z0-9_-]{1,64}$`, `description` says
+The shape is the Claude Messages API's tool definition (schema `Tool` of the API reference,
+https://docs.claude.com/en/api/messages, and the guide "Define tools"): `name` matches `^[a-zA-Z0-9_-]{1,64}$`, `description` says
 what the tool does, `input_schema` is a JSON Schema whose `type` is `"object"` (a tool takes an
 object of arguments). The catalog asks a little more than the API, as the SPEC does: all three
 keys are required, no other key is allowed (a misspelt `inputSchema` would otherwise pass
