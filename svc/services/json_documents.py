@@ -73,7 +73,8 @@ def parse_json(text: bytes | str, what: str = "the request body", *, integers: I
         value = float(number)
         if not math.isfinite(value):
             return refuse(f"the number {_shorten(number)} is too large for a double (beyond {DOUBLE_MAX})")
-        if Decimal(repr(value)) != Decimal(number):
+        shortest = repr(value)
+        if shortest != number and Decimal(shortest) != Decimal(number):
             return refuse(f"the number {_shorten(number)} cannot be held exactly by a double (it would read as {value!r})")
         return value
 
@@ -89,9 +90,11 @@ def parse_json(text: bytes | str, what: str = "the request body", *, integers: I
         return refuse(f"{name} is not a JSON value (RFC 8259 §6); send it as a string or null")
 
     def json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        for key, value in pairs:
-            found[key] = refuse(f"the key {key!r} appears more than once in this object") if key in found else value
+        found = dict(pairs)
+        if len(found) < len(pairs):
+            found = {}
+            for key, value in pairs:
+                found[key] = refuse(f"the key {key!r} appears more than once in this object") if key in found else value
         return found
 
     try:
