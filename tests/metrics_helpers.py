@@ -19,9 +19,9 @@ def parse(text: str) -> Samples:
     }
 
 
-def scrape(http, headers: Mapping[str, str]) -> Samples:
+def scrape(http, headers: Mapping[str, str], base_url: str = "") -> Samples:
     """GET /metrics and parse it."""
-    response = http.get("/metrics", headers=headers)
+    response = http.get(f"{base_url}/metrics", headers=headers)
     assert response.status_code == 200, response.text
     return parse(response.text)
 

@@ -14,9 +14,10 @@ from fastapi import Request
 from svc.api.deps import BearerCredentials, get_principal
 from tests.configuration_helpers import user_token
 from tests.conftest import bearer
-from tests.metrics_helpers import moved, scrape
+from tests.metrics_helpers import moved, scrape, value
 
 JSON = {"Content-Type": "application/json"}
+RESOLVE_ROUTE = "/api/v1/resolve/{application_name}/{configuration_name}"
 
 
 def create_configuration(http, headers, app_name="billing", name="limits", config=None) -> tuple[str, str]:
@@ -231,14 +232,21 @@ def wake_many(server, token, config_id: str, count: int) -> tuple[int, list[floa
     return woken, sorted(delay for _, delay in results)
 
 
-def test_long_poll_wakes_waiters_in_every_worker(live_server, make_token):
+def test_long_poll_wakes_waiters_in_every_worker(live_server, make_token, tmp_path):
     token = bearer(make_token("admin"))
-    server = live_server(workers=2)
+    shared_metrics = tmp_path / "metrics"  # multiprocess metrics, as `svc serve` sets them up for workers
+    shared_metrics.mkdir()
+    server = live_server(workers=2, PROMETHEUS_MULTIPROC_DIR=str(shared_metrics))
     with server.client(headers=token, timeout=15) as http:
         _, config_id = create_configuration(http, token)
     # 40 separate connections: the kernel spreads them over both workers.
     woken, delays = wake_many(server, token, config_id, 40)
     assert woken == 40
+    with server.client(headers=token, timeout=15) as http:
+        samples = scrape(http, token)  # one scrape, both workers' figures
+    assert value(samples, "svc_http_requests_total", method="GET", route=RESOLVE_ROUTE, status="200") == 41
+    assert value(samples, "svc_http_request_duration_seconds_count", method="GET", route=RESOLVE_ROUTE) == 1
+    assert value(samples, "svc_listener_connected") == 1
 
 
 def test_500_waiters_on_one_worker_are_all_woken_by_one_change(live_server, make_token, capsys):
@@ -271,9 +279,6 @@ def test_metrics_modes(settings, mode, status):
 
     with TestClient(create_app(settings.model_copy(update={"metrics": mode}))) as c:
         assert c.get("/metrics").status_code == status
-
-
-RESOLVE_ROUTE = "/api/v1/resolve/{application_name}/{configuration_name}"
 
 
 def test_the_cache_door_answers_exactly_as_the_route(client, admin, make_token, services, database_url):
