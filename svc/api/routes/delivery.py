@@ -87,8 +87,9 @@ _NAME = re.compile(NAME_PATTERN)
 class ResolveFromCache:
     """The front door for the hottest request of the service: a resolve without a query whose
     caller and configuration are both in the in-process caches is answered here, before
-    FastAPI's routing and dependency resolution (which cost several times the work of the answer
-    itself: measured in-process, 322 µs a request through the route, ~100 µs here).
+    FastAPI's routing and dependency resolution, which cost several times the work of the answer
+    itself (CPU a request, measured in-process: ~28 µs here; `/health`, FastAPI's cheapest
+    route here, ~77 µs).
 
     It runs the route's own steps from the caches: the token cache (`Authenticator.cached`),
     the one access rule and the resolve cache (`DeliveryService.cached`), the same response
@@ -114,7 +115,7 @@ class ResolveFromCache:
 
 def _answer_from_cache(scope: Scope, application_name: str, configuration_name: str) -> Response | None:
     if not (_NAME.match(application_name) and _NAME.match(configuration_name)):
-        return None
+        return None  # the route refuses such names (422), even where a row holds one
     authorization = if_none_match = None
     for key, value in scope["headers"]:
         if key == b"authorization":
