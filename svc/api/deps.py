@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.applications import Starlette
 
 from svc.api.schemas import NO_NUL_PATTERN
 from svc.ids import ULID_PATTERN
@@ -15,18 +16,23 @@ from svc.services.container import Services
 _bearer = HTTPBearer(auto_error=False, description="an API token: `svc token create` or POST /api/v1/tokens")
 
 
+def services_of(app: Starlette) -> Services:
+    """The process's services: the one way anything in the API reaches them."""
+    return app.state.services
+
+
 async def get_services(request: Request) -> Services:
-    """The process's services: the one way a route reaches them."""
     # async so FastAPI does not hop to a thread just to read an attribute
-    return request.app.state.services
+    return services_of(request.app)
 
 
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def get_principal(services: ServicesDep, credentials: BearerCredentials) -> Principal:
+async def get_principal(request: Request, credentials: BearerCredentials) -> Principal:
     """Authenticate the bearer token of this request (401 when missing, unknown or revoked)."""
+    services = services_of(request.app)
     return await services.authenticator.principal(credentials.credentials if credentials else None)
 
 
