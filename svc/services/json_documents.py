@@ -54,7 +54,8 @@ def parse_json(text: bytes | str, what: str = "the request body", *, integers: I
       integer only under the rule for other numbers;
     * any other number when the double nearest to it, written back in its shortest form,
       denotes the same decimal value: `0.1`, `1.0`, `1e2`, `5e-324` and
-      `1.7976931348623157e308` are kept (as 0.1, 1.0, 100.0, …); -0 is the number zero.
+      `1.7976931348623157e308` are kept (as 0.1, 1.0, 100.0, …); -0 is the number zero (PostgreSQL
+      numeric has no signed zero).
 
     Refused, with a 400 naming each place as a JSON Pointer (RFC 6901) in `errors`: NaN,
     Infinity and -Infinity (not JSON, RFC 8259 §6), numbers beyond a double (`1e400`), numbers
