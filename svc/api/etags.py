@@ -1,44 +1,88 @@
-"""ETag header handling shared by every router that does conditional requests.
+"""Conditional requests over HTTP (RFC 9110 §8.8.3, §13), for every router that has versions.
 
-Services deal in opaque version strings (a configuration's `<id>.<revision>`,
-a document's commit sha); this module turns them into quoted ETags and parses
-`If-Match` / `If-None-Match` back into sets of those strings.
+Services deal in opaque version strings (a configuration's `<id>.<revision>`, a document's
+commit sha); this module quotes them into ETags, parses `If-Match` / `If-None-Match` into the
+`Precondition` a service checks under its row lock (`require_current`), and decides a read's
+answer: 412, 304, or the representation with its ETag.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from fastapi import Header
+from fastapi import Depends, Header, Response
+
+from svc.services.preconditions import Condition, EntityTag, Precondition, require_current
+
+# RFC 9110 §8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE, in a comma list, or "*".
+# Every ETag this service sends is ASCII, so obs-text is refused along with other malformed tags.
+_ENTITY_TAG = r'(?:W/)?"[\x21\x23-\x7e]*"'
+_TAG_LIST = rf"^[ \t]*(?:\*|{_ENTITY_TAG}(?:[ \t]*,[ \t]*{_ENTITY_TAG})*)[ \t]*$"
+_VALID = re.compile(_TAG_LIST)
+_ONE_TAG = re.compile(r'(W/)?"([^"]*)"')
 
 
 def etag(version: str) -> str:
-    """The quoted ETag header value for a version string."""
+    """The (strong) ETag header value for a version string."""
     return f'"{version}"'
 
 
-def parse_etags(header: str | None) -> frozenset[str] | None:
-    """The versions listed in an If-Match / If-None-Match header.
-
-    None means "no condition": the header is absent or `*` (any current version).
-    Weak validators (`W/"…"`) compare by their value.
-    """
-    if header is None or header.strip() == "*":
+def parse_precondition(if_match: str | None, if_none_match: str | None) -> Precondition | None:
+    """The preconditions in these field values; None when either is malformed."""
+    if any(field is not None and not _VALID.match(field) for field in (if_match, if_none_match)):
         return None
-    versions = set()
-    for part in header.split(","):
-        value = part.strip()
-        if value.startswith("W/"):
-            value = value[2:]
-        versions.add(value.strip('"'))
-    return frozenset(v for v in versions if v)
+    return Precondition(if_match=_condition(if_match), if_none_match=_condition(if_none_match))
 
 
-IfMatch = Annotated[
-    str | None,
-    Header(description="apply only if the resource's current ETag is one of these; else 412"),
-]
-IfNoneMatch = Annotated[
-    str | None,
-    Header(description="answer 304 without a body when the current ETag is one of these"),
-]
+def _condition(field: str | None) -> Condition | None:
+    if field is None:
+        return None
+    if field.strip() == "*":
+        return Condition(any=True)
+    return Condition(tags=frozenset(EntityTag(opaque, bool(weak)) for weak, opaque in _ONE_TAG.findall(field)))
+
+
+async def read_precondition(
+    if_match: Annotated[
+        str | None,
+        Header(
+            pattern=_TAG_LIST,
+            description='proceed only if the current ETag is one of these (strong comparison: a W/"…" tag '
+            "never matches), or `*`: it exists; else 412",
+        ),
+    ] = None,
+    if_none_match: Annotated[
+        str | None,
+        Header(
+            pattern=_TAG_LIST,
+            description="proceed only if the current ETag is none of these (weak comparison), or `*`: "
+            "it does not exist; else 304 on GET and HEAD, 412 on a write",
+        ),
+    ] = None,
+) -> Precondition:
+    """The request's preconditions (FastAPI refuses a malformed field with 422, naming it)."""
+    parsed = parse_precondition(if_match, if_none_match)
+    assert parsed is not None  # the pattern above was checked
+    return parsed
+
+
+Preconditions = Annotated[Precondition, Depends(read_precondition)]
+
+
+def not_modified(expected: Precondition, current: str | None, *, subject: str) -> bool:
+    """For GET and HEAD (RFC 9110 §13.2.2): 412 when If-Match fails; True when If-None-Match
+    fails, which a read answers with 304."""
+    require_current(Precondition(if_match=expected.if_match), current, subject=subject)
+    return not expected.if_none_match_holds(current)
+
+
+def not_modified_response(current: str, headers: dict[str, str] | None = None) -> Response:
+    """A 304 with the ETag (and any other header the 200 would have carried)."""
+    return Response(status_code=304, headers={"ETag": etag(current), **(headers or {})})
+
+
+def tag(response: Response, current: str | None) -> None:
+    """Set the ETag of a response whose representation has a version."""
+    if current is not None:
+        response.headers["ETag"] = etag(current)

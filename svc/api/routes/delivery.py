@@ -6,18 +6,19 @@ import re
 from types import SimpleNamespace
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from svc.api.deps import IdPath, PrincipalDep, ServicesDep
-from svc.api.etags import IfNoneMatch, etag, parse_etags
+from svc.api.etags import Preconditions, etag, not_modified, not_modified_response, parse_precondition
 from svc.api.problems import problem_responses
 from svc.api.schemas import NAME_PATTERN
 from svc.errors import BadRequest
 from svc.metrics import AUTH_CACHE_HITS, RESOLVE_CACHE_HITS
 from svc.services.delivery import ChangeEvent, Resolved
+from svc.services.preconditions import Precondition
 
 router = APIRouter(tags=["delivery"], responses=problem_responses(401, 403, 404, 422, 503))
 
@@ -34,13 +35,13 @@ def _resolved(found: Resolved) -> Response:
 
 
 def _not_modified(found: Resolved) -> Response:
-    return Response(status_code=304, headers={"ETag": etag(found.version), REVISION_HEADER: str(found.revision)})
+    return not_modified_response(found.version, {REVISION_HEADER: str(found.revision)})
 
 
-def _answer(found: Resolved, if_none_match: str | None) -> Response:
-    """200 with the JSON, or 304 when `If-None-Match` names the current version (or is `*`)."""
-    known = parse_etags(if_none_match)
-    unchanged = if_none_match is not None and (known is None or found.version in known)
+def _answer(found: Resolved, expected: Precondition) -> Response:
+    """200 with the JSON, 304 when `If-None-Match` names the current version (or is `*`),
+    412 when `If-Match` does not."""
+    unchanged = not_modified(expected, found.version, subject=f"configuration {found.configuration_id}")
     return _not_modified(found) if unchanged else _resolved(found)
 
 
@@ -54,14 +55,16 @@ def _answer(found: Resolved, if_none_match: str | None) -> Response:
             "content": {"application/json": {"schema": {"type": "object"}}},
         },
         304: {"description": "unchanged: the `If-None-Match` ETag is current (after `wait`, if given)"},
+        **problem_responses(412),
     },
 )
-async def resolve(
+async def resolve_configuration(
     application_name: Name,
     configuration_name: Name,
     principal: PrincipalDep,
     services: ServicesDep,
-    if_none_match: IfNoneMatch = None,
+    request: Request,
+    expected: Preconditions,
     wait: Annotated[
         float | None,
         Query(ge=0, description="long-poll: with a current `If-None-Match`, hold up to this many seconds "
@@ -69,11 +72,14 @@ async def resolve(
     ] = None,
 ) -> Response:
     delivery = services.delivery
-    known = parse_etags(if_none_match)
-    if wait is None or known is None:  # nothing to wait for: answer at once
-        return _answer(await delivery.resolve(principal, application_name, configuration_name), if_none_match)
+    known = expected.if_none_match
+    # Nothing to wait for (or If-Match, to be checked now), or a HEAD, which must not hang: answer at once.
+    if wait is None or known is None or known.any or expected.if_match is not None or request.method == "HEAD":
+        return _answer(await delivery.resolve(principal, application_name, configuration_name), expected)
     seconds = min(max(wait, 1.0), float(services.settings.long_poll_max_seconds))
-    changed = await delivery.wait_for_change(principal, application_name, configuration_name, known, seconds)
+    changed = await delivery.wait_for_change(
+        principal, application_name, configuration_name, known.versions, seconds
+    )
     if changed is None:
         return _not_modified(await delivery.resolve(principal, application_name, configuration_name))
     return _resolved(changed)
@@ -117,12 +123,17 @@ class ResolveFastPath:
         names = scope["path"][len(RESOLVE_PREFIX):].split("/")
         if len(names) != 2 or not all(_NAME.match(name) for name in names):
             return None
-        authorization = if_none_match = None
+        authorization = if_match = if_none_match = None
         for key, value in scope["headers"]:
             if key == b"authorization":
                 authorization = value.decode("latin-1")
+            elif key == b"if-match":
+                if_match = value.decode("latin-1")
             elif key == b"if-none-match":
                 if_none_match = value.decode("latin-1")
+        expected = parse_precondition(if_match, if_none_match)
+        if expected is None or expected.if_match is not None:  # the route refuses or checks it
+            return None
         scheme, secret = get_authorization_scheme_param(authorization)
         if scheme.lower() != "bearer" or not secret:
             return None
@@ -135,7 +146,7 @@ class ResolveFastPath:
             return None
         AUTH_CACHE_HITS.inc()
         RESOLVE_CACHE_HITS.inc()
-        return _answer(found, if_none_match)
+        return _answer(found, expected)
 
 
 # One event of the stream, as OpenAPI 3.1 documents Server-Sent Events (`schema` is each event).
