@@ -125,7 +125,8 @@ async def read_patch(request: Request) -> MergePatch | ConfigurationMetadataPatc
     if media_type not in (MERGE_PATCH, JSON):
         raise UnsupportedMediaType(
             f"PATCH takes {MERGE_PATCH} (a JSON Merge Patch of config) or {JSON} "
-            f"(comments, schema, message), not {media_type or 'a body without Content-Type'}"
+            f"(comments, schema, message), not {media_type or 'a body without Content-Type'}",
+            accepted=(MERGE_PATCH, JSON),
         )
     try:
         document = orjson.loads(await request.body())

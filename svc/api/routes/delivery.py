@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from types import SimpleNamespace
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request
@@ -165,6 +166,12 @@ CHANGE_EVENT = {
 }
 
 
+async def _nothing() -> AsyncIterator[bytes]:
+    """An empty body, for a HEAD."""
+    for chunk in ():
+        yield chunk
+
+
 def _sse(event: ChangeEvent | None) -> bytes:
     if event is None:
         return b": keep-alive\n\n"
@@ -182,6 +189,7 @@ async def events(
     application_id: IdPath,
     principal: PrincipalDep,
     services: ServicesDep,
+    request: Request,
     last_event_id: Annotated[
         str | None, Header(description="resume after this event id (replayed within the retention period)")
     ] = None,
@@ -200,6 +208,7 @@ async def events(
         async for event in stream:
             yield _sse(event)
 
+    # A HEAD gets the same status and headers, and the stream (never iterated) holds nothing.
     return StreamingResponse(
-        body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        _nothing() if request.method == "HEAD" else body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
