@@ -163,8 +163,10 @@ CASES: list[tuple[str, Callable[[str], dict[str, str]], object, object]] = [
     ("If-None-Match: *", lambda e: {"If-None-Match": "*"}, NOT_MODIFIED, FAILED),
     ("If-Match fails first", lambda e: {"If-Match": '"other.1"', "If-None-Match": e}, FAILED, FAILED),
     ("If-Match: E, If-None-Match: E", lambda e: {"If-Match": e, "If-None-Match": e}, NOT_MODIFIED, FAILED),
-    ("malformed (unquoted)", lambda e: {"If-Match": e.strip('"')}, 422, 422),
-    ("malformed (no closing quote)", lambda e: {"If-None-Match": e[:-1]}, 422, 422),
+    # A field that is not an entity-tag list cannot be evaluated: it never lets the request through.
+    ("malformed If-Match (unquoted)", lambda e: {"If-Match": e.strip('"')}, FAILED, FAILED),
+    ("malformed If-None-Match (no closing quote)", lambda e: {"If-None-Match": e[:-1]}, FAILED, FAILED),
+    ("malformed If-None-Match (a tag and junk)", lambda e: {"If-None-Match": f'"other.1", x'}, FAILED, FAILED),
 ]
 
 

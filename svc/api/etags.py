@@ -16,10 +16,9 @@ from fastapi import Depends, Header, Response
 from svc.services.preconditions import Condition, EntityTag, Precondition, require_current
 
 # RFC 9110 §8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE, in a comma list, or "*".
-# Every ETag this service sends is ASCII, so obs-text is refused along with other malformed tags.
-_ENTITY_TAG = r'(?:W/)?"[\x21\x23-\x7e]*"'
-_TAG_LIST = rf"^[ \t]*(?:\*|{_ENTITY_TAG}(?:[ \t]*,[ \t]*{_ENTITY_TAG})*)[ \t]*$"
-_VALID = re.compile(_TAG_LIST)
+# Every ETag this service sends is ASCII, so obs-text counts as malformed.
+_ENTITY_TAG = r'(W/)?"[!#-~]*"'  # etagc: %x21 / %x23-7E
+_TAG_LIST = re.compile(rf"^[ \t]*(\*|{_ENTITY_TAG}([ \t]*,[ \t]*{_ENTITY_TAG})*)[ \t]*$")
 _ONE_TAG = re.compile(r'(W/)?"([^"]*)"')
 
 
@@ -28,16 +27,16 @@ def etag(version: str) -> str:
     return f'"{version}"'
 
 
-def parse_precondition(if_match: str | None, if_none_match: str | None) -> Precondition | None:
-    """The preconditions in these field values; None when either is malformed."""
-    if any(field is not None and not _VALID.match(field) for field in (if_match, if_none_match)):
-        return None
+def parse_precondition(if_match: str | None, if_none_match: str | None) -> Precondition:
+    """The preconditions in these field values (None: not sent)."""
     return Precondition(if_match=_condition(if_match), if_none_match=_condition(if_none_match))
 
 
 def _condition(field: str | None) -> Condition | None:
     if field is None:
         return None
+    if not _TAG_LIST.match(field):
+        return Condition(malformed=True)
     if field.strip() == "*":
         return Condition(any=True)
     return Condition(tags=frozenset(EntityTag(opaque, bool(weak)) for weak, opaque in _ONE_TAG.findall(field)))
@@ -47,7 +46,6 @@ async def read_precondition(
     if_match: Annotated[
         str | None,
         Header(
-            pattern=_TAG_LIST,
             description='proceed only if the current ETag is one of these (strong comparison: a W/"…" tag '
             "never matches), or `*`: it exists; else 412",
         ),
@@ -55,16 +53,13 @@ async def read_precondition(
     if_none_match: Annotated[
         str | None,
         Header(
-            pattern=_TAG_LIST,
             description="proceed only if the current ETag is none of these (weak comparison), or `*`: "
             "it does not exist; else 304 on GET and HEAD, 412 on a write",
         ),
     ] = None,
 ) -> Precondition:
-    """The request's preconditions (FastAPI refuses a malformed field with 422, naming it)."""
-    parsed = parse_precondition(if_match, if_none_match)
-    assert parsed is not None  # the pattern above was checked
-    return parsed
+    """The request's preconditions; a malformed field fails the request with 412, naming it."""
+    return parse_precondition(if_match, if_none_match)
 
 
 Preconditions = Annotated[Precondition, Depends(read_precondition)]
@@ -73,8 +68,7 @@ Preconditions = Annotated[Precondition, Depends(read_precondition)]
 def not_modified(expected: Precondition, current: str | None, *, subject: str) -> bool:
     """For GET and HEAD (RFC 9110 §13.2.2): 412 when If-Match fails; True when If-None-Match
     fails, which a read answers with 304."""
-    require_current(Precondition(if_match=expected.if_match), current, subject=subject)
-    return not expected.if_none_match_holds(current)
+    return require_current(expected, current, subject=subject, read=True)
 
 
 def not_modified_response(current: str, headers: dict[str, str] | None = None) -> Response:

@@ -23,10 +23,12 @@ class EntityTag:
 
 @dataclass(frozen=True)
 class Condition:
-    """One `If-Match` or `If-None-Match` field: `*` (`any`) or a list of entity-tags."""
+    """One `If-Match` or `If-None-Match` field: `*` (`any`) or a list of entity-tags, or
+    `malformed` (neither), which fails the request: it cannot be evaluated."""
 
     any: bool = False
     tags: frozenset[EntityTag] = frozenset()
+    malformed: bool = False
 
     def matches_strongly(self, current: str | None) -> bool:
         """RFC 9110 §8.8.3.2 strong comparison: a weak tag never matches."""
@@ -57,17 +59,33 @@ class Precondition:
         """§13.1.2: true when absent, else when no listed tag matches weakly (`*`: does not exist)."""
         return self.if_none_match is None or not self.if_none_match.matches_weakly(current)
 
+    def malformed_field(self) -> str | None:
+        """The name of a field that is neither `*` nor a list of entity-tags, if one is."""
+        if self.if_match is not None and self.if_match.malformed:
+            return "If-Match"
+        if self.if_none_match is not None and self.if_none_match.malformed:
+            return "If-None-Match"
+        return None
+
 
 NONE = Precondition()
 
 
-def require_current(expected: Precondition | None, current: str | None, *, subject: str) -> None:
-    """Refuse a write (412) unless its preconditions hold for `current`, the version it would replace.
+def require_current(expected: Precondition | None, current: str | None, *, subject: str, read: bool = False) -> bool:
+    """Refuse (412) unless the preconditions hold for `current`, the version a write would
+    replace or a read would return (RFC 9110 §13.2.2: If-Match first, then If-None-Match).
 
-    Called under the row lock, so of two writers holding the same ETag the second sees the
-    first one's version and fails. `subject` names the resource in the error detail.
+    A write calls it under the row lock, so of two writers holding the same ETag the second
+    sees the first one's version and fails. For a `read` (GET, HEAD) a failing If-None-Match is
+    no error: the answer is True, "not modified" (304). `subject` names the resource in the detail.
     """
     expected = expected or NONE
+    malformed = expected.malformed_field()
+    if malformed is not None:
+        raise PreconditionFailed(
+            f'{malformed} cannot be evaluated: send "*" or entity-tags as the ETag header gives them '
+            '("…" or W/"…"), comma-separated (RFC 9110 §8.8.3)'
+        )
     if not expected.if_match_holds(current):
         if current is None:
             raise PreconditionFailed(f"If-Match names a version, but {subject} has none yet")
@@ -76,4 +94,7 @@ def require_current(expected: Precondition | None, current: str | None, *, subje
             "compares strongly: a W/ tag never matches); read it again"
         )
     if not expected.if_none_match_holds(current):
+        if read:
+            return True
         raise PreconditionFailed(f'{subject} exists at "{current}", which If-None-Match excludes')
+    return False

@@ -133,7 +133,7 @@ class ResolveFastPath:
             elif key == b"if-none-match":
                 if_none_match = value.decode("latin-1")
         expected = parse_precondition(if_match, if_none_match)
-        if expected is None or expected.if_match is not None:  # the route refuses or checks it
+        if expected.if_match is not None or expected.malformed_field():  # may be a 412: the route answers
             return None
         scheme, secret = get_authorization_scheme_param(authorization)
         if scheme.lower() != "bearer" or not secret:
