@@ -98,7 +98,7 @@ class ResolveFastPath:
     Such a request is answered here, without FastAPI's routing and dependency resolution, which
     cost several times the work of the answer itself (measured in-process: 322 µs a request
     through the route, ~100 µs here). Anything else (a cache miss, a long-poll, a bad name, a
-    token that is not cached or not allowed) goes on to the `resolve` route above, which gives
+    token that is not cached or not allowed) goes on to the `resolve_configuration` route above, which gives
     the same answers through the same services.
     """
 
