@@ -405,7 +405,8 @@ def test_event_stream_closes_after_its_application_is_deleted(world: World):
             assert stream.status_code == 200
             for line in stream.iter_lines():
                 received.append(line)
-                opened.set()
+                if line.startswith(":"):  # a keep-alive: the stream has subscribed
+                    opened.set()
         ended.set()
 
     listener = threading.Thread(target=listen, daemon=True)
