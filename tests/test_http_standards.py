@@ -53,11 +53,11 @@ class World:
         if user_id is None:
             tag = new_id().lower()
             user_id = self.services.users.create(OPERATOR, email=f"{tag}@example.com", username=tag)["id"]
-        shas = [
-            self.services.claude_md.save(OPERATOR, user_id, content=f"v{n}\n", message=None, expected=None)["commit_sha"]
+        saves = [
+            self.services.claude_md.save(OPERATOR, user_id, content=f"v{n}\n", message=None, expected=None)
             for n in (1, 2)
         ]
-        return f"{API}/users/{user_id}/claude-md", shas
+        return f"{API}/users/{user_id}/claude-md", [saved["commit_sha"] for saved in saves]
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +220,8 @@ def test_if_none_match_star_creates_a_document_only_when_it_has_none(world: Worl
 
 def test_if_match_star_on_a_document_without_versions_fails(world: World):
     tag = new_id().lower()
-    empty = f"{API}/users/{world.services.users.create(OPERATOR, email=f'{tag}@example.com', username=tag)['id']}/claude-md"
+    user = world.services.users.create(OPERATOR, email=f"{tag}@example.com", username=tag)
+    empty = f"{API}/users/{user['id']}/claude-md"
     assert world.client.put(empty, json={"content": "x"}, headers={**world.admin, "If-Match": "*"}).status_code == 412
     assert world.client.get(empty, headers={**world.admin, "If-None-Match": "*"}).status_code == 200
 

@@ -267,8 +267,7 @@ class DeliveryService:
         """
         actor.require_configuration_access(write=False)
         actor.require_application(application_id)
-        exists, _ = await run_in_threadpool(self._stream_start, application_id)
-        if not exists:
+        if await run_in_threadpool(self._missing_applications, [application_id]):
             raise NotFound(f"application {application_id} not found")
         return self._stream(application_id, last_event_id, keepalive)
 
@@ -276,7 +275,7 @@ class DeliveryService:
         self, application_id: str, last_event_id: int | None, keepalive: float
     ) -> AsyncIterator[ChangeEvent | None]:
         queue: asyncio.Queue = asyncio.Queue()
-        self._streams[application_id].add(queue)  # subscribe before reading the backlog: nothing falls in between
+        self._streams[application_id].add(queue)  # subscribed before the backlog is read: nothing falls between
         EVENT_STREAMS.inc()
         try:
             exists, latest = await run_in_threadpool(self._stream_start, application_id)

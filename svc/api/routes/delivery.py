@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from types import SimpleNamespace
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request
@@ -98,8 +98,8 @@ class ResolveFastPath:
     Such a request is answered here, without FastAPI's routing and dependency resolution, which
     cost several times the work of the answer itself (measured in-process: 322 µs a request
     through the route, ~100 µs here). Anything else (a cache miss, a long-poll, a bad name, a
-    token that is not cached or not allowed) goes on to the `resolve_configuration` route above, which gives
-    the same answers through the same services.
+    token that is not cached or not allowed, an If-Match) goes on to the `resolve_configuration`
+    route above, which gives the same answers through the same services.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -210,5 +210,7 @@ async def events(
 
     # A HEAD gets the same status and headers, and the stream (never iterated) holds nothing.
     return StreamingResponse(
-        _nothing() if request.method == "HEAD" else body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        _nothing() if request.method == "HEAD" else body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
