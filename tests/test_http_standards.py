@@ -160,6 +160,7 @@ CASES: list[tuple[str, Callable[[str], dict[str, str]], object, object]] = [
     ("If-None-Match: W/E (weak comparison)", lambda e: {"If-None-Match": f"W/{e}"}, NOT_MODIFIED, FAILED),
     ("If-None-Match: other", lambda e: {"If-None-Match": '"other.1"'}, PASS, PASS),
     ("If-None-Match: other, W/E", lambda e: {"If-None-Match": f'"other.1" , W/{e}'}, NOT_MODIFIED, FAILED),
+    ("If-None-Match: empty list elements", lambda e: {"If-None-Match": f', "a,b" ,,{e},'}, NOT_MODIFIED, FAILED),
     ("If-None-Match: *", lambda e: {"If-None-Match": "*"}, NOT_MODIFIED, FAILED),
     ("If-Match fails first", lambda e: {"If-Match": '"other.1"', "If-None-Match": e}, FAILED, FAILED),
     ("If-Match: E, If-None-Match: E", lambda e: {"If-Match": e, "If-None-Match": e}, NOT_MODIFIED, FAILED),

@@ -16,10 +16,11 @@ from fastapi import Depends, Header, Response
 
 from svc.services.preconditions import Condition, EntityTag, Precondition, require_current
 
-# RFC 9110 §8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE, in a comma list, or "*".
-# Every ETag this service sends is ASCII, so obs-text counts as malformed.
+# RFC 9110 §8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE, in a comma list (whose empty
+# elements §5.6.1 says to accept), or "*". Every ETag this service sends is ASCII, so obs-text
+# counts as malformed.
 _ENTITY_TAG = r'(W/)?"[!#-~]*"'  # etagc: %x21 / %x23-7E
-_TAG_LIST = re.compile(rf"^[ \t]*(\*|{_ENTITY_TAG}([ \t]*,[ \t]*{_ENTITY_TAG})*)[ \t]*$")
+_TAG_LIST = re.compile(rf"[ \t,]*(\*|{_ENTITY_TAG}([ \t]*,[ \t,]*{_ENTITY_TAG})*)?[ \t,]*")
 _ONE_TAG = re.compile(r'(W/)?"([^"]*)"')
 
 
@@ -37,9 +38,9 @@ def parse_precondition(if_match: str | None, if_none_match: str | None) -> Preco
 def _condition(field: str | None) -> Condition | None:
     if field is None:
         return None
-    if not _TAG_LIST.match(field):
+    if not _TAG_LIST.fullmatch(field):
         return Condition(malformed=True)
-    if field.strip() == "*":
+    if field.strip(" \t,") == "*":
         return Condition(any=True)
     return Condition(tags=frozenset(EntityTag(opaque, bool(weak)) for weak, opaque in _ONE_TAG.findall(field)))
 
