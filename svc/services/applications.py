@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -18,8 +19,9 @@ EDITABLE_FIELDS = ("name", "comments")
 
 
 class ApplicationService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, on_configuration_changed: Callable[[str], None] = lambda _: None) -> None:
         self.db = db
+        self.on_configuration_changed = on_configuration_changed  # told each configuration a deletion removed
 
     def create(self, actor: Principal, *, name: str, comments: str | None = None) -> Application:
         actor.require_configuration_access(write=True)
@@ -98,6 +100,8 @@ class ApplicationService:
                 },
             )
             tx.commit()
+        for configuration in configurations:
+            self.on_configuration_changed(configuration.id)
 
 
 def visible_application(actor: Principal, row: Application | None, application_id: str) -> Application:

@@ -42,16 +42,14 @@ Proposal = Callable[[Configuration, Transaction], dict[str, Any]]
 
 
 class ConfigurationService:
-    def __init__(self, db: Database, *, max_config_bytes: int) -> None:
+    def __init__(
+        self, db: Database, *, max_config_bytes: int, on_changed: Callable[[str], None] = lambda _: None
+    ) -> None:
         self.db = db
         self.max_config_bytes = max_config_bytes
+        self.on_changed = on_changed  # told each configuration id a committed write changed or deleted
 
-    # --- reads ---------------------------------------------------------------------------
-
-    def get(self, actor: Principal, configuration_id: str) -> Configuration:
-        actor.require_configuration_access(write=False)
-        with self.db.transaction() as tx:
-            return _visible(actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
+    # --- reads (one configuration by id: DeliveryService.read, through the read cache) ----
 
     def list(
         self,
@@ -212,6 +210,7 @@ class ConfigurationService:
                 _audit_detail(current, before=current.revision, after=None),
             )
             tx.commit()
+        self.on_changed(configuration_id)
 
     def _write(
         self,
@@ -239,6 +238,7 @@ class ConfigurationService:
                 tx, actor, updated, before=current.revision, message=message, action=action, extra=audit_detail
             )
             tx.commit()
+        self.on_changed(configuration_id)
         return updated
 
     def _record(
@@ -301,6 +301,11 @@ class ConfigurationService:
                 f"config does not satisfy its schema: at '{first['path'] or '/'}': {first['message']}{more}",
                 errors=found,
             )
+
+
+def document(configuration: Configuration) -> bytes:
+    """The JSON of a configuration as the API serves it (what its OpenAPI schema documents)."""
+    return orjson.dumps(configuration, option=orjson.OPT_UTC_Z)
 
 
 def _locked(

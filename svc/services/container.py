@@ -56,6 +56,9 @@ class Services:
         content = ContentStore(settings.git_path)
         content.ensure()
         authenticator = Authenticator(db)
+        delivery = DeliveryService(
+            db, cache_max_bytes=settings.cache_max_bytes, event_retention_hours=settings.event_retention_hours
+        )
         return cls(
             settings=settings,
             db=db,
@@ -65,14 +68,14 @@ class Services:
             content=content,
             users=UserService(db, content),
             claude_md=ClaudeMdService(db, content, max_bytes=settings.max_document_bytes),
-            applications=ApplicationService(db),
-            configurations=ConfigurationService(db, max_config_bytes=settings.max_config_bytes),
+            applications=ApplicationService(db, on_configuration_changed=delivery.forget_soon),
+            configurations=ConfigurationService(
+                db, max_config_bytes=settings.max_config_bytes, on_changed=delivery.forget_soon
+            ),
             listener=ChangeListener(
                 database_url, [CHANGES_CHANNEL, INVALIDATE_CHANNEL], connect_timeout=settings.connect_timeout
             ),
-            delivery=DeliveryService(
-                db, cache_max_bytes=settings.cache_max_bytes, event_retention_hours=settings.event_retention_hours
-            ),
+            delivery=delivery,
         )
 
     async def start(self) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import orjson
 from anyio.to_thread import run_sync as run_in_threadpool
@@ -17,9 +18,11 @@ from svc.db import Database
 from svc.errors import NotFound
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import EVENT_STREAMS, LONG_POLL_WAITERS, RESOLVE_CACHE_HITS, RESOLVE_CACHE_MISSES
+from svc.repositories.configurations import ConfigurationRepository
 from svc.repositories.delivery import ChangeEvent, DeliveryRepository, Resolved
 from svc.services.auth import Principal
 from svc.services.changes import CHANNEL as CHANGES_CHANNEL
+from svc.services.configurations import document
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +30,40 @@ log = logging.getLogger(__name__)
 POLL_WHILE_DEAF = 1.0
 EVENT_BATCH = 500
 
-Key = tuple[str, str]  # (application name, configuration name)
+
+@dataclass(frozen=True)
+class ByName:
+    """A configuration as `/resolve` serves it: its JSON alone, addressed by names."""
+
+    application_name: str
+    configuration_name: str
+
+    def not_found(self) -> NotFound:
+        return NotFound(
+            f"configuration '{self.configuration_name}' of application '{self.application_name}' not found"
+        )
 
 
-def _require_visible(actor: Principal, found: Resolved | None, application_name: str, configuration_name: str) -> None:
+@dataclass(frozen=True)
+class ById:
+    """A configuration as `GET /configurations/{id}` serves it: the whole document, by id.
+    `representation` names the form of the body, so forms never share an entry."""
+
+    configuration_id: str
+    representation: str = "document"
+
+    def not_found(self) -> NotFound:
+        return NotFound(f"configuration {self.configuration_id} not found")
+
+
+Key = ByName | ById
+REPRESENTATIONS = ("document",)  # every `ById.representation`: a change drops them all
+
+
+def _require_visible(actor: Principal, found: Resolved | None, key: Key) -> None:
     """A configuration that does not exist and one the actor may not see look the same (404)."""
     if found is None or not actor.can_see_application(found.application_id):
-        raise NotFound(f"configuration '{configuration_name}' of application '{application_name}' not found")
+        raise key.not_found()
 
 
 _RESYNC = object()  # queued to streams when the listener comes back: re-read what may have been missed
@@ -51,17 +81,20 @@ class DeliveryService:
         self._waiters: defaultdict[str, set[asyncio.Future]] = defaultdict(set)
         self._streams: defaultdict[str, set[asyncio.Queue]] = defaultdict(set)
         self._checks: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- wiring ---------------------------------------------------------------------------
 
     def attach(self, listener: ChangeListener) -> None:
+        self._loop = asyncio.get_running_loop()
         listener.subscribe(CHANGES_CHANNEL, self._on_change)
         listener.subscribe(INVALIDATE_CHANNEL, self._on_invalidate)
         listener.on_state(self._on_listener_state)
 
     def _on_change(self, payload: str) -> None:
         change = orjson.loads(payload)
-        self.cache.invalidate((change["application_name"], change["configuration_name"]))
+        self.cache.invalidate(ByName(change["application_name"], change["configuration_name"]))
+        self._forget(change["configuration_id"])
         self._wake(self._waiters.pop(change["configuration_id"], ()))
         event = ChangeEvent(
             id=change["id"],
@@ -73,6 +106,17 @@ class DeliveryService:
         )
         for queue in self._streams.get(event.application_id, ()):
             queue.put_nowait(event)
+
+    def forget_soon(self, configuration_id: str) -> None:
+        """Drop a configuration's entries by id, from any thread, ahead of whatever the event
+        loop does next: called when a write commits, so the writer's own worker never serves
+        the old version by id after answering the write (the others hear the NOTIFY)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._forget, configuration_id)
+
+    def _forget(self, configuration_id: str) -> None:
+        for representation in REPRESENTATIONS:
+            self.cache.invalidate(ById(configuration_id, representation))
 
     def _on_invalidate(self, payload: str) -> None:
         if payload == "applications":  # a rename or delete: names may now mean something else
@@ -123,27 +167,32 @@ class DeliveryService:
             if not future.done():
                 future.set_result(None)
 
-    # --- resolve --------------------------------------------------------------------------
+    # --- reads through the cache ------------------------------------------------------------
 
-    def cached(self, actor: Principal, application_name: str, configuration_name: str) -> Resolved | None:
+    def cached(self, actor: Principal, key: Key) -> Resolved | None:
         """The configuration from the cache (a hit is counted), or None when the cache does not
-        hold it. Raises as `resolve` does when `actor` may not read it."""
+        hold it. Raises as `read` does when `actor` may not read it."""
         actor.require_configuration_access(write=False)
-        found = self.cache.get((application_name, configuration_name))
+        found = self.cache.get(key)
         if found is not None:
-            _require_visible(actor, found, application_name, configuration_name)
+            _require_visible(actor, found, key)
             RESOLVE_CACHE_HITS.inc()
         return found
 
-    async def resolve(self, actor: Principal, application_name: str, configuration_name: str) -> Resolved:
-        """The current configuration, from the cache when it can be trusted."""
-        found = self.cached(actor, application_name, configuration_name)
+    async def read(self, actor: Principal, key: Key) -> Resolved:
+        """The current configuration, by names or by id: from the cache when it can be trusted,
+        else one statement in the thread pool (the request's only thread hop)."""
+        found = self.cached(actor, key)
         if found is not None:
             return found
         RESOLVE_CACHE_MISSES.inc()
-        found = await self._load((application_name, configuration_name))
-        _require_visible(actor, found, application_name, configuration_name)
+        found = await self._load(key)
+        _require_visible(actor, found, key)
         return found
+
+    async def resolve(self, actor: Principal, application_name: str, configuration_name: str) -> Resolved:
+        """The current configuration's JSON, by names."""
+        return await self.read(actor, ByName(application_name, configuration_name))
 
     async def _load(self, key: Key) -> Resolved | None:
         # Concurrent misses for one key share one query (1,000 woken waiters make one read),
@@ -168,8 +217,11 @@ class DeliveryService:
         return found
 
     def _read(self, key: Key) -> Resolved | None:
-        with self.db.transaction() as tx:
-            return DeliveryRepository(tx).resolve(*key)
+        with self.db.read() as statement:
+            if isinstance(key, ByName):
+                return DeliveryRepository(statement).resolve(key.application_name, key.configuration_name)
+            found = ConfigurationRepository(statement).get(key.configuration_id)
+        return None if found is None else Resolved(found.id, found.application_id, found.revision, document(found))
 
     async def wait_for_change(
         self,
