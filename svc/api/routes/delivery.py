@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from svc.api.cache_door import doorway
+from svc.api.read_door import doorway
 from svc.api.deps import IdPath, PrincipalDep, ServicesDep
 from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
 from svc.api.middleware import hold_open
