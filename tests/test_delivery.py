@@ -352,9 +352,10 @@ def test_the_cache_door_answers_exactly_as_the_route(client, admin, make_token, 
             assert cold.content == warm.content
 
 
-def test_a_read_by_id_makes_at_most_one_thread_hop(client, admin, services, monkeypatch):
-    """Blocking work leaves the event loop once per request at most (the read of a cache miss);
-    a warm read, answered by the door, not at all; and the document is the one the write returned."""
+def test_a_read_makes_at_most_one_thread_hop(client, admin, services, monkeypatch):
+    """Blocking work leaves the event loop once per request at most (by id: the read of a cache
+    miss; a warm read, answered by the door, not at all; the document is the one the write
+    returned), and so do the other reads of configurations and applications."""
     from anyio._backends._asyncio import AsyncIOBackend
 
     _, config_id = create_configuration(client, admin)
@@ -380,9 +381,13 @@ def test_a_read_by_id_makes_at_most_one_thread_hop(client, admin, services, monk
         if method == "GET" and status == 200:
             assert cold.content == warm.content == written.content
             assert cold.headers["etag"] == written.headers["etag"]
-    hops.clear()
-    assert client.get("/api/v1/configurations/" + "0" * 26, headers=admin).status_code == 404
-    assert len(hops) <= 1, hops
+    app_id = client.get(path, headers=admin).json()["application_id"]
+    for other in ["/api/v1/configurations/" + "0" * 26, f"{path}/revisions", f"{path}/revisions/1",
+                  f"{path}/diff?from=1&to=2", f"/api/v1/applications/{app_id}/configurations",
+                  f"/api/v1/applications/{app_id}", "/api/v1/applications"]:
+        hops.clear()
+        assert client.get(other, headers=admin).status_code in (200, 404), other
+        assert len(hops) <= 1, (other, hops)
 
 
 def test_a_write_is_read_back_by_id_at_once_by_its_worker(client, admin):

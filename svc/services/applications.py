@@ -38,16 +38,16 @@ class ApplicationService:
 
     def get(self, actor: Principal, application_id: str) -> Application:
         actor.require_configuration_access(write=False)
-        with self.db.transaction() as tx:
-            return visible_application(actor, ApplicationRepository(tx).get(application_id), application_id)
+        with self.db.read() as statement:
+            return visible_application(actor, ApplicationRepository(statement).get(application_id), application_id)
 
     def list(
         self, actor: Principal, *, limit: int, after: str | None = None, name_prefix: str | None = None
     ) -> Page:
         """Applications by id; a token limited to one application sees only that one."""
         actor.require_configuration_access(write=False)
-        with self.db.transaction() as tx:
-            applications = ApplicationRepository(tx)
+        with self.db.read() as statement:
+            applications = ApplicationRepository(statement)
             return keyset_page(
                 lambda n: applications.list(
                     limit=n, after=after, name_prefix=name_prefix, only_id=actor.application_id

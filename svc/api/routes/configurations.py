@@ -20,6 +20,7 @@ from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.etags import Preconditions, etag, not_modified, not_modified_response, tag
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
+from svc.api.responses import json_response, off_loop
 from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page, Text
 from svc.errors import UnsupportedMediaType
 from svc.ids import ULID_ANY_CASE_PATTERN, canonical
@@ -173,7 +174,7 @@ def create_configuration(
     summary="An application's configurations by id, optionally only those containing some JSON",
     responses=problem_responses(400, 404),
 )
-def list_configurations(
+async def list_configurations(
     application_id: IdPath,
     principal: PrincipalDep,
     services: ServicesDep,
@@ -183,8 +184,10 @@ def list_configurations(
         str | None,
         Query(max_length=8192, description='a JSON object the config must contain, e.g. {"feature":{"beta":true}}'),
     ] = None,
-):
-    return services.configurations.list(principal, application_id, limit=limit, after=after, contains=contains)
+) -> Response:
+    return json_response(await off_loop(
+        lambda: services.configurations.list(principal, application_id, limit=limit, after=after, contains=contains)
+    ))
 
 
 @router.get(
@@ -282,14 +285,16 @@ def delete_configuration(
     summary="Revisions, newest first; `after` is a revision number",
     responses=problem_responses(404),
 )
-def list_revisions(
+async def list_revisions(
     configuration_id: IdPath,
     principal: PrincipalDep,
     services: ServicesDep,
     limit: Limit = 50,
     after: Annotated[int | None, Query(ge=1, le=MAX_REVISION, description="the `next` of the previous page")] = None,
-):
-    return services.configurations.revisions(principal, configuration_id, limit=limit, after=after)
+) -> Response:
+    return json_response(await off_loop(
+        lambda: services.configurations.revisions(principal, configuration_id, limit=limit, after=after)
+    ))
 
 
 @router.get(
@@ -297,8 +302,10 @@ def list_revisions(
     response_model=Revision,
     responses=problem_responses(404),
 )
-def get_revision(configuration_id: IdPath, revision: RevisionPath, principal: PrincipalDep, services: ServicesDep):
-    return services.configurations.revision(principal, configuration_id, revision)
+async def get_revision(
+    configuration_id: IdPath, revision: RevisionPath, principal: PrincipalDep, services: ServicesDep
+) -> Response:
+    return json_response(await off_loop(lambda: services.configurations.revision(principal, configuration_id, revision)))
 
 
 @router.get(
@@ -313,14 +320,14 @@ def get_revision(configuration_id: IdPath, revision: RevisionPath, principal: Pr
         **problem_responses(404),
     },
 )
-def diff_revisions(
+async def diff_revisions(
     configuration_id: IdPath,
     from_: Annotated[int, Query(alias="from", ge=1, le=MAX_REVISION)],
     to: RevisionQuery,
     principal: PrincipalDep,
     services: ServicesDep,
 ) -> Response:
-    operations = services.configurations.diff(principal, configuration_id, from_=from_, to=to)
+    operations = await off_loop(lambda: services.configurations.diff(principal, configuration_id, from_=from_, to=to))
     return Response(orjson.dumps(operations), media_type=JSON_PATCH)
 
 
