@@ -352,10 +352,11 @@ def test_the_cache_door_answers_exactly_as_the_route(client, admin, make_token, 
             assert cold.content == warm.content
 
 
-def test_a_read_makes_at_most_one_thread_hop(client, admin, services, monkeypatch):
+def test_a_request_makes_at_most_one_thread_hop(client, admin, services, monkeypatch):
     """Blocking work leaves the event loop once per request at most (by id: the read of a cache
     miss; a warm read, answered by the door, not at all; the document is the one the write
-    returned), and so do the other reads of configurations and applications."""
+    returned), and so do the other reads of configurations and applications, and the writes
+    of configurations."""
     from anyio._backends._asyncio import AsyncIOBackend
 
     _, config_id = create_configuration(client, admin)
@@ -382,12 +383,18 @@ def test_a_read_makes_at_most_one_thread_hop(client, admin, services, monkeypatc
             assert cold.content == warm.content == written.content
             assert cold.headers["etag"] == written.headers["etag"]
     app_id = client.get(path, headers=admin).json()["application_id"]
-    for other in ["/api/v1/configurations/" + "0" * 26, f"{path}/revisions", f"{path}/revisions/1",
-                  f"{path}/diff?from=1&to=2", f"/api/v1/applications/{app_id}/configurations",
-                  f"/api/v1/applications/{app_id}", "/api/v1/applications"]:
+    reads = ["/api/v1/configurations/" + "0" * 26, f"{path}/revisions", f"{path}/revisions/1",
+             f"{path}/diff?from=1&to=2", f"/api/v1/applications/{app_id}/configurations",
+             f"/api/v1/applications/{app_id}", "/api/v1/applications"]
+    writes = [("PUT", path, {"config": {"rate": 8}}, 200), ("PATCH", path, {"comments": "hop"}, 200),
+              ("POST", f"{path}/rollback", {"revision": 1}, 200),
+              ("POST", f"/api/v1/applications/{app_id}/configurations", {"name": "other", "config": {}}, 201),
+              ("DELETE", path, None, 204)]
+    for method, other, body, status in [("GET", read, None, None) for read in reads] + writes:
         hops.clear()
-        assert client.get(other, headers=admin).status_code in (200, 404), other
-        assert len(hops) <= 1, (other, hops)
+        answer = client.request(method, other, headers=admin, json=body)
+        assert answer.status_code == status or (status is None and answer.status_code in (200, 404)), answer.text
+        assert len(hops) <= 1, (method, other, hops)
 
 
 def test_a_write_is_read_back_by_id_at_once_by_its_worker(client, admin):

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from svc.api.read_door import doorway
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
-from svc.api.etags import Preconditions, etag, not_modified, not_modified_response, tag
+from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.responses import json_response, off_loop
@@ -98,9 +98,12 @@ def _sent_state(body: BaseModel) -> dict[str, Any]:
     return {STATE_FIELDS[f]: getattr(body, f) for f in body.model_fields_set if f in STATE_FIELDS}
 
 
-def _with_etag(response: Response, configuration: Configuration) -> Configuration:
-    tag(response, configuration.version)
-    return configuration
+def _written(
+    configuration: Configuration, *, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """A configuration as a write returns it, with its new ETag."""
+    headers = {"ETag": etag(configuration.version), **(headers or {})}
+    return json_response(configuration, status_code=status_code, headers=headers)
 
 
 @dataclass(frozen=True)
@@ -147,15 +150,14 @@ PATCH_REQUEST_BODY = {
     response_model=Configuration,
     responses={201: {"headers": ETAG_HEADER}, **problem_responses(400, 404, 409, 413)},
 )
-def create_configuration(
+async def create_configuration(
     application_id: IdPath,
     body: Annotated[ConfigurationCreate, Body()],
     principal: PrincipalDep,
     services: ServicesDep,
     request: Request,
-    response: Response,
-):
-    created = services.configurations.create(
+) -> Response:
+    created = await off_loop(lambda: services.configurations.create(
         principal,
         application_id,
         name=body.name,
@@ -163,9 +165,9 @@ def create_configuration(
         comments=body.comments,
         schema=body.json_schema,
         message=body.message,
-    )
-    response.headers["Location"] = str(request.url_for("get_configuration", configuration_id=created.id))
-    return _with_etag(response, created)
+    ))
+    location = str(request.url_for("get_configuration", configuration_id=created.id))
+    return _written(created, status_code=201, headers={"Location": location})
 
 
 @router.get(
@@ -222,18 +224,16 @@ DOORWAY = doorway(router.routes, get_configuration, key=_by_id, answer=_answer)
     summary="Replace the JSON (and comments or schema, when sent)",
     responses={**WITH_ETAG, **problem_responses(400, 404, 412, 413)},
 )
-def replace_configuration(
+async def replace_configuration(
     configuration_id: IdPath,
     body: Annotated[ConfigurationReplace, Body()],
     principal: PrincipalDep,
     services: ServicesDep,
-    response: Response,
     expected: Preconditions,
-):
-    updated = services.configurations.update(
+) -> Response:
+    return _written(await off_loop(lambda: services.configurations.update(
         principal, configuration_id, _sent_state(body), message=body.message, expected=expected
-    )
-    return _with_etag(response, updated)
+    )))
 
 
 @router.patch(
@@ -243,27 +243,26 @@ def replace_configuration(
     responses={**WITH_ETAG, **problem_responses(400, 404, 412, 413, 415)},
     openapi_extra={"requestBody": PATCH_REQUEST_BODY},
 )
-def patch_configuration(
+async def patch_configuration(
     configuration_id: IdPath,
     change: Annotated[MergePatch | ConfigurationMetadataPatch, Depends(read_patch)],
     principal: PrincipalDep,
     services: ServicesDep,
-    response: Response,
     expected: Preconditions,
     message: Annotated[
         str | None,
         Query(max_length=1024, pattern=NO_NUL_PATTERN, description="the revision's message (a JSON body has its own)"),
     ] = None,
-):
+) -> Response:
     if isinstance(change, MergePatch):
-        updated = services.configurations.merge(
+        updated = await off_loop(lambda: services.configurations.merge(
             principal, configuration_id, change.document, message=message, expected=expected
-        )
+        ))
     else:
-        updated = services.configurations.update(
+        updated = await off_loop(lambda: services.configurations.update(
             principal, configuration_id, _sent_state(change), message=change.message or message, expected=expected
-        )
-    return _with_etag(response, updated)
+        ))
+    return _written(updated)
 
 
 @router.delete(
@@ -272,10 +271,10 @@ def patch_configuration(
     summary="Delete a configuration and its revisions",
     responses=problem_responses(404, 412),
 )
-def delete_configuration(
+async def delete_configuration(
     configuration_id: IdPath, principal: PrincipalDep, services: ServicesDep, expected: Preconditions
 ) -> Response:
-    services.configurations.delete(principal, configuration_id, expected=expected)
+    await off_loop(lambda: services.configurations.delete(principal, configuration_id, expected=expected))
     return Response(status_code=204)
 
 
@@ -305,7 +304,9 @@ async def list_revisions(
 async def get_revision(
     configuration_id: IdPath, revision: RevisionPath, principal: PrincipalDep, services: ServicesDep
 ) -> Response:
-    return json_response(await off_loop(lambda: services.configurations.revision(principal, configuration_id, revision)))
+    return json_response(
+        await off_loop(lambda: services.configurations.revision(principal, configuration_id, revision))
+    )
 
 
 @router.get(
@@ -337,15 +338,13 @@ async def diff_revisions(
     summary="Make a new revision whose JSON is that of an earlier one",
     responses={**WITH_ETAG, **problem_responses(400, 404, 412, 413)},
 )
-def rollback_configuration(
+async def rollback_configuration(
     configuration_id: IdPath,
     body: Annotated[RollbackRequest, Body()],
     principal: PrincipalDep,
     services: ServicesDep,
-    response: Response,
     expected: Preconditions,
-):
-    updated = services.configurations.rollback(
+) -> Response:
+    return _written(await off_loop(lambda: services.configurations.rollback(
         principal, configuration_id, body.revision, message=body.message, expected=expected
-    )
-    return _with_etag(response, updated)
+    )))
