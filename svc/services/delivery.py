@@ -1,6 +1,7 @@
-"""Configuration delivery: resolve by name from an in-process cache, long-poll for changes,
-and the per-application change stream. Everything here runs on the event loop; only database
-reads go to the thread pool, so thousands of idle waiters cost neither threads nor connections."""
+"""Configuration delivery: every read of one configuration (by names for `/resolve`, by id for
+`GET /configurations/{id}`) through one in-process cache, long-poll for changes, and the
+per-application change stream. Everything here runs on the event loop; only database reads go
+to the thread pool, so thousands of idle waiters cost neither threads nor connections."""
 
 from __future__ import annotations
 
