@@ -18,7 +18,7 @@ import logging
 import select
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +60,7 @@ class Transaction:
     def __init__(self, conn: psycopg2.extensions.connection) -> None:
         self.connection = conn
         self.committed = False
+        self._after_commit: list[Callable[[], None]] = []
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
         """Run a statement; return the number of rows it touched."""
@@ -90,6 +91,12 @@ class Transaction:
     def commit(self) -> None:
         self.connection.commit()
         self.committed = True
+        for callback in self._after_commit:
+            callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the transaction has committed; never if it rolls back."""
+        self._after_commit.append(callback)
 
 
 class Database:

@@ -46,9 +46,10 @@ def version(configuration: dict[str, Any]) -> str:
 
 
 class ConfigurationService:
-    def __init__(self, db: Database, *, max_config_bytes: int) -> None:
+    def __init__(self, db: Database, *, max_config_bytes: int, announce: changes.Announce) -> None:
         self.db = db
         self.max_config_bytes = max_config_bytes
+        self.announce = announce
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -212,6 +213,7 @@ class ConfigurationService:
             current = _locked(actor, configurations, configuration_id, expected)
             changes.publish(
                 tx,
+                self.announce,
                 application_id=current["application_id"],
                 configuration_id=configuration_id,
                 name=current["name"],
@@ -271,6 +273,7 @@ class ConfigurationService:
         )
         changes.publish(
             tx,
+            self.announce,
             application_id=configuration["application_id"],
             configuration_id=configuration["id"],
             name=configuration["name"],

@@ -21,7 +21,7 @@ from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import EVENT_STREAMS, LONG_POLL_WAITERS, RESOLVE_CACHE_HITS, RESOLVE_CACHE_MISSES
 from svc.repositories.delivery import DeliveryRepository
 from svc.services.auth import Principal
-from svc.services.changes import CHANNEL as CHANGES_CHANNEL
+from svc.services.changes import ChangeFeed
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,12 @@ class DeliveryService:
 
     # --- wiring ---------------------------------------------------------------------------
 
-    def attach(self, listener: ChangeListener) -> None:
-        listener.subscribe(CHANGES_CHANNEL, self._on_change)
+    def attach(self, listener: ChangeListener, changes: ChangeFeed) -> None:
+        changes.subscribe(self._on_change)
+        changes.on_state(self._on_feed_state)
         listener.subscribe(INVALIDATE_CHANNEL, self._on_invalidate)
-        listener.on_state(self._on_listener_state)
 
-    def _on_change(self, payload: str) -> None:
-        change = orjson.loads(payload)
+    def _on_change(self, change: dict[str, Any]) -> None:
         self.cache.invalidate((change["application_name"], change["configuration_name"]))
         self._wake(self._waiters.pop(change["configuration_id"], ()))
         event = ChangeEvent(
@@ -109,7 +108,7 @@ class DeliveryService:
             self.cache.clear()
             self._wake_everyone()
 
-    def _on_listener_state(self, connected: bool) -> None:
+    def _on_feed_state(self, connected: bool) -> None:
         self.cache.set_enabled(connected)
         self._wake_everyone()
         if connected:
