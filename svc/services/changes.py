@@ -129,12 +129,12 @@ class ChangeFeed:
         self._catch_up_soon.set()
         self._wake.set()
 
-    async def stop(self) -> None:
-        """Send what is still to be announced, then stop."""
+    def close(self) -> None:
+        """Send what is still to be announced, then stop the thread (blocks up to 10 s)."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 10)
+            self._thread.join(10)
 
     async def wait_connected(self, timeout: float) -> bool:
         """Wait until LISTEN is in place and the first catch-up is done (start-up and tests)."""
@@ -147,10 +147,13 @@ class ChangeFeed:
     # --- announcing (any thread) --------------------------------------------------------------
 
     def announce(self, payload: str) -> None:
-        """Queue one committed change's NOTIFY; the feed's thread sends it at once."""
+        """Queue one committed change's NOTIFY (the feed's thread sends it at once), and deliver it
+        in this worker at once: queued on the event loop before the writer's response is sent."""
         self._outbox.put(payload)
         self._ensure_thread()
         self._wake.set()
+        if self._loop is not None:
+            self._to_loop(self._deliver, payload)
 
     def _ensure_thread(self) -> None:
         with self._thread_lock:

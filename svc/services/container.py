@@ -95,7 +95,7 @@ class Services:
     async def stop(self) -> None:
         for task in self._background:
             task.cancel()
-        await self.changes.stop()
+        await run_sync(self.changes.close)
         await self.listener.stop()
 
     async def _prune_events_hourly(self) -> None:
@@ -113,4 +113,5 @@ class Services:
         return {"database": self.db.ping(), "git": self.content.is_ready()}
 
     def close(self) -> None:
+        self.changes.close()
         self.db.close()

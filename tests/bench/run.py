@@ -26,7 +26,7 @@ import psutil
 import psycopg2
 
 from tests.bench import data as bench_data
-from tests.bench import gitbench, load, longpoll, staleness
+from tests.bench import gitbench, load, longpoll, service_writes, staleness
 from tests.bench.load import Plan, Request, Result, fmt_ms
 from tests.bench.processes import Processes, Server, database_url, postgres_bin, postgres_cpu_seconds, say
 from tests.bench.profile import Profiler
@@ -225,6 +225,9 @@ class Bench:
         half = max(1, round(self.seconds / 2))
         before = self.pgbench(url, clients=16, seconds=half)
         measured = self.measure("configuration writes", self.service, plan, 16)
+        say(f"configuration writes through the service layer: 16 threads, {self.seconds:g} s")
+        direct, direct_count = service_writes.rate(self.url, [c["id"] for c in targets], seconds=self.seconds)
+        say(f"  → {direct:,.0f} writes/s")
         after = self.pgbench(url, clients=16, seconds=half)
         tps = (before.transactions + after.transactions) / (before.seconds + after.seconds)
         postgres_ms = (before.postgres_ms + after.postgres_ms) / 2
@@ -233,6 +236,10 @@ class Bench:
         r = ratio(measured.rps, tps)
         self.rows.append(Row("Configuration writes/s (PUT), 16 connections over 16 configurations",
                              measured.summary(), baseline, r, "≥ 0.5", at_least(r, 0.5, measured)))
+        r = ratio(direct, tps)
+        self.rows.append(Row("Configuration writes/s through the service layer (16 threads in one process, no HTTP)",
+                             f"{direct:,.0f} writes/s ({direct_count:,} writes)", "the same `pgbench -N`", r, "—",
+                             None))
 
         loaded: list[Result] = []
         writing = threading.Thread(target=lambda: loaded.append(
