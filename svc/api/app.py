@@ -10,7 +10,7 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI
 
 from svc import metrics
-from svc.api import problems
+from svc.api import operations, problems
 from svc.api.deps import get_principal
 from svc.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from svc.api.routes import applications, audit, claude_md, configurations, delivery, health, tokens, users
@@ -21,6 +21,8 @@ from svc.log import configure_logging
 from svc.services.container import Services
 
 log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
 
 # Matched in this order, so the routes internal services hit hardest come first.
 API_ROUTERS = [
@@ -57,9 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0",
         description="Versioned JSON configurations for internal services and versioned claude.md documents.",
         lifespan=lifespan,
+        generate_unique_id_function=operations.operation_ids(),
     )
     problems.install(app)
-    app.add_middleware(delivery.ResolveFastPath)
+    operations.document_without_head(app)
+    app.add_middleware(delivery.ResolveFromCache, prefix=API_PREFIX)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
 
@@ -68,5 +72,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Each router is included directly (not through an /api/v1 parent router): every level of
     # nesting costs route-matching time on every request.
     for router in API_ROUTERS:
-        app.include_router(router, prefix="/api/v1", dependencies=[Depends(get_principal)])
+        app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(get_principal)])
+    operations.answer_head(app.router)
     return app

@@ -15,7 +15,7 @@ from svc.cache import InvalidatingCache
 from svc.db import Database
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import AUTH_CACHE_HITS, AUTH_CACHE_MISSES
-from svc.errors import Forbidden, NotFound, Unauthenticated
+from svc.errors import Forbidden, InvalidToken, NotFound, Unauthenticated
 from svc.repositories.tokens import TokenRepository
 
 Role = Literal["admin", "service", "user"]
@@ -89,10 +89,6 @@ class Principal:
     def can_see_application(self, application_id: str) -> bool:
         return self.application_id is None or self.application_id == application_id
 
-    @property
-    def may_read_configurations(self) -> bool:
-        return self.role in ("admin", "service")
-
     def require_configuration_access(self, *, write: bool) -> None:
         """Applications and configurations are for admin and service tokens; writing needs a writable token."""
         self.require_role("admin", "service")
@@ -143,8 +139,11 @@ class Authenticator:
             self.cache.clear()
 
     def cached(self, secret: str) -> Principal | None:
-        """The principal of `secret` if the cache holds it (event loop only)."""
-        return self.cache.get(hash_secret(secret))
+        """The principal of `secret` if the cache holds it (event loop only); a hit is counted."""
+        found = self.cache.get(hash_secret(secret))
+        if found is not None:
+            AUTH_CACHE_HITS.inc()
+        return found
 
     async def principal(self, secret: str | None) -> Principal:
         """Authenticate on the event loop: from the cache, else one query in the thread pool."""
@@ -152,7 +151,6 @@ class Authenticator:
             raise Unauthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
         found = self.cached(secret)
         if found is not None:
-            AUTH_CACHE_HITS.inc()
             return found
         AUTH_CACHE_MISSES.inc()
         token_hash = hash_secret(secret)
@@ -166,5 +164,5 @@ class Authenticator:
             row = TokenRepository(tx).authenticate(token_hash)
             tx.commit()
         if row is None:
-            raise Unauthenticated("the token is unknown or has been revoked")
+            raise InvalidToken("the token is unknown or has been revoked")
         return Principal.from_row(row)
