@@ -11,9 +11,10 @@ from fastapi.testclient import TestClient
 
 from svc.api.app import create_app
 from svc.repositories.changes import ChangeRepository
+from svc.services import changes
 from svc.services.auth import Principal
 from svc.services.container import Services
-from tests.configuration_helpers import API, create_application, create_configuration
+from tests.configuration_helpers import API, create_application, create_configuration, query
 from tests.test_delivery import eventually
 
 RESOLVE = f"{API}/resolve/billing"
@@ -47,7 +48,19 @@ def cached(client: TestClient, name: str) -> bool:
     return services_of(client).delivery.cache.get(("billing", name)) is not None
 
 
-def test_a_change_whose_announcement_was_lost_still_reaches_every_worker(client, other, admin, monkeypatch):
+async def first_events(stream, count: int) -> list:
+    """The first `count` changes a stream yields (keep-alives skipped)."""
+    events = []
+    async for event in stream:
+        if event is not None:
+            events.append(event)
+            if len(events) == count:
+                return events
+
+
+def test_a_change_whose_announcement_was_lost_still_reaches_every_worker(
+    client, other, admin, monkeypatch, database_url
+):
     app = create_application(client, admin, "billing")
     config = create_configuration(client, admin, app["id"], "limits", {"rate": 1})
     assert eventually(lambda: resolved(other, admin, "limits") == {"rate": 1} and cached(other, "limits"))
@@ -56,14 +69,11 @@ def test_a_change_whose_announcement_was_lost_still_reaches_every_worker(client,
     waiter = other.portal.start_task_soon(
         second.delivery.wait_for_change, Principal.operator(), "billing", "limits", frozenset({etag}), 30
     )
-    stream = other.portal.call(second.delivery.open_stream, Principal.operator(), app["id"], None, 30)
+    # From the latest event on (Last-Event-ID), so the stream sees the change whenever it subscribes.
+    latest = query(database_url, "SELECT max(id) FROM configuration_events")[0][0]
+    stream = other.portal.call(second.delivery.open_stream, Principal.operator(), app["id"], latest, 30)
 
-    async def first_event():
-        async for event in stream:
-            if event is not None:
-                return event
-
-    streamed = other.portal.start_task_soon(first_event)
+    streamed = other.portal.start_task_soon(first_events, stream, 1)
     try:
         # The writer dies between its commit and its NOTIFY: the announcement never leaves.
         monkeypatch.setattr(services_of(client).configurations, "announce", lambda payload: None)
@@ -73,7 +83,7 @@ def test_a_change_whose_announcement_was_lost_still_reaches_every_worker(client,
         assert eventually(lambda: resolved(other, admin, "limits") == {"rate": 2}), "the other worker kept it"
         assert eventually(lambda: resolved(client, admin, "limits") == {"rate": 2}), "the writer's worker kept it"
         assert waiter.result(timeout=10).revision == 2
-        assert (streamed.result(timeout=10).revision, streamed.result().kind) == (2, "updated")
+        assert [(e.revision, e.kind) for e in streamed.result(timeout=10)] == [(2, "updated")]
     finally:  # a waiter or stream left running would hold the worker's shutdown
         waiter.cancel()
         streamed.cancel()
@@ -111,3 +121,22 @@ def test_an_event_id_that_commits_after_a_higher_one_is_not_skipped(client, othe
     assert eventually(lambda: low in delivered)
     assert high in delivered and never not in delivered
     assert len(delivered) == len(set(delivered)), "a change was delivered twice"
+
+
+def test_the_change_stream_sends_a_lower_id_that_arrives_after_a_higher_one(client, admin, services):
+    """Changes committed on several workers are announced in any order; none may be dropped."""
+    app = create_application(client, admin, "billing")
+    event = {"application_id": app["id"], "configuration_id": app["id"], "name": "main", "kind": "updated"}
+    stream = client.portal.call(services.delivery.open_stream, Principal.operator(), app["id"], None, 0.05)
+    assert client.portal.call(anext, stream) is None  # a keep-alive: the stream has subscribed
+    streamed = client.portal.start_task_soon(first_events, stream, 2)
+    try:
+        with services.db.transaction() as late:
+            low = changes.publish(late, services.changes.announce, revision=1, **event)
+            with services.db.transaction() as early:
+                high = changes.publish(early, services.changes.announce, revision=2, **event)
+                early.commit()
+            late.commit()
+        assert [e.id for e in streamed.result(timeout=10)] == [high, low]
+    finally:
+        streamed.cancel()
