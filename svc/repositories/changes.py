@@ -58,7 +58,7 @@ class CaughtUp:
     """The events that may be news since the previous read, and where the next read starts."""
 
     floor: int
-    events: list[RecordedChange]
+    events: tuple[RecordedChange, ...]
 
 
 class ChangeRepository:
@@ -87,5 +87,5 @@ class ChangeRepository:
         rows = self.tx.fetch_all(CATCH_UP, {"since": None if since is None else str(since)})
         return CaughtUp(
             floor=int(rows[0]["floor"]),
-            events=[RecordedChange(id=row["id"], payload=row["payload"]) for row in rows if row["id"] is not None],
+            events=tuple(RecordedChange(id=row["id"], payload=row["payload"]) for row in rows if row["id"] is not None),
         )
