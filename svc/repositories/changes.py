@@ -76,7 +76,7 @@ class ChangeRepository:
             "revision": revision,
             "kind": kind,
         }
-        return RecordedChange(**self.tx.fetch_one(RECORD, params))
+        return self.tx.fetch_one(RECORD, params, row=RecordedChange)
 
     def announce(self, channel: str, payloads: list[str]) -> None:
         """NOTIFY `channel` of every payload (the transaction must then commit)."""

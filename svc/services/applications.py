@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-import psycopg2.errors
-
-from svc.db import Database, constraint_name
-from svc.errors import Conflict, Forbidden, NotFound
+from svc.db import Database
+from svc.errors import Forbidden, NotFound
 from svc.ids import new_id
-from svc.repositories.applications import ApplicationRepository
+from svc.repositories.applications import Application, ApplicationRepository
 from svc.repositories.configurations import ConfigurationRepository
 from svc.services import audit, changes
 from svc.services.auth import Principal
-from svc.services.pagination import Page, page_of
+from svc.services.pagination import Page, keyset_page
 
 EDITABLE_FIELDS = ("name", "comments")
 
@@ -23,23 +22,20 @@ class ApplicationService:
         self.db = db
         self.announce = announce
 
-    def create(self, actor: Principal, *, name: str, comments: str | None = None) -> dict[str, Any]:
+    def create(self, actor: Principal, *, name: str, comments: str | None = None) -> Application:
         actor.require_configuration_access(write=True)
         if actor.application_id is not None:
             raise Forbidden("a token limited to one application cannot create applications")
-        try:
-            with self.db.transaction() as tx:
-                application = ApplicationRepository(tx).insert(id=new_id(), name=name, comments=comments)
-                audit.record(
-                    tx, actor, "application.create", "application", application["id"],
-                    {"name": name, "comments": comments},
-                )
-                tx.commit()
-        except psycopg2.errors.UniqueViolation as exc:
-            raise _name_conflict(exc, name)
+        with self.db.transaction() as tx:
+            application = ApplicationRepository(tx).insert(id=new_id(), name=name, comments=comments)
+            audit.record(
+                tx, actor, "application.create", "application", application.id,
+                {"name": name, "comments": comments},
+            )
+            tx.commit()
         return application
 
-    def get(self, actor: Principal, application_id: str) -> dict[str, Any]:
+    def get(self, actor: Principal, application_id: str) -> Application:
         actor.require_configuration_access(write=False)
         with self.db.transaction() as tx:
             return visible_application(actor, ApplicationRepository(tx).get(application_id), application_id)
@@ -50,30 +46,30 @@ class ApplicationService:
         """Applications by id; a token limited to one application sees only that one."""
         actor.require_configuration_access(write=False)
         with self.db.transaction() as tx:
-            rows = ApplicationRepository(tx).list(
-                limit=limit + 1, after=after, name_prefix=name_prefix, only_id=actor.application_id
+            applications = ApplicationRepository(tx)
+            return keyset_page(
+                lambda n: applications.list(
+                    limit=n, after=after, name_prefix=name_prefix, only_id=actor.application_id
+                ),
+                limit,
             )
-        return page_of(rows, limit)
 
-    def update(self, actor: Principal, application_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def update(self, actor: Principal, application_id: str, fields: dict[str, Any]) -> Application:
         """Change the fields given (`name`, `comments`); the others keep their values."""
         actor.require_configuration_access(write=True)
-        try:
-            with self.db.transaction() as tx:
-                applications = ApplicationRepository(tx)
-                current = visible_application(actor, applications.lock(application_id), application_id)
-                changed = {k: v for k, v in fields.items() if k in EDITABLE_FIELDS and current[k] != v}
-                if not changed:
-                    return current
-                proposed = {k: current[k] for k in EDITABLE_FIELDS} | changed
-                updated = applications.update(application_id, **proposed)
-                audit.record(
-                    tx, actor, "application.update", "application", application_id,
-                    {"before": {k: current[k] for k in changed}, "after": changed},
-                )
-                tx.commit()
-        except psycopg2.errors.UniqueViolation as exc:
-            raise _name_conflict(exc, fields.get("name"))
+        with self.db.transaction() as tx:
+            applications = ApplicationRepository(tx)
+            current = visible_application(actor, applications.lock(application_id), application_id)
+            changed = {k: v for k, v in fields.items() if k in EDITABLE_FIELDS and getattr(current, k) != v}
+            if not changed:
+                return current
+            proposed = replace(current, **changed)
+            updated = applications.update(application_id, name=proposed.name, comments=proposed.comments)
+            audit.record(
+                tx, actor, "application.update", "application", application_id,
+                {"before": {k: getattr(current, k) for k in changed}, "after": changed},
+            )
+            tx.commit()
         return updated
 
     def delete(self, actor: Principal, application_id: str) -> None:
@@ -88,33 +84,27 @@ class ApplicationService:
                     tx,
                     self.announce,
                     application_id=application_id,
-                    configuration_id=configuration["id"],
-                    name=configuration["name"],
-                    revision=configuration["revision"],
+                    configuration_id=configuration.id,
+                    name=configuration.name,
+                    revision=configuration.revision,
                     kind="deleted",
                 )
             applications.delete(application_id)
             audit.record(
                 tx, actor, "application.delete", "application", application_id,
                 {
-                    "name": application["name"],
+                    "name": application.name,
                     "configurations": [
-                        {"id": c["id"], "name": c["name"], "before_revision": c["revision"]} for c in configurations
+                        {"id": c.id, "name": c.name, "before_revision": c.revision} for c in configurations
                     ],
                 },
             )
             tx.commit()
 
 
-def visible_application(actor: Principal, row: dict[str, Any] | None, application_id: str) -> dict[str, Any]:
+def visible_application(actor: Principal, row: Application | None, application_id: str) -> Application:
     """The row, or NotFound when it is missing or outside the caller's scope (which must look the same)."""
     if row is None or not actor.can_see_application(application_id):
         raise NotFound(f"application {application_id} not found")
     return row
 
-
-def _name_conflict(exc: psycopg2.Error, name: str | None) -> Exception:
-    """The 409 for a taken name; any other unique violation is a bug and stays itself."""
-    if constraint_name(exc) != "applications_name_key":
-        return exc
-    return Conflict(f"application name '{name}' is already taken")

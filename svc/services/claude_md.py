@@ -12,24 +12,26 @@ from __future__ import annotations
 
 import difflib
 import re
+from operator import itemgetter
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
 from svc.content import Author, ContentStore
-from svc.db import CONNECTION_ERRORS, Database, Transaction
+from svc.db import Database, Transaction
 from svc.errors import (
     BadRequest,
     NotFound,
     PayloadTooLarge,
+    Unavailable,
     Unprocessable,
     UnsupportedMediaType,
 )
 from svc.ids import new_id
 from svc.repositories.claude_md import ClaudeMdRepository
-from svc.repositories.users import UserRepository
+from svc.repositories.users import User, UserRepository
 from svc.services import audit
 from svc.services.auth import Principal
-from svc.services.pagination import page_of
+from svc.services.pagination import keyset_page
 from svc.services.preconditions import Precondition, require_current
 
 DEFAULT_MESSAGE = "Update claude.md"
@@ -68,8 +70,11 @@ class ClaudeMdService:
             _require_user(tx, owner)
             docs = ClaudeMdRepository(tx)
             document = docs.of_user(owner)
-            rows = [] if document is None else docs.history(document["id"], limit=limit + 1, before=before)
-        page = page_of(rows, limit, key="version")
+            page = keyset_page(
+                lambda n: [] if document is None else docs.history(document["id"], limit=n, before=before),
+                limit,
+                cursor=itemgetter("version"),
+            )
         return {"versions": page.items, "next": page.next}
 
     def version(self, actor: Principal, user_id: str | None, sha: str) -> dict[str, Any]:
@@ -179,7 +184,7 @@ class ClaudeMdService:
                 # then the ref stays where it is: ahead of the database at worst, which the
                 # next save and `svc verify` handle. Moving it back could leave it behind a
                 # version the database recorded, and gc could later drop that commit.
-                if not (committing and isinstance(exc, CONNECTION_ERRORS)):
+                if not (committing and isinstance(exc, Unavailable)):
                     self.store.undo(document["id"], commit_sha, parent)
                 raise
         return _state(document, data)
@@ -195,7 +200,7 @@ def _owner(actor: Principal, user_id: str | None) -> str:
     return user_id
 
 
-def _require_user(tx: Transaction, user_id: str) -> dict[str, Any]:
+def _require_user(tx: Transaction, user_id: str) -> User:
     user = UserRepository(tx).get(user_id)
     if user is None:
         raise NotFound(f"user {user_id} not found")
@@ -219,10 +224,10 @@ def _find_versions(tx: Transaction, owner: str, *shas: str) -> list[dict[str, An
     return versions
 
 
-def _author(actor: Principal, owner: dict[str, Any]) -> Author:
+def _author(actor: Principal, owner: User) -> Author:
     """The acting user (user tokens reach only their own document), else the token's name."""
     if actor.user_id is not None:
-        return Author(owner["username"], owner["email"])
+        return Author(owner.username, owner.email)
     slug = re.sub(r"[^a-z0-9._-]+", "-", actor.name.lower()).strip("-") or "token"
     return Author(actor.name, f"{slug}@svc.invalid")
 

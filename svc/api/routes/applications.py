@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
+from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
-from svc.api.schemas import NAME_DESCRIPTION, NAME_PATTERN, NO_NUL_PATTERN, Page, Text
+from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page
+from svc.services.applications import Application
 
-Name = Annotated[str, Field(pattern=NAME_PATTERN, description=NAME_DESCRIPTION)]
-Comments = Annotated[Text | None, Field(max_length=1024)]
-
-router = APIRouter(prefix="/applications", tags=["applications"], responses=problem_responses(401, 403, 422, 503))
+router = APIRouter(
+    prefix="/applications",
+    tags=["applications"],
+    responses=problem_responses(401, 403, 422, 503),
+    route_class=JsonBodyRoute,
+)
 
 
 class ApplicationCreate(BaseModel):
@@ -32,14 +35,6 @@ class ApplicationUpdate(BaseModel):
     comments: Comments = None
 
 
-class Application(BaseModel):
-    id: str
-    name: str
-    comments: str | None
-    created_at: datetime
-    updated_at: datetime
-
-
 @router.post("", status_code=201, response_model=Application, responses=problem_responses(400, 409, 413))
 def create_application(
     body: Annotated[ApplicationCreate, Body()],
@@ -49,7 +44,7 @@ def create_application(
     response: Response,
 ):
     application = services.applications.create(principal, name=body.name, comments=body.comments)
-    response.headers["Location"] = str(request.url_for("get_application", application_id=application["id"]))
+    response.headers["Location"] = str(request.url_for("get_application", application_id=application.id))
     return application
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.etags import Preconditions, not_modified, not_modified_response, tag
+from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.schemas import Text
 
@@ -67,7 +68,12 @@ class ClaudeMdVersion(VersionEntry):
 
 def _document_routes(prefix: str, owner: Callable[..., str | None]) -> APIRouter:
     """The document routes for one way of naming the owner (a path id, or the caller)."""
-    router = APIRouter(prefix=prefix, tags=["claude.md"], responses=problem_responses(401, 403, 404, 422, 503))
+    router = APIRouter(
+        prefix=prefix,
+        tags=["claude.md"],
+        responses=problem_responses(401, 403, 404, 422, 503),
+        route_class=JsonBodyRoute,
+    )
     Owner = Annotated[str | None, Depends(owner)]
 
     @router.get("/claude-md", response_model=ClaudeMd, responses=READ_RESPONSES)
