@@ -33,10 +33,10 @@ BEGIN
     {action};
     RETURN NULL;
 END $$;
-CREATE CONSTRAINT TRIGGER test_fail_at_commit AFTER INSERT ON claude_md_versions
+CREATE CONSTRAINT TRIGGER test_fail_at_commit AFTER INSERT ON document_versions
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_fail_at_commit();
 """
-REMOVE_FAILURE = "DROP TRIGGER test_fail_at_commit ON claude_md_versions; DROP FUNCTION test_fail_at_commit();"
+REMOVE_FAILURE = "DROP TRIGGER test_fail_at_commit ON document_versions; DROP FUNCTION test_fail_at_commit();"
 
 
 def _head(settings, person) -> str:
@@ -125,7 +125,7 @@ BEGIN
     IF current_setting('application_name') = 'crashing-writer' THEN PERFORM pg_sleep(60); END IF;
     RETURN NEW;
 END $$;
-CREATE TRIGGER test_stall BEFORE INSERT ON claude_md_versions FOR EACH ROW EXECUTE FUNCTION test_stall();
+CREATE TRIGGER test_stall BEFORE INSERT ON document_versions FOR EACH ROW EXECUTE FUNCTION test_stall();
 """
 
 
@@ -145,7 +145,7 @@ def test_a_process_killed_between_git_and_postgresql(client, ada, settings, svc_
     writer.wait()
     # The server would notice the dead client at its next read; do it now.
     sql(settings, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'crashing-writer'")
-    sql(settings, "DROP TRIGGER test_stall ON claude_md_versions; DROP FUNCTION test_stall();")
+    sql(settings, "DROP TRIGGER test_stall ON document_versions; DROP FUNCTION test_stall();")
 
     assert client.get(ada.document, headers=ada.headers).json()["content"] == "one"
     report = svc_cli("verify")
