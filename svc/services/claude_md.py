@@ -33,12 +33,13 @@ class UserMount:
         if owner_id is None:
             policy.require(actor, Action.BE_A_USER)
             owner_id = actor.user_id
-        policy.require(actor, action, DocumentResource(user_id=owner_id))
+        resource = DocumentResource(user_id=owner_id)
+        policy.require(actor, action, resource)
         users = UserRepository(tx)
         # Held, a deletion of the user waits for this write (and none can start meanwhile).
         if (users.hold(owner_id) if hold else users.get(owner_id)) is None:
             raise NotFound(f"user {owner_id} not found")
-        return Target(self.kind, owner={"user_id": owner_id}, audit={"user_id": owner_id})
+        return Target(self.kind, owner={"user_id": owner_id}, audit={"user_id": owner_id}, resource=resource)
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,11 @@ class TeamMount:
         teams = TeamRepository(tx)
         team = teams.hold(owner_id) if hold else teams.get(owner_id)
         role = None if team is None else teams.role_of(owner_id, actor.user_id)
-        policy.require(actor, action, DocumentResource(team=TeamResource(owner_id, role)))
+        resource = DocumentResource(team=TeamResource(owner_id, role))
+        policy.require(actor, action, resource)
         if team is None:
             raise NotFound(f"team {owner_id} not found")
-        return Target(self.kind, owner={"team_id": owner_id}, audit={"team_id": owner_id})
+        return Target(self.kind, owner={"team_id": owner_id}, audit={"team_id": owner_id}, resource=resource)
 
 
 class ClaudeMdService(DocumentService):

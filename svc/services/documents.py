@@ -34,7 +34,6 @@ from svc.db import CONNECTION_ERRORS, Database, Transaction
 from svc.errors import (
     BadRequest,
     Conflict,
-    Forbidden,
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
@@ -48,7 +47,8 @@ from svc.repositories.users import UserRepository
 from svc.services import audit
 from svc.services.auth import Principal
 from svc.services.pagination import page_of
-from svc.services.policy import Action
+from svc.services import policy
+from svc.services.policy import Action, DocumentResource, ProposalResource
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ class Target:
     kind: DocumentKind
     owner: dict[str, str]
     audit: dict[str, str]
+    resource: DocumentResource  # for the policy
     subject: Any = field(default=None, compare=False)  # what a validator may need (a catalog item)
 
 
@@ -346,20 +347,23 @@ class DocumentService:
         return {**_state(document, data), "proposal": self._proposal_view(decided)}
 
     def reject(self, actor: Principal, owner_id: str | None, proposal_id: str, *, reason: str | None) -> dict[str, Any]:
-        return self._close(actor, owner_id, proposal_id, "rejected", Action.DECIDE_PROPOSAL, reason)
+        return self._close(actor, owner_id, proposal_id, "rejected", reason)
 
     def withdraw(self, actor: Principal, owner_id: str | None, proposal_id: str) -> dict[str, Any]:
         """The proposer takes back their own open proposal."""
-        return self._close(actor, owner_id, proposal_id, "withdrawn", Action.PROPOSE, None)
+        return self._close(actor, owner_id, proposal_id, "withdrawn", None)
 
     def _close(
-        self, actor: Principal, owner_id: str | None, proposal_id: str, status: str, action: Action, reason: str | None
+        self, actor: Principal, owner_id: str | None, proposal_id: str, status: str, reason: str | None
     ) -> dict[str, Any]:
         with self.db.transaction() as tx:
-            target, document = self._open(tx, actor, owner_id, action)
-            proposal = _find_proposal(tx, document, proposal_id, lock=True)
-            if status == "withdrawn" and (actor.user_id is None or actor.user_id != proposal.proposer_user_id):
-                raise Forbidden(f"only its proposer may withdraw proposal {proposal.id}")
+            if status == "rejected":
+                target, document = self._open(tx, actor, owner_id, Action.DECIDE_PROPOSAL)
+                proposal = _find_proposal(tx, document, proposal_id, lock=True)
+            else:
+                target, document = self._open(tx, actor, owner_id, Action.READ_DOCUMENT)
+                proposal = _find_proposal(tx, document, proposal_id, lock=True)
+                policy.require(actor, Action.WITHDRAW_PROPOSAL, ProposalResource(target.resource, proposal.proposer_user_id))
             _require_open(proposal)
             decided = DocumentRepository(tx).decide(
                 proposal.id, status=status, decided_by=_author(tx, actor).name, reason=reason

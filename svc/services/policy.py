@@ -58,6 +58,7 @@ class Action(StrEnum):
     WRITE_DOCUMENT = "document.write"
     PROPOSE = "document.propose"
     DECIDE_PROPOSAL = "document.decide"  # accept or reject
+    WITHDRAW_PROPOSAL = "document.withdraw"  # resource: ProposalResource
     # Applications and their configurations (resource: ApplicationResource).
     LIST_APPLICATIONS = "application.list"
     CREATE_APPLICATION = "application.create"
@@ -103,6 +104,14 @@ class DocumentResource:
 
 
 @dataclass(frozen=True)
+class ProposalResource:
+    """A proposal on a document, and who made it (None: a token without a user)."""
+
+    document: DocumentResource
+    proposer_user_id: str | None
+
+
+@dataclass(frozen=True)
 class ApplicationResource:
     """An application (None: one being created) and the team it belongs to, if any, with the
     caller's role in that team."""
@@ -111,7 +120,9 @@ class ApplicationResource:
     team: TeamResource | None = None
 
 
-Resource = System | UserResource | TeamResource | MembershipChange | DocumentResource | ApplicationResource
+Resource = (
+    System | UserResource | TeamResource | MembershipChange | DocumentResource | ProposalResource | ApplicationResource
+)
 Rule = Callable[[Principal, Resource], ServiceError | None]
 
 
@@ -228,6 +239,15 @@ def _document_rule(team_roles: frozenset[str], what: str, *, write: bool) -> Rul
     return rule
 
 
+def _withdraw_proposal(principal: Principal, resource: Resource) -> ServiceError | None:
+    """Its proposer (or an admin) withdraws a proposal; anyone else who sees it is refused."""
+    assert isinstance(resource, ProposalResource)
+    denial = RULES[Action.PROPOSE](principal, resource.document)
+    if denial is None and not principal.is_admin and principal.user_id != resource.proposer_user_id:
+        denial = Forbidden("only its proposer may withdraw a proposal")
+    return denial
+
+
 def _application_rule(*, write: bool) -> Rule:
     """Service tokens as in phase 1 (scoped ones see only their application); user tokens
     reach the applications of their teams: members read, owners and admins write."""
@@ -277,6 +297,7 @@ RULES: dict[Action, Rule] = {
     Action.WRITE_DOCUMENT: _document_rule(MANAGERS, "write the team's document (members may propose)", write=True),
     Action.PROPOSE: _document_rule(frozenset(TEAM_ROLES), "propose changes", write=True),
     Action.DECIDE_PROPOSAL: _document_rule(MANAGERS, "accept or reject proposals", write=True),
+    Action.WITHDRAW_PROPOSAL: _withdraw_proposal,
     Action.LIST_APPLICATIONS: _list_applications,
     Action.CREATE_APPLICATION: _application_rule(write=True),
     Action.READ_APPLICATION: _application_rule(write=False),
