@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     port: int = 8000
     workers: int = Field(default=1, ge=1)
 
+    secret_keys: SecretStr | None = Field(
+        default=None,
+        description="key ring for secret values: comma-separated id:base64key (32 bytes each); the first "
+        "encrypts, all decrypt. Unset = embedded: a key file under the data directory; DATABASE_URL: no secrets",
+    )
+
     max_config_bytes: int = Field(default=MIB, ge=1)
     max_document_bytes: int = Field(default=MIB, ge=1)
     max_request_bytes: int = Field(default=3 * MIB, ge=1024, description="hard cap on any request body")
@@ -65,6 +71,11 @@ class Settings(BaseSettings):
     @property
     def pgdata(self) -> Path:
         return self.data_dir.resolve() / "postgres"
+
+    @property
+    def secret_key_file(self) -> Path:
+        """Where the embedded default keeps its generated key when SVC_SECRET_KEYS is unset."""
+        return self.data_dir.resolve() / "secret-keys"
 
     @property
     def git_path(self) -> Path:

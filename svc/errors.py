@@ -52,3 +52,8 @@ class Unprocessable(ServiceError):
 
 class Unavailable(ServiceError):
     """A dependency (the database, the content store) cannot be reached right now."""
+
+
+class SecretUnavailable(Unavailable):
+    """A secret value cannot be decrypted (its key is missing or the ciphertext fails authentication),
+    or cannot be encrypted (no key is configured). `detail` names the key id, never key or value."""

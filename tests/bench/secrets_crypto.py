@@ -1,0 +1,74 @@
+"""Cost of secret values, per secret, beside baselines measured in the same run.
+
+    uv run python -m tests.bench.secrets_crypto
+
+Seals and opens one typical secret (a 24-character password; a small object), and a typical
+configuration with 4 secret paths through `encrypt_at` / `decrypt_at` / `mask_at`, next to
+`orjson.dumps` / `orjson.loads` of that configuration (what every write and resolve already pays).
+Figures are medians of many batches, in µs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from svc.crypto import KeyRing, new_key_entry
+from svc.services.secret_values import decrypt_at, encrypt_at, mask_at
+
+CONFIGURATION_ID = "01JCONFIGURATION0000000000"
+PASSWORD = "x7!Qm2#Lp9@vR4$tW8^zN3&k"
+CONFIG: dict[str, Any] = {
+    "database": {"host": "db.internal", "port": 5432, "user": "app", "password": PASSWORD, "pool": {"min": 2, "max": 20}},
+    "cache": {"url": "redis://cache.internal:6379/0", "ttl_seconds": 300},
+    "payments": {"provider": "stripe", "api_key": "sk_live_" + "a" * 24, "webhook_secret": "whsec_" + "b" * 32},
+    "smtp": {"host": "smtp.internal", "port": 587, "credentials": {"user": "mailer", "password": PASSWORD}},
+    "features": {f"flag_{i}": i % 2 == 0 for i in range(20)},
+    "limits": {"requests_per_minute": 600, "burst": 50, "timeout_ms": 2500.5},
+}
+SECRET_PATHS = ["/database/password", "/payments/api_key", "/payments/webhook_secret", "/smtp/credentials"]
+
+
+def per_call_us(call: Callable[[], Any], *, batch: int = 2000, batches: int = 31) -> float:
+    """Median over `batches` of the mean µs per call in a batch of `batch` calls."""
+    samples = []
+    for _ in range(batches):
+        start = time.perf_counter_ns()
+        for _ in range(batch):
+            call()
+        samples.append((time.perf_counter_ns() - start) / batch / 1000)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    ring = KeyRing.parse(new_key_entry("bench"))
+    sealed_password = ring.seal(PASSWORD, configuration_id=CONFIGURATION_ID, path="/database/password")
+    small_object = CONFIG["smtp"]["credentials"]
+    sealed_object = ring.seal(small_object, configuration_id=CONFIGURATION_ID, path="/smtp/credentials")
+    stored = encrypt_at(CONFIG, SECRET_PATHS, ring, CONFIGURATION_ID)
+    config_text = orjson.dumps(CONFIG)
+    secrets = len(SECRET_PATHS)
+
+    rows = [
+        ("baseline: orjson.dumps(config)", per_call_us(lambda: orjson.dumps(CONFIG)), 1),
+        ("baseline: orjson.loads(config text)", per_call_us(lambda: orjson.loads(config_text)), 1),
+        ("seal one password", per_call_us(lambda: ring.seal(PASSWORD, configuration_id=CONFIGURATION_ID, path="/p")), 1),
+        ("open one password", per_call_us(lambda: ring.open(sealed_password, configuration_id=CONFIGURATION_ID, path="/database/password")), 1),
+        ("seal one small object", per_call_us(lambda: ring.seal(small_object, configuration_id=CONFIGURATION_ID, path="/p")), 1),
+        ("open one small object", per_call_us(lambda: ring.open(sealed_object, configuration_id=CONFIGURATION_ID, path="/smtp/credentials")), 1),
+        (f"encrypt_at config ({secrets} secrets)", per_call_us(lambda: encrypt_at(CONFIG, SECRET_PATHS, ring, CONFIGURATION_ID), batch=500), secrets),
+        (f"decrypt_at config ({secrets} secrets)", per_call_us(lambda: decrypt_at(stored, SECRET_PATHS, ring, CONFIGURATION_ID), batch=500), secrets),
+        (f"mask_at config ({secrets} secrets, no key)", per_call_us(lambda: mask_at(stored, SECRET_PATHS), batch=500), secrets),
+    ]
+    print(f"config: {len(config_text)} bytes of JSON, {secrets} secret paths; medians of 31 batches")
+    print(f"{'operation':<44} {'µs/call':>9} {'µs/secret':>10}")
+    for label, us, count in rows:
+        print(f"{label:<44} {us:>9.2f} {us / count:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()
