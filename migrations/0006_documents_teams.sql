@@ -118,3 +118,13 @@ COMMENT ON COLUMN document_proposals.base_sha IS 'The version the proposal was b
 COMMENT ON COLUMN document_proposals.author IS 'The proposer as git author (name); author_email is the address in the commit.';
 COMMENT ON COLUMN document_proposals.decided_by IS 'Who accepted or rejected it (or the proposer, who withdrew it).';
 COMMENT ON COLUMN document_proposals.accepted_version IS 'The document version that accepting it made.';
+
+-- Applications may belong to a team: its members read them, its owners and admins write them.
+-- Deleting a team leaves its applications to admin and service tokens (their configurations
+-- keep serving).
+ALTER TABLE applications
+    ADD COLUMN team_id ulid,
+    ADD CONSTRAINT applications_team_id_fkey FOREIGN KEY (team_id) REFERENCES teams (id) ON DELETE SET NULL;
+CREATE INDEX applications_team_id_idx ON applications (team_id, id);
+COMMENT ON COLUMN applications.team_id IS
+    'The team the application belongs to (NULL: none): members read it, owners and admins write it.';
