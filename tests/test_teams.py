@@ -68,6 +68,15 @@ def test_the_last_owner_cannot_be_removed_or_demoted(client, crew):
     assert_problem(client.get(crew.url, headers=crew.owner.headers), 404)
 
 
+def test_the_last_owner_of_a_team_cannot_be_deleted(client, admin, crew):
+    assert_problem(client.delete(f"{API}/users/{crew.owner.id}", headers=admin), 409, "platform")
+    add_member(client, crew.owner.headers, crew.team["id"], crew.admin.id, "owner")
+    assert client.delete(f"{API}/users/{crew.owner.id}", headers=admin).status_code == 204
+    owners = [m["username"] for m in client.get(f"{crew.url}/members", headers=crew.admin.headers).json()["items"]
+              if m["role"] == "owner"]
+    assert owners == ["adam"]
+
+
 @pytest.mark.parametrize("target", ["each other", "themselves"])
 def test_two_owners_demoting_at_once_never_leave_the_team_without_an_owner(client, crew, target):
     """Each membership change locks the team row, then counts owners: the second change sees

@@ -96,6 +96,17 @@ DELETE_MEMBER = "DELETE FROM team_members WHERE team_id = %(team_id)s AND user_i
 
 COUNT_OWNERS = "SELECT count(*) FROM team_members WHERE team_id = %(team_id)s AND role = 'owner'"
 
+OWNED_BY = "SELECT team_id FROM team_members WHERE user_id = %(user_id)s AND role = 'owner' ORDER BY team_id"
+
+# Teams in which this user is the only owner.
+SOLELY_OWNED_BY = f"""
+SELECT {TEAM_COLUMNS} FROM teams t
+WHERE EXISTS (SELECT 1 FROM team_members m WHERE m.team_id = t.id AND m.user_id = %(user_id)s AND m.role = 'owner')
+  AND NOT EXISTS (SELECT 1 FROM team_members m
+                  WHERE m.team_id = t.id AND m.user_id <> %(user_id)s AND m.role = 'owner')
+ORDER BY t.id
+"""
+
 
 class TeamRepository:
     def __init__(self, tx: Transaction) -> None:
@@ -154,6 +165,14 @@ class TeamRepository:
 
     def owner_count(self, team_id: str) -> int:
         return self.tx.fetch_value(COUNT_OWNERS, {"team_id": team_id})
+
+    def lock_owned_by(self, user_id: str) -> None:
+        """Lock, against membership changes, every team this user owns."""
+        for row in self.tx.fetch_all(OWNED_BY, {"user_id": user_id}):
+            self.lock_for_change(row["team_id"])
+
+    def solely_owned_by(self, user_id: str) -> list[Team]:
+        return [Team(**row) for row in self.tx.fetch_all(SOLELY_OWNED_BY, {"user_id": user_id})]
 
 
 def _team(row: dict[str, Any] | None) -> Team | None:

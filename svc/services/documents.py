@@ -283,8 +283,9 @@ class DocumentService:
                      "commit_sha": commit_sha, "message": message},
                 )
                 tx.commit()
-            except BaseException:
-                self.store.delete_proposal_ref(proposal_id, commit_sha)
+            except BaseException as exc:
+                if not isinstance(exc, CONNECTION_ERRORS):  # lost during COMMIT, the row may exist
+                    self.store.delete_proposal_ref(proposal_id, commit_sha)
                 raise
         return self._proposal_view(proposal)
 

@@ -12,6 +12,7 @@ from svc.content import ContentStore
 from svc.db import Database, constraint_name
 from svc.errors import Conflict, Forbidden, NotFound, Unprocessable
 from svc.ids import new_id
+from svc.repositories.teams import TeamRepository
 from svc.repositories.users import UserRepository
 from svc.services import audit
 from svc.services import policy
@@ -90,9 +91,16 @@ class UserService:
         policy.require(actor, Action.MANAGE_USERS)
         with self.db.transaction() as tx:
             users = UserRepository(tx)
+            teams = TeamRepository(tx)
+            # Teams first, then the user: the order in which a membership change takes them.
+            teams.lock_owned_by(user_id)
             # Waits for the saves in flight (they hold the user row); none can start after this.
             if users.lock(user_id) is None:
                 raise NotFound(f"user {user_id} not found")
+            orphaned = teams.solely_owned_by(user_id)
+            if orphaned:
+                names = ", ".join(team.name for team in orphaned)
+                raise Conflict(f"user {user_id} is the last owner of team(s) {names}; give them another owner first")
             retirement = Retirement.lock(tx, user_id=user_id)
             user = users.delete(user_id)
             detail = _audit_detail(user)
