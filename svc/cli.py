@@ -198,7 +198,7 @@ def cmd_team(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-# --- verify and gc (the claude.md content store) ---------------------------------------------
+# --- verify and gc (the content store of documents) ------------------------------------------
 
 
 def content_store(settings: Settings) -> ContentStore:
@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     team.set_defaults(handler=cmd_team)
 
     verify = commands.add_parser(
-        "verify", help="compare claude.md versions in PostgreSQL with the git repository; exit 1 on drift"
+        "verify", help="compare document versions in PostgreSQL with the git repository; exit 1 on drift"
     )
     verify.add_argument("--repair", action="store_true", help="mend drift without dropping any saved version")
     verify.set_defaults(handler=cmd_verify)
