@@ -251,3 +251,21 @@ def test_a_repository_restored_from_a_bundle(client, ada, settings, svc_cli, tmp
     assert git(settings, "config", "core.fsync") == "committed\n"  # the service's settings again
     assert save(client, ada.document, ada.headers, "two")["version"] == 2
     assert svc_cli("verify").code == 0
+
+
+def test_proposal_refs_are_checked_and_mended(client, ada, settings, svc_cli):
+    save(client, ada.document, ada.headers, "one")
+    made = client.post(f"{ada.document}/proposals", json={"content": "two", "message": "m"}, headers=ada.headers)
+    proposal = made.json()
+    git(settings, "update-ref", "-d", f"refs/proposals/{proposal['id']}")
+    orphan = "01JCZ5J7Q9T1V0G6W8E2X4Y6ZB"
+    git(settings, "update-ref", f"refs/proposals/{orphan}", proposal["commit_sha"])
+    _age(settings.git_path / "refs" / "proposals" / orphan, ORPHAN_AFTER_SECONDS + 1)
+    report = svc_cli("verify")
+    assert report.code == 1
+    assert "\tproposal_ref_drift\tdrift\t" in report.stdout and f"{orphan}\torphan_proposal_ref\tdrift" in report.stdout
+    assert svc_cli("verify", "--repair").code == 0
+    assert git(settings, "for-each-ref", "--format=%(refname) %(objectname)", "refs/proposals/").split() == [
+        f"refs/proposals/{proposal['id']}", proposal["commit_sha"]
+    ]
+    assert svc_cli("verify").code == 0

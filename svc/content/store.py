@@ -225,11 +225,15 @@ class ContentStore:
 
     def create_proposal_ref(self, proposal_id: str, commit_sha: str) -> None:
         """Point refs/proposals/<id> at a proposal's commit; the ref must not exist yet."""
+        self.move_proposal_ref(proposal_id, commit_sha, None)
+
+    def move_proposal_ref(self, proposal_id: str, new: str, old: str | None) -> None:
+        """Compare-and-swap refs/proposals/<id> from `old` (None = absent) to `new`."""
         with self._git() as git:
             try:
-                _swap_ref(git, proposal_ref_name(proposal_id), commit_sha, None)
+                _swap_ref(git, proposal_ref_name(proposal_id), new, old)
             except GitCommandError as exc:
-                raise Unavailable(f"could not create {proposal_ref_name(proposal_id)}: {_stderr(exc)}") from exc
+                raise Unavailable(f"could not move {proposal_ref_name(proposal_id)}: {_stderr(exc)}") from exc
 
     def delete_proposal_ref(self, proposal_id: str, commit_sha: str) -> None:
         """Remove refs/proposals/<id> if it still points at `commit_sha` (best effort)."""
@@ -295,12 +299,23 @@ class ContentStore:
 
     def heads(self) -> dict[str, str]:
         """Every document ref: document id → commit sha."""
+        return self._refs(DOCUMENT_REFS)
+
+    def proposal_refs(self) -> dict[str, str]:
+        """Every proposal ref: proposal id → commit sha."""
+        return self._refs(PROPOSAL_REFS)
+
+    def proposal_ref_age(self, proposal_id: str) -> float | None:
+        """Seconds since a proposal's ref was written (None: absent or packed)."""
+        return _age(self.path / proposal_ref_name(proposal_id))
+
+    def _refs(self, prefix: str) -> dict[str, str]:
         with self._git() as git:
-            lines = git.for_each_ref("--format=%(refname) %(objectname)", DOCUMENT_REFS).splitlines()
+            lines = git.for_each_ref("--format=%(refname) %(objectname)", prefix).splitlines()
         found = {}
         for line in lines:
             name, sha = line.split(" ")
-            found[name.removeprefix(DOCUMENT_REFS)] = sha
+            found[name.removeprefix(prefix)] = sha
         return found
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:

@@ -43,6 +43,14 @@ class VersionSha:
 
 
 @dataclass(frozen=True)
+class ProposalSha:
+    id: str
+    document_id: str
+    kind: str
+    commit_sha: str
+
+
+@dataclass(frozen=True)
 class Proposal:
     id: str
     document_id: str
@@ -173,6 +181,14 @@ WHERE id = %(id)s AND status = 'open'
 RETURNING {PROPOSAL_COLUMNS}
 """
 
+PROPOSAL_SHAS = """
+SELECT p.id, p.document_id, d.kind, p.commit_sha
+FROM document_proposals p JOIN documents d ON d.id = p.document_id
+ORDER BY p.id
+"""
+
+PROPOSAL_EXISTS = "SELECT EXISTS (SELECT 1 FROM document_proposals WHERE id = %(id)s)"
+
 PROPOSALS_OF_DOCUMENTS = "SELECT id, commit_sha FROM document_proposals WHERE document_id = ANY(%(document_ids)s)"
 
 
@@ -299,6 +315,13 @@ class DocumentRepository:
         }
         row = self.tx.fetch_one(DECIDE_PROPOSAL, params)
         return None if row is None else Proposal(**row)
+
+    def proposal_shas(self) -> list[ProposalSha]:
+        """(id, document id, kind, commit sha) of every proposal."""
+        return [ProposalSha(**row) for row in self.tx.fetch_all(PROPOSAL_SHAS)]
+
+    def proposal_exists(self, proposal_id: str) -> bool:
+        return self.tx.fetch_value(PROPOSAL_EXISTS, {"id": proposal_id})
 
     def proposal_commits(self, document_ids: list[str]) -> dict[str, str]:
         """Proposal id → commit sha, for every proposal of these documents."""

@@ -9,7 +9,10 @@ undoing a ref update, or from hands on the repository. Checks, per document:
 * the ref `refs/docs/<id>` exists and points at the database head;
 * no stale `<ref>.lock` blocks its updates;
 
-and across the repository: refs of documents the database does not know.
+and across the repository: refs of documents the database does not know. Proposals too:
+each one's commit exists and refs/proposals/<id> points at it; a proposal ref of no
+proposal (its document was deleted, or its creation was cut short) is removed, as it was
+never a version.
 
 Repairs never drop a saved version: the ref is set to the database head (its
 commit exists, or the repair is refused), stale locks are removed, and a ref
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from svc.content import ContentStore
 from svc.db import Database
 from svc.errors import Unavailable
-from svc.repositories.documents import DocumentRepository
+from svc.repositories.documents import DocumentRepository, ProposalSha
 from svc.services import claude_md  # noqa: F401  (defines, and so registers, its document kind)
 from svc.services.documents import KINDS
 
@@ -83,7 +86,49 @@ class VerifyService:
             after = batch[-1].id
         for document_id in sorted((set(refs) | set(locks)) - known):
             report.findings += self._check_orphan(document_id, document_id in refs, repair)
+        report.findings += self._check_proposals(repair)
         return report
+
+    def _check_proposals(self, repair: bool) -> list[Finding]:
+        refs = self.store.proposal_refs()
+        with self.db.transaction() as tx:
+            proposals = DocumentRepository(tx).proposal_shas()
+        findings = []
+        for kind in sorted({p.kind for p in proposals}):
+            of_kind = [p for p in proposals if p.kind == kind]
+            problems = self.store.find_problems((p.commit_sha for p in of_kind), KINDS[kind].filename)
+            for proposal in of_kind:
+                if proposal.commit_sha in problems:
+                    detail = f"{problems[proposal.commit_sha]}; proposal {proposal.id} cannot be read"
+                    findings.append(Finding(proposal.document_id, "missing_proposal_content", detail))
+                elif refs.get(proposal.id) != proposal.commit_sha:
+                    findings.append(self._reset_proposal_ref(proposal, refs.get(proposal.id), repair))
+        known = {p.id for p in proposals}
+        for proposal_id in sorted(set(refs) - known):
+            age = self.store.proposal_ref_age(proposal_id)
+            if age is not None and age < ORPHAN_AFTER_SECONDS:
+                continue  # perhaps a proposal whose COMMIT is in flight
+            with self.db.transaction() as tx:
+                if DocumentRepository(tx).proposal_exists(proposal_id):
+                    continue
+            detail = f"refs/proposals/{proposal_id} belongs to no proposal"
+            if repair:
+                self.store.delete_proposal_ref(proposal_id, refs[proposal_id])
+                detail += "; removed"
+            findings.append(Finding(proposal_id, "orphan_proposal_ref", detail, repair))
+        return findings
+
+    def _reset_proposal_ref(self, proposal: ProposalSha, ref: str | None, repair: bool) -> Finding:
+        detail = f"refs/proposals/{proposal.id} is at {ref or 'nothing'}, not at the proposal's commit {proposal.commit_sha}"
+        repaired = False
+        if repair:
+            try:
+                self.store.move_proposal_ref(proposal.id, proposal.commit_sha, ref)
+                repaired = True
+                detail += "; reset"
+            except Unavailable as exc:
+                detail += f"; could not reset it: {exc.detail}"
+        return Finding(proposal.document_id, "proposal_ref_drift", detail, repaired)
 
     def _check_versions(self, document_ids: list[str]) -> list[Finding]:
         """Every version's commit exists and holds its kind's file (one `cat-file` process per kind)."""
