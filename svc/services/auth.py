@@ -13,9 +13,9 @@ from anyio.to_thread import run_sync as run_in_threadpool
 
 from svc.cache import InvalidatingCache
 from svc.db import Database
+from svc.errors import Unauthenticated
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import AUTH_CACHE_HITS, AUTH_CACHE_MISSES
-from svc.errors import Forbidden, NotFound, Unauthenticated
 from svc.repositories.tokens import TokenRepository
 
 Role = Literal["admin", "service", "user"]
@@ -68,32 +68,6 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
-
-    def require_role(self, *roles: Role) -> None:
-        if self.role not in roles:
-            raise Forbidden(f"a {self.role} token may not do this; it needs one of: {', '.join(roles)}")
-
-    def require_write(self) -> None:
-        if self.read_only:
-            raise Forbidden("this token is read-only")
-
-    def require_application(self, application_id: str) -> None:
-        """Scoped tokens see only their application; anything else looks missing (404)."""
-        if not self.can_see_application(application_id):
-            raise NotFound("application not found")
-
-    def can_see_application(self, application_id: str) -> bool:
-        return self.application_id is None or self.application_id == application_id
-
-    @property
-    def may_read_configurations(self) -> bool:
-        return self.role in ("admin", "service")
-
-    def require_configuration_access(self, *, write: bool) -> None:
-        """Applications and configurations are for admin and service tokens; writing needs a writable token."""
-        self.require_role("admin", "service")
-        if write:
-            self.require_write()
 
 
 class Authenticator:

@@ -20,7 +20,9 @@ from svc.errors import NotFound
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import EVENT_STREAMS, LONG_POLL_WAITERS, RESOLVE_CACHE_HITS, RESOLVE_CACHE_MISSES
 from svc.repositories.delivery import DeliveryRepository
+from svc.services import policy
 from svc.services.auth import Principal
+from svc.services.policy import Action, ApplicationResource
 from svc.services.changes import CHANNEL as CHANGES_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -133,20 +135,21 @@ class DeliveryService:
     def cached(self, actor: Principal, application_name: str, configuration_name: str) -> Resolved | None:
         """The configuration from the cache, if it holds it and `actor` may read it; else None."""
         found = self.cache.get((application_name, configuration_name))
-        if found is None or not actor.may_read_configurations or not actor.can_see_application(found.application_id):
+        if found is None or not policy.can(actor, Action.RESOLVE, ApplicationResource(found.application_id)):
             return None
         return found
 
     async def resolve(self, actor: Principal, application_name: str, configuration_name: str) -> Resolved:
         """The current configuration, from the cache when it can be trusted."""
-        actor.require_configuration_access(write=False)
+        # Within the caller's own scope: only its role is checked before the lookup.
+        policy.require(actor, Action.RESOLVE, ApplicationResource(actor.application_id))
         found = self.cached(actor, application_name, configuration_name)
         if found is not None:
             RESOLVE_CACHE_HITS.inc()
             return found
         RESOLVE_CACHE_MISSES.inc()
         found = await self._load((application_name, configuration_name))
-        if found is None or not actor.can_see_application(found.application_id):
+        if found is None or not policy.can(actor, Action.RESOLVE, ApplicationResource(found.application_id)):
             raise NotFound(f"configuration '{configuration_name}' of application '{application_name}' not found")
         return found
 
@@ -236,8 +239,7 @@ class DeliveryService:
         With `last_event_id`, the stream first replays what the client missed (within the
         retention period). Access and existence are checked here, before anything is streamed.
         """
-        actor.require_configuration_access(write=False)
-        actor.require_application(application_id)
+        policy.require(actor, Action.RESOLVE, ApplicationResource(application_id))
         queue: asyncio.Queue = asyncio.Queue()
         streams = self._streams[application_id]
         streams.add(queue)  # subscribe before reading the backlog, so nothing falls in between

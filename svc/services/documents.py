@@ -37,17 +37,16 @@ from svc.errors import (
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
-    Unprocessable,
     Unavailable,
+    Unprocessable,
     UnsupportedMediaType,
 )
 from svc.ids import new_id
 from svc.repositories.documents import Document, DocumentRepository, Proposal, Version
 from svc.repositories.users import UserRepository
-from svc.services import audit
+from svc.services import audit, policy
 from svc.services.auth import Principal
 from svc.services.pagination import page_of
-from svc.services import policy
 from svc.services.policy import Action, DocumentResource, ProposalResource
 
 log = logging.getLogger(__name__)
