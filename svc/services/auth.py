@@ -102,8 +102,11 @@ class Authenticator:
             self.cache.clear()
 
     def cached(self, secret: str) -> Principal | None:
-        """The principal of `secret` if the cache holds it (event loop only)."""
-        return self.cache.get(hash_secret(secret))
+        """The principal of `secret` if the cache holds it (event loop only); a hit is counted."""
+        found = self.cache.get(hash_secret(secret))
+        if found is not None:
+            AUTH_CACHE_HITS.inc()
+        return found
 
     async def principal(self, secret: str | None) -> Principal:
         """Authenticate on the event loop: from the cache, else one query in the thread pool."""
@@ -111,7 +114,6 @@ class Authenticator:
             raise Unauthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
         found = self.cached(secret)
         if found is not None:
-            AUTH_CACHE_HITS.inc()
             return found
         AUTH_CACHE_MISSES.inc()
         token_hash = hash_secret(secret)

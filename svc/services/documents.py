@@ -262,7 +262,7 @@ class DocumentService:
             commit_sha = self.store.write_commit(
                 data, parent=document.head_sha, author=author, message=message, filename=self.kind.filename
             )
-            self.store.create_proposal_ref(proposal_id, commit_sha)
+            self.store.move_proposal_ref(proposal_id, commit_sha, None)  # created: it must not exist yet
             try:
                 proposal = docs.insert_proposal(
                     id=proposal_id,
