@@ -16,7 +16,6 @@ from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.etags import Preconditions, not_modified, not_modified_response, tag
 from svc.api.problems import problem_responses
 from svc.api.schemas import Text
-from svc.ids import ULID_PATTERN
 from svc.services.container import Services
 from svc.services.documents import DocumentService
 
@@ -71,7 +70,6 @@ class DocumentVersion(VersionEntry):
 
 
 ProposalStatus = Literal["open", "accepted", "rejected", "withdrawn"]
-ProposalId = Annotated[str, Path(pattern=ULID_PATTERN, description="a proposal's id")]
 
 
 class ProposalCreate(BaseModel):
@@ -232,7 +230,7 @@ def document_routes(
         return documents.proposals(principal, owner_id, status=status, limit=limit, after=after)
 
     @router.get("/proposals/{proposal_id}", response_model=ProposalWithDiff, name=f"get_{noun}_proposal")
-    def get_proposal(owner_id: Owner, proposal_id: ProposalId, principal: PrincipalDep, documents: Documents):
+    def get_proposal(owner_id: Owner, proposal_id: IdPath, principal: PrincipalDep, documents: Documents):
         """One proposal with the unified diff from its base to its content."""
         return documents.proposal(principal, owner_id, proposal_id)
 
@@ -243,7 +241,7 @@ def document_routes(
         name=f"accept_{noun}_proposal",
     )
     def accept_proposal(
-        owner_id: Owner, proposal_id: ProposalId, principal: PrincipalDep, documents: Documents, response: Response,
+        owner_id: Owner, proposal_id: IdPath, principal: PrincipalDep, documents: Documents, response: Response,
         expected: Preconditions,
     ):
         """Make the proposal the next version (authored by the proposer); 409 when the document
@@ -258,7 +256,7 @@ def document_routes(
         name=f"reject_{noun}_proposal",
     )
     def reject_proposal(
-        owner_id: Owner, proposal_id: ProposalId, principal: PrincipalDep, documents: Documents,
+        owner_id: Owner, proposal_id: IdPath, principal: PrincipalDep, documents: Documents,
         body: Annotated[ProposalReject | None, Body()] = None,
     ):
         """Close an open proposal without taking it, with an optional reason."""
@@ -270,7 +268,7 @@ def document_routes(
         responses=problem_responses(409),
         name=f"withdraw_{noun}_proposal",
     )
-    def withdraw_proposal(owner_id: Owner, proposal_id: ProposalId, principal: PrincipalDep, documents: Documents):
+    def withdraw_proposal(owner_id: Owner, proposal_id: IdPath, principal: PrincipalDep, documents: Documents):
         """The proposer withdraws their own open proposal."""
         return documents.withdraw(principal, owner_id, proposal_id)
 
