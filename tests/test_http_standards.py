@@ -257,7 +257,7 @@ def _concrete(world: World, path: str) -> tuple[str, dict[str, Any], dict[str, s
     if "{team_id}" in path:  # a team of this user, and a proposal on the team's document
         values["team_id"] = world.services.teams.create(
             OPERATOR, name=f"team-{new_id().lower()}", owner_id=world.user_id
-        )["id"]
+        ).id
         documents, owner = world.services.team_claude_md, values["team_id"]
         shas = [documents.save(OPERATOR, owner, content=f"v{n}\n", message=None, expected=None)["commit_sha"]
                 for n in (1, 2)]
