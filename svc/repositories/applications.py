@@ -42,6 +42,8 @@ RETURNING {COLUMNS}
 
 DELETE = "DELETE FROM applications WHERE id = %(id)s"
 
+OF_TEAM = f"SELECT {COLUMNS} FROM applications WHERE team_id = %(team_id)s ORDER BY id"
+
 CONSTRAINTS: Constraints = {
     "applications_name_key": lambda p: Conflict(f"application name '{p['name']}' is already taken"),
     "applications_team_id_fkey": lambda p: Unprocessable(f"team_id {p['team_id']} names no team"),
@@ -94,6 +96,9 @@ class ApplicationRepository:
     def update(self, application_id: str, *, name: str, comments: str | None, team_id: str | None) -> Application:
         params = {"id": application_id, "name": name, "comments": comments, "team_id": team_id}
         return self.tx.fetch_one(UPDATE, params, row=Application, constraints=CONSTRAINTS)
+
+    def of_team(self, team_id: str) -> list[Application]:
+        return self.tx.fetch_all(OF_TEAM, {"team_id": team_id}, row=Application)
 
     def delete(self, application_id: str) -> None:
         self.tx.execute(DELETE, {"id": application_id})

@@ -16,6 +16,7 @@ from svc.content import ContentStore
 from svc.db import Database, Transaction
 from svc.errors import Conflict, NotFound, Unprocessable
 from svc.ids import new_id
+from svc.repositories.applications import ApplicationRepository
 from svc.repositories.teams import Member, Team, TeamRepository
 from svc.repositories.users import UserRepository
 from svc.services import audit, policy
@@ -101,10 +102,12 @@ class TeamService:
             if team is None:
                 raise NotFound(f"team {team_id} not found")
             retirement = Retirement.lock(tx, team_id=team_id)
+            # Its applications stay, without a team (the foreign key sets team_id to NULL).
+            released = [{"id": a.id, "name": a.name} for a in ApplicationRepository(tx).of_team(team_id)]
             teams.delete(team_id)
             audit.record(
                 tx, actor, "team.delete", "team", team_id,
-                {**_audit_detail(team), "documents": retirement.audit_detail()},
+                {**_audit_detail(team), "documents": retirement.audit_detail(), "applications": released},
             )
             tx.commit()
         retirement.carry_out(self.store)
