@@ -20,7 +20,7 @@ from svc.ids import new_id
 from svc.repositories.applications import ApplicationRepository
 from svc.repositories.configurations import Configuration, ConfigurationRepository, Revision, RevisionRepository
 from svc.services import audit, changes
-from svc.services.applications import visible_application
+from svc.services.applications import reachable_application
 from svc.services.auth import Principal
 from svc.services.json_documents import (
     InvalidSchema,
@@ -42,14 +42,16 @@ Proposal = Callable[[Configuration, Transaction], dict[str, Any]]
 
 
 class ConfigurationService:
-    def __init__(
-        self, db: Database, *, max_config_bytes: int, on_changed: Callable[[str], None] = lambda _: None
-    ) -> None:
+    def __init__(self, db: Database, *, max_config_bytes: int, announce: changes.Announce) -> None:
         self.db = db
         self.max_config_bytes = max_config_bytes
-        self.on_changed = on_changed  # told each configuration id a committed write changed or deleted
+        self.announce = announce
 
-    # --- reads (one configuration by id: DeliveryService.read, through the read cache) ----
+    # --- reads ---------------------------------------------------------------------------
+
+    def get(self, actor: Principal, configuration_id: str) -> Configuration:
+        with self.db.transaction() as tx:
+            return _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
 
     def list(
         self,
@@ -61,10 +63,9 @@ class ConfigurationService:
         contains: str | None = None,
     ) -> Page:
         """An application's configurations by id; `contains` (JSON text) keeps those whose config contains it."""
-        actor.require_configuration_access(write=False)
         containment = _containment_filter(contains)
         with self.db.transaction() as tx:
-            visible_application(actor, ApplicationRepository(tx).get(application_id), application_id)
+            reachable_application(tx, actor, ApplicationRepository(tx).get(application_id), application_id)
             configurations = ConfigurationRepository(tx)
             return keyset_page(
                 lambda n: configurations.list(application_id, limit=n, after=after, contains=containment), limit
@@ -72,29 +73,26 @@ class ConfigurationService:
 
     def revisions(self, actor: Principal, configuration_id: str, *, limit: int, after: int | None = None) -> Page:
         """Revisions newest first; the cursor is a revision number."""
-        actor.require_configuration_access(write=False)
         with self.db.transaction() as tx:
-            _visible(actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
+            _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
             revisions = RevisionRepository(tx)
             return keyset_page(
                 lambda n: revisions.list(configuration_id, limit=n, after=after), limit, cursor=lambda r: r.revision
             )
 
     def revision(self, actor: Principal, configuration_id: str, number: int) -> Revision:
-        actor.require_configuration_access(write=False)
         with self.db.transaction() as tx:
             return self._revision(actor, tx, configuration_id, number)
 
     def diff(self, actor: Principal, configuration_id: str, *, from_: int, to: int) -> list[dict[str, Any]]:
         """The RFC 6902 JSON Patch that turns revision `from_` into revision `to`."""
-        actor.require_configuration_access(write=False)
         with self.db.transaction() as tx:
             source = self._revision(actor, tx, configuration_id, from_)
             target = self._revision(actor, tx, configuration_id, to)
         return jsonpatch.make_patch(source.config, target.config).patch
 
     def _revision(self, actor: Principal, tx: Transaction, configuration_id: str, number: int) -> Revision:
-        _visible(actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
+        _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
         return _existing_revision(tx, configuration_id, number)
 
     # --- writes --------------------------------------------------------------------------
@@ -111,9 +109,9 @@ class ConfigurationService:
         message: str | None = None,
     ) -> Configuration:
         """A new configuration at revision 1."""
-        actor.require_configuration_access(write=True)
         with self.db.transaction() as tx:
-            visible_application(actor, ApplicationRepository(tx).get(application_id), application_id)
+            application = ApplicationRepository(tx).get(application_id)
+            reachable_application(tx, actor, application, application_id, write=True)
             self._check(config, schema)
             created = ConfigurationRepository(tx).insert(
                 id=new_id(),
@@ -192,12 +190,12 @@ class ConfigurationService:
 
     def delete(self, actor: Principal, configuration_id: str, *, expected: Precondition | None = None) -> None:
         """Delete a configuration and its revisions."""
-        actor.require_configuration_access(write=True)
         with self.db.transaction() as tx:
             configurations = ConfigurationRepository(tx)
-            current = _locked(actor, configurations, configuration_id, expected)
+            current = _locked(tx, actor, configurations, configuration_id, expected)
             changes.publish(
                 tx,
+                self.announce,
                 application_id=current.application_id,
                 configuration_id=configuration_id,
                 name=current.name,
@@ -210,7 +208,6 @@ class ConfigurationService:
                 _audit_detail(current, before=current.revision, after=None),
             )
             tx.commit()
-        self.on_changed(configuration_id)
 
     def _write(
         self,
@@ -225,10 +222,9 @@ class ConfigurationService:
         audit_detail: dict[str, Any] | None = None,
     ) -> Configuration:
         """Lock, check the preconditions, apply `propose`, validate, and record the new revision."""
-        actor.require_configuration_access(write=True)
         with self.db.transaction() as tx:
             configurations = ConfigurationRepository(tx)
-            current = _locked(actor, configurations, configuration_id, expected)
+            current = _locked(tx, actor, configurations, configuration_id, expected)
             proposed = {field: getattr(current, field) for field in STATE_FIELDS} | propose(current, tx)
             self._check(proposed["config"], proposed["schema"])
             if not always_new_revision and all(_same(proposed[f], getattr(current, f)) for f in STATE_FIELDS):
@@ -238,7 +234,6 @@ class ConfigurationService:
                 tx, actor, updated, before=current.revision, message=message, action=action, extra=audit_detail
             )
             tx.commit()
-        self.on_changed(configuration_id)
         return updated
 
     def _record(
@@ -265,6 +260,7 @@ class ConfigurationService:
         )
         changes.publish(
             tx,
+            self.announce,
             application_id=configuration.application_id,
             configuration_id=configuration.id,
             name=configuration.name,
@@ -309,13 +305,14 @@ def document(configuration: Configuration) -> bytes:
 
 
 def _locked(
+    tx: Transaction,
     actor: Principal,
     configurations: ConfigurationRepository,
     configuration_id: str,
     expected: Precondition | None,
 ) -> Configuration:
     """The row locked for writing; 404 when invisible, 412 when a precondition fails."""
-    current = _visible(actor, configurations.lock(configuration_id), configuration_id)
+    current = _visible(tx, actor, configurations.lock(configuration_id), configuration_id, write=True)
     require_current(expected, current.version, subject=f"configuration {configuration_id}")
     return current
 
@@ -327,9 +324,15 @@ def _existing_revision(tx: Transaction, configuration_id: str, number: int) -> R
     return found
 
 
-def _visible(actor: Principal, row: Configuration | None, configuration_id: str) -> Configuration:
-    if row is None or not actor.can_see_application(row.application_id):
-        raise NotFound(f"configuration {configuration_id} not found")
+def _visible(
+    tx: Transaction, actor: Principal, row: Configuration | None, configuration_id: str, *, write: bool = False
+) -> Configuration:
+    """The row, once the caller may read (or write) its application; a missing one and one out
+    of a scoped token's reach are both 404."""
+    application_id = None if row is None else row.application_id
+    application = None if application_id is None else ApplicationRepository(tx).get(application_id)
+    missing = NotFound(f"configuration {configuration_id} not found")
+    reachable_application(tx, actor, application, application_id or "", write=write, missing=missing)
     return row
 
 

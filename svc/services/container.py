@@ -16,10 +16,13 @@ from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.services.applications import ApplicationService
 from svc.services.audit import AuditService
 from svc.services.auth import Authenticator
-from svc.services.claude_md import ClaudeMdService
+from svc.services.claude_md import CLAUDE_MD, ClaudeMdService, TeamMount
 from svc.services.configurations import ConfigurationService
 from svc.services.changes import CHANNEL as CHANGES_CHANNEL
+from svc.services.changes import ChangeFeed
 from svc.services.delivery import DeliveryService
+from svc.services.documents import DocumentService
+from svc.services.teams import TeamService
 from svc.services.tokens import TokenService
 from svc.services.users import UserService
 
@@ -36,10 +39,13 @@ class Services:
     audit: AuditService
     content: ContentStore
     users: UserService
-    claude_md: ClaudeMdService
+    claude_md: DocumentService
+    team_claude_md: DocumentService
+    teams: TeamService
     applications: ApplicationService
     configurations: ConfigurationService
     listener: ChangeListener
+    changes: ChangeFeed
     delivery: DeliveryService
     _background: list[asyncio.Task] = field(default_factory=list)
 
@@ -56,9 +62,8 @@ class Services:
         content = ContentStore(settings.git_path)
         content.ensure()
         authenticator = Authenticator(db)
-        delivery = DeliveryService(
-            db, cache_max_bytes=settings.cache_max_bytes, event_retention_hours=settings.event_retention_hours
-        )
+        changes = ChangeFeed(database_url, connect_timeout=settings.connect_timeout)
+        configurations = ConfigurationService(db, max_config_bytes=settings.max_config_bytes, announce=changes.announce)
         return cls(
             settings=settings,
             db=db,
@@ -68,28 +73,37 @@ class Services:
             content=content,
             users=UserService(db, content),
             claude_md=ClaudeMdService(db, content, max_bytes=settings.max_document_bytes),
-            applications=ApplicationService(db, on_configuration_changed=delivery.forget_soon),
-            configurations=ConfigurationService(
-                db, max_config_bytes=settings.max_config_bytes, on_changed=delivery.forget_soon
-            ),
+            team_claude_md=DocumentService(db, content, TeamMount(CLAUDE_MD), max_bytes=settings.max_document_bytes),
+            teams=TeamService(db, content),
+            applications=ApplicationService(db, announce=changes.announce),
+            configurations=configurations,
             listener=ChangeListener(
                 database_url, [CHANGES_CHANNEL, INVALIDATE_CHANNEL], connect_timeout=settings.connect_timeout
             ),
-            delivery=delivery,
+            changes=changes,
+            delivery=DeliveryService(
+                db,
+                cache_max_bytes=settings.cache_max_bytes,
+                event_retention_hours=settings.event_retention_hours,
+                read_as_member=configurations.get,
+            ),
         )
 
     async def start(self) -> None:
-        """Start the per-worker background parts: the LISTEN connection and event pruning."""
+        """Start the per-worker background parts: the LISTEN connection, the change feed and event pruning."""
         self.authenticator.attach(self.listener)
-        self.delivery.attach(self.listener)
+        self.changes.attach(self.listener)
+        self.delivery.attach(self.listener, self.changes)
         await self.listener.start()
-        if not await self.listener.wait_connected(timeout=self.settings.connect_timeout):
-            log.warning("LISTEN connection not up yet; caches stay bypassed until it is")
+        await self.changes.start()
+        if not await self.changes.wait_connected(timeout=self.settings.connect_timeout):
+            log.warning("LISTEN connection not up or changes not caught up yet; caches stay bypassed until they are")
         self._background.append(asyncio.create_task(self._prune_events_hourly(), name="svc-prune-events"))
 
     async def stop(self) -> None:
         for task in self._background:
             task.cancel()
+        await run_sync(self.changes.close)
         await self.listener.stop()
 
     async def _prune_events_hourly(self) -> None:
@@ -107,4 +121,5 @@ class Services:
         return {"database": self.db.ping(), "git": self.content.is_ready()}
 
     def close(self) -> None:
+        self.changes.close()
         self.db.close()

@@ -6,10 +6,12 @@ to the thread pool, so thousands of idle waiters cost neither threads nor connec
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from anyio.to_thread import run_sync as run_in_threadpool
@@ -19,17 +21,22 @@ from svc.db import Database
 from svc.errors import NotFound
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import EVENT_STREAMS, LONG_POLL_WAITERS, RESOLVE_CACHE_HITS, RESOLVE_CACHE_MISSES
-from svc.repositories.configurations import ConfigurationRepository
+from svc.repositories.configurations import Configuration, ConfigurationRepository
 from svc.repositories.delivery import ChangeEvent, DeliveryRepository, Resolved
+from svc.services import policy
 from svc.services.auth import Principal
-from svc.services.changes import CHANNEL as CHANGES_CHANNEL
+from svc.services.changes import ChangeFeed
 from svc.services.configurations import document
+from svc.services.policy import Action, ApplicationResource
 
 log = logging.getLogger(__name__)
 
 # While the LISTEN connection is down, waiters re-read the database this often instead.
 POLL_WHILE_DEAF = 1.0
 EVENT_BATCH = 500
+# The newest ids a stream remembers from a replay, to not send them again when their
+# announcement arrives after the replay read them.
+REPLAYED_KEPT = 1_000
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,10 @@ class ByName:
 
     application_name: str
     configuration_name: str
+    action = Action.RESOLVE
+
+    def cacheable_for(self, actor: Principal) -> bool:
+        return True
 
     def not_found(self) -> NotFound:
         return NotFound(
@@ -52,6 +63,11 @@ class ById:
 
     configuration_id: str
     representation: str = "document"
+    action = Action.READ_APPLICATION
+
+    def cacheable_for(self, actor: Principal) -> bool:
+        """A user token reaches an application through its teams, which the cache does not hold."""
+        return actor.role != "user"
 
     def not_found(self) -> NotFound:
         return NotFound(f"configuration {self.configuration_id} not found")
@@ -63,7 +79,7 @@ REPRESENTATIONS = ("document",)  # every `ById.representation`: a change drops t
 
 def _require_visible(actor: Principal, found: Resolved | None, key: Key) -> None:
     """A configuration that does not exist and one the actor may not see look the same (404)."""
-    if found is None or not actor.can_see_application(found.application_id):
+    if found is None or not policy.can(actor, key.action, ApplicationResource(found.application_id)):
         raise key.not_found()
 
 
@@ -72,8 +88,16 @@ _GONE = object()  # queued to the streams of a deleted application: they end
 
 
 class DeliveryService:
-    def __init__(self, db: Database, *, cache_max_bytes: int, event_retention_hours: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        cache_max_bytes: int,
+        event_retention_hours: int,
+        read_as_member: Callable[[Principal, str], Configuration],
+    ) -> None:
         self.db = db
+        self.read_as_member = read_as_member  # a configuration by id, for a caller the cache cannot judge
         self.event_retention_hours = event_retention_hours
         self.cache: InvalidatingCache[Resolved] = InvalidatingCache(
             max_cost=cache_max_bytes, cost=lambda r: len(r.body) + 256
@@ -82,20 +106,18 @@ class DeliveryService:
         self._waiters: defaultdict[str, set[asyncio.Future]] = defaultdict(set)
         self._streams: defaultdict[str, set[asyncio.Queue]] = defaultdict(set)
         self._checks: set[asyncio.Task] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- wiring ---------------------------------------------------------------------------
 
-    def attach(self, listener: ChangeListener) -> None:
-        self._loop = asyncio.get_running_loop()
-        listener.subscribe(CHANGES_CHANNEL, self._on_change)
+    def attach(self, listener: ChangeListener, changes: ChangeFeed) -> None:
+        changes.subscribe(self._on_change)
+        changes.on_state(self._on_feed_state)
         listener.subscribe(INVALIDATE_CHANNEL, self._on_invalidate)
-        listener.on_state(self._on_listener_state)
 
-    def _on_change(self, payload: str) -> None:
-        change = orjson.loads(payload)
+    def _on_change(self, change: dict[str, Any]) -> None:
         self.cache.invalidate(ByName(change["application_name"], change["configuration_name"]))
-        self._forget(change["configuration_id"])
+        for representation in REPRESENTATIONS:
+            self.cache.invalidate(ById(change["configuration_id"], representation))
         self._wake(self._waiters.pop(change["configuration_id"], ()))
         event = ChangeEvent(
             id=change["id"],
@@ -108,24 +130,13 @@ class DeliveryService:
         for queue in self._streams.get(event.application_id, ()):
             queue.put_nowait(event)
 
-    def forget_soon(self, configuration_id: str) -> None:
-        """Drop a configuration's entries by id, from any thread, ahead of whatever the event
-        loop does next: called when a write commits, so the writer's own worker never serves
-        the old version by id after answering the write (the others hear the NOTIFY)."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._forget, configuration_id)
-
-    def _forget(self, configuration_id: str) -> None:
-        for representation in REPRESENTATIONS:
-            self.cache.invalidate(ById(configuration_id, representation))
-
     def _on_invalidate(self, payload: str) -> None:
         if payload == "applications":  # a rename or delete: names may now mean something else
             self.cache.clear()
             self._wake_everyone()
             self._end_streams_of_deleted_applications()
 
-    def _on_listener_state(self, connected: bool) -> None:
+    def _on_feed_state(self, connected: bool) -> None:
         self.cache.set_enabled(connected)
         self._wake_everyone()
         if connected:
@@ -173,7 +184,10 @@ class DeliveryService:
     def cached(self, actor: Principal, key: Key) -> Resolved | None:
         """The configuration from the cache (a hit is counted), or None when the cache does not
         hold it. Raises as `read` does when `actor` may not read it."""
-        actor.require_configuration_access(write=False)
+        if not key.cacheable_for(actor):
+            return None
+        # Within the caller's own scope: only its role is checked before the lookup.
+        policy.require(actor, key.action, ApplicationResource(actor.application_id))
         found = self.cache.get(key)
         if found is not None:
             _require_visible(actor, found, key)
@@ -183,6 +197,9 @@ class DeliveryService:
     async def read(self, actor: Principal, key: Key) -> Resolved:
         """The current configuration, by names or by id: from the cache when it can be trusted,
         else one statement in the thread pool (the request's only thread hop)."""
+        if not key.cacheable_for(actor):
+            found = await run_in_threadpool(self.read_as_member, actor, key.configuration_id)
+            return Resolved(found.id, found.application_id, found.revision, document(found))
         found = self.cached(actor, key)
         if found is not None:
             return found
@@ -272,15 +289,15 @@ class DeliveryService:
     async def open_stream(
         self, actor: Principal, application_id: str, last_event_id: int | None, keepalive: float
     ) -> AsyncIterator[ChangeEvent | None]:
-        """Every committed change of the application's configurations, in order; None is a keep-alive.
+        """Every committed change of the application's configurations, once each; None is a keep-alive.
+        Changes come in the order this worker hears of them: ids may arrive a little out of order.
         The stream ends when the application is deleted.
 
         With `last_event_id`, the stream first replays what the client missed (within the
         retention period). Access and existence are checked here, before anything is streamed;
         the stream subscribes when it is first iterated, so one never iterated holds nothing.
         """
-        actor.require_configuration_access(write=False)
-        actor.require_application(application_id)
+        policy.require(actor, Action.RESOLVE, ApplicationResource(application_id))
         if await run_in_threadpool(self._missing_applications, [application_id]):
             raise NotFound(f"application {application_id} not found")
         return self._stream(application_id, last_event_id, keepalive)
@@ -297,11 +314,14 @@ class DeliveryService:
                 return
             sent = latest if last_event_id is None else last_event_id
             replay = last_event_id is not None
+            replayed: set[int] = set()  # read from the table, and may still come through the queue
             while True:
                 if replay:
                     async for event in self._backlog(application_id, sent):
                         yield event
-                        sent = event.id
+                        sent = max(sent, event.id)
+                        replayed.add(event.id)
+                    replayed = set(heapq.nlargest(REPLAYED_KEPT, replayed))
                     replay = False
                 try:
                     item = await asyncio.wait_for(queue.get(), keepalive)
@@ -312,9 +332,13 @@ class DeliveryService:
                     return
                 if item is _RESYNC:
                     replay = True
-                elif item.id > sent:
+                elif item.id in replayed:
+                    replayed.discard(item.id)
+                else:
+                    # Every change reaches the queue once, but not in id order: changes committed
+                    # on several workers are announced in any order, and ids commit out of order.
                     yield item
-                    sent = item.id
+                    sent = max(sent, item.id)
         finally:
             self._unsubscribe(application_id, queue)
             EVENT_STREAMS.dec()

@@ -10,9 +10,10 @@ from svc.db import Database
 from svc.errors import NotFound, Unprocessable
 from svc.ids import new_id
 from svc.repositories.tokens import Token, TokenRepository
-from svc.services import audit
+from svc.services import audit, policy
 from svc.services.auth import Principal, Role, hash_secret, new_secret
 from svc.services.pagination import Page, keyset_page
+from svc.services.policy import Action
 
 BOOTSTRAP_TOKEN_NAME = "bootstrap-admin"
 
@@ -41,7 +42,7 @@ class TokenService:
         application_id: str | None = None,
         read_only: bool = False,
     ) -> NewToken:
-        actor.require_admin()
+        policy.require(actor, Action.MANAGE_TOKENS)
         if role == "user" and user_id is None:
             raise Unprocessable("a user token needs user_id")
         if role != "user" and user_id is not None:
@@ -64,14 +65,14 @@ class TokenService:
         return NewToken(token=token, secret=secret)
 
     def list(self, actor: Principal, *, limit: int, after: str | None = None) -> Page:
-        actor.require_admin()
+        policy.require(actor, Action.MANAGE_TOKENS)
         with self.db.transaction() as tx:
             tokens = TokenRepository(tx)
             return keyset_page(lambda n: tokens.list(limit=n, after=after), limit)
 
     def revoke(self, actor: Principal, token_id: str) -> Token:
         """Revoke a token; it stops working on the next request. Revoking twice is harmless."""
-        actor.require_admin()
+        policy.require(actor, Action.MANAGE_TOKENS)
         with self.db.transaction() as tx:
             token = TokenRepository(tx).revoke(token_id)
             if token is None:
