@@ -18,6 +18,7 @@ from svc.errors import ServiceError
 from svc.log import configure_logging
 from svc.migrate import MigrationError, Runner
 from svc.services.auth import Principal
+from svc.services.container import content_store_of
 from svc.services.tokens import TokenService
 from svc.services.users import UserService
 from svc.services.verify import VerifyService, repack
@@ -60,6 +61,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             names = ", ".join(m.filename for m in pending)
             say(f"refusing to start: {len(pending)} migration(s) pending ({names}); run `svc migrate` first")
             return 1
+    if settings.git_remote is not None:
+        store = content_store_of(settings)
+        store.ensure()
+        try:
+            store.check_remote()
+        except ServiceError as exc:
+            say(f"refusing to start: SVC_GIT_REMOTE cannot be used: {exc.detail}")
+            return 1
+        say(f"git remote: {store.remote.display}")
     db = small_database(url)
     try:
         secret = TokenService(db).bootstrap()
@@ -167,7 +177,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
     db = small_database(database_url(settings))
     try:
-        user = UserService(db, ContentStore(settings.git_path)).create(
+        user = UserService(db, content_store_of(settings)).create(
             Principal.operator(), email=args.email, username=args.username, display_name=args.display_name
         )
     finally:
@@ -182,7 +192,7 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
 
 def content_store(settings: Settings) -> ContentStore:
     """The existing repository, with the service's settings applied (never a new, empty one)."""
-    store = ContentStore(settings.git_path)
+    store = content_store_of(settings)
     if not store.is_ready():
         raise ServiceError(f"no usable content repository at {store.path}")
     store.ensure()

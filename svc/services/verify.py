@@ -10,6 +10,13 @@ undoing a ref update, or from hands on the repository. Checks, per document:
 
 and across the repository: refs of documents the database does not know.
 
+With a git remote (`SVC_GIT_REMOTE`) it also compares the remote: each document's ref
+there is at the database head, and no remote ref belongs to a document the database
+does not know. A version this host's repository lacks (another host saved it) is
+fetched from the remote by `--repair`; a remote ref that lacks the database head, is
+ahead of it or was moved elsewhere is set to the head by compare-and-swap, pushing
+what the remote lacks.
+
 Repairs never drop a saved version: the ref is set to the database head (its
 commit exists, or the repair is refused), stale locks are removed, and a ref
 without a document is renamed to refs/deleted/<id>, not deleted. Each document is
@@ -18,12 +25,13 @@ checked and repaired holding its row lock, so a save is never in flight meanwhil
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from svc.content import ContentStore
 from svc.db import Database
-from svc.errors import Unavailable
+from svc.errors import ServiceError, Unavailable
 from svc.repositories.claude_md import ClaudeMdRepository
 
 BATCH_SIZE = 200
@@ -62,17 +70,20 @@ class VerifyService:
         report = Report()
         refs = self.store.heads()
         locks = self.store.stale_locks()
+        remote_refs = self.store.remote_heads() if self.store.remote is not None else None
         known: set[str] = set()
         after = None
         while True:
             with self.db.transaction() as tx:
                 batch = ClaudeMdRepository(tx).list(limit=BATCH_SIZE, after=after)
-            report.findings += self._check_versions([document["id"] for document in batch])
+            report.findings += self._check_versions([document["id"] for document in batch], repair)
             for document in batch:
                 document_id = document["id"]
                 known.add(document_id)
                 if refs.get(document_id) != document["head_sha"] or document_id in locks:
                     report.findings += self._check_head(document_id, repair)
+                if remote_refs is not None and remote_refs.get(document_id) != document["head_sha"]:
+                    report.findings += self._check_remote_head(document_id, repair)
             report.documents += len(batch)
             progress(f"verify: checked {report.documents} document(s), {len(report.findings)} problem(s) so far")
             if len(batch) < BATCH_SIZE:
@@ -80,18 +91,47 @@ class VerifyService:
             after = batch[-1]["id"]
         for document_id in sorted((set(refs) | set(locks)) - known):
             report.findings += self._check_orphan(document_id, document_id in refs, repair)
+        for document_id in sorted(set(remote_refs or {}) - known):
+            report.findings += self._check_remote_orphan(document_id, remote_refs[document_id], repair)
         return report
 
-    def _check_versions(self, document_ids: list[str]) -> list[Finding]:
-        """Every version's commit exists and holds claude.md (one `cat-file` process per batch)."""
+    def _check_versions(self, document_ids: list[str], repair: bool) -> list[Finding]:
+        """Every version's commit exists and holds claude.md (one `cat-file` process per batch);
+        with a remote, `repair` fetches the commits this repository lacks first."""
         with self.db.transaction() as tx:
             versions = ClaudeMdRepository(tx).version_shas(document_ids)
         problems = self.store.find_problems(v["commit_sha"] for v in versions)
-        return [
+        fetched = set()
+        if problems and self.store.remote is not None:
+            if repair:
+                self._fetch(problems)
+                left = self.store.find_problems(problems)
+                fetched = set(problems) - set(left)
+                problems = {sha: problem + "; the remote lacks it too" for sha, problem in left.items()}
+            else:
+                problems = {sha: problem + " here; `--repair` fetches it from the remote" for sha, problem in problems.items()}
+        findings = [
             Finding(v["document_id"], "missing_content", f"{problems[v['commit_sha']]}; that version cannot be read")
             for v in versions
             if v["commit_sha"] in problems
         ]
+        findings += [
+            Finding(v["document_id"], "missing_content", f"commit {v['commit_sha']} was missing here; fetched it", True)
+            for v in versions
+            if v["commit_sha"] in fetched
+        ]
+        return findings
+
+    def _fetch(self, commit_shas: Iterable[str]) -> None:
+        """Fetch in one go; when that fails (one commit the remote lacks fails it all), one by one."""
+        try:
+            self.store.fetch(commit_shas)
+        except Unavailable:
+            for sha in commit_shas:
+                try:
+                    self.store.fetch([sha])
+                except Unavailable:
+                    pass
 
     def _check_head(self, document_id: str, repair: bool) -> list[Finding]:
         """Look again holding the row lock (a save may have been in flight), then repair."""
@@ -104,6 +144,8 @@ class VerifyService:
             head = document["head_sha"]
             ref = self.store.head(document_id)
             if ref != head:
+                if self.store.remote is not None:
+                    self._fetch([head])  # another host may have saved it
                 problem, detail = self._describe_drift(document_id, ref, head)
                 repaired = False
                 if repair:
@@ -117,8 +159,53 @@ class VerifyService:
             tx.commit()
         return findings
 
-    def _describe_drift(self, document_id: str, ref: str | None, head: str) -> tuple[str, str]:
-        name = f"refs/docs/{document_id}"
+    def _check_remote_head(self, document_id: str, repair: bool) -> list[Finding]:
+        """The remote's ref of a document, looked at again holding the row lock; `repair` sets
+        it to the database head by compare-and-swap, pushing the commits the remote lacks."""
+        with self.db.transaction() as tx:
+            document = ClaudeMdRepository(tx).lock(document_id)
+            if document is None:
+                return []
+            head = document["head_sha"]
+            ref = self.store.remote_head(document_id)
+            if ref == head:
+                return []
+            if ref is not None:
+                self._fetch([ref])  # to tell ahead from behind from diverged
+            problem, detail = self._describe_drift(document_id, ref, head, where="on the remote")
+            repaired = False
+            if repair:
+                try:
+                    self.store.set_remote_head(document_id, head, ref)
+                    repaired = True
+                    detail += "; set to the database head"
+                except ServiceError as exc:
+                    detail += f"; could not set it: {exc.detail}"
+            tx.commit()
+        return [Finding(document_id, "remote_" + problem, detail, repaired)]
+
+    def _check_remote_orphan(self, document_id: str, sha: str, repair: bool) -> list[Finding]:
+        """A remote ref of a document the database does not know (a user deleted while the
+        remote was down, or a first save that crashed before its COMMIT)."""
+        self._fetch([sha])
+        made = self.store.commit_time(sha)
+        if made is not None and time.time() - made < ORPHAN_AFTER_SECONDS:
+            return []  # may be a first save whose transaction has not committed yet
+        with self.db.transaction() as tx:
+            if ClaudeMdRepository(tx).exists(document_id) or self.store.remote_head(document_id) != sha:
+                return []
+        detail = f"refs/docs/{document_id} on the remote belongs to no document"
+        repaired = False
+        if repair:
+            try:
+                detail += f"; renamed to {self.store.retire(document_id)}"
+                repaired = True
+            except Unavailable as exc:
+                detail += f"; could not rename it: {exc.detail}"
+        return [Finding(document_id, "remote_orphan_ref", detail, repaired)]
+
+    def _describe_drift(self, document_id: str, ref: str | None, head: str, where: str = "") -> tuple[str, str]:
+        name = f"refs/docs/{document_id}" + (f" {where}" if where else "")
         if ref is None:
             return "missing_ref", f"{name} is missing; the database head is {head}"
         if self.store.is_ancestor(head, ref):
