@@ -446,7 +446,8 @@ class ContentStore:
         if head is None:
             return False
         try:
-            self.remote.push(self.path, [RefUpdate(deleted_ref_name(document_id), head, None), RefUpdate(ref, None, head)])
+            renames = [RefUpdate(deleted_ref_name(document_id), head, None), RefUpdate(ref, None, head)]
+            self.remote.push(self.path, renames)
         except RemoteMoved as exc:
             raise Unavailable(exc.detail) from exc
         return True

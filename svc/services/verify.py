@@ -109,7 +109,8 @@ class VerifyService:
                 fetched = set(problems) - set(left)
                 problems = {sha: problem + "; the remote lacks it too" for sha, problem in left.items()}
             else:
-                problems = {sha: problem + " here; `--repair` fetches it from the remote" for sha, problem in problems.items()}
+                hint = " here; `--repair` fetches it from the remote"
+                problems = {sha: problem + hint for sha, problem in problems.items()}
         findings = [
             Finding(v["document_id"], "missing_content", f"{problems[v['commit_sha']]}; that version cannot be read")
             for v in versions
