@@ -185,10 +185,11 @@ def test_a_save_whose_commit_fails_moves_the_remote_ref_back(client, ada, settin
     assert history(client, ada) == [(1, first["commit_sha"])]
 
 
-def test_deleting_a_user_keeps_the_history_on_the_remote_too(client, admin, ada, settings, remote):
+def test_deleting_a_user_keeps_the_history_on_the_remote_too(client, host_b, admin, ada, settings, remote):
     head = save(client, ada.document, ada.headers, "one")["commit_sha"]
     doc_id = document_id(settings, ada)
-    assert client.delete(f"{API}/users/{ada.id}", headers=admin).status_code == 204
+    # Deleted through the host that never saw the document.
+    assert host_b.delete(f"{API}/users/{ada.id}", headers=admin).status_code == 204
     assert remote_ref(remote, doc_id) is None
     assert run_git(remote, "rev-parse", f"refs/deleted/{doc_id}") == head
 

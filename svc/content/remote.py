@@ -79,7 +79,8 @@ class GitRemote:
 
     def fetch(self, git_dir: Path, *objects: str) -> None:
         """Bring the given commits (and their history) into the local repository; no ref moves."""
-        self._run(git_dir, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", REMOTE_NAME, *objects)
+        options = ["--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-maintenance"]
+        self._run(git_dir, "fetch", *options, REMOTE_NAME, *objects)
 
     def heads(self, git_dir: Path, prefix: str) -> dict[str, str]:
         """The remote's refs under `prefix` (ending in "/"): full ref name → sha."""

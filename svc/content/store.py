@@ -284,6 +284,9 @@ class ContentStore:
     def set_remote_head(self, document_id: str, new: str | None, old: str | None) -> None:
         """Compare-and-swap a document's ref on the remote (None = absent), sending what it lacks."""
         assert self.remote is not None
+        if new is not None:
+            with self._git() as git:
+                self._ensure_local(git, new)  # git pushes only what it has
         self.remote.push(self.path, [RefUpdate(ref_name(document_id), new, old)])
 
     def remote_head(self, document_id: str) -> str | None:
@@ -445,6 +448,8 @@ class ContentStore:
         head = self.remote.head(self.path, ref)
         if head is None:
             return False
+        with self._git() as git:
+            self._ensure_local(git, head)  # git pushes only what it has
         try:
             renames = [RefUpdate(deleted_ref_name(document_id), head, None), RefUpdate(ref, None, head)]
             self.remote.push(self.path, renames)
