@@ -9,6 +9,7 @@ document in turn; `SVC_LONG_TESTS=1` makes that 200 saves instead of 40.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -354,3 +355,17 @@ def test_two_hosts_saving_one_document_in_turn_lose_nothing(
     run_git(remote, "fsck", "--strict")
     assert remote_ref(remote, doc_id) == versions[0]["commit_sha"]
     b.close()
+
+
+def test_verify_renames_a_remote_ref_of_no_document(client, remote, remote_cli):
+    orphan = "01JCZ5J7Q9T1V0G6W8E2X4Y6ZA"
+    blob = run_git(remote, "hash-object", "-w", "--stdin", input="left behind")
+    tree = run_git(remote, "mktree", input=f"100644 blob {blob}\tclaude.md\n")
+    old = {"GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z", "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z"}
+    commit = run_git(remote, "commit-tree", tree, "-m", "x", env={**os.environ, **old})
+    run_git(remote, "update-ref", f"refs/docs/{orphan}", commit)
+    found = remote_cli("verify")
+    assert found.code == 1 and f"{orphan}\tremote_orphan_ref\tdrift" in found.stdout
+    assert remote_cli("verify", "--repair").code == 0
+    assert remote_ref(remote, orphan) is None
+    assert run_git(remote, "rev-parse", f"refs/deleted/{orphan}") == commit

@@ -43,6 +43,20 @@ Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
+class RefSide:
+    """Where a document's ref is checked: this host's repository or the remote."""
+
+    prefix: str  # of the problem names
+    where: str  # after the ref name in details
+    read: Callable[[ContentStore, str], str | None]
+    move: Callable[[ContentStore, str, str, str | None], None]
+
+
+LOCAL = RefSide("", "", ContentStore.head, ContentStore.set_head)
+REMOTE = RefSide("remote_", " on the remote", ContentStore.remote_head, ContentStore.set_remote_head)
+
+
+@dataclass(frozen=True)
 class Finding:
     document_id: str
     problem: str
@@ -81,9 +95,9 @@ class VerifyService:
                 document_id = document["id"]
                 known.add(document_id)
                 if refs.get(document_id) != document["head_sha"] or document_id in locks:
-                    report.findings += self._check_head(document_id, repair)
+                    report.findings += self._check_head(document_id, repair, LOCAL)
                 if remote_refs is not None and remote_refs.get(document_id) != document["head_sha"]:
-                    report.findings += self._check_remote_head(document_id, repair)
+                    report.findings += self._check_head(document_id, repair, REMOTE)
             report.documents += len(batch)
             progress(f"verify: checked {report.documents} document(s), {len(report.findings)} problem(s) so far")
             if len(batch) < BATCH_SIZE:
@@ -134,56 +148,33 @@ class VerifyService:
                 except Unavailable:
                     pass
 
-    def _check_head(self, document_id: str, repair: bool) -> list[Finding]:
-        """Look again holding the row lock (a save may have been in flight), then repair."""
+    def _check_head(self, document_id: str, repair: bool, side: RefSide) -> list[Finding]:
+        """Look again holding the row lock (a save may have been in flight), then repair by
+        setting the ref to the database head (on this host, or on the remote)."""
         findings = []
         with self.db.transaction() as tx:
             document = ClaudeMdRepository(tx).lock(document_id)
             if document is None:
                 return []  # deleted meanwhile
-            findings += self._check_lock(document_id, repair, "blocked every save of this document")
+            if side is LOCAL:
+                findings += self._check_lock(document_id, repair, "blocked every save of this document")
             head = document["head_sha"]
-            ref = self.store.head(document_id)
+            ref = side.read(self.store, document_id)
             if ref != head:
                 if self.store.remote is not None:
-                    self._fetch([head])  # another host may have saved it
-                problem, detail = self._describe_drift(document_id, ref, head)
+                    self._fetch([sha for sha in (head, ref) if sha])  # another host may have saved it
+                problem, detail = self._describe_drift(document_id, ref, head, side.where)
                 repaired = False
                 if repair:
                     try:
-                        self.store.set_head(document_id, head, ref)
+                        side.move(self.store, document_id, head, ref)
                         repaired = True
                         detail += "; reset to the database head"
-                    except Unavailable as exc:
+                    except ServiceError as exc:
                         detail += f"; could not reset it: {exc.detail}"
-                findings.append(Finding(document_id, problem, detail, repaired))
+                findings.append(Finding(document_id, side.prefix + problem, detail, repaired))
             tx.commit()
         return findings
-
-    def _check_remote_head(self, document_id: str, repair: bool) -> list[Finding]:
-        """The remote's ref of a document, looked at again holding the row lock; `repair` sets
-        it to the database head by compare-and-swap, pushing the commits the remote lacks."""
-        with self.db.transaction() as tx:
-            document = ClaudeMdRepository(tx).lock(document_id)
-            if document is None:
-                return []
-            head = document["head_sha"]
-            ref = self.store.remote_head(document_id)
-            if ref == head:
-                return []
-            if ref is not None:
-                self._fetch([ref])  # to tell ahead from behind from diverged
-            problem, detail = self._describe_drift(document_id, ref, head, where="on the remote")
-            repaired = False
-            if repair:
-                try:
-                    self.store.set_remote_head(document_id, head, ref)
-                    repaired = True
-                    detail += "; set to the database head"
-                except ServiceError as exc:
-                    detail += f"; could not set it: {exc.detail}"
-            tx.commit()
-        return [Finding(document_id, "remote_" + problem, detail, repaired)]
 
     def _check_remote_orphan(self, document_id: str, sha: str, repair: bool) -> list[Finding]:
         """A remote ref of a document the database does not know (a user deleted while the
@@ -195,18 +186,10 @@ class VerifyService:
         with self.db.transaction() as tx:
             if ClaudeMdRepository(tx).exists(document_id) or self.store.remote_head(document_id) != sha:
                 return []
-        detail = f"refs/docs/{document_id} on the remote belongs to no document"
-        repaired = False
-        if repair:
-            try:
-                detail += f"; renamed to {self.store.retire(document_id)}"
-                repaired = True
-            except Unavailable as exc:
-                detail += f"; could not rename it: {exc.detail}"
-        return [Finding(document_id, "remote_orphan_ref", detail, repaired)]
+        return [self._retire_orphan(document_id, "remote_orphan_ref", " on the remote", repair)]
 
-    def _describe_drift(self, document_id: str, ref: str | None, head: str, where: str = "") -> tuple[str, str]:
-        name = f"refs/docs/{document_id}" + (f" {where}" if where else "")
+    def _describe_drift(self, document_id: str, ref: str | None, head: str, where: str) -> tuple[str, str]:
+        name = f"refs/docs/{document_id}{where}"
         if ref is None:
             return "missing_ref", f"{name} is missing; the database head is {head}"
         if self.store.is_ancestor(head, ref):
@@ -236,16 +219,20 @@ class VerifyService:
                 return []  # created after the listing passed it
         findings = self._check_lock(document_id, repair, "belongs to a document that does not exist")
         if has_ref:
-            detail = f"refs/docs/{document_id} belongs to no document"
-            repaired = False
-            if repair:
-                try:
-                    detail += f"; renamed to {self.store.retire(document_id)}"
-                    repaired = True
-                except Unavailable as exc:
-                    detail += f"; could not rename it: {exc.detail}"
-            findings.append(Finding(document_id, "orphan_ref", detail, repaired))
+            findings.append(self._retire_orphan(document_id, "orphan_ref", "", repair))
         return findings
+
+    def _retire_orphan(self, document_id: str, problem: str, where: str, repair: bool) -> Finding:
+        """Report a ref of no document; `repair` renames it to refs/deleted/<id> (here and on the remote)."""
+        detail = f"refs/docs/{document_id}{where} belongs to no document"
+        repaired = False
+        if repair:
+            try:
+                detail += f"; renamed to {self.store.retire(document_id)}"
+                repaired = True
+            except Unavailable as exc:
+                detail += f"; could not rename it: {exc.detail}"
+        return Finding(document_id, problem, detail, repaired)
 
 
 def repack(store: ContentStore, progress: Progress = lambda line: None) -> None:
