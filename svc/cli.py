@@ -61,8 +61,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             names = ", ".join(m.filename for m in pending)
             say(f"refusing to start: {len(pending)} migration(s) pending ({names}); run `svc migrate` first")
             return 1
-    if settings.git_remote is not None:
-        store = content_store_of(settings)
+    store = content_store_of(settings)
+    if store.remote is not None:
         store.ensure()
         try:
             store.check_remote()

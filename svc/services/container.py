@@ -29,9 +29,8 @@ log = logging.getLogger(__name__)
 
 def content_store_of(settings: Settings) -> ContentStore:
     """This host's repository and, when `SVC_GIT_REMOTE` is set, the remote every host pushes to."""
-    remote = None
-    if settings.git_remote is not None:
-        remote = GitRemote(settings.git_remote.get_secret_value(), timeout=settings.git_remote_timeout)
+    url = settings.git_remote.get_secret_value() if settings.git_remote is not None else ""
+    remote = GitRemote(url, timeout=settings.git_remote_timeout) if url else None
     return ContentStore(settings.git_path, remote)
 
 
