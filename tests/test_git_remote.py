@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -254,6 +255,15 @@ def test_remote_credentials_never_appear_in_problems_or_logs(settings, remote, c
         assert_problem(response, 503, "https://***@127.0.0.1")
         assert secret not in response.text
     assert secret not in caplog.text and "deploy:" not in caplog.text
+
+
+def test_a_remote_that_never_answers_is_given_up_after_the_timeout(remote):
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/content.git"
+        with pytest.raises(Unavailable, match="did not answer `git ls-remote` within 0.5 s"):
+            GitRemote(url, timeout=0.5).check(remote)
 
 
 @pytest.mark.parametrize("url", ["/nowhere/remote.git", "https://deploy:tok-5ecret@127.0.0.1:{port}/x.git"])
