@@ -43,6 +43,7 @@ from git import Git, GitCommandError, Repo
 
 from svc.content.remote import GitRemote, RefUpdate, RemoteMoved
 from svc.errors import Unavailable
+from svc.metrics import git_operation
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ class ContentStore:
 
     # --- saving ----------------------------------------------------------------------
 
+    @git_operation("save")
     def save(self, document_id: str, content: bytes, *, parent: str | None, author: Author, message: str) -> str:
         """Commit `content` as the next version of a document and move its ref there.
 
@@ -182,6 +184,7 @@ class ContentStore:
                 raise
         return commit
 
+    @git_operation("undo")
     def undo(self, document_id: str, commit_sha: str, parent: str | None) -> None:
         """Move a ref back from a commit the database did not record (best effort: whatever
         remains is reported by `svc verify`)."""
@@ -354,6 +357,7 @@ class ContentStore:
 
     # --- reading ---------------------------------------------------------------------
 
+    @git_operation("read")
     def read(self, commit_sha: str) -> bytes:
         """The claude.md bytes of a commit, fetched from the remote when this repository lacks it."""
         with self._git() as git:
@@ -373,11 +377,13 @@ class ContentStore:
                     "run `svc verify`"
                 ) from exc
 
+    @git_operation("head")
     def head(self, document_id: str) -> str | None:
         """Where a document's ref points, or None when it has none."""
         with self._git() as git:
             return _read_ref(git, ref_name(document_id))
 
+    @git_operation("heads")
     def heads(self) -> dict[str, str]:
         """Every document ref: document id → commit sha."""
         with self._git() as git:
@@ -388,6 +394,7 @@ class ContentStore:
             found[name.removeprefix(DOCUMENT_REFS)] = sha
         return found
 
+    @git_operation("is_ancestor")
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         with self._git() as git:
             try:
@@ -396,6 +403,7 @@ class ContentStore:
             except GitCommandError:
                 return False
 
+    @git_operation("find_problems")
     def find_problems(self, commit_shas: Iterable[str]) -> dict[str, str]:
         """Check that each commit exists and holds claude.md; sha → what is wrong.
 
@@ -410,6 +418,7 @@ class ContentStore:
 
     # --- repairs -----------------------------------------------------------------------
 
+    @git_operation("set_head")
     def set_head(self, document_id: str, new: str, old: str | None) -> None:
         """Compare-and-swap a document's ref from `old` (None = absent) to `new`, fetching
         `new` from the remote when this repository lacks it."""
@@ -420,6 +429,7 @@ class ContentStore:
             except GitCommandError as exc:
                 raise Unavailable(f"could not move {ref_name(document_id)}: {_stderr(exc)}") from exc
 
+    @git_operation("retire")
     def retire(self, document_id: str) -> str | None:
         """Keep a deleted document's history: rename its ref to refs/deleted/<id> in one
         atomic ref transaction, on the remote first when there is one. Returns the new ref
@@ -487,6 +497,7 @@ class ContentStore:
 
     # --- housekeeping ------------------------------------------------------------------
 
+    @git_operation("object_counts")
     def object_counts(self) -> dict[str, int]:
         """`git count-objects -v` as numbers: loose `count`, `in-pack`, `packs`, sizes in KiB."""
         with self._git() as git:
@@ -498,6 +509,7 @@ class ContentStore:
                 counts[key] = int(value)
         return counts
 
+    @git_operation("repack")
     def repack(self) -> None:
         """Pack loose objects (`git gc`). Never with --prune=now: git's default grace period
         for unreachable objects is what keeps objects of in-flight saves alive."""

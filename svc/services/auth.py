@@ -89,10 +89,6 @@ class Principal:
     def can_see_application(self, application_id: str) -> bool:
         return self.application_id is None or self.application_id == application_id
 
-    @property
-    def may_read_configurations(self) -> bool:
-        return self.role in ("admin", "service")
-
     def require_configuration_access(self, *, write: bool) -> None:
         """Applications and configurations are for admin and service tokens; writing needs a writable token."""
         self.require_role("admin", "service")
@@ -143,8 +139,11 @@ class Authenticator:
             self.cache.clear()
 
     def cached(self, secret: str) -> Principal | None:
-        """The principal of `secret` if the cache holds it (event loop only)."""
-        return self.cache.get(hash_secret(secret))
+        """The principal of `secret` if the cache holds it (event loop only); a hit is counted."""
+        found = self.cache.get(hash_secret(secret))
+        if found is not None:
+            AUTH_CACHE_HITS.inc()
+        return found
 
     async def principal(self, secret: str | None) -> Principal:
         """Authenticate on the event loop: from the cache, else one query in the thread pool."""
@@ -152,7 +151,6 @@ class Authenticator:
             raise Unauthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
         found = self.cached(secret)
         if found is not None:
-            AUTH_CACHE_HITS.inc()
             return found
         AUTH_CACHE_MISSES.inc()
         token_hash = hash_secret(secret)

@@ -68,6 +68,12 @@ class ChangeEvent:
         )
 
 
+def _require_visible(actor: Principal, found: Resolved | None, application_name: str, configuration_name: str) -> None:
+    """A configuration that does not exist and one the actor may not see look the same (404)."""
+    if found is None or not actor.can_see_application(found.application_id):
+        raise NotFound(f"configuration '{configuration_name}' of application '{application_name}' not found")
+
+
 _RESYNC = object()  # queued to streams when the listener comes back: re-read what may have been missed
 
 
@@ -131,23 +137,23 @@ class DeliveryService:
     # --- resolve --------------------------------------------------------------------------
 
     def cached(self, actor: Principal, application_name: str, configuration_name: str) -> Resolved | None:
-        """The configuration from the cache, if it holds it and `actor` may read it; else None."""
+        """The configuration from the cache (a hit is counted), or None when the cache does not
+        hold it. Raises as `resolve` does when `actor` may not read it."""
+        actor.require_configuration_access(write=False)
         found = self.cache.get((application_name, configuration_name))
-        if found is None or not actor.may_read_configurations or not actor.can_see_application(found.application_id):
-            return None
+        if found is not None:
+            _require_visible(actor, found, application_name, configuration_name)
+            RESOLVE_CACHE_HITS.inc()
         return found
 
     async def resolve(self, actor: Principal, application_name: str, configuration_name: str) -> Resolved:
         """The current configuration, from the cache when it can be trusted."""
-        actor.require_configuration_access(write=False)
         found = self.cached(actor, application_name, configuration_name)
         if found is not None:
-            RESOLVE_CACHE_HITS.inc()
             return found
         RESOLVE_CACHE_MISSES.inc()
         found = await self._load((application_name, configuration_name))
-        if found is None or not actor.can_see_application(found.application_id):
-            raise NotFound(f"configuration '{configuration_name}' of application '{application_name}' not found")
+        _require_visible(actor, found, application_name, configuration_name)
         return found
 
     async def _load(self, key: Key) -> Resolved | None:
