@@ -225,6 +225,7 @@ class ContentStore:
 
     # --- the remote ------------------------------------------------------------------
 
+    @git_operation("check_remote")
     def check_remote(self) -> None:
         """Raise Unavailable when a remote is configured and cannot be read."""
         if self.remote is not None:
@@ -284,6 +285,7 @@ class ContentStore:
         except GitCommandError:
             return False
 
+    @git_operation("set_remote_head")
     def set_remote_head(self, document_id: str, new: str | None, old: str | None) -> None:
         """Compare-and-swap a document's ref on the remote (None = absent), sending what it lacks."""
         assert self.remote is not None
@@ -292,11 +294,13 @@ class ContentStore:
                 self._ensure_local(git, new)  # git pushes only what it has
         self.remote.push(self.path, [RefUpdate(ref_name(document_id), new, old)])
 
+    @git_operation("remote_head")
     def remote_head(self, document_id: str) -> str | None:
         """Where a document's ref points on the remote, or None when it has none there."""
         assert self.remote is not None
         return self.remote.head(self.path, ref_name(document_id))
 
+    @git_operation("fetch")
     def fetch(self, commit_shas: Iterable[str]) -> None:
         """Fetch commits this repository lacks from the remote (Unavailable when it cannot)."""
         assert self.remote is not None
@@ -305,6 +309,7 @@ class ContentStore:
         if missing:
             self.remote.fetch(self.path, *missing)
 
+    @git_operation("commit_time")
     def commit_time(self, commit_sha: str) -> float | None:
         """When a commit was made (seconds since the epoch), or None when it cannot be read."""
         with self._git() as git:
@@ -313,6 +318,7 @@ class ContentStore:
             except GitCommandError:
                 return None
 
+    @git_operation("remote_heads")
     def remote_heads(self) -> dict[str, str]:
         """Every document ref on the remote: document id → commit sha."""
         assert self.remote is not None
