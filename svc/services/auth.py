@@ -15,7 +15,7 @@ from svc.cache import InvalidatingCache
 from svc.db import Database
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import AUTH_CACHE_HITS, AUTH_CACHE_MISSES
-from svc.errors import Forbidden, NotFound, Unauthenticated
+from svc.errors import Forbidden, InvalidToken, NotFound, Unauthenticated
 from svc.repositories.tokens import TokenRepository
 
 Role = Literal["admin", "service", "user"]
@@ -164,5 +164,5 @@ class Authenticator:
             row = TokenRepository(tx).authenticate(token_hash)
             tx.commit()
         if row is None:
-            raise Unauthenticated("the token is unknown or has been revoked")
+            raise InvalidToken("the token is unknown or has been revoked")
         return Principal.from_row(row)

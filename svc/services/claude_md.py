@@ -21,7 +21,6 @@ from svc.errors import (
     BadRequest,
     NotFound,
     PayloadTooLarge,
-    PreconditionFailed,
     Unprocessable,
     UnsupportedMediaType,
 )
@@ -31,6 +30,7 @@ from svc.repositories.users import UserRepository
 from svc.services import audit
 from svc.services.auth import Principal
 from svc.services.pagination import page_of
+from svc.services.preconditions import Precondition, require_current
 
 DEFAULT_MESSAGE = "Update claude.md"
 RESOURCE_TYPE = "claude_md_document"
@@ -100,7 +100,7 @@ class ClaudeMdService:
         *,
         content: str,
         message: str | None,
-        expected: frozenset[str] | None,
+        expected: Precondition | None,
     ) -> dict[str, Any]:
         owner = _owner(actor, user_id)
         actor.require_write()
@@ -108,7 +108,7 @@ class ClaudeMdService:
         return self._commit(actor, owner, data, message or DEFAULT_MESSAGE, expected, "claude_md.save")
 
     def rollback(
-        self, actor: Principal, user_id: str | None, sha: str, *, expected: frozenset[str] | None
+        self, actor: Principal, user_id: str | None, sha: str, *, expected: Precondition | None
     ) -> dict[str, Any]:
         """Save the content of an earlier version as a new version."""
         owner = _owner(actor, user_id)
@@ -127,7 +127,7 @@ class ClaudeMdService:
         filename: str,
         content_type: str | None,
         stream: BinaryIO,
-        expected: frozenset[str] | None,
+        expected: Precondition | None,
     ) -> dict[str, Any]:
         """Save an uploaded `.md` file as a new version. The file is checked whole before
         anything is written: type (415), size (413, read in bounded chunks), UTF-8 (400).
@@ -145,7 +145,7 @@ class ClaudeMdService:
         owner: str,
         data: bytes,
         message: str,
-        expected: frozenset[str] | None,
+        expected: Precondition | None,
         action: str,
     ) -> dict[str, Any]:
         if len(data) > self.max_bytes:
@@ -157,12 +157,7 @@ class ClaudeMdService:
             docs = ClaudeMdRepository(tx)
             document = docs.create_and_lock(id=new_id(), user_id=owner)
             parent = document["head_sha"]
-            if expected is not None and parent not in expected:
-                raise PreconditionFailed(
-                    "If-Match does not name the current version: the document has changed; read it again"
-                    if parent
-                    else "If-Match names a version, but the document has none yet"
-                )
+            require_current(expected, parent, subject="the document")
             author = _author(actor, user)
             commit_sha = self.store.save(document["id"], data, parent=parent, author=author, message=message)
             committing = False

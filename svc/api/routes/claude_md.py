@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, Depends, File, Path, Query, Response, Uploa
 from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import IdPath, Limit, PrincipalDep, ServicesDep
-from svc.api.etags import IfMatch, IfNoneMatch, etag, parse_etags
+from svc.api.etags import Preconditions, not_modified, not_modified_response, tag
 from svc.api.problems import problem_responses
 from svc.api.schemas import Text
 
@@ -24,7 +24,11 @@ Message = Annotated[Text, Field(min_length=1, max_length=1024)]
 
 ETAG_HEADER = {"ETag": {"description": "the commit sha of the version", "schema": {"type": "string"}}}
 WITH_ETAG = {200: {"headers": ETAG_HEADER}}
-READ_RESPONSES = {**WITH_ETAG, 304: {"description": "Not Modified: If-None-Match names this version"}}
+READ_RESPONSES = {
+    **WITH_ETAG,
+    304: {"description": "Not Modified: If-None-Match names this version, or is `*`", "headers": ETAG_HEADER},
+    **problem_responses(412),
+}
 WRITE_RESPONSES = {**WITH_ETAG, **problem_responses(412, 413)}
 DIFF_RESPONSES = {
     200: {"description": "a unified diff; empty when equal", "content": {"text/x-diff": {"schema": {"type": "string"}}}}
@@ -68,21 +72,20 @@ def _document_routes(prefix: str, owner: Callable[..., str | None]) -> APIRouter
 
     @router.get("/claude-md", response_model=ClaudeMd, responses=READ_RESPONSES)
     def get_claude_md(
-        user_id: Owner, principal: PrincipalDep, services: ServicesDep, response: Response,
-        if_none_match: IfNoneMatch = None,
+        user_id: Owner, principal: PrincipalDep, services: ServicesDep, response: Response, expected: Preconditions,
     ):
         """The current document (empty content and version 0 when none was saved yet)."""
         document = services.claude_md.get(principal, user_id)
-        return _current(document, response, if_none_match)
+        return _read(document, response, expected)
 
     @router.put("/claude-md", response_model=ClaudeMd, responses={**WRITE_RESPONSES, **problem_responses(400)})
     def save_claude_md(
         user_id: Owner, body: Annotated[ClaudeMdSave, Body()], principal: PrincipalDep, services: ServicesDep,
-        response: Response, if_match: IfMatch = None,
+        response: Response, expected: Preconditions,
     ):
         """Save the whole document as a new version."""
         document = services.claude_md.save(
-            principal, user_id, content=body.content, message=body.message, expected=parse_etags(if_match)
+            principal, user_id, content=body.content, message=body.message, expected=expected
         )
         return _current(document, response)
 
@@ -97,11 +100,11 @@ def _document_routes(prefix: str, owner: Callable[..., str | None]) -> APIRouter
     @router.get("/claude-md/versions/{sha}", response_model=ClaudeMdVersion, responses=READ_RESPONSES)
     def get_claude_md_version(
         user_id: Owner, sha: Sha, principal: PrincipalDep, services: ServicesDep, response: Response,
-        if_none_match: IfNoneMatch = None,
+        expected: Preconditions,
     ):
         """One version with its content. A commit that is not a version of this document is 404."""
         version = services.claude_md.version(principal, user_id, sha)
-        return _tagged(version["commit_sha"], version, response, if_none_match)
+        return _read(version, response, expected)
 
     @router.get("/claude-md/diff", response_class=Response, responses=DIFF_RESPONSES)
     def diff_claude_md(
@@ -116,10 +119,10 @@ def _document_routes(prefix: str, owner: Callable[..., str | None]) -> APIRouter
     @router.post("/claude-md/rollback/{sha}", response_model=ClaudeMd, responses=WRITE_RESPONSES)
     def rollback_claude_md(
         user_id: Owner, sha: Sha, principal: PrincipalDep, services: ServicesDep, response: Response,
-        if_match: IfMatch = None,
+        expected: Preconditions,
     ):
         """Save the content of an earlier version as a new version ("Rollback to version <sha7>")."""
-        document = services.claude_md.rollback(principal, user_id, sha, expected=parse_etags(if_match))
+        document = services.claude_md.rollback(principal, user_id, sha, expected=expected)
         return _current(document, response)
 
     @router.post(
@@ -131,7 +134,7 @@ def _document_routes(prefix: str, owner: Callable[..., str | None]) -> APIRouter
         principal: PrincipalDep,
         services: ServicesDep,
         response: Response,
-        if_match: IfMatch = None,
+        expected: Preconditions,
     ):
         """Save an uploaded Markdown file as a new version ("Import claude.md from <filename>")."""
         document = services.claude_md.import_file(
@@ -140,7 +143,7 @@ def _document_routes(prefix: str, owner: Callable[..., str | None]) -> APIRouter
             filename=file.filename or "",
             content_type=file.content_type,
             stream=file.file,
-            expected=parse_etags(if_match),
+            expected=expected,
         )
         return _current(document, response)
 
@@ -156,19 +159,16 @@ async def _caller() -> None:
     return None
 
 
-def _current(document: dict[str, Any], response: Response, if_none_match: str | None = None) -> Any:
-    return _tagged(document["commit_sha"], document, response, if_none_match)
+def _current(document: dict[str, Any], response: Response) -> Any:
+    tag(response, document["commit_sha"])
+    return document
 
 
-def _tagged(sha: str | None, body: dict[str, Any], response: Response, if_none_match: str | None) -> Any:
-    """The body with its ETag, or 304 when If-None-Match names it."""
-    if sha is None:
-        return body
-    expected = parse_etags(if_none_match)
-    if expected is not None and sha in expected:
-        return Response(status_code=304, headers={"ETag": etag(sha)})
-    response.headers["ETag"] = etag(sha)
-    return body
+def _read(document: dict[str, Any], response: Response, expected: Preconditions) -> Any:
+    """A read's answer: 412 when If-Match fails, 304 when If-None-Match does, else the body with its ETag."""
+    if not_modified(expected, document["commit_sha"], subject="the document"):
+        return not_modified_response(document["commit_sha"])
+    return _current(document, response)
 
 
 router = APIRouter()
