@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 from svc.api.app import create_app
 from svc.config import Settings
-from svc.content import Author, GitRemote
+from svc.content import Author, ContentStore, GitRemote, RemoteMoved
 from svc.errors import Unavailable
 from svc.services.auth import Principal
 from tests.claude_md_helpers import (  # noqa: F401
@@ -379,3 +379,23 @@ def test_verify_renames_a_remote_ref_of_no_document(client, remote, remote_cli):
     assert remote_cli("verify", "--repair").code == 0
     assert remote_ref(remote, orphan) is None
     assert run_git(remote, "rev-parse", f"refs/deleted/{orphan}") == commit
+
+
+def test_other_refs_move_by_compare_and_swap_on_the_remote_too(tmp_path, remote):
+    """Proposal and release refs: one store creates it, another host (no local copy) moves it on."""
+    hosts = [ContentStore(tmp_path / name, GitRemote(str(remote), timeout=10)) for name in ("a.git", "b.git")]
+    for host in hosts:
+        host.ensure()
+    ref = "refs/proposals/01JCZ5J7Q9T1V0G6W8E2X4Y6ZA"
+    author = Author("ada", "ada@example.com")
+    first = hosts[0].save("01JCZ5J7Q9T1V0G6W8E2X4Y6ZB", b"one", parent=None, author=author, message="one")
+    hosts[0].move_ref(ref, first, None)
+    assert run_git(remote, "rev-parse", ref) == first
+    second = hosts[1].save("01JCZ5J7Q9T1V0G6W8E2X4Y6ZB", b"two", parent=first, author=author, message="two")
+    hosts[1].move_ref(ref, second, first)
+    assert run_git(remote, "rev-parse", ref) == run_git(tmp_path / "b.git", "rev-parse", ref) == second
+    with pytest.raises(RemoteMoved):
+        hosts[0].move_ref(ref, None, first)  # stale: the remote is at `second` now
+    assert run_git(remote, "rev-parse", ref) == second
+    hosts[0].move_ref(ref, None, second)
+    assert not run_git(remote, "for-each-ref", ref) and not run_git(tmp_path / "a.git", "for-each-ref", ref)

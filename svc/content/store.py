@@ -253,13 +253,13 @@ class ContentStore:
         log.warning("%s on the remote was at %s, a save never recorded; moving it on", ref, current)
         self.remote.push(self.path, [RefUpdate(ref, new, current)])
 
-    def _unpublish(self, ref: str, new: str, old: str | None) -> None:
+    def _unpublish(self, ref: str, new: str | None, old: str | None) -> None:
         """Move `ref` on the remote back from `new` to `old` (best effort, like `undo`)."""
         if self.remote is None:
             return
         try:
             self.remote.push(self.path, [RefUpdate(ref, old, new)])
-        except Unavailable as exc:  # RemoteMoved included: someone else moved it meanwhile
+        except (Unavailable, RemoteMoved) as exc:  # moved: someone else moved it meanwhile
             log.error("could not move %s back from %s on the remote: %s", ref, new, exc.detail)
 
     def _is_unrecorded_save(self, git: Git, sha: str, parent: str | None) -> bool:
@@ -423,6 +423,28 @@ class ContentStore:
         return problems
 
     # --- repairs -----------------------------------------------------------------------
+
+    @git_operation("move_ref")
+    def move_ref(self, ref: str, new: str | None, old: str | None) -> None:
+        """Compare-and-swap any other ref (`refs/proposals/<id>`, `refs/releases/…`) from `old`
+        to `new` (None: absent / delete), on the remote first when there is one (RemoteMoved
+        when it is not at `old` there). The caller holds the row lock of what the ref stands
+        for; with a remote, this host's copy may lag (another host moved it) and is set anyway."""
+        with self._git() as git:
+            if self.remote is not None:
+                if new is not None:
+                    self._ensure_local(git, new)  # git pushes only what it has
+                self.remote.push(self.path, [RefUpdate(ref, new, old)])
+            try:
+                try:
+                    _swap_ref(git, ref, new, old)
+                except GitCommandError:
+                    if self.remote is None:
+                        raise
+                    _swap_ref(git, ref, new, _read_ref(git, ref))
+            except GitCommandError as exc:
+                self._unpublish(ref, new, old)
+                raise Unavailable(f"could not move {ref}: {_stderr(exc)}") from exc
 
     @git_operation("set_head")
     def set_head(self, document_id: str, new: str, old: str | None) -> None:
