@@ -40,6 +40,7 @@ from tests.claude_md_helpers import (  # noqa: F401
     svc_cli,
 )
 from tests.conftest import bearer, free_port
+from tests.team_helpers import crew  # noqa: F401 (fixture)
 from tests.fault_helpers import LONG
 from tests.test_verify import FAIL_AT_COMMIT, REMOVE_FAILURE
 
@@ -399,3 +400,28 @@ def test_other_refs_move_by_compare_and_swap_on_the_remote_too(tmp_path, remote)
     assert run_git(remote, "rev-parse", ref) == second
     hosts[0].move_ref(ref, None, second)
     assert not run_git(remote, "for-each-ref", ref) and not run_git(tmp_path / "a.git", "for-each-ref", ref)
+
+
+def test_team_documents_and_proposals_cross_hosts_through_the_remote(client, host_b, crew, settings, remote):
+    document = f"{crew.url}/claude-md"
+    base = save(client, document, crew.owner.headers, "# Platform\n")
+    # Proposed on B, which has never seen the base: it fetches it to push the proposal's commit.
+    response = host_b.post(
+        f"{document}/proposals", json={"content": "# Platform!\n", "message": "louder"}, headers=crew.member.headers
+    )
+    assert response.status_code == 201, response.text
+    proposal = response.json()
+    assert run_git(remote, "rev-parse", f"refs/proposals/{proposal['id']}") == proposal["commit_sha"]
+    assert run_git(remote, "rev-parse", f"{proposal['commit_sha']}^") == base["commit_sha"]
+    # Accepted on A, which lacks the proposal's commit: it fetches it.
+    accepted = client.post(f"{document}/proposals/{proposal['id']}/accept", headers=crew.owner.headers)
+    assert accepted.status_code == 200, accepted.text
+    head = accepted.json()["commit_sha"]
+    assert host_b.get(document, headers=crew.member.headers).json()["content"] == "# Platform!\n"
+    [(doc_id,)] = sql(settings, "SELECT id FROM documents WHERE head_sha = %s", (head,))
+    assert remote_ref(remote, doc_id) == head
+    # Deleted through B: the remote keeps the history under refs/deleted.
+    assert host_b.delete(crew.url, headers=crew.owner.headers).status_code == 204
+    assert remote_ref(remote, doc_id) is None
+    assert run_git(remote, "rev-parse", f"refs/deleted/{doc_id}") == head
+    run_git(remote, "fsck", "--strict")

@@ -20,7 +20,9 @@ from svc.errors import NotFound
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import EVENT_STREAMS, LONG_POLL_WAITERS, RESOLVE_CACHE_HITS, RESOLVE_CACHE_MISSES
 from svc.repositories.delivery import DeliveryRepository
+from svc.services import policy
 from svc.services.auth import Principal
+from svc.services.policy import Action, ApplicationResource
 from svc.services.changes import CHANNEL as CHANGES_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ class ChangeEvent:
 
 def _require_visible(actor: Principal, found: Resolved | None, application_name: str, configuration_name: str) -> None:
     """A configuration that does not exist and one the actor may not see look the same (404)."""
-    if found is None or not actor.can_see_application(found.application_id):
+    if found is None or not policy.can(actor, Action.RESOLVE, ApplicationResource(found.application_id)):
         raise NotFound(f"configuration '{configuration_name}' of application '{application_name}' not found")
 
 
@@ -166,7 +168,8 @@ class DeliveryService:
     def cached(self, actor: Principal, application_name: str, configuration_name: str) -> Resolved | None:
         """The configuration from the cache (a hit is counted), or None when the cache does not
         hold it. Raises as `resolve` does when `actor` may not read it."""
-        actor.require_configuration_access(write=False)
+        # Within the caller's own scope: only its role is checked before the lookup.
+        policy.require(actor, Action.RESOLVE, ApplicationResource(actor.application_id))
         found = self.cache.get((application_name, configuration_name))
         if found is not None:
             _require_visible(actor, found, application_name, configuration_name)
@@ -271,8 +274,7 @@ class DeliveryService:
         retention period). Access and existence are checked here, before anything is streamed;
         the stream subscribes when it is first iterated, so one never iterated holds nothing.
         """
-        actor.require_configuration_access(write=False)
-        actor.require_application(application_id)
+        policy.require(actor, Action.RESOLVE, ApplicationResource(application_id))
         if await run_in_threadpool(self._missing_applications, [application_id]):
             raise NotFound(f"application {application_id} not found")
         return self._stream(application_id, last_event_id, keepalive)
