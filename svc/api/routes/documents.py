@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.etags import Preconditions, not_modified, not_modified_response, tag
+from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.schemas import Text
 from svc.services.container import Services
@@ -120,7 +121,9 @@ def document_routes(
     """The document routes under `prefix` (such as `/teams/{team_id}/claude-md`): `owner`
     names the owner from the request (a path id, or None for the caller), `pick` chooses
     the mounted service; `noun` names its routes (`get_claude_md`, …: their operation ids)."""
-    router = APIRouter(prefix=prefix, tags=[tag], responses=problem_responses(401, 403, 404, 422, 503))
+    router = APIRouter(
+        prefix=prefix, tags=[tag], responses=problem_responses(401, 403, 404, 422, 503), route_class=JsonBodyRoute
+    )
     Owner = Annotated[str | None, Depends(owner)]
 
     async def mounted(services: ServicesDep) -> DocumentService:
