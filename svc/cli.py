@@ -302,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     team.set_defaults(handler=cmd_team)
 
     verify = commands.add_parser(
-        "verify", help="compare document versions in PostgreSQL with the git repository (and SVC_GIT_REMOTE); exit 1 on drift"
+        "verify",
+        help="compare document versions in PostgreSQL with the git repository (and SVC_GIT_REMOTE); exit 1 on drift",
     )
     verify.add_argument("--repair", action="store_true", help="mend drift without dropping any saved version")
     verify.set_defaults(handler=cmd_verify)
