@@ -70,7 +70,6 @@ class Services:
         content.ensure()
         authenticator = Authenticator(db)
         changes = ChangeFeed(database_url, connect_timeout=settings.connect_timeout)
-        configurations = ConfigurationService(db, max_config_bytes=settings.max_config_bytes, announce=changes.announce)
         return cls(
             settings=settings,
             db=db,
@@ -83,16 +82,15 @@ class Services:
             team_claude_md=DocumentService(db, content, TeamMount(CLAUDE_MD), max_bytes=settings.max_document_bytes),
             teams=TeamService(db, content),
             applications=ApplicationService(db, announce=changes.announce),
-            configurations=configurations,
+            configurations=ConfigurationService(
+                db, max_config_bytes=settings.max_config_bytes, announce=changes.announce
+            ),
             listener=ChangeListener(
                 database_url, [CHANGES_CHANNEL, INVALIDATE_CHANNEL], connect_timeout=settings.connect_timeout
             ),
             changes=changes,
             delivery=DeliveryService(
-                db,
-                cache_max_bytes=settings.cache_max_bytes,
-                event_retention_hours=settings.event_retention_hours,
-                read_as_member=configurations.get,
+                db, cache_max_bytes=settings.cache_max_bytes, event_retention_hours=settings.event_retention_hours
             ),
         )
 
