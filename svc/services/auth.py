@@ -44,6 +44,7 @@ class Principal:
     user_id: str | None = None
     application_id: str | None = None
     read_only: bool = False
+    reveal_secrets: bool = False
 
     @classmethod
     def of_token(cls, token: Token) -> Principal:
@@ -54,6 +55,7 @@ class Principal:
             user_id=token.user_id,
             application_id=token.application_id,
             read_only=token.read_only,
+            reveal_secrets=token.reveal_secrets,
         )
 
     @classmethod
@@ -94,6 +96,23 @@ class Principal:
         self.require_role("admin", "service")
         if write:
             self.require_write()
+
+    def reveals_secrets(self, requested: bool) -> bool:
+        """Whether this read shows secret values in clear (in a configuration the caller may see).
+
+        A service token created with `reveal_secrets` always does; an admin does when it asks
+        (`?reveal=true`), and the read is then audited by the caller of this rule. Anyone else
+        who asks is refused (403); nobody else ever sees a secret value.
+        """
+        if self.reveal_secrets:
+            return True
+        if not requested:
+            return False
+        if self.is_admin:
+            return True
+        raise Forbidden(
+            "?reveal=true is for admin tokens; a service token reads secrets only if created with reveal_secrets"
+        )
 
     def require_user(self, user_id: str) -> None:
         """Users reach only their own data; another user's looks missing (404)."""
