@@ -257,24 +257,28 @@ def test_rotation_interrupted_then_rerun_leaves_only_the_new_key(world, settings
         return sql(settings, sealed_under.format(table), (f"%svc-secret:v1:{key_id}:%",))[0][0]
 
     rotated = keyed(settings, f"{KEY_B},{KEY_A}")
+    with TestClient(create_app(rotated)) as both:  # a new first key: old values still open
+        rolled = both.post(world.url("/rollback"), json={"revision": 1}, headers=admin)
+        assert rolled.status_code == 200 and rolled.json()["revision"] == 5
+        assert count("configurations", "b") == 1 and count("configuration_revisions", "a") == 5
     db = Database(settings.database_url.get_secret_value(), min_size=0, max_size=1)
     try:
-        rotate(db, KeyRing.parse(f"{KEY_B},{KEY_A}"), batch_size=1, max_batches=1)  # stopped after one row
+        rotate(db, KeyRing.parse(f"{KEY_B},{KEY_A}"), batch_size=1, max_batches=2)  # stopped after two rows
     finally:
         db.close()
-    assert count("configurations", "b") == 1 and count("configurations", "a") == 1
+    assert count("configurations", "a") == 0 and count("configuration_revisions", "a") == 5
     assert cmd_secrets(argparse.Namespace(batch_size=1), rotated) == 0  # the rerun finishes it
     assert cmd_secrets(argparse.Namespace(batch_size=1), rotated) == 0  # and again changes nothing
     assert [count(t, "a") for t in ("configurations", "configuration_revisions")] == [0, 0]
-    assert count("configuration_revisions", "b") == 5
+    assert count("configuration_revisions", "b") == 6
 
     with TestClient(create_app(keyed(settings, KEY_B))) as only_b:  # the old key is gone
         assert only_b.get("/ready").json()["unreadable_secret_keys"] == {}
         assert only_b.get(world.url(), params={"reveal": "true"}, headers=admin).json()["config"]["db"][
             "password"] == world.password
-        rolled = only_b.post(world.url("/rollback"), json={"revision": 1}, headers=admin)
+        rolled = only_b.post(world.url("/rollback"), json={"revision": 4}, headers=admin)
         assert rolled.status_code == 200
-        assert only_b.get(world.url("/diff"), params={"from": 1, "to": 5}, headers=admin).status_code == 200
+        assert only_b.get(world.url("/diff"), params={"from": 1, "to": 6}, headers=admin).status_code == 200
 
 
 def test_a_value_that_cannot_be_opened_is_a_503_naming_the_key(world, settings):
@@ -289,6 +293,9 @@ def test_a_value_that_cannot_be_opened_is_a_503_naming_the_key(world, settings):
     tampered = client.get(world.url(), params={"reveal": "true"}, headers=admin)
     assert tampered.status_code == 503 and "'a'" in tampered.json()["detail"]
     assert client.get(f"{API}/resolve/billing/db", params={"reveal": "true"}, headers=admin).status_code == 503
+    elsewhere = world.token(reveal_secrets=True, application_id=world.other_app["id"])
+    for path in (world.url(), f"{API}/resolve/billing/db"):
+        assert client.get(path, headers=elsewhere).status_code == 404  # not a 503 that tells it exists
     assert client.get(world.url(), headers=admin).json()["config"]["db"]["password"] == MASK  # masking needs no key
     written = client.patch(world.url(), content=b'{"pool": 1}',
                            headers=admin | {"Content-Type": "application/merge-patch+json"})

@@ -16,7 +16,7 @@ from anyio.to_thread import run_sync as run_in_threadpool
 from svc.cache import InvalidatingCache
 from svc.crypto import KeyRing
 from svc.db import Database
-from svc.errors import NotFound
+from svc.errors import NotFound, SecretUnavailable
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import EVENT_STREAMS, LONG_POLL_WAITERS, RESOLVE_CACHE_HITS, RESOLVE_CACHE_MISSES
 from svc.repositories.delivery import ChangeEvent, DeliveryRepository, Resolved
@@ -154,7 +154,13 @@ class DeliveryService:
         if found is not None:
             return found
         RESOLVE_CACHE_MISSES.inc()
-        found = await self._load((application_name, configuration_name, actor.reveals_secrets(reveal)))
+        try:
+            found = await self._load((application_name, configuration_name, actor.reveals_secrets(reveal)))
+        except SecretUnavailable:
+            # Only a caller who may see the configuration learns that its secret cannot be opened.
+            masked = await run_in_threadpool(self._read, (application_name, configuration_name, False))
+            _require_visible(actor, masked, application_name, configuration_name)
+            raise
         _require_visible(actor, found, application_name, configuration_name)
         return found
 
