@@ -173,7 +173,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
                 for t in page.items:
                     state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
                     scope = t.application_id or t.user_id or "-"
-                    ro = " read-only" if t.read_only else ""
+                    ro = (" read-only" if t.read_only else "") + (" reveal-secrets" if t.reveal_secrets else "")
                     print(f"{t.id}  {t.role:<7} {state:<18} {scope:<26} {t.name}{ro}")
                 if page.next is None:
                     break

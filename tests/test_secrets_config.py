@@ -75,7 +75,8 @@ def world(settings: Settings) -> Iterator[World]:
 def clear_copies(settings: Settings, text: str) -> list[str]:
     """Tables whose rows hold `text` anywhere."""
     tables = ["configurations", "configuration_revisions", "configuration_events", "audit_events"]
-    return [t for t in tables if sql(settings, f"SELECT count(*) FROM {t} x WHERE x::text LIKE %s", (f"%{text}%",))[0][0]]
+    found = "SELECT count(*) FROM {} x WHERE x::text LIKE %s"
+    return [t for t in tables if sql(settings, found.format(t), (f"%{text}%",))[0][0]]
 
 
 def pg_dump(settings: Settings) -> str:
