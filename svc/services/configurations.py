@@ -64,10 +64,13 @@ class ConfigurationService:
     """Secret values (at each configuration's `secret_paths`) are sealed in every row written and
     masked in everything returned, but for `get(..., reveal=True)` by a caller the reveal rule allows."""
 
-    def __init__(self, db: Database, keyring: KeyRing, *, max_config_bytes: int) -> None:
+    def __init__(
+        self, db: Database, keyring: KeyRing, *, max_config_bytes: int, announce: changes.Announce
+    ) -> None:
         self.db = db
         self.keyring = keyring
         self.max_config_bytes = max_config_bytes
+        self.announce = announce
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -261,6 +264,7 @@ class ConfigurationService:
             current = _locked(actor, configurations, configuration_id, expected)
             changes.publish(
                 tx,
+                self.announce,
                 application_id=current.application_id,
                 configuration_id=configuration_id,
                 name=current.name,
@@ -364,6 +368,7 @@ class ConfigurationService:
         )
         changes.publish(
             tx,
+            self.announce,
             application_id=configuration.application_id,
             configuration_id=configuration.id,
             name=configuration.name,

@@ -22,6 +22,7 @@ from svc.services.claude_md import ClaudeMdService
 from svc.services.configurations import ConfigurationService
 from svc.services.secret_store import check_secret_samples
 from svc.services.changes import CHANNEL as CHANGES_CHANNEL
+from svc.services.changes import ChangeFeed
 from svc.services.delivery import DeliveryService
 from svc.services.tokens import TokenService
 from svc.services.users import UserService
@@ -43,6 +44,7 @@ class Services:
     applications: ApplicationService
     configurations: ConfigurationService
     listener: ChangeListener
+    changes: ChangeFeed
     delivery: DeliveryService
     keyring: KeyRing
     _background: list[asyncio.Task] = field(default_factory=list)
@@ -61,6 +63,7 @@ class Services:
         content.ensure()
         authenticator = Authenticator(db)
         keyring = secret_key_ring(settings)  # once per process: the key file's notice is said once
+        changes = ChangeFeed(database_url, connect_timeout=settings.connect_timeout)
         return cls(
             settings=settings,
             db=db,
@@ -70,11 +73,14 @@ class Services:
             content=content,
             users=UserService(db, content),
             claude_md=ClaudeMdService(db, content, max_bytes=settings.max_document_bytes),
-            applications=ApplicationService(db),
-            configurations=ConfigurationService(db, keyring, max_config_bytes=settings.max_config_bytes),
+            applications=ApplicationService(db, announce=changes.announce),
+            configurations=ConfigurationService(
+                db, keyring, max_config_bytes=settings.max_config_bytes, announce=changes.announce
+            ),
             listener=ChangeListener(
                 database_url, [CHANGES_CHANNEL, INVALIDATE_CHANNEL], connect_timeout=settings.connect_timeout
             ),
+            changes=changes,
             delivery=DeliveryService(
                 db,
                 keyring,
@@ -85,17 +91,20 @@ class Services:
         )
 
     async def start(self) -> None:
-        """Start the per-worker background parts: the LISTEN connection and event pruning."""
+        """Start the per-worker background parts: the LISTEN connection, the change feed and event pruning."""
         self.authenticator.attach(self.listener)
-        self.delivery.attach(self.listener)
+        self.changes.attach(self.listener)
+        self.delivery.attach(self.listener, self.changes)
         await self.listener.start()
-        if not await self.listener.wait_connected(timeout=self.settings.connect_timeout):
-            log.warning("LISTEN connection not up yet; caches stay bypassed until it is")
+        await self.changes.start()
+        if not await self.changes.wait_connected(timeout=self.settings.connect_timeout):
+            log.warning("LISTEN connection not up or changes not caught up yet; caches stay bypassed until they are")
         self._background.append(asyncio.create_task(self._prune_events_hourly(), name="svc-prune-events"))
 
     async def stop(self) -> None:
         for task in self._background:
             task.cancel()
+        await run_sync(self.changes.close)
         await self.listener.stop()
 
     async def _prune_events_hourly(self) -> None:
@@ -117,4 +126,5 @@ class Services:
         return check_secret_samples(self.db, self.keyring)
 
     def close(self) -> None:
+        self.changes.close()
         self.db.close()

@@ -98,9 +98,9 @@ def service_paths() -> None:
         db = Database(postgres.url, min_size=1, max_size=2)
         ring = KeyRing.parse(new_key_entry("bench"))
         operator = Principal.operator()
-        configurations = ConfigurationService(db, ring, max_config_bytes=1 << 20)
+        configurations = ConfigurationService(db, ring, max_config_bytes=1 << 20, announce=lambda payload: None)
         delivery = DeliveryService(db, ring, cache_max_bytes=1 << 20, event_retention_hours=1)
-        application = ApplicationService(db).create(operator, name="bench")
+        application = ApplicationService(db, announce=lambda payload: None).create(operator, name="bench")
         application_id = application.id
         ids = {
             paths: configurations.create(
