@@ -69,6 +69,12 @@ SEMANTIC_REJECTIONS = {
     # an upload must be a .md file
     "POST /api/v1/users/{user_id}/claude-md/import": ["415"],
     "POST /api/v1/me/claude-md/import": ["415"],
+    "POST /api/v1/teams/{team_id}/claude-md/import": ["415"],
+    # an admin token, which belongs to no user, must name a new team's owner
+    "POST /api/v1/teams": ["422"],
+    # a team_id in the body that names no team
+    "POST /api/v1/applications": ["422"],
+    "PATCH /api/v1/applications/{application_id}": ["422"],
     # schemathesis' coverage phase sends maximum-length emails that ignore the email `pattern`
     "POST /api/v1/users": ["422"],
     "PATCH /api/v1/users/{user_id}": ["422"],
@@ -125,6 +131,8 @@ class Target:
     user_id: str
     sha: str
     resolve: dict[str, str]
+    team_id: str
+    proposal_ids: dict[str, str]  # the document's mount ("users", "me", "teams") → an open proposal on it
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +156,15 @@ def target(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         user = create_user(client, admin, "ada")
         _token(services, USER_SECRET, role="user", user_id=user["id"])
         saved = save(client, f"{API}/users/{user['id']}/claude-md", admin, "# one\n")
+        team = services.teams.create(Principal.operator(), name="fuzzed", owner_id=user["id"])
+        proposals = {
+            mount: documents.propose(Principal.operator(), owner, content="# two\n", message="fuzz")["id"]
+            for mount, documents, owner in (
+                ("users", services.claude_md, user["id"]),
+                ("me", services.claude_md, user["id"]),
+                ("teams", services.team_claude_md, team.id),
+            )
+        }
         FUZZED.app = create_app(config)
         yield Target(
             services=services,
@@ -156,6 +173,8 @@ def target(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             user_id=user["id"],
             sha=saved["commit_sha"],
             resolve={"application_name": "resolved", "configuration_name": "main"},
+            team_id=team.id,
+            proposal_ids=proposals,
         )
     FUZZED.app = None
     cluster.drop_database(database)
@@ -181,6 +200,8 @@ def _point_at_real_resources(case, target: Target) -> None:
                 params[name] = target.resolve[name]
             elif "claude-md" in case.path and name in ("sha", "from", "to") and re.fullmatch(SHA_PATTERN, value):
                 params[name] = target.sha
+            elif name == "proposal_id" and re.fullmatch(ULID_PATTERN, value):
+                params[name] = target.proposal_ids[case.path.split("/")[3]]  # the mount: users, me, teams
             elif name.endswith("_id") and re.fullmatch(ULID_PATTERN, value):
                 params[name] = _fresh(name, target) if deleting or name == "token_id" else _seeded(name, target)
 
@@ -190,6 +211,7 @@ def _seeded(name: str, target: Target) -> str:
         "application_id": target.application_id,
         "configuration_id": target.configuration_id,
         "user_id": target.user_id,
+        "team_id": target.team_id,
     }[name]
 
 
@@ -202,6 +224,8 @@ def _fresh(name: str, target: Target) -> str:
         return services.configurations.create(operator, target.application_id, name=f"doomed-{tag}", config={}).id
     if name == "user_id":
         return services.users.create(operator, email=f"{tag}@example.com", username=f"doomed-{tag}").id
+    if name == "team_id":
+        return services.teams.create(operator, name=f"doomed-{tag}", owner_id=target.user_id).id
     if name == "token_id":
         return services.tokens.create(operator, name=f"doomed-{tag}", role="service").token.id
     raise AssertionError(f"no fresh resource for the path parameter {name}")

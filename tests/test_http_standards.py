@@ -254,6 +254,18 @@ def _concrete(world: World, path: str) -> tuple[str, dict[str, Any], dict[str, s
         "application_name": application["name"],
         "configuration_name": configuration["name"],
     }
+    if "{team_id}" in path:  # a team of this user, and a proposal on the team's document
+        values["team_id"] = world.services.teams.create(
+            OPERATOR, name=f"team-{new_id().lower()}", owner_id=world.user_id
+        ).id
+        documents, owner = world.services.team_claude_md, values["team_id"]
+        shas = [documents.save(OPERATOR, owner, content=f"v{n}\n", message=None, expected=None)["commit_sha"]
+                for n in (1, 2)]
+        values["sha"] = shas[0]
+    else:
+        documents, owner = world.services.claude_md, values["user_id"]
+    if "{proposal_id}" in path:
+        values["proposal_id"] = documents.propose(OPERATOR, owner, content="proposed\n", message="m")["id"]
     url = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
     query: dict[str, Any] = {}
     if path.endswith("/diff"):

@@ -8,8 +8,10 @@ from svc.db import Database, Transaction
 from svc.ids import new_id
 from svc.log import request_id_var
 from svc.repositories.audit import AuditEvent, AuditFilter, AuditRepository
+from svc.services import policy
 from svc.services.auth import Principal
 from svc.services.pagination import Page, keyset_page
+from svc.services.policy import Action
 
 
 def record(
@@ -40,7 +42,7 @@ class AuditService:
 
     def list(self, actor: Principal, where: AuditFilter, *, limit: int, after: str | None = None) -> Page[AuditEvent]:
         """Audit events matching `where`, newest first; the cursor is an event id."""
-        actor.require_admin()
+        policy.require(actor, Action.READ_AUDIT)
         with self.db.transaction() as tx:
             events = AuditRepository(tx)
             return keyset_page(lambda n: events.list(where, limit=n, after=after), limit)

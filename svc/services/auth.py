@@ -15,7 +15,7 @@ from svc.cache import InvalidatingCache
 from svc.db import Database
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import AUTH_CACHE_HITS, AUTH_CACHE_MISSES
-from svc.errors import Forbidden, InvalidToken, NotFound, Unauthenticated
+from svc.errors import InvalidToken, Unauthenticated
 from svc.repositories.tokens import Token, TokenRepository
 
 Role = Literal["admin", "service", "user"]
@@ -70,60 +70,6 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
-
-    def require_admin(self) -> None:
-        if not self.is_admin:
-            raise Forbidden("this operation needs an admin token")
-
-    def require_role(self, *roles: Role) -> None:
-        if self.role not in roles:
-            raise Forbidden(f"a {self.role} token may not do this; it needs one of: {', '.join(roles)}")
-
-    def require_write(self) -> None:
-        if self.read_only:
-            raise Forbidden("this token is read-only")
-
-    def require_application(self, application_id: str) -> None:
-        """Scoped tokens see only their application; anything else looks missing (404)."""
-        if not self.can_see_application(application_id):
-            raise NotFound("application not found")
-
-    def can_see_application(self, application_id: str) -> bool:
-        return self.application_id is None or self.application_id == application_id
-
-    def require_configuration_access(self, *, write: bool) -> None:
-        """Applications and configurations are for admin and service tokens; writing needs a writable token."""
-        self.require_role("admin", "service")
-        if write:
-            self.require_write()
-
-    def reveals_secrets(self, requested: bool) -> bool:
-        """Whether this read shows secret values in clear (in a configuration the caller may see).
-
-        A service token created with `reveal_secrets` always does; an admin does when it asks
-        (`?reveal=true`), and the read is then audited by the caller of this rule. Anyone else
-        who asks is refused (403); nobody else ever sees a secret value.
-        """
-        if self.reveal_secrets:
-            return True
-        if not requested:
-            return False
-        if self.is_admin:
-            return True
-        raise Forbidden(
-            "?reveal=true is for admin tokens; a service token reads secrets only if created with reveal_secrets"
-        )
-
-    def require_user(self, user_id: str) -> None:
-        """Users reach only their own data; another user's looks missing (404)."""
-        if not self.is_admin and self.user_id != user_id:
-            raise NotFound("user not found")
-
-    def require_own_user(self) -> str:
-        """The user this token belongs to (for `/me`); admin and service tokens belong to none."""
-        if self.user_id is None:
-            raise Forbidden(f"/me is for user tokens; this is a {self.role} token, which belongs to no user")
-        return self.user_id
 
 
 class Authenticator:

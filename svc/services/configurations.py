@@ -28,8 +28,8 @@ from svc.repositories.configurations import (
     configuration_version,
     state_version,
 )
-from svc.services import audit, changes
-from svc.services.applications import visible_application
+from svc.services import audit, changes, policy
+from svc.services.applications import reachable_application
 from svc.services.auth import Principal
 from svc.services.json_documents import (
     InvalidSchema,
@@ -75,12 +75,11 @@ class ConfigurationService:
     # --- reads ---------------------------------------------------------------------------
 
     def get(self, actor: Principal, configuration_id: str, *, reveal: bool = False) -> tuple[Configuration, str]:
-        """The configuration, secrets masked unless `actor.reveals_secrets(reveal)`, and its representation's
-        version (an admin's reveal is audited)."""
-        actor.require_configuration_access(write=False)
+        """The configuration, secrets masked unless `policy.reveals_secrets(actor, reveal)`, and its
+        representation's version (an admin's reveal is audited)."""
         with self.db.transaction() as tx:
-            row = _visible(actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
-            if not (row.secret_paths and actor.reveals_secrets(reveal)):
+            row = _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
+            if not (policy.reveals_secrets(actor, reveal) and row.secret_paths):
                 return _masked(row), row.version
             clear = replace(row, config=self._clear(row.id, row.config, row.secret_paths))
             if actor.is_admin:
@@ -101,10 +100,9 @@ class ConfigurationService:
         contains: str | None = None,
     ) -> Page:
         """An application's configurations by id; `contains` (JSON text) keeps those whose config contains it."""
-        actor.require_configuration_access(write=False)
         containment = _containment_filter(contains)
         with self.db.transaction() as tx:
-            visible_application(actor, ApplicationRepository(tx).get(application_id), application_id)
+            reachable_application(tx, actor, ApplicationRepository(tx).get(application_id), application_id)
             configurations = ConfigurationRepository(tx)
             return keyset_page(
                 lambda n: [
@@ -116,9 +114,8 @@ class ConfigurationService:
 
     def revisions(self, actor: Principal, configuration_id: str, *, limit: int, after: int | None = None) -> Page:
         """Revisions newest first; the cursor is a revision number."""
-        actor.require_configuration_access(write=False)
         with self.db.transaction() as tx:
-            _visible(actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
+            _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
             revisions = RevisionRepository(tx)
             return keyset_page(
                 lambda n: [_masked(r) for r in revisions.list(configuration_id, limit=n, after=after)],
@@ -127,14 +124,12 @@ class ConfigurationService:
             )
 
     def revision(self, actor: Principal, configuration_id: str, number: int) -> Revision:
-        actor.require_configuration_access(write=False)
         with self.db.transaction() as tx:
             return _masked(self._revision(actor, tx, configuration_id, number))
 
     def diff(self, actor: Principal, configuration_id: str, *, from_: int, to: int) -> list[dict[str, Any]]:
         """The RFC 6902 JSON Patch that turns revision `from_` into revision `to`, secret values masked
         (a changed secret is an operation whose value is the mask)."""
-        actor.require_configuration_access(write=False)
         with self.db.transaction() as tx:
             source = self._revision(actor, tx, configuration_id, from_)
             target = self._revision(actor, tx, configuration_id, to)
@@ -148,7 +143,7 @@ class ConfigurationService:
         )
 
     def _revision(self, actor: Principal, tx: Transaction, configuration_id: str, number: int) -> Revision:
-        _visible(actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
+        _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
         return _existing_revision(tx, configuration_id, number)
 
     # --- writes --------------------------------------------------------------------------
@@ -166,11 +161,11 @@ class ConfigurationService:
         message: str | None = None,
     ) -> Configuration:
         """A new configuration at revision 1 (returned with its secrets masked)."""
-        actor.require_configuration_access(write=True)
         configuration_id = new_id()
         paths = secret_paths or []
         with self.db.transaction() as tx:
-            visible_application(actor, ApplicationRepository(tx).get(application_id), application_id)
+            application = ApplicationRepository(tx).get(application_id)
+            reachable_application(tx, actor, application, application_id, write=True)
             clear = self._clear_proposal(config, paths, previous_clear=None, previous_paths=[])
             self._check(clear, schema, paths)
             created = ConfigurationRepository(tx).insert(
@@ -258,10 +253,9 @@ class ConfigurationService:
 
     def delete(self, actor: Principal, configuration_id: str, *, expected: Precondition | None = None) -> None:
         """Delete a configuration and its revisions."""
-        actor.require_configuration_access(write=True)
         with self.db.transaction() as tx:
             configurations = ConfigurationRepository(tx)
-            current = _locked(actor, configurations, configuration_id, expected)
+            current = _locked(tx, actor, configurations, configuration_id, expected)
             changes.publish(
                 tx,
                 self.announce,
@@ -293,10 +287,9 @@ class ConfigurationService:
     ) -> Configuration:
         """Lock, check the preconditions, apply `propose` (to the masked view, unless it `proposes_clear`),
         validate the clear state, and record the new revision with its secrets sealed."""
-        actor.require_configuration_access(write=True)
         with self.db.transaction() as tx:
             configurations = ConfigurationRepository(tx)
-            current = _locked(actor, configurations, configuration_id, expected)
+            current = _locked(tx, actor, configurations, configuration_id, expected)
             current_clear = self._clear(current.id, current.config, current.secret_paths)
             change = propose(_masked(current), tx)
             proposed = {field: getattr(current, field) for field in STATE_FIELDS} | change
@@ -408,13 +401,14 @@ class ConfigurationService:
 
 
 def _locked(
+    tx: Transaction,
     actor: Principal,
     configurations: ConfigurationRepository,
     configuration_id: str,
     expected: Precondition | None,
 ) -> Configuration:
     """The row locked for writing; 404 when invisible, 412 when a precondition fails."""
-    current = _visible(actor, configurations.lock(configuration_id), configuration_id)
+    current = _visible(tx, actor, configurations.lock(configuration_id), configuration_id, write=True)
     require_current(_any_representation(expected), current.version, subject=f"configuration {configuration_id}")
     return current
 
@@ -446,9 +440,15 @@ def _existing_revision(tx: Transaction, configuration_id: str, number: int) -> R
     return found
 
 
-def _visible(actor: Principal, row: Configuration | None, configuration_id: str) -> Configuration:
-    if row is None or not actor.can_see_application(row.application_id):
-        raise NotFound(f"configuration {configuration_id} not found")
+def _visible(
+    tx: Transaction, actor: Principal, row: Configuration | None, configuration_id: str, *, write: bool = False
+) -> Configuration:
+    """The row, once the caller may read (or write) its application; a missing one and one out
+    of a scoped token's reach are both 404."""
+    application_id = None if row is None else row.application_id
+    application = None if application_id is None else ApplicationRepository(tx).get(application_id)
+    missing = NotFound(f"configuration {configuration_id} not found")
+    reachable_application(tx, actor, application, application_id or "", write=write, missing=missing)
     return row
 
 

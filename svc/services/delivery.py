@@ -21,9 +21,10 @@ from svc.errors import NotFound, SecretUnavailable
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import EVENT_STREAMS, LONG_POLL_WAITERS, RESOLVE_CACHE_HITS, RESOLVE_CACHE_MISSES
 from svc.repositories.delivery import ChangeEvent, DeliveryRepository, Resolved
-from svc.services import audit
+from svc.services import audit, policy
 from svc.services.auth import Principal
 from svc.services.changes import ChangeFeed
+from svc.services.policy import Action, ApplicationResource
 from svc.services.secret_values import decrypt_at, mask_at
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ Key = tuple[str, str, bool]
 
 def _require_visible(actor: Principal, found: Resolved | None, application_name: str, configuration_name: str) -> None:
     """A configuration that does not exist and one the actor may not see look the same (404)."""
-    if found is None or not actor.can_see_application(found.application_id):
+    if found is None or not policy.can(actor, Action.RESOLVE, ApplicationResource(found.application_id)):
         raise NotFound(f"configuration '{configuration_name}' of application '{application_name}' not found")
 
 
@@ -141,8 +142,9 @@ class DeliveryService:
     ) -> Resolved | None:
         """The configuration from the cache (a hit is counted), or None when the cache does not
         hold it. Raises as `resolve` does when `actor` may not read it (or ask to `reveal`)."""
-        actor.require_configuration_access(write=False)
-        found = self.cache.get((application_name, configuration_name, actor.reveals_secrets(reveal)))
+        # Within the caller's own scope: only its role is checked before the lookup.
+        policy.require(actor, Action.RESOLVE, ApplicationResource(actor.application_id))
+        found = self.cache.get((application_name, configuration_name, policy.reveals_secrets(actor, reveal)))
         if found is not None:
             _require_visible(actor, found, application_name, configuration_name)
             RESOLVE_CACHE_HITS.inc()
@@ -152,13 +154,13 @@ class DeliveryService:
         self, actor: Principal, application_name: str, configuration_name: str, *, reveal: bool = False
     ) -> Resolved:
         """The current configuration, from the cache when it can be trusted; secrets masked unless
-        `actor.reveals_secrets(reveal)` (see `record_reveal` for an admin's)."""
+        `policy.reveals_secrets(actor, reveal)` (see `record_reveal` for an admin's)."""
         found = self.cached(actor, application_name, configuration_name, reveal=reveal)
         if found is not None:
             return found
         RESOLVE_CACHE_MISSES.inc()
         try:
-            found = await self._load((application_name, configuration_name, actor.reveals_secrets(reveal)))
+            found = await self._load((application_name, configuration_name, policy.reveals_secrets(actor, reveal)))
         except SecretUnavailable:
             # Only a caller who may see the configuration learns that its secret cannot be opened.
             masked = await run_in_threadpool(self._read, (application_name, configuration_name, False))
@@ -275,8 +277,7 @@ class DeliveryService:
         retention period). Access and existence are checked here, before anything is streamed;
         the stream subscribes when it is first iterated, so one never iterated holds nothing.
         """
-        actor.require_configuration_access(write=False)
-        actor.require_application(application_id)
+        policy.require(actor, Action.RESOLVE, ApplicationResource(application_id))
         if await run_in_threadpool(self._missing_applications, [application_id]):
             raise NotFound(f"application {application_id} not found")
         return self._stream(application_id, last_event_id, keepalive)

@@ -10,9 +10,10 @@ from svc.db import Database
 from svc.errors import NotFound, Unprocessable
 from svc.ids import new_id
 from svc.repositories.tokens import Token, TokenRepository
-from svc.services import audit
+from svc.services import audit, policy
 from svc.services.auth import Principal, Role, hash_secret, new_secret
 from svc.services.pagination import Page, keyset_page
+from svc.services.policy import Action
 
 BOOTSTRAP_TOKEN_NAME = "bootstrap-admin"
 
@@ -42,7 +43,7 @@ class TokenService:
         read_only: bool = False,
         reveal_secrets: bool = False,
     ) -> NewToken:
-        actor.require_admin()
+        policy.require(actor, Action.MANAGE_TOKENS)
         if reveal_secrets and role != "service":
             # Admins reveal per request with ?reveal=true, which is audited; user tokens never read configurations.
             raise Unprocessable("only service tokens can be created with reveal_secrets; an admin adds ?reveal=true")
@@ -69,14 +70,14 @@ class TokenService:
         return NewToken(token=token, secret=secret)
 
     def list(self, actor: Principal, *, limit: int, after: str | None = None) -> Page:
-        actor.require_admin()
+        policy.require(actor, Action.MANAGE_TOKENS)
         with self.db.transaction() as tx:
             tokens = TokenRepository(tx)
             return keyset_page(lambda n: tokens.list(limit=n, after=after), limit)
 
     def revoke(self, actor: Principal, token_id: str) -> Token:
         """Revoke a token; it stops working on the next request. Revoking twice is harmless."""
-        actor.require_admin()
+        policy.require(actor, Action.MANAGE_TOKENS)
         with self.db.transaction() as tx:
             token = TokenRepository(tx).revoke(token_id)
             if token is None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page
+from svc.ids import ULID_PATTERN
 from svc.services.applications import Application
 
 router = APIRouter(
@@ -21,10 +22,17 @@ router = APIRouter(
 )
 
 
+TeamId = Annotated[
+    str | None,
+    Field(pattern=ULID_PATTERN, description="the team it belongs to: its members read it, its owners and admins write it"),
+]
+
+
 class ApplicationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Name
     comments: Comments = None
+    team_id: TeamId = None
 
 
 class ApplicationUpdate(BaseModel):
@@ -33,6 +41,7 @@ class ApplicationUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Name = None
     comments: Comments = None
+    team_id: TeamId = None
 
 
 @router.post("", status_code=201, response_model=Application, responses=problem_responses(400, 409, 413))
@@ -43,7 +52,9 @@ def create_application(
     request: Request,
     response: Response,
 ):
-    application = services.applications.create(principal, name=body.name, comments=body.comments)
+    application = services.applications.create(
+        principal, name=body.name, comments=body.comments, team_id=body.team_id
+    )
     response.headers["Location"] = str(request.url_for("get_application", application_id=application.id))
     return application
 
