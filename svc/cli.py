@@ -11,14 +11,17 @@ import sys
 from collections.abc import Callable, Sequence
 
 from svc.config import Settings, get_settings
+from svc.crypto import InvalidSecretKeys
 from svc.content import ContentStore
 from svc.db import Database
 from svc.embedded import database_url
 from svc.errors import ServiceError
 from svc.log import configure_logging
 from svc.migrate import MigrationError, Runner
+from svc.secret_keys import secret_key_ring
 from svc.services.auth import Principal
 from svc.services.container import content_store_of
+from svc.services.secret_store import RotationProgress, rotate
 from svc.services.teams import TeamService
 from svc.services.tokens import TokenService
 from svc.services.users import UserService
@@ -133,6 +136,27 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# --- secrets -------------------------------------------------------------------------------
+
+
+def cmd_secrets(args: argparse.Namespace, settings: Settings) -> int:
+    """`svc secrets rotate`: every stored secret sealed again under the first key of SVC_SECRET_KEYS."""
+    keyring = secret_key_ring(settings)
+    db = small_database(database_url(settings))
+
+    def report(progress: RotationProgress) -> None:
+        say(f"{progress.table}: {progress.rows} row(s) with secrets checked, {progress.values} value(s) re-encrypted")
+
+    try:
+        done = rotate(db, keyring, batch_size=args.batch_size, report=report)
+    finally:
+        db.close()
+    total = sum(progress.values for progress in done)
+    say(f"done: {total} secret value(s) re-encrypted under key '{keyring.primary_id}'; "
+        "every key but the first can now leave SVC_SECRET_KEYS")
+    return 0
+
+
 # --- token ---------------------------------------------------------------------------------
 
 
@@ -149,6 +173,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
                 user_id=args.user,
                 application_id=args.application,
                 read_only=args.read_only,
+                reveal_secrets=args.reveal_secrets,
             )
             say(f"created {created.token.role} token {created.token.id} ({created.token.name})")
             print(created.secret)
@@ -159,7 +184,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
                 for t in page.items:
                     state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
                     scope = t.application_id or t.user_id or "-"
-                    ro = " read-only" if t.read_only else ""
+                    ro = (" read-only" if t.read_only else "") + (" reveal-secrets" if t.reveal_secrets else "")
                     print(f"{t.id}  {t.role:<7} {state:<18} {scope:<26} {t.name}{ro}")
                 if page.next is None:
                     break
@@ -279,10 +304,21 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--user", help="user id (role user)")
     create.add_argument("--application", help="limit a service token to this application id")
     create.add_argument("--read-only", action="store_true")
+    create.add_argument(
+        "--reveal-secrets", action="store_true", help="a service token that reads secret values in clear"
+    )
     token_actions.add_parser("list", help="list tokens")
     revoke = token_actions.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("id")
     token.set_defaults(handler=cmd_token)
+
+    secrets = commands.add_parser("secrets", help="operate on the secret values inside configurations")
+    secret_actions = secrets.add_subparsers(dest="action", required=True)
+    rotate_parser = secret_actions.add_parser(
+        "rotate", help="re-encrypt every stored secret under the first key (resumable, safe while serving)"
+    )
+    rotate_parser.add_argument("--batch-size", type=int, default=100, help="rows per transaction (default 100)")
+    secrets.set_defaults(handler=cmd_secrets)
 
     user = commands.add_parser("user", help="manage users")
     user_actions = user.add_subparsers(dest="action", required=True)
@@ -327,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace, Settings], int] = args.handler
     try:
         return handler(args, settings)
-    except (MigrationError, ServiceError) as exc:
+    except (MigrationError, ServiceError, InvalidSecretKeys) as exc:
         say(f"error: {exc}")
         return 1
     except KeyboardInterrupt:

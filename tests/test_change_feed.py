@@ -45,7 +45,7 @@ def resolved(client: TestClient, admin: dict[str, str], name: str) -> dict:
 
 
 def cached(client: TestClient, name: str) -> bool:
-    return services_of(client).delivery.cache.get(("billing", name)) is not None
+    return services_of(client).delivery.cache.get(("billing", name, False)) is not None  # the masked body
 
 
 async def first_events(stream, count: int) -> list:

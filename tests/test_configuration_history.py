@@ -34,7 +34,7 @@ def test_revisions_newest_first_with_pages(client, admin, configuration):
     assert listed.status_code == 200
     items = listed.json()["items"]
     assert [r["revision"] for r in items] == [3, 2, 1]
-    assert set(items[0]) == {"revision", "config", "schema", "comments", "author", "message", "created_at"}
+    assert set(items[0]) == {"revision", "config", "schema", "secret_paths", "comments", "author", "message", "created_at"}
     assert items[0]["message"] == "three" and items[2]["message"] is None and items[0]["author"] == "test-admin"
 
     first = client.get(url(configuration, "/revisions"), params={"limit": 2}, headers=admin).json()

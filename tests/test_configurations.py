@@ -49,7 +49,8 @@ def test_create_returns_the_configuration_with_its_etag(client, admin, app):
     assert response.status_code == 201
     created = response.json()
     assert set(created) == {
-        "id", "application_id", "name", "comments", "config", "schema", "revision", "created_at", "updated_at"
+        "id", "application_id", "name", "comments", "config", "schema", "secret_paths", "revision", "created_at",
+        "updated_at",
     }
     assert created["application_id"] == app["id"]
     assert created["config"] == body["config"]

@@ -1,6 +1,7 @@
 """Token secrets: shown once, in the answer that creates them, and nowhere else: not in the
 service's log (access log on, DEBUG), not in error bodies, not in the audit trail, metrics or
-git history. What PostgreSQL stores instead, the hash, does not authenticate."""
+git history. What PostgreSQL stores instead, the hash, does not authenticate. Secret values of
+configurations likewise, whatever the requests that write and read them (and the errors they meet)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from svc.api.app import create_app
+from svc.crypto import new_key_entry
 from tests.claude_md_helpers import API, create_user, git, sql
 from tests.conftest import bearer
 
@@ -35,10 +38,38 @@ def _use_and_misuse(http, admin: dict[str, str], secrets: list[str]) -> list[str
             for method, path, headers in calls]
 
 
+SECRET_KEYS = new_key_entry("k1")
+
+
+def _write_and_read_a_secret(http, admin: dict[str, str], name: str, value: str) -> list[str]:
+    """Requests that carry a configuration's secret value in, and read, diff and break it; the answers' texts."""
+    application = http.post(f"{API}/applications", json={"name": name}, headers=admin).json()
+    body = {"name": "db", "config": {"password": value, "port": 5432}, "secret_paths": ["/password"],
+            "schema": {"properties": {"password": {"type": "string", "maxLength": 64}}}}
+    created = http.post(f"{API}/applications/{application['id']}/configurations", json=body, headers=admin)
+    url = f"{API}/configurations/{created.json()['id']}"
+    merge = admin | {"Content-Type": "application/merge-patch+json"}
+    assert created.status_code == 201, created.text
+    answers = [
+        http.patch(url, json={"password": value * 20}, headers=merge),  # 422: too long, quoted nowhere
+        http.patch(url, json={"password": value + "2"}, headers=merge),
+        http.put(url, json={"config": {"password": value}, "secret_paths": ["/nope"]}, headers=admin),  # 422
+        http.get(f"{API}/applications/{application['id']}/configurations", headers=admin),
+        http.get(f"{url}/revisions", headers=admin),
+        http.get(f"{url}/diff", params={"from": 1, "to": 2}, headers=admin),
+        http.post(f"{url}/rollback", json={"revision": 1}, headers=admin),
+        http.get(f"{API}/resolve/{name}/db", headers=admin),
+        http.get("/metrics", headers=admin),
+    ]
+    assert [r.status_code for r in answers] == [422, 200, 422, 200, 200, 200, 200, 200, 200]
+    return [created.text] + [r.text for r in answers]
+
+
 @pytest.fixture
 def logging_client(settings) -> Iterator[TestClient]:
     """The app in-process with its access log on, at DEBUG (made before the test's log capture)."""
-    with TestClient(create_app(settings.model_copy(update={"access_log": True, "log_level": "DEBUG"}))) as client:
+    update = {"access_log": True, "log_level": "DEBUG", "secret_keys": SecretStr(SECRET_KEYS)}
+    with TestClient(create_app(settings.model_copy(update=update))) as client:
         yield client
 
 
@@ -55,10 +86,14 @@ def test_tokens_never_reach_logs_error_bodies_audit_metrics_or_git(client, loggi
         ]
     ]
     secrets = [token["token"] for token in created]
-    server = live_server(workers=1, SVC_ACCESS_LOG="true", SVC_LOG_LEVEL="DEBUG", PYTHONUNBUFFERED="1")
+    server = live_server(workers=1, SVC_ACCESS_LOG="true", SVC_LOG_LEVEL="DEBUG", PYTHONUNBUFFERED="1",
+                         SVC_SECRET_KEYS=SECRET_KEYS)
+    values = ["pw-in-process-" + created[0]["id"], "pw-served-" + created[1]["id"]]
     answers = _use_and_misuse(logging_client, admin, secrets)  # in-process: its log is in caplog
+    answers += _write_and_read_a_secret(logging_client, admin, "in-process", values[0])
     with server.client(timeout=30) as http:
         answers += _use_and_misuse(http, admin, secrets)
+        answers += _write_and_read_a_secret(http, admin, "served", values[1])
         http.delete(f"{API}/tokens/{created[0]['id']}", headers=admin)
         revoked = http.get(f"{API}/tokens", headers=bearer(secrets[0]))
         assert revoked.status_code == 401
@@ -73,6 +108,8 @@ def test_tokens_never_reach_logs_error_bodies_audit_metrics_or_git(client, loggi
     hashes = [row[0] for row in sql(settings, "SELECT token_hash FROM api_tokens")]
     stored = sql(settings, "SELECT actor_name, detail::text FROM audit_events") + sql(
         settings, "SELECT author, message FROM document_versions"
+    ) + sql(settings, "SELECT config::text FROM configuration_revisions") + sql(
+        settings, "SELECT x::text FROM configuration_events x"
     )
     places = {
         "server log": log,
@@ -82,6 +119,7 @@ def test_tokens_never_reach_logs_error_bodies_audit_metrics_or_git(client, loggi
         "git": git(settings, "log", "--all", "--format=%an %ae %cn %ce %B"),
     }
     secrets.append(admin["Authorization"].split()[1])
+    secrets += values + [value + "2" for value in values]
     leaks = [(place, secret[:8]) for place, text in places.items() for secret in secrets + hashes if secret in text]
     assert leaks == []
 

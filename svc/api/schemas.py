@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Generic, TypeVar
 
+from fastapi import Query
 from pydantic import AfterValidator, BaseModel, Field
 
 Item = TypeVar("Item")
@@ -44,3 +45,23 @@ Text = Annotated[str, AfterValidator(_valid_unicode), Field(json_schema_extra={"
 
 # Comments on an application or a configuration.
 Comments = Annotated[Text | None, Field(max_length=1024)]
+
+
+# `?reveal=true` on the reads that can show secret values in clear (GET of a configuration, resolve).
+Reveal = Annotated[
+    bool,
+    Query(
+        description="admin tokens: secret values in clear, and the read is audited; 403 for any other token. "
+        "A service token created with reveal_secrets gets them without asking"
+    ),
+]
+
+# A configuration's secret values, as JSON Pointers (RFC 6901) into its config.
+SecretPaths = Annotated[
+    list[Annotated[Text, Field(max_length=512)]],
+    Field(
+        max_length=100,
+        description='JSON Pointers to the secret values of config, e.g. ["/db/password"]: stored encrypted, '
+        'shown as "<secret>"; sending "<secret>" back keeps the stored value',
+    ),
+]

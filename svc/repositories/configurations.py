@@ -9,11 +9,11 @@ from typing import Any
 from svc.db import Constraints, Transaction, jsonb
 from svc.errors import Conflict, NotFound
 
-COLUMNS = "id, application_id, name, comments, config, schema, revision, created_at, updated_at"
+COLUMNS = "id, application_id, name, comments, config, schema, secret_paths, revision, created_at, updated_at"
 
 INSERT = f"""
-INSERT INTO configurations (id, application_id, name, comments, config, schema, revision)
-VALUES (%(id)s, %(application_id)s, %(name)s, %(comments)s, %(config)s, %(schema)s, 1)
+INSERT INTO configurations (id, application_id, name, comments, config, schema, secret_paths, revision)
+VALUES (%(id)s, %(application_id)s, %(name)s, %(comments)s, %(config)s, %(schema)s, %(secret_paths)s, 1)
 RETURNING {COLUMNS}
 """
 
@@ -41,7 +41,8 @@ FOR UPDATE
 
 UPDATE = f"""
 UPDATE configurations
-SET config = %(config)s, schema = %(schema)s, comments = %(comments)s, revision = %(revision)s,
+SET config = %(config)s, schema = %(schema)s, secret_paths = %(secret_paths)s, comments = %(comments)s,
+    revision = %(revision)s,
     updated_at = now()
 WHERE id = %(id)s
 RETURNING {COLUMNS}
@@ -49,11 +50,13 @@ RETURNING {COLUMNS}
 
 DELETE = "DELETE FROM configurations WHERE id = %(id)s"
 
-REVISION_COLUMNS = "revision, config, schema, comments, author, message, created_at"
+REVISION_COLUMNS = "revision, config, schema, secret_paths, comments, author, message, created_at"
 
 INSERT_REVISION = """
-INSERT INTO configuration_revisions (configuration_id, revision, config, schema, comments, author, message)
-VALUES (%(configuration_id)s, %(revision)s, %(config)s, %(schema)s, %(comments)s, %(author)s, %(message)s)
+INSERT INTO configuration_revisions
+    (configuration_id, revision, config, schema, secret_paths, comments, author, message)
+VALUES (%(configuration_id)s, %(revision)s, %(config)s, %(schema)s, %(secret_paths)s, %(comments)s, %(author)s,
+        %(message)s)
 """
 
 GET_REVISION = f"""
@@ -79,9 +82,21 @@ CONSTRAINTS: Constraints = {
 }
 
 
-def configuration_version(configuration_id: str, revision: int) -> str:
-    """The version string behind a configuration's ETag: `<id>.<revision>` (the one definition)."""
-    return f"{configuration_id}.{revision}"
+REVEALED = ".r"
+
+
+def configuration_version(configuration_id: str, revision: int, *, revealed: bool = False) -> str:
+    """The version string behind a configuration's ETag: `<id>.<revision>` (the one definition).
+
+    A body with secret values in clear is another representation of the same revision (RFC 9110
+    §8.8.3), so it has its own tag: `<id>.<revision>.r`.
+    """
+    return f"{configuration_id}.{revision}{REVEALED if revealed else ''}"
+
+
+def state_version(version: str) -> str:
+    """The version of the state behind either representation's version (for a write's If-Match)."""
+    return version.removesuffix(REVEALED)
 
 
 @dataclass(frozen=True)
@@ -92,6 +107,7 @@ class Configuration:
     comments: str | None
     config: dict[str, Any]
     schema: dict[str, Any] | None
+    secret_paths: list[str]
     revision: int
     created_at: datetime
     updated_at: datetime
@@ -121,6 +137,7 @@ class Revision:
     revision: int
     config: dict[str, Any]
     schema: dict[str, Any] | None
+    secret_paths: list[str]
     comments: str | None
     author: str
     message: str | None
@@ -140,6 +157,7 @@ class ConfigurationRepository:
         comments: str | None,
         config: dict[str, Any],
         schema: dict[str, Any] | None,
+        secret_paths: list[str],
     ) -> Configuration:
         params = {
             "id": id,
@@ -148,6 +166,7 @@ class ConfigurationRepository:
             "comments": comments,
             "config": jsonb(config),
             "schema": _nullable_jsonb(schema),
+            "secret_paths": jsonb(secret_paths),
         }
         return self.tx.fetch_one(INSERT, params, row=Configuration, constraints=CONSTRAINTS)
 
@@ -179,6 +198,7 @@ class ConfigurationRepository:
         *,
         config: dict[str, Any],
         schema: dict[str, Any] | None,
+        secret_paths: list[str],
         comments: str | None,
         revision: int,
     ) -> Configuration:
@@ -186,6 +206,7 @@ class ConfigurationRepository:
             "id": configuration_id,
             "config": jsonb(config),
             "schema": _nullable_jsonb(schema),
+            "secret_paths": jsonb(secret_paths),
             "comments": comments,
             "revision": revision,
         }
@@ -206,6 +227,7 @@ class RevisionRepository:
         revision: int,
         config: dict[str, Any],
         schema: dict[str, Any] | None,
+        secret_paths: list[str],
         comments: str | None,
         author: str,
         message: str | None,
@@ -215,6 +237,7 @@ class RevisionRepository:
             "revision": revision,
             "config": jsonb(config),
             "schema": _nullable_jsonb(schema),
+            "secret_paths": jsonb(secret_paths),
             "comments": comments,
             "author": author,
             "message": message,

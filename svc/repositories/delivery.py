@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -11,7 +11,7 @@ from svc.repositories.configurations import configuration_version
 
 # config::text is PostgreSQL's own JSON rendering: valid JSON, served as is, never parsed in Python.
 RESOLVE = """
-SELECT c.id AS configuration_id, c.application_id, c.revision, c.config::text AS body
+SELECT c.id AS configuration_id, c.application_id, c.revision, c.config::text AS body, c.secret_paths
 FROM configurations c
 JOIN applications a ON a.id = c.application_id
 WHERE a.name = %(application_name)s AND c.name = %(configuration_name)s
@@ -34,17 +34,23 @@ PRUNE_EVENTS = "DELETE FROM configuration_events WHERE occurred_at < now() - mak
 
 @dataclass(frozen=True)
 class Resolved:
-    """A configuration as delivered: its JSON already rendered, and its version."""
+    """A configuration as delivered: its JSON already rendered, and its version.
+
+    As read, `body` is the stored JSON (secrets sealed); the delivery service caches and serves
+    the masked or the revealed rendering, marked by `revealed`.
+    """
 
     configuration_id: str
     application_id: str
     revision: int
     body: bytes
+    secret_paths: list[str] = field(default_factory=list)
+    revealed: bool = False
 
     @property
     def version(self) -> str:
-        """The ETag value; the same one the configurations API uses."""
-        return configuration_version(self.configuration_id, self.revision)
+        """The ETag value; the same one the configurations API uses for the same representation."""
+        return configuration_version(self.configuration_id, self.revision, revealed=self.revealed)
 
 
 @dataclass(frozen=True)
@@ -68,8 +74,10 @@ class ChangeEvent:
         )
 
 
-def _resolved(*, configuration_id: str, application_id: str, revision: int, body: str) -> Resolved:
-    return Resolved(configuration_id, application_id, revision, body.encode())
+def _resolved(
+    *, configuration_id: str, application_id: str, revision: int, body: str, secret_paths: list[str]
+) -> Resolved:
+    return Resolved(configuration_id, application_id, revision, body.encode(), secret_paths)
 
 
 class DeliveryRepository:

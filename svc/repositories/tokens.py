@@ -8,11 +8,12 @@ from datetime import datetime
 from svc.db import Constraints, Transaction
 from svc.errors import Unprocessable
 
-COLUMNS = "id, name, role, user_id, application_id, read_only, created_at, last_used_at, revoked_at"
+COLUMNS = "id, name, role, user_id, application_id, read_only, reveal_secrets, created_at, last_used_at, revoked_at"
 
 INSERT = f"""
-INSERT INTO api_tokens (id, name, role, token_hash, user_id, application_id, read_only)
-VALUES (%(id)s, %(name)s, %(role)s, %(token_hash)s, %(user_id)s, %(application_id)s, %(read_only)s)
+INSERT INTO api_tokens (id, name, role, token_hash, user_id, application_id, read_only, reveal_secrets)
+VALUES (%(id)s, %(name)s, %(role)s, %(token_hash)s, %(user_id)s, %(application_id)s, %(read_only)s,
+        %(reveal_secrets)s)
 RETURNING {COLUMNS}
 """
 
@@ -63,6 +64,7 @@ class Token:
     user_id: str | None
     application_id: str | None
     read_only: bool
+    reveal_secrets: bool
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
@@ -82,6 +84,7 @@ class TokenRepository:
         user_id: str | None,
         application_id: str | None,
         read_only: bool,
+        reveal_secrets: bool = False,
     ) -> Token:
         params = {
             "id": id,
@@ -91,6 +94,7 @@ class TokenRepository:
             "user_id": user_id,
             "application_id": application_id,
             "read_only": read_only,
+            "reveal_secrets": reveal_secrets,
         }
         return self.tx.fetch_one(INSERT, params, row=Token, constraints=CONSTRAINTS)
 

@@ -44,6 +44,7 @@ class Principal:
     user_id: str | None = None
     application_id: str | None = None
     read_only: bool = False
+    reveal_secrets: bool = False
 
     @classmethod
     def of_token(cls, token: Token) -> Principal:
@@ -54,6 +55,7 @@ class Principal:
             user_id=token.user_id,
             application_id=token.application_id,
             read_only=token.read_only,
+            reveal_secrets=token.reveal_secrets,
         )
 
     @classmethod

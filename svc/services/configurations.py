@@ -9,17 +9,26 @@ always does.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import jsonpatch
 import orjson
 
+from svc.crypto import KeyRing
 from svc.db import Database, Transaction
 from svc.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
 from svc.ids import new_id
 from svc.repositories.applications import ApplicationRepository
-from svc.repositories.configurations import Configuration, ConfigurationRepository, Revision, RevisionRepository
-from svc.services import audit, changes
+from svc.repositories.configurations import (
+    Configuration,
+    ConfigurationRepository,
+    Revision,
+    RevisionRepository,
+    configuration_version,
+    state_version,
+)
+from svc.services import audit, changes, policy
 from svc.services.applications import reachable_application
 from svc.services.auth import Principal
 from svc.services.json_documents import (
@@ -32,26 +41,54 @@ from svc.services.json_documents import (
     violations,
 )
 from svc.services.pagination import Page, keyset_page
-from svc.services.preconditions import Precondition, require_current
+from svc.services.preconditions import Condition, EntityTag, Precondition, require_current
+from svc.services.secret_values import (
+    decrypt_at,
+    encrypt_at,
+    keep_masked,
+    mask_at,
+    mask_violations,
+    masked_diff,
+    validate_secret_paths,
+)
 
 # The fields a write may change; `config` changes make the interesting revisions.
-STATE_FIELDS = ("config", "schema", "comments")
+STATE_FIELDS = ("config", "schema", "secret_paths", "comments")
 
-# Computes the changed fields from the locked current row, inside the write's transaction.
+# Computes the changed fields from the current state as the caller sees it (secrets masked),
+# inside the write's transaction; a `config` it returns is clear but for masks that keep values.
 Proposal = Callable[[Configuration, Transaction], dict[str, Any]]
 
 
 class ConfigurationService:
-    def __init__(self, db: Database, *, max_config_bytes: int, announce: changes.Announce) -> None:
+    """Secret values (at each configuration's `secret_paths`) are sealed in every row written and
+    masked in everything returned, but for `get(..., reveal=True)` by a caller the reveal rule allows."""
+
+    def __init__(
+        self, db: Database, keyring: KeyRing, *, max_config_bytes: int, announce: changes.Announce
+    ) -> None:
         self.db = db
+        self.keyring = keyring
         self.max_config_bytes = max_config_bytes
         self.announce = announce
 
     # --- reads ---------------------------------------------------------------------------
 
-    def get(self, actor: Principal, configuration_id: str) -> Configuration:
+    def get(self, actor: Principal, configuration_id: str, *, reveal: bool = False) -> tuple[Configuration, str]:
+        """The configuration, secrets masked unless `policy.reveals_secrets(actor, reveal)`, and its
+        representation's version (an admin's reveal is audited)."""
         with self.db.transaction() as tx:
-            return _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
+            row = _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
+            if not (policy.reveals_secrets(actor, reveal) and row.secret_paths):
+                return _masked(row), row.version
+            clear = replace(row, config=self._clear(row.id, row.config, row.secret_paths))
+            if actor.is_admin:
+                audit.record(
+                    tx, actor, "configuration.reveal", "configuration", row.id,
+                    {"application_id": row.application_id, "name": row.name, "revision": row.revision},
+                )
+                tx.commit()
+        return clear, configuration_version(row.id, row.revision, revealed=True)
 
     def list(
         self,
@@ -68,7 +105,11 @@ class ConfigurationService:
             reachable_application(tx, actor, ApplicationRepository(tx).get(application_id), application_id)
             configurations = ConfigurationRepository(tx)
             return keyset_page(
-                lambda n: configurations.list(application_id, limit=n, after=after, contains=containment), limit
+                lambda n: [
+                    _masked(row)
+                    for row in configurations.list(application_id, limit=n, after=after, contains=containment)
+                ],
+                limit,
             )
 
     def revisions(self, actor: Principal, configuration_id: str, *, limit: int, after: int | None = None) -> Page:
@@ -77,19 +118,29 @@ class ConfigurationService:
             _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
             revisions = RevisionRepository(tx)
             return keyset_page(
-                lambda n: revisions.list(configuration_id, limit=n, after=after), limit, cursor=lambda r: r.revision
+                lambda n: [_masked(r) for r in revisions.list(configuration_id, limit=n, after=after)],
+                limit,
+                cursor=lambda r: r.revision,
             )
 
     def revision(self, actor: Principal, configuration_id: str, number: int) -> Revision:
         with self.db.transaction() as tx:
-            return self._revision(actor, tx, configuration_id, number)
+            return _masked(self._revision(actor, tx, configuration_id, number))
 
     def diff(self, actor: Principal, configuration_id: str, *, from_: int, to: int) -> list[dict[str, Any]]:
-        """The RFC 6902 JSON Patch that turns revision `from_` into revision `to`."""
+        """The RFC 6902 JSON Patch that turns revision `from_` into revision `to`, secret values masked
+        (a changed secret is an operation whose value is the mask)."""
         with self.db.transaction() as tx:
             source = self._revision(actor, tx, configuration_id, from_)
             target = self._revision(actor, tx, configuration_id, to)
-        return jsonpatch.make_patch(source.config, target.config).patch
+        if not (source.secret_paths or target.secret_paths):
+            return jsonpatch.make_patch(source.config, target.config).patch
+        return masked_diff(
+            self._clear(configuration_id, source.config, source.secret_paths),
+            source.secret_paths,
+            self._clear(configuration_id, target.config, target.secret_paths),
+            target.secret_paths,
+        )
 
     def _revision(self, actor: Principal, tx: Transaction, configuration_id: str, number: int) -> Revision:
         _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
@@ -106,24 +157,29 @@ class ConfigurationService:
         config: Any,
         comments: str | None = None,
         schema: dict[str, Any] | None = None,
+        secret_paths: list[str] | None = None,
         message: str | None = None,
     ) -> Configuration:
-        """A new configuration at revision 1."""
+        """A new configuration at revision 1 (returned with its secrets masked)."""
+        configuration_id = new_id()
+        paths = secret_paths or []
         with self.db.transaction() as tx:
             application = ApplicationRepository(tx).get(application_id)
             reachable_application(tx, actor, application, application_id, write=True)
-            self._check(config, schema)
+            clear = self._clear_proposal(config, paths, previous_clear=None, previous_paths=[])
+            self._check(clear, schema, paths)
             created = ConfigurationRepository(tx).insert(
-                id=new_id(),
+                id=configuration_id,
                 application_id=application_id,
                 name=name,
                 comments=comments,
-                config=config,
+                config=self._sealed(configuration_id, clear, paths),
                 schema=schema,
+                secret_paths=paths,
             )
             self._record(tx, actor, created, before=None, message=message, action="configuration.create")
             tx.commit()
-        return created
+        return _masked(created)
 
     def update(
         self,
@@ -134,7 +190,8 @@ class ConfigurationService:
         message: str | None = None,
         expected: Precondition | None = None,
     ) -> Configuration:
-        """Set the given fields (any of `config`, `schema`, `comments`); the others keep their values."""
+        """Set the given fields (any of `config`, `schema`, `secret_paths`, `comments`); the others keep
+        their values. A mask at a secret path of `config` keeps the stored secret."""
         return self._write(actor, configuration_id, lambda current, tx: fields, message=message, expected=expected)
 
     def merge(
@@ -172,10 +229,15 @@ class ConfigurationService:
         message: str | None = None,
         expected: Precondition | None = None,
     ) -> Configuration:
-        """A new revision whose JSON is that of `revision` (checked against the current schema)."""
+        """A new revision whose JSON is that of `revision` (checked against the current schema), with
+        the secret paths it had: they say which of its values are secret."""
 
         def old_config(current: Configuration, tx: Transaction) -> dict[str, Any]:
-            return {"config": _existing_revision(tx, configuration_id, revision).config}
+            old = _existing_revision(tx, configuration_id, revision)
+            return {
+                "config": self._clear(configuration_id, old.config, old.secret_paths),
+                "secret_paths": old.secret_paths,
+            }
 
         return self._write(
             actor,
@@ -186,6 +248,7 @@ class ConfigurationService:
             action="configuration.rollback",
             always_new_revision=True,
             audit_detail={"rolled_back_to": revision},
+            proposes_clear=True,
         )
 
     def delete(self, actor: Principal, configuration_id: str, *, expected: Precondition | None = None) -> None:
@@ -220,21 +283,58 @@ class ConfigurationService:
         action: str = "configuration.update",
         always_new_revision: bool = False,
         audit_detail: dict[str, Any] | None = None,
+        proposes_clear: bool = False,
     ) -> Configuration:
-        """Lock, check the preconditions, apply `propose`, validate, and record the new revision."""
+        """Lock, check the preconditions, apply `propose` (to the masked view, unless it `proposes_clear`),
+        validate the clear state, and record the new revision with its secrets sealed."""
         with self.db.transaction() as tx:
             configurations = ConfigurationRepository(tx)
             current = _locked(tx, actor, configurations, configuration_id, expected)
-            proposed = {field: getattr(current, field) for field in STATE_FIELDS} | propose(current, tx)
-            self._check(proposed["config"], proposed["schema"])
-            if not always_new_revision and all(_same(proposed[f], getattr(current, f)) for f in STATE_FIELDS):
-                return current
+            current_clear = self._clear(current.id, current.config, current.secret_paths)
+            change = propose(_masked(current), tx)
+            proposed = {field: getattr(current, field) for field in STATE_FIELDS} | change
+            if "config" in change and not proposes_clear:
+                proposed["config"] = self._clear_proposal(
+                    change["config"], proposed["secret_paths"], current_clear, current.secret_paths
+                )
+            else:
+                proposed["config"] = change.get("config", current_clear)
+                self._require_secret_paths(proposed["config"], proposed["secret_paths"])
+            self._check(proposed["config"], proposed["schema"], proposed["secret_paths"])
+            before = {field: getattr(current, field) for field in STATE_FIELDS} | {"config": current_clear}
+            if not always_new_revision and all(_same(proposed[f], before[f]) for f in STATE_FIELDS):
+                return _masked(current)
+            proposed["config"] = self._sealed(configuration_id, proposed["config"], proposed["secret_paths"])
             updated = configurations.update(configuration_id, revision=current.revision + 1, **proposed)
             self._record(
                 tx, actor, updated, before=current.revision, message=message, action=action, extra=audit_detail
             )
             tx.commit()
-        return updated
+        return _masked(updated)
+
+    # --- secrets -------------------------------------------------------------------------
+
+    def _clear(self, configuration_id: str, stored: Any, paths: list[str]) -> Any:
+        """The clear document of a stored one (503 naming the key id when a secret cannot be opened)."""
+        return decrypt_at(stored, paths, self.keyring, configuration_id) if paths else stored
+
+    def _sealed(self, configuration_id: str, clear: Any, paths: list[str]) -> Any:
+        return encrypt_at(clear, paths, self.keyring, configuration_id) if paths else clear
+
+    def _clear_proposal(self, config: Any, paths: Any, previous_clear: Any, previous_paths: list[str]) -> Any:
+        """A caller's `config` with each mask at a kept secret path replaced by the stored value; 422 when
+        `paths` do not fit it or a mask stands for no stored secret."""
+        self._require_secret_paths(config, paths)
+        return keep_masked(config, previous_clear, previous_paths, paths)
+
+    @staticmethod
+    def _require_secret_paths(config: Any, paths: Any) -> None:
+        if not isinstance(config, dict):
+            raise Unprocessable("config must be a JSON object")
+        found = validate_secret_paths(config, paths)
+        if found:
+            listed = "; ".join(f"{v['path'] or '(root)'}: {v['message']}" for v in found)
+            raise Unprocessable(f"secret_paths do not fit config: {listed}", errors=found)
 
     def _record(
         self,
@@ -254,6 +354,7 @@ class ConfigurationService:
             revision=revision,
             config=configuration.config,
             schema=configuration.schema,
+            secret_paths=configuration.secret_paths,
             comments=configuration.comments,
             author=actor.name,
             message=message,
@@ -270,7 +371,7 @@ class ConfigurationService:
         detail = _audit_detail(configuration, before=before, after=revision) | (extra or {})
         audit.record(tx, actor, action, "configuration", configuration.id, detail)
 
-    def _check(self, config: Any, schema: dict[str, Any] | None) -> None:
+    def _check(self, config: Any, schema: dict[str, Any] | None, secret_paths: list[str]) -> None:
         """Refuse a state that may not be stored: not an object (422), too large (413), breaking its schema (422)."""
         if not isinstance(config, dict):
             raise Unprocessable("config must be a JSON object")
@@ -289,7 +390,7 @@ class ConfigurationService:
             raise Unprocessable(f"schema cannot be stored: {exc}") from exc
         except InvalidSchema as exc:
             raise Unprocessable(str(exc), errors=exc.errors) from exc
-        found = violations(schema, config)
+        found = mask_violations(violations(schema, config), config, secret_paths)
         if found:
             first = found[0]
             more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
@@ -308,8 +409,28 @@ def _locked(
 ) -> Configuration:
     """The row locked for writing; 404 when invisible, 412 when a precondition fails."""
     current = _visible(tx, actor, configurations.lock(configuration_id), configuration_id, write=True)
-    require_current(expected, current.version, subject=f"configuration {configuration_id}")
+    require_current(_any_representation(expected), current.version, subject=f"configuration {configuration_id}")
     return current
+
+
+def _any_representation(expected: Precondition | None) -> Precondition | None:
+    """The preconditions of a write, where a revealed representation's ETag names its revision as the
+    masked one's does: both are the same state."""
+    if expected is None:
+        return None
+
+    def of_state(condition: Condition | None) -> Condition | None:
+        if condition is None or not condition.tags:
+            return condition
+        tags = frozenset(EntityTag(state_version(t.opaque), t.weak) for t in condition.tags)
+        return replace(condition, tags=tags)
+
+    return Precondition(if_match=of_state(expected.if_match), if_none_match=of_state(expected.if_none_match))
+
+
+def _masked(row: Any) -> Any:
+    """A configuration or revision as a caller without reveal sees it: each secret value the mask."""
+    return replace(row, config=mask_at(row.config, row.secret_paths)) if row.secret_paths else row
 
 
 def _existing_revision(tx: Transaction, configuration_id: str, number: int) -> Revision:

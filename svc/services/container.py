@@ -10,14 +10,17 @@ from anyio.to_thread import run_sync
 
 from svc.config import Settings
 from svc.content import ContentStore, GitRemote
+from svc.crypto import KeyRing
 from svc.db import Database
 from svc.errors import Unavailable
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
+from svc.secret_keys import secret_key_ring
 from svc.services.applications import ApplicationService
 from svc.services.audit import AuditService
 from svc.services.auth import Authenticator
 from svc.services.claude_md import CLAUDE_MD, ClaudeMdService, TeamMount
 from svc.services.configurations import ConfigurationService
+from svc.services.secret_store import check_secret_samples
 from svc.services.changes import CHANNEL as CHANGES_CHANNEL
 from svc.services.changes import ChangeFeed
 from svc.services.delivery import DeliveryService
@@ -54,6 +57,7 @@ class Services:
     listener: ChangeListener
     changes: ChangeFeed
     delivery: DeliveryService
+    keyring: KeyRing
     _background: list[asyncio.Task] = field(default_factory=list)
 
     @classmethod
@@ -69,6 +73,7 @@ class Services:
         content = content_store_of(settings)
         content.ensure()
         authenticator = Authenticator(db)
+        keyring = secret_key_ring(settings)  # once per process: the key file's notice is said once
         changes = ChangeFeed(database_url, connect_timeout=settings.connect_timeout)
         return cls(
             settings=settings,
@@ -83,15 +88,19 @@ class Services:
             teams=TeamService(db, content),
             applications=ApplicationService(db, announce=changes.announce),
             configurations=ConfigurationService(
-                db, max_config_bytes=settings.max_config_bytes, announce=changes.announce
+                db, keyring, max_config_bytes=settings.max_config_bytes, announce=changes.announce
             ),
             listener=ChangeListener(
                 database_url, [CHANGES_CHANNEL, INVALIDATE_CHANNEL], connect_timeout=settings.connect_timeout
             ),
             changes=changes,
             delivery=DeliveryService(
-                db, cache_max_bytes=settings.cache_max_bytes, event_retention_hours=settings.event_retention_hours
+                db,
+                keyring,
+                cache_max_bytes=settings.cache_max_bytes,
+                event_retention_hours=settings.event_retention_hours,
             ),
+            keyring=keyring,
         )
 
     async def start(self) -> None:
@@ -124,6 +133,10 @@ class Services:
     def readiness(self) -> dict[str, bool]:
         """Which dependencies answer right now (for `/ready`)."""
         return {"database": self.db.ping(), "git": self.content.is_ready()}
+
+    def unreadable_secret_keys(self) -> dict[str, str]:
+        """Key ids of stored secrets that the key ring cannot open, each with why (one sample per key id)."""
+        return check_secret_samples(self.db, self.keyring)
 
     def close(self) -> None:
         self.changes.close()

@@ -9,20 +9,23 @@ import heapq
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import orjson
 from anyio.to_thread import run_sync as run_in_threadpool
 
 from svc.cache import InvalidatingCache
+from svc.crypto import KeyRing
 from svc.db import Database
-from svc.errors import NotFound
+from svc.errors import NotFound, SecretUnavailable
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import EVENT_STREAMS, LONG_POLL_WAITERS, RESOLVE_CACHE_HITS, RESOLVE_CACHE_MISSES
 from svc.repositories.delivery import ChangeEvent, DeliveryRepository, Resolved
-from svc.services import policy
+from svc.services import audit, policy
 from svc.services.auth import Principal
 from svc.services.changes import ChangeFeed
 from svc.services.policy import Action, ApplicationResource
+from svc.services.secret_values import decrypt_at, mask_at
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,9 @@ EVENT_BATCH = 500
 # announcement arrives after the replay read them.
 REPLAYED_KEPT = 1_000
 
-Key = tuple[str, str]  # (application name, configuration name)
+# (application name, configuration name, revealed): the masked and the revealed rendering of a
+# configuration are cached apart, and a change drops both.
+Key = tuple[str, str, bool]
 
 
 def _require_visible(actor: Principal, found: Resolved | None, application_name: str, configuration_name: str) -> None:
@@ -47,8 +52,9 @@ _GONE = object()  # queued to the streams of a deleted application: they end
 
 
 class DeliveryService:
-    def __init__(self, db: Database, *, cache_max_bytes: int, event_retention_hours: int) -> None:
+    def __init__(self, db: Database, keyring: KeyRing, *, cache_max_bytes: int, event_retention_hours: int) -> None:
         self.db = db
+        self.keyring = keyring
         self.event_retention_hours = event_retention_hours
         self.cache: InvalidatingCache[Resolved] = InvalidatingCache(
             max_cost=cache_max_bytes, cost=lambda r: len(r.body) + 256
@@ -66,7 +72,8 @@ class DeliveryService:
         listener.subscribe(INVALIDATE_CHANNEL, self._on_invalidate)
 
     def _on_change(self, change: dict[str, Any]) -> None:
-        self.cache.invalidate((change["application_name"], change["configuration_name"]))
+        for revealed in (False, True):
+            self.cache.invalidate((change["application_name"], change["configuration_name"], revealed))
         self._wake(self._waiters.pop(change["configuration_id"], ()))
         event = ChangeEvent(
             id=change["id"],
@@ -130,24 +137,35 @@ class DeliveryService:
 
     # --- resolve --------------------------------------------------------------------------
 
-    def cached(self, actor: Principal, application_name: str, configuration_name: str) -> Resolved | None:
+    def cached(
+        self, actor: Principal, application_name: str, configuration_name: str, *, reveal: bool = False
+    ) -> Resolved | None:
         """The configuration from the cache (a hit is counted), or None when the cache does not
-        hold it. Raises as `resolve` does when `actor` may not read it."""
+        hold it. Raises as `resolve` does when `actor` may not read it (or ask to `reveal`)."""
         # Within the caller's own scope: only its role is checked before the lookup.
         policy.require(actor, Action.RESOLVE, ApplicationResource(actor.application_id))
-        found = self.cache.get((application_name, configuration_name))
+        found = self.cache.get((application_name, configuration_name, policy.reveals_secrets(actor, reveal)))
         if found is not None:
             _require_visible(actor, found, application_name, configuration_name)
             RESOLVE_CACHE_HITS.inc()
         return found
 
-    async def resolve(self, actor: Principal, application_name: str, configuration_name: str) -> Resolved:
-        """The current configuration, from the cache when it can be trusted."""
-        found = self.cached(actor, application_name, configuration_name)
+    async def resolve(
+        self, actor: Principal, application_name: str, configuration_name: str, *, reveal: bool = False
+    ) -> Resolved:
+        """The current configuration, from the cache when it can be trusted; secrets masked unless
+        `policy.reveals_secrets(actor, reveal)` (see `record_reveal` for an admin's)."""
+        found = self.cached(actor, application_name, configuration_name, reveal=reveal)
         if found is not None:
             return found
         RESOLVE_CACHE_MISSES.inc()
-        found = await self._load((application_name, configuration_name))
+        try:
+            found = await self._load((application_name, configuration_name, policy.reveals_secrets(actor, reveal)))
+        except SecretUnavailable:
+            # Only a caller who may see the configuration learns that its secret cannot be opened.
+            masked = await run_in_threadpool(self._read, (application_name, configuration_name, False))
+            _require_visible(actor, masked, application_name, configuration_name)
+            raise
         _require_visible(actor, found, application_name, configuration_name)
         return found
 
@@ -174,8 +192,32 @@ class DeliveryService:
         return found
 
     def _read(self, key: Key) -> Resolved | None:
+        application_name, configuration_name, revealed = key
         with self.db.transaction() as tx:
-            return DeliveryRepository(tx).resolve(*key)
+            stored = DeliveryRepository(tx).resolve(application_name, configuration_name)
+        return None if stored is None else self._render(stored, revealed)
+
+    def _render(self, stored: Resolved, revealed: bool) -> Resolved:
+        """The body a caller gets: secrets masked, or opened (503 naming the key id when one cannot be)."""
+        if not stored.secret_paths:
+            return stored
+        document = orjson.loads(stored.body)
+        if revealed:
+            document = decrypt_at(document, stored.secret_paths, self.keyring, stored.configuration_id)
+        else:
+            document = mask_at(document, stored.secret_paths)
+        return replace(stored, body=orjson.dumps(document), revealed=revealed)
+
+    async def record_reveal(self, actor: Principal, found: Resolved) -> None:
+        """Audit an admin's read of secret values in clear (a reveal-enabled service token's is its purpose)."""
+        if found.revealed and actor.is_admin:
+            await run_in_threadpool(self._record_reveal, actor, found)
+
+    def _record_reveal(self, actor: Principal, found: Resolved) -> None:
+        with self.db.transaction() as tx:
+            detail = {"application_id": found.application_id, "revision": found.revision, "via": "resolve"}
+            audit.record(tx, actor, "configuration.reveal", "configuration", found.configuration_id, detail)
+            tx.commit()
 
     async def wait_for_change(
         self,
@@ -184,6 +226,8 @@ class DeliveryService:
         configuration_name: str,
         known: frozenset[str],
         wait: float,
+        *,
+        reveal: bool = False,
     ) -> Resolved | None:
         """Hold until the configuration's version is not one of `known`; None when `wait` runs out.
 
@@ -191,7 +235,7 @@ class DeliveryService:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        current = await self.resolve(actor, application_name, configuration_name)
+        current = await self.resolve(actor, application_name, configuration_name, reveal=reveal)
         LONG_POLL_WAITERS.inc()
         try:
             while current.version in known:
@@ -203,7 +247,7 @@ class DeliveryService:
                 waiters.add(future)
                 try:
                     # Re-read after registering: a change that landed in between is not missed.
-                    current = await self.resolve(actor, application_name, configuration_name)
+                    current = await self.resolve(actor, application_name, configuration_name, reveal=reveal)
                     if current.version not in known:
                         break
                     timeout = remaining if self.cache.enabled else min(remaining, POLL_WHILE_DEAF)
@@ -215,7 +259,7 @@ class DeliveryService:
                     waiters.discard(future)
                     if not waiters and self._waiters.get(current.configuration_id) is waiters:
                         del self._waiters[current.configuration_id]
-                current = await self.resolve(actor, application_name, configuration_name)
+                current = await self.resolve(actor, application_name, configuration_name, reveal=reveal)
             return current
         finally:
             LONG_POLL_WAITERS.dec()

@@ -66,6 +66,7 @@ class Action(StrEnum):
     WRITE_APPLICATION = "application.write"
     GIVE_TO_TEAM = "application.team"  # set an application's team_id (resource: TeamResource)
     RESOLVE = "configuration.resolve"  # resolve and event streams
+    REVEAL_SECRETS = "configuration.reveal"  # ask for secret values in clear (?reveal=true)
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,21 @@ def require(principal: Principal, action: Action, resource: Resource = SYSTEM) -
     denial = _denial(principal, action, resource)
     if denial is not None:
         raise denial
+
+
+def reveals_secrets(principal: Principal, requested: bool) -> bool:
+    """Whether a read (GET of a configuration, resolve) shows secret values in clear, in a
+    configuration the caller may otherwise read.
+
+    A service token created with `reveal_secrets` always does (a scoped one only reaches its own
+    application anyway); an admin does when it asks (`?reveal=true`), and the caller audits that
+    read. Anyone else who asks is refused (403); nobody else ever sees a secret value.
+    """
+    if principal.reveal_secrets:
+        return True
+    if requested:
+        require(principal, Action.REVEAL_SECRETS)
+    return requested
 
 
 def _denial(principal: Principal, action: Action, resource: Resource) -> ServiceError | None:
@@ -339,4 +355,7 @@ RULES: dict[Action, Rule] = {
     Action.READ_APPLICATION: _application_rule(write=False),
     Action.WRITE_APPLICATION: _application_rule(write=True),
     Action.RESOLVE: _resolve,
+    Action.REVEAL_SECRETS: lambda principal, resource: None if principal.is_admin else Forbidden(
+        "?reveal=true is for admin tokens; a service token reads secrets only if created with reveal_secrets"
+    ),
 }

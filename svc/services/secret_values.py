@@ -279,3 +279,31 @@ def _first_pointer(sub: dict[str, Any] | str) -> str:
     while isinstance(sub, dict):
         sub = next(iter(sub.values()))
     return sub
+
+
+def mask_violations(found: list[dict[str, str]], clear: Any, paths: list[str]) -> list[dict[str, str]]:
+    """JSON Schema violations of `clear` whose messages cannot show a secret value.
+
+    A validator's message quotes the offending value ("'hunter2' is not of type 'integer'"), so
+    in a violation at, inside or above a secret path each secret's Python rendering becomes the
+    mask's, and a message that still holds a secret's text is withheld.
+    """
+    if not paths:
+        return found
+    secret_parts = [parse_pointer(pointer) for pointer in paths]
+    values = [value for value in (resolve(clear, parts) for parts in secret_parts) if value is not _MISSING]
+    masked = []
+    for violation in found:
+        parts = parse_pointer(violation["path"])
+        message = violation["message"]
+        if any(parts[: len(s)] == s or s[: len(parts)] == parts for s in secret_parts):
+            for value in values:
+                message = message.replace(repr(value), repr(MASK))
+            if any(_text_of(value) in message for value in values):
+                message = "a secret value does not satisfy the schema here (the message would quote it)"
+        masked.append({**violation, "message": message})
+    return masked
+
+
+def _text_of(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()

@@ -41,8 +41,12 @@ class TokenService:
         user_id: str | None = None,
         application_id: str | None = None,
         read_only: bool = False,
+        reveal_secrets: bool = False,
     ) -> NewToken:
         policy.require(actor, Action.MANAGE_TOKENS)
+        if reveal_secrets and role != "service":
+            # Admins reveal per request with ?reveal=true, which is audited; user tokens never read configurations.
+            raise Unprocessable("only service tokens can be created with reveal_secrets; an admin adds ?reveal=true")
         if role == "user" and user_id is None:
             raise Unprocessable("a user token needs user_id")
         if role != "user" and user_id is not None:
@@ -59,6 +63,7 @@ class TokenService:
                 user_id=user_id,
                 application_id=application_id,
                 read_only=read_only,
+                reveal_secrets=reveal_secrets,
             )
             audit.record(tx, actor, "token.create", "token", token.id, _audit_detail(token))
             tx.commit()
@@ -113,4 +118,5 @@ def _audit_detail(token: Token) -> dict[str, Any]:
         "user_id": token.user_id,
         "application_id": token.application_id,
         "read_only": token.read_only,
+        "reveal_secrets": token.reveal_secrets,
     }

@@ -6,12 +6,22 @@ Seals and opens one typical secret (a 24-character password; a small object), an
 configuration with 4 secret paths through `encrypt_at` / `decrypt_at` / `mask_at`, next to
 `orjson.dumps` / `orjson.loads` of that configuration (what every write and resolve already pays).
 Figures are medians of many batches, in µs.
+
+    uv run python -m tests.bench.secrets_crypto --service
+
+adds the service-level paths on an embedded PostgreSQL: a PUT of the configuration through
+`ConfigurationService.update` (decrypt the previous state, keep masks, validate, seal, write the row
+and its revision), and a resolve cache miss through the delivery service (read the row, render the
+masked or the revealed body), each next to the same configuration without secret paths.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -33,14 +43,16 @@ CONFIG: dict[str, Any] = {
 SECRET_PATHS = ["/database/password", "/payments/api_key", "/payments/webhook_secret", "/smtp/credentials"]
 
 
-def per_call_us(call: Callable[[], Any], *, batch: int = 2000, batches: int = 31) -> float:
-    """Median over `batches` of the mean µs per call in a batch of `batch` calls."""
+def per_call_us(
+    call: Callable[[], Any], *, batch: int = 2000, batches: int = 31, clock: Callable[[], int] = time.perf_counter_ns
+) -> float:
+    """Median over `batches` of the mean µs per call in a batch of `batch` calls (by `clock`)."""
     samples = []
     for _ in range(batches):
-        start = time.perf_counter_ns()
+        start = clock()
         for _ in range(batch):
             call()
-        samples.append((time.perf_counter_ns() - start) / batch / 1000)
+        samples.append((clock() - start) / batch / 1000)
     return statistics.median(samples)
 
 
@@ -70,5 +82,67 @@ def main() -> None:
         print(f"{label:<44} {us:>9.2f} {us / count:>10.2f}")
 
 
+def service_paths() -> None:
+    """Write and resolve through the services, with and without secret paths, alternated in one run."""
+    from svc.db import Database
+    from svc.embedded import EmbeddedPostgres
+    from svc.migrate import Runner
+    from svc.services.applications import ApplicationService
+    from svc.services.auth import Principal
+    from svc.services.configurations import ConfigurationService
+    from svc.services.delivery import DeliveryService
+
+    with tempfile.TemporaryDirectory(prefix="svc-bench-") as scratch:
+        postgres = EmbeddedPostgres(Path(scratch) / "postgres")
+        Runner(postgres.url, progress=lambda line: None).up()
+        db = Database(postgres.url, min_size=1, max_size=2)
+        ring = KeyRing.parse(new_key_entry("bench"))
+        operator = Principal.operator()
+        configurations = ConfigurationService(db, ring, max_config_bytes=1 << 20, announce=lambda payload: None)
+        delivery = DeliveryService(db, ring, cache_max_bytes=1 << 20, event_retention_hours=1)
+        application = ApplicationService(db, announce=lambda payload: None).create(operator, name="bench")
+        application_id = application.id
+        ids = {
+            paths: configurations.create(
+                operator, application_id, name=name, config=CONFIG, secret_paths=list(paths)
+            ).id
+            for name, paths in (("plain", ()), ("secret", tuple(SECRET_PATHS)))
+        }
+        counter = iter(range(10**9))
+
+        def write(paths: tuple[str, ...]) -> None:
+            config = {**CONFIG, "limits": {**CONFIG["limits"], "burst": next(counter)}}
+            configurations.update(operator, ids[paths], {"config": config})
+
+        secret = tuple(SECRET_PATHS)
+        timings: dict[str, list[float]] = {}
+        cpu: dict[str, list[float]] = {}
+        for _ in range(15):  # alternated, so drift of the machine or the database hits both alike
+            for label, call in (
+                ("write, no secret paths", lambda: write(())),
+                (f"write, {len(secret)} secrets", lambda: write(secret)),
+                ("resolve miss, no secret paths", lambda: delivery._read(("bench", "plain", False))),
+                (f"resolve miss, {len(secret)} secrets masked", lambda: delivery._read(("bench", "secret", False))),
+                (f"resolve miss, {len(secret)} secrets revealed", lambda: delivery._read(("bench", "secret", True))),
+            ):
+                timings.setdefault(label, []).append(per_call_us(call, batch=20, batches=1))
+                cpu.setdefault(label, []).append(per_call_us(call, batch=20, batches=1, clock=time.process_time_ns))
+        db.close()
+        postgres.stop()
+    print(f"\nservice paths on embedded PostgreSQL ({len(secret)} secret paths), medians of 15 alternated batches;")
+    print("wall time includes the database (a write's commit fsync is noisy), CPU time is this process's")
+    print(f"{'path':<40} {'wall µs':>9} {'CPU µs':>8} {'CPU µs/secret over baseline':>28}")
+    wall = {label: statistics.median(samples) for label, samples in timings.items()}
+    spent = {label: statistics.median(samples) for label, samples in cpu.items()}
+    baseline = {"write": spent["write, no secret paths"], "resolve": spent["resolve miss, no secret paths"]}
+    for label in wall:
+        extra = (spent[label] - baseline[label.split()[0].rstrip(",")]) / len(secret) if "secrets" in label else 0.0
+        print(f"{label:<40} {wall[label]:>9.1f} {spent[label]:>8.1f} {extra:>28.1f}")
+
+
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--service", action="store_true", help="also the service-level write and resolve paths")
     main()
+    if parser.parse_args().service:
+        service_paths()

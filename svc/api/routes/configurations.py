@@ -18,7 +18,7 @@ from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.etags import Preconditions, not_modified, not_modified_response, tag
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
-from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page, Text
+from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page, Reveal, SecretPaths, Text
 from svc.errors import UnsupportedMediaType
 from svc.services.configurations import Configuration, Revision
 from svc.services.json_documents import parse_json
@@ -50,25 +50,28 @@ class ConfigurationCreate(BaseModel):
     config: ConfigJson
     comments: Comments = None
     json_schema: JsonSchema = None
+    secret_paths: SecretPaths = []
     message: Message = None
 
 
 class ConfigurationReplace(BaseModel):
-    """Replaces `config`; `comments` and `schema` change only when sent."""
+    """Replaces `config`; `comments`, `schema` and `secret_paths` change only when sent."""
 
     model_config = ConfigDict(extra="forbid")
     config: ConfigJson
     comments: Comments = None
     json_schema: JsonSchema = None
+    secret_paths: SecretPaths = []
     message: Message = None
 
 
 class ConfigurationMetadataPatch(BaseModel):
-    """PATCH as application/json: change `comments` and/or `schema` (those sent); `config` stays."""
+    """PATCH as application/json: change `comments`, `schema` and/or `secret_paths` (those sent); `config` stays."""
 
     model_config = ConfigDict(extra="forbid")
     comments: Comments = None
     json_schema: JsonSchema = None
+    secret_paths: SecretPaths = []
     message: Message = None
 
 
@@ -79,7 +82,7 @@ class RollbackRequest(BaseModel):
 
 
 # Body fields that are configuration state, by the service's name for them.
-STATE_FIELDS = {"config": "config", "json_schema": "schema", "comments": "comments"}
+STATE_FIELDS = {"config": "config", "json_schema": "schema", "secret_paths": "secret_paths", "comments": "comments"}
 
 ETAG_HEADER = {"ETag": {"description": "the configuration's current version", "schema": {"type": "string"}}}
 WITH_ETAG = {200: {"headers": ETAG_HEADER}}
@@ -91,8 +94,8 @@ def _sent_state(body: BaseModel) -> dict[str, Any]:
     return {STATE_FIELDS[f]: getattr(body, f) for f in body.model_fields_set if f in STATE_FIELDS}
 
 
-def _with_etag(response: Response, configuration: Configuration) -> Configuration:
-    tag(response, configuration.version)
+def _with_etag(response: Response, configuration: Configuration, version: str | None = None) -> Configuration:
+    tag(response, version or configuration.version)
     return configuration
 
 
@@ -155,6 +158,7 @@ def create_configuration(
         config=body.config,
         comments=body.comments,
         schema=body.json_schema,
+        secret_paths=body.secret_paths,
         message=body.message,
     )
     response.headers["Location"] = str(request.url_for("get_configuration", configuration_id=created.id))
@@ -192,11 +196,12 @@ def get_configuration(
     services: ServicesDep,
     response: Response,
     expected: Preconditions,
+    reveal: Reveal = False,
 ):
-    configuration = services.configurations.get(principal, configuration_id)
-    if not_modified(expected, configuration.version, subject=f"configuration {configuration_id}"):
-        return not_modified_response(configuration.version)
-    return _with_etag(response, configuration)
+    configuration, version = services.configurations.get(principal, configuration_id, reveal=reveal)
+    if not_modified(expected, version, subject=f"configuration {configuration_id}"):
+        return not_modified_response(version)
+    return _with_etag(response, configuration, version)
 
 
 @router.put(

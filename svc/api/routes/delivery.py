@@ -16,7 +16,7 @@ from svc.api.deps import IdPath, PrincipalDep, ServicesDep, services_of
 from svc.api.etags import Preconditions, etag, not_modified, not_modified_response, parse_precondition
 from svc.api.middleware import hold_open
 from svc.api.problems import problem_responses
-from svc.api.schemas import NAME_PATTERN
+from svc.api.schemas import NAME_PATTERN, Reveal
 from svc.errors import BadRequest, ServiceError
 from svc.services.delivery import ChangeEvent, Resolved
 from svc.services.preconditions import Precondition
@@ -71,19 +71,23 @@ async def resolve_configuration(
         Query(ge=0, description="long-poll: with a current `If-None-Match`, hold up to this many seconds "
                                 "(clamped to 1–`SVC_LONG_POLL_MAX_SECONDS`, default 300) for a change"),
     ] = None,
+    reveal: Reveal = False,
 ) -> Response:
     delivery = services.delivery
     known = expected.if_none_match
     # Nothing to wait for (or If-Match, to be checked now), or a HEAD, which must not hang: answer at once.
     if wait is None or known is None or known.any or expected.if_match is not None or request.method == "HEAD":
-        return _answer(await delivery.resolve(principal, application_name, configuration_name), expected)
+        found = await delivery.resolve(principal, application_name, configuration_name, reveal=reveal)
+        await delivery.record_reveal(principal, found)
+        return _answer(found, expected)
     hold_open(request)
     seconds = min(max(wait, 1.0), float(services.settings.long_poll_max_seconds))
     changed = await delivery.wait_for_change(
-        principal, application_name, configuration_name, known.versions, seconds
+        principal, application_name, configuration_name, known.versions, seconds, reveal=reveal
     )
     if changed is None:
-        return _not_modified(await delivery.resolve(principal, application_name, configuration_name))
+        return _not_modified(await delivery.resolve(principal, application_name, configuration_name, reveal=reveal))
+    await delivery.record_reveal(principal, changed)
     return _resolved(changed)
 
 

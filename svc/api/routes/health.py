@@ -24,4 +24,12 @@ def ready(services: ServicesDep) -> dict:
     failed = [name for name, ok in checks.items() if not ok]
     if failed:
         raise Unavailable(f"not ready: {', '.join(failed)} unreachable")
-    return {"status": "ok", "checks": checks, "pool": asdict(services.db.stats())}
+    # Reported, not failed: every other configuration still serves, so taking the process out of
+    # a load balancer would turn one unreadable secret into a whole outage.
+    unreadable = services.unreadable_secret_keys()
+    return {
+        "status": "ok",
+        "checks": checks | {"secret_keys": not unreadable},
+        "unreadable_secret_keys": unreadable,
+        "pool": asdict(services.db.stats()),
+    }

@@ -26,6 +26,11 @@ class TokenCreate(BaseModel):
     user_id: str | None = Field(default=None, pattern=ULID_PATTERN)
     application_id: str | None = Field(default=None, pattern=ULID_PATTERN)
     read_only: bool = False
+    reveal_secrets: bool = Field(
+        default=False,
+        description="service tokens only: read secret values in clear from GET and resolve "
+        "(a scoped token only in its application)",
+    )
 
 
 @dataclass(frozen=True)
