@@ -163,9 +163,14 @@ def _denial(principal: Principal, action: Action, resource: Resource) -> Service
 # --- the rules ------------------------------------------------------------------------
 
 
+def _a_token(principal: Principal) -> str:
+    """'an admin token', 'a service token': the caller's kind, for a detail a person reads."""
+    return f"{'an' if principal.role[0] in 'aeiou' else 'a'} {principal.role} token"
+
+
 def _roles(principal: Principal, *roles: str) -> Forbidden | None:
     if principal.role not in roles:
-        return Forbidden(f"a {principal.role} token may not do this; it needs one of: {', '.join(roles)}")
+        return Forbidden(f"{_a_token(principal)} may not do this; it needs one of: {', '.join(roles)}")
     return None
 
 
@@ -191,7 +196,7 @@ def _update_user(principal: Principal, resource: Resource) -> ServiceError | Non
 
 def _be_a_user(principal: Principal, resource: Resource) -> ServiceError | None:
     if principal.user_id is None:
-        return Forbidden(f"/me is for user tokens; this is a {principal.role} token, which belongs to no user")
+        return Forbidden(f"/me is for user tokens; this is {_a_token(principal)}, which belongs to no user")
     return None
 
 
