@@ -18,6 +18,7 @@ from svc.errors import ServiceError
 from svc.log import configure_logging
 from svc.migrate import MigrationError, Runner
 from svc.services.auth import Principal
+from svc.services.teams import TeamService
 from svc.services.tokens import TokenService
 from svc.services.users import UserService
 from svc.services.verify import VerifyService, repack
@@ -177,7 +178,27 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-# --- verify and gc (the claude.md content store) ---------------------------------------------
+# --- team ----------------------------------------------------------------------------------
+
+
+def cmd_team(args: argparse.Namespace, settings: Settings) -> int:
+    db = small_database(database_url(settings))
+    try:
+        team = TeamService(db, ContentStore(settings.git_path)).create(
+            Principal.operator(),
+            name=args.name,
+            display_name=args.display_name,
+            description=args.description,
+            owner_id=args.owner,
+        )
+    finally:
+        db.close()
+    say(f"created team {team['name']} owned by user {args.owner}")
+    print(team["id"])
+    return 0
+
+
+# --- verify and gc (the content store of documents) ------------------------------------------
 
 
 def content_store(settings: Settings) -> ContentStore:
@@ -261,8 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
     user_create.add_argument("--display-name")
     user.set_defaults(handler=cmd_user)
 
+    team = commands.add_parser("team", help="manage teams")
+    team_actions = team.add_subparsers(dest="action", required=True)
+    team_create = team_actions.add_parser("create", help="create a team; prints only the new id on stdout")
+    team_create.add_argument("--name", required=True)
+    team_create.add_argument("--owner", required=True, metavar="USER_ID", help="the user who becomes its owner")
+    team_create.add_argument("--display-name")
+    team_create.add_argument("--description")
+    team.set_defaults(handler=cmd_team)
+
     verify = commands.add_parser(
-        "verify", help="compare claude.md versions in PostgreSQL with the git repository; exit 1 on drift"
+        "verify", help="compare document versions in PostgreSQL with the git repository; exit 1 on drift"
     )
     verify.add_argument("--repair", action="store_true", help="mend drift without dropping any saved version")
     verify.set_defaults(handler=cmd_verify)

@@ -86,7 +86,7 @@ def sql(settings: Settings, statement: str, params: tuple = ()) -> list[tuple]:
 
 
 def document_id(settings: Settings, person: Person) -> str:
-    return sql(settings, "SELECT id FROM claude_md_documents WHERE user_id = %s", (person.id,))[0][0]
+    return sql(settings, "SELECT id FROM documents WHERE owner_user_id = %s", (person.id,))[0][0]
 
 
 def ref_path(settings: Settings, person: Person):

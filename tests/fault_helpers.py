@@ -175,8 +175,8 @@ def assert_acknowledged_writes_are_stored(settings, answers: list[Answer]) -> di
         (user_id, version): sha
         for user_id, version, sha in sql(
             settings,
-            "SELECT d.user_id, v.version, v.commit_sha FROM claude_md_versions v "
-            "JOIN claude_md_documents d ON d.id = v.document_id",
+            "SELECT d.owner_user_id, v.version, v.commit_sha FROM document_versions v "
+            "JOIN documents d ON d.id = v.document_id",
         )
     }
     missing = []

@@ -5,7 +5,10 @@ succeeds (its 2xx) and a refused one is refused for who is calling, not for what
 A route without a row fails the test: adding a route means deciding who may call it.
 
 "This" application and user own the resources of a row; `scoped` is a service token limited
-to another application, `user` is this user and `other_user` another one.
+to another application, `user` is this user and `other_user` another one. `team_owner`,
+`team_admin` and `team_member` hold those roles in "this" team (made fresh for each cell);
+`user` and `other_user` belong to no team. Where a row does not name the team callers, they
+are users like any other, and `other_user` stands for them.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from svc.services.auth import Principal
 from tests.claude_md_helpers import API, PROBLEM
 from tests.conftest import bearer
 
-CALLERS = ("none", "revoked", "admin", "service", "scoped", "read_only", "user", "other_user")
+TEAM_CALLERS = ("team_owner", "team_admin", "team_member")
+CALLERS = ("none", "revoked", "admin", "service", "scoped", "read_only", "user", "other_user", *TEAM_CALLERS)
 OK = "ok"  # the row's success status
 
 # Who may do what, for the callers that hold a live token; no token or a revoked one is 401.
@@ -34,6 +38,12 @@ OWN_BY_ID = {"admin": OK, "service": 403, "scoped": 403, "read_only": 403, "user
 # /me: every user reaches their own; admin and service tokens belong to no user.
 ME = {"admin": 403, "service": 403, "scoped": 403, "read_only": 403, "user": OK, "other_user": OK}
 PUBLIC = {caller: OK for caller in CALLERS}
+# Teams: service tokens see none; users outside the team find nothing.
+NO_SERVICE = {"service": 403, "scoped": 403, "read_only": 403}
+ANY_USER = {"admin": OK, **NO_SERVICE, "user": OK, "other_user": OK, **{c: OK for c in TEAM_CALLERS}}
+TEAM_READ = {"admin": OK, **NO_SERVICE, "user": 404, "other_user": 404, **{c: OK for c in TEAM_CALLERS}}
+TEAM_WRITE = {**TEAM_READ, "team_member": 403}
+TEAM_OWNER = {**TEAM_WRITE, "team_admin": 403}
 
 
 @dataclass
@@ -83,14 +93,13 @@ class Cell:
         """The user whose document a /me request reaches (this user for callers without one)."""
         return self.users.get(self.caller, self.users["user"])
 
-    def versions(self, user_id: str | None = None) -> list[str]:
-        """Two new versions of a user's document; their commit shas."""
-        return [
-            self.services.claude_md.save(
-                self.operator, user_id or self.users["user"], content=f"v{n}", message=None, expected=None
-            )["commit_sha"]
-            for n in (1, 2)
-        ]
+    def team(self) -> str:
+        """A fresh team with the team callers in their roles."""
+        teams = self.services.teams
+        team = teams.create(self.operator, name=f"team-{new_id().lower()}", owner_id=self.users["team_owner"])
+        teams.put_member(self.operator, team["id"], self.users["team_admin"], role="admin")
+        teams.put_member(self.operator, team["id"], self.users["team_member"], role="member")
+        return team["id"]
 
     def user(self) -> str:
         tag = new_id().lower()
@@ -108,40 +117,130 @@ def _configuration_url(cell: Cell, suffix: str = "") -> str:
     return f"{API}/configurations/{cell.configuration()['id']}{suffix}"
 
 
-def _document(cell: Cell, suffix: str = "", *, me: bool = False) -> str:
-    return f"{API}/me/claude-md{suffix}" if me else f"{API}/users/{cell.users['user']}/claude-md{suffix}"
+@dataclass(frozen=True)
+class Mount:
+    """Where a document's routes are mounted: the OpenAPI prefix, and for a cell the URL of a
+    fresh document, its service and its owner id (for saving versions as the operator)."""
+
+    prefix: str
+    target: Callable[[Cell], tuple[str, Any, str]]
 
 
-def _document_routes(me: bool, expected: dict[str, Any]) -> dict[str, Row]:
-    """The claude.md routes, by user id or under /me (whose owner is the caller)."""
-    prefix = f"{API}/me/claude-md" if me else f"{API}/users/{{user_id}}/claude-md"
+USER_MOUNT = Mount(
+    f"{API}/users/{{user_id}}/claude-md",
+    lambda cell: (f"{API}/users/{cell.users['user']}/claude-md", cell.services.claude_md, cell.users["user"]),
+)
+ME_MOUNT = Mount(
+    f"{API}/me/claude-md", lambda cell: (f"{API}/me/claude-md", cell.services.claude_md, cell.owner)
+)
+TEAM_MOUNT = Mount(
+    f"{API}/teams/{{team_id}}/claude-md",
+    lambda cell: (f"{API}/teams/{(team := cell.team())}/claude-md", cell.services.team_claude_md, team),
+)
 
-    def owner(cell: Cell) -> str:
-        return cell.owner if me else cell.users["user"]
+
+def _document_routes(mount: Mount, read: dict[str, Any], write: dict[str, Any], propose: dict[str, Any]) -> dict[str, Row]:
+    """The routes of one document mount: reading, writing, proposing (and withdrawing one's own)."""
+    prefix = mount.prefix
+
+    def versions(cell: Cell) -> tuple[str, list[str]]:
+        url, documents, owner = mount.target(cell)
+        shas = [
+            documents.save(cell.operator, owner, content=f"v{n}", message=None, expected=None)["commit_sha"]
+            for n in (1, 2)
+        ]
+        return url, shas
+
+    def proposal(cell: Cell, *, by_caller: bool = False) -> tuple[str, str]:
+        """A fresh open proposal: made by the caller where it may propose, else by the operator."""
+        url, documents, owner = mount.target(cell)
+        if by_caller:
+            made = cell.client.post(
+                f"{url}/proposals", json={"content": "p", "message": "m"}, headers=cell.callers.headers[cell.caller]
+            )
+            if made.status_code == 201:
+                return url, made.json()["id"]
+        return url, documents.propose(cell.operator, owner, content="p", message="m")["id"]
 
     def url(cell: Cell, suffix: str = "") -> str:
-        return _document(cell, suffix, me=me)
+        return mount.target(cell)[0] + suffix
 
     def rollback(cell: Cell) -> Request:
-        first, _ = cell.versions(owner(cell))
-        return "POST", url(cell, f"/rollback/{first}"), {}
+        document, (first, _) = versions(cell)
+        return "POST", f"{document}/rollback/{first}", {}
 
     def diff(cell: Cell) -> Request:
-        first, second = cell.versions(owner(cell))
-        return "GET", url(cell, "/diff"), {"params": {"from": first, "to": second}}
+        document, (first, second) = versions(cell)
+        return "GET", f"{document}/diff", {"params": {"from": first, "to": second}}
+
+    def version(cell: Cell) -> Request:
+        document, (first, _) = versions(cell)
+        return "GET", f"{document}/versions/{first}", {}
+
+    def on_proposal(method: str, suffix: str = "", by_caller: bool = False, **kwargs: Any) -> Callable[[Cell], Request]:
+        def build(cell: Cell) -> Request:
+            document, proposal_id = proposal(cell, by_caller=by_caller)
+            return method, f"{document}/proposals/{proposal_id}{suffix}", kwargs
+
+        return build
 
     upload = {"files": {"file": ("CLAUDE.md", b"# imported\n", "text/markdown")}}
+    new_proposal = {"json": {"content": "# better\n", "message": "why"}}
     return {
-        f"GET {prefix}": (lambda cell: ("GET", url(cell), {}), expected, 200),
-        f"PUT {prefix}": (lambda cell: ("PUT", url(cell), {"json": {"content": "# mine\n"}}), expected, 200),
-        f"GET {prefix}/history": (lambda cell: ("GET", url(cell, "/history"), {}), expected, 200),
-        f"GET {prefix}/versions/{{sha}}": (
-            lambda cell: ("GET", url(cell, f"/versions/{cell.versions(owner(cell))[0]}"), {}), expected, 200
+        f"GET {prefix}": (lambda cell: ("GET", url(cell), {}), read, 200),
+        f"PUT {prefix}": (lambda cell: ("PUT", url(cell), {"json": {"content": "# mine\n"}}), write, 200),
+        f"GET {prefix}/history": (lambda cell: ("GET", url(cell, "/history"), {}), read, 200),
+        f"GET {prefix}/versions/{{sha}}": (version, read, 200),
+        f"GET {prefix}/diff": (diff, read, 200),
+        f"POST {prefix}/rollback/{{sha}}": (rollback, write, 200),
+        f"POST {prefix}/import": (lambda cell: ("POST", url(cell, "/import"), upload), write, 200),
+        f"POST {prefix}/proposals": (lambda cell: ("POST", url(cell, "/proposals"), new_proposal), propose, 201),
+        f"GET {prefix}/proposals": (lambda cell: ("GET", url(cell, "/proposals"), {}), read, 200),
+        f"GET {prefix}/proposals/{{proposal_id}}": (on_proposal("GET"), read, 200),
+        f"POST {prefix}/proposals/{{proposal_id}}/accept": (on_proposal("POST", "/accept"), write, 200),
+        f"POST {prefix}/proposals/{{proposal_id}}/reject": (
+            on_proposal("POST", "/reject", json={"reason": "no"}), write, 200
         ),
-        f"GET {prefix}/diff": (diff, expected, 200),
-        f"POST {prefix}/rollback/{{sha}}": (rollback, expected, 200),
-        f"POST {prefix}/import": (lambda cell: ("POST", url(cell, "/import"), upload), expected, 200),
+        f"DELETE {prefix}/proposals/{{proposal_id}}": (on_proposal("DELETE", by_caller=True), propose, 200),
     }
+
+
+def _team_url(cell: Cell, suffix: str = "") -> str:
+    return f"{API}/teams/{cell.team()}{suffix}"
+
+
+def _member_url(cell: Cell) -> str:
+    """A fresh team and a user who is a plain member of it."""
+    team = cell.team()
+    user = cell.user()
+    cell.services.teams.put_member(cell.operator, team, user, role="member")
+    return f"{API}/teams/{team}/members/{user}"
+
+
+def _new_team(cell: Cell) -> Request:
+    body = {"name": f"t-{new_id().lower()}"}
+    if cell.caller == "admin":
+        body["owner_id"] = cell.users["user"]  # an admin token belongs to no user: it names the owner
+    return "POST", f"{API}/teams", {"json": body}
+
+
+TEAM_ROWS: dict[str, Row] = {
+    f"POST {API}/teams": (_new_team, ANY_USER, 201),
+    f"GET {API}/teams": (lambda cell: ("GET", f"{API}/teams", {}), ANY_USER, 200),
+    f"GET {API}/me/teams": (lambda cell: ("GET", f"{API}/me/teams", {}), {**ANY_USER, "admin": 403}, 200),
+    f"GET {API}/teams/{{team_id}}": (lambda cell: ("GET", _team_url(cell), {}), TEAM_READ, 200),
+    f"PATCH {API}/teams/{{team_id}}": (
+        lambda cell: ("PATCH", _team_url(cell), {"json": {"description": "d"}}), TEAM_OWNER, 200
+    ),
+    f"DELETE {API}/teams/{{team_id}}": (lambda cell: ("DELETE", _team_url(cell), {}), TEAM_OWNER, 204),
+    f"GET {API}/teams/{{team_id}}/members": (lambda cell: ("GET", _team_url(cell, "/members"), {}), TEAM_READ, 200),
+    f"PUT {API}/teams/{{team_id}}/members/{{user_id}}": (
+        lambda cell: ("PUT", _member_url(cell), {"json": {"role": "admin"}}), TEAM_WRITE, 200
+    ),
+    f"DELETE {API}/teams/{{team_id}}/members/{{user_id}}": (
+        lambda cell: ("DELETE", _member_url(cell), {}), TEAM_WRITE, 204
+    ),
+}
 
 
 ROWS: dict[str, Row] = {
@@ -245,8 +344,10 @@ ROWS: dict[str, Row] = {
     ),
     "DELETE /api/v1/users/{user_id}": (lambda cell: ("DELETE", f"{API}/users/{cell.user()}", {}), ADMIN_ONLY, 204),
     "GET /api/v1/me": (lambda cell: ("GET", f"{API}/me", {}), ME, 200),
-    **_document_routes(me=False, expected=OWN_BY_ID),
-    **_document_routes(me=True, expected=ME),
+    **_document_routes(USER_MOUNT, read=OWN_BY_ID, write=OWN_BY_ID, propose=OWN_BY_ID),
+    **_document_routes(ME_MOUNT, read=ME, write=ME, propose=ME),
+    **_document_routes(TEAM_MOUNT, read=TEAM_READ, write=TEAM_WRITE, propose=TEAM_READ),
+    **TEAM_ROWS,
 }
 
 
@@ -254,8 +355,9 @@ ROWS: dict[str, Row] = {
 def callers(client: TestClient, services, admin: dict[str, str], make_token) -> Callers:
     operator = Principal.operator()
     other_application = services.applications.create(operator, name="elsewhere")["id"]
-    user, other_user = (
-        services.users.create(operator, email=f"{name}@example.com", username=name)["id"] for name in ("ada", "bob")
+    user, other_user, *team_users = (
+        services.users.create(operator, email=f"{name}@example.com", username=name)["id"]
+        for name in ("ada", "bob", *TEAM_CALLERS)
     )
     revoked = services.tokens.create(operator, name="revoked", role="admin")
     assert client.get(f"{API}/tokens", headers=bearer(revoked.secret)).status_code == 200  # cached while live
@@ -270,8 +372,9 @@ def callers(client: TestClient, services, admin: dict[str, str], make_token) -> 
             "read_only": bearer(make_token("service", read_only=True)),
             "user": bearer(make_token("user", user_id=user)),
             "other_user": bearer(make_token("user", user_id=other_user)),
+            **{caller: bearer(make_token("user", user_id=id)) for caller, id in zip(TEAM_CALLERS, team_users)},
         },
-        users={"user": user, "other_user": other_user},
+        users={"user": user, "other_user": other_user, **dict(zip(TEAM_CALLERS, team_users))},
     )
 
 
@@ -294,6 +397,8 @@ def test_access_matrix(client: TestClient, callers: Callers):
     mismatches = []
     for route, (build, allowed, success) in ROWS.items():
         for caller in CALLERS:
+            if caller in TEAM_CALLERS and caller not in allowed:
+                continue
             expected = allowed.get(caller, 401)
             expected = success if expected == OK else expected
             response = _send(client, build(Cell(client, callers, caller)), callers.headers[caller])
@@ -301,4 +406,5 @@ def test_access_matrix(client: TestClient, callers: Callers):
             if response.status_code != expected or not problem:
                 mismatches.append(f"{route} as {caller}: {response.status_code}, expected {expected}")
     assert mismatches == []
-    print(f"\naccess matrix: {len(ROWS)} routes × {len(CALLERS)} callers = {len(ROWS) * len(CALLERS)} cells")
+    cells = sum(len(CALLERS) - sum(c not in allowed for c in TEAM_CALLERS) for _, allowed, _ in ROWS.values())
+    print(f"\naccess matrix: {len(ROWS)} routes × up to {len(CALLERS)} callers = {cells} cells")

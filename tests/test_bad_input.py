@@ -35,7 +35,13 @@ def world(client, admin, settings) -> dict[str, str]:
     user = create_user(client, admin, "ada")
     saved = save(client, f"{API}/users/{user['id']}/claude-md", admin, "# ada\n")
     token = client.post(f"{API}/tokens", json={"name": "spare", "role": "service"}, headers=admin).json()
+    team = client.post(f"{API}/teams", json={"name": "core", "owner_id": user["id"]}, headers=admin).json()
+    proposal = client.post(
+        f"{API}/users/{user['id']}/claude-md/proposals", json={"content": "# ada!\n", "message": "x"}, headers=admin
+    ).json()
     return {
+        "team_id": team["id"],
+        "proposal_id": proposal["id"],
         "application_id": application["id"],
         "configuration_id": configuration["id"],
         "user_id": user["id"],

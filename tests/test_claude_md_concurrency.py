@@ -39,7 +39,7 @@ def _assert_every_save_is_one_version(server, settings, headers, url, user_id, a
     assert sorted(by_sha) == sorted(v["commit_sha"] for v in history)
     assert all(by_sha[v["commit_sha"]]["version"] == v["version"] for v in history)
     # git agrees: one linear chain of exactly these commits, newest at the document's ref.
-    ref = f"refs/docs/{sql(settings, 'SELECT id FROM claude_md_documents WHERE user_id = %s', (user_id,))[0][0]}"
+    ref = f"refs/docs/{sql(settings, 'SELECT id FROM documents WHERE owner_user_id = %s', (user_id,))[0][0]}"
     chain = [line.split(" ", 1) for line in git(settings, "log", "--first-parent", "--format=%H %s", ref).splitlines()]
     assert chain == [[v["commit_sha"], v["message"]] for v in history]
     with server.client(headers=headers, timeout=30) as http:

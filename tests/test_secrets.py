@@ -72,7 +72,7 @@ def test_tokens_never_reach_logs_error_bodies_audit_metrics_or_git(client, loggi
 
     hashes = [row[0] for row in sql(settings, "SELECT token_hash FROM api_tokens")]
     stored = sql(settings, "SELECT actor_name, detail::text FROM audit_events") + sql(
-        settings, "SELECT author, message FROM claude_md_versions"
+        settings, "SELECT author, message FROM document_versions"
     )
     places = {
         "server log": log,

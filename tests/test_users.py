@@ -169,7 +169,7 @@ def test_deleting_a_user_waits_for_a_save_in_flight_and_keeps_it(client, admin, 
     sql(settings, """
         CREATE FUNCTION test_slow_save() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN PERFORM pg_sleep(1); RETURN NEW; END $$;
-        CREATE TRIGGER test_slow_save BEFORE INSERT ON claude_md_versions
+        CREATE TRIGGER test_slow_save BEFORE INSERT ON document_versions
             FOR EACH ROW EXECUTE FUNCTION test_slow_save();
     """)
     with ThreadPoolExecutor(1) as pool:

@@ -33,10 +33,10 @@ BEGIN
     {action};
     RETURN NULL;
 END $$;
-CREATE CONSTRAINT TRIGGER test_fail_at_commit AFTER INSERT ON claude_md_versions
+CREATE CONSTRAINT TRIGGER test_fail_at_commit AFTER INSERT ON document_versions
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_fail_at_commit();
 """
-REMOVE_FAILURE = "DROP TRIGGER test_fail_at_commit ON claude_md_versions; DROP FUNCTION test_fail_at_commit();"
+REMOVE_FAILURE = "DROP TRIGGER test_fail_at_commit ON document_versions; DROP FUNCTION test_fail_at_commit();"
 
 
 def _head(settings, person) -> str:
@@ -125,7 +125,7 @@ BEGIN
     IF current_setting('application_name') = 'crashing-writer' THEN PERFORM pg_sleep(60); END IF;
     RETURN NEW;
 END $$;
-CREATE TRIGGER test_stall BEFORE INSERT ON claude_md_versions FOR EACH ROW EXECUTE FUNCTION test_stall();
+CREATE TRIGGER test_stall BEFORE INSERT ON document_versions FOR EACH ROW EXECUTE FUNCTION test_stall();
 """
 
 
@@ -145,7 +145,7 @@ def test_a_process_killed_between_git_and_postgresql(client, ada, settings, svc_
     writer.wait()
     # The server would notice the dead client at its next read; do it now.
     sql(settings, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'crashing-writer'")
-    sql(settings, "DROP TRIGGER test_stall ON claude_md_versions; DROP FUNCTION test_stall();")
+    sql(settings, "DROP TRIGGER test_stall ON document_versions; DROP FUNCTION test_stall();")
 
     assert client.get(ada.document, headers=ada.headers).json()["content"] == "one"
     report = svc_cli("verify")
@@ -250,4 +250,22 @@ def test_a_repository_restored_from_a_bundle(client, ada, settings, svc_cli, tmp
     assert f"{orphan}\torphan_ref\trepaired\t" in report.stdout  # packed, so not a save in flight
     assert git(settings, "config", "core.fsync") == "committed\n"  # the service's settings again
     assert save(client, ada.document, ada.headers, "two")["version"] == 2
+    assert svc_cli("verify").code == 0
+
+
+def test_proposal_refs_are_checked_and_mended(client, ada, settings, svc_cli):
+    save(client, ada.document, ada.headers, "one")
+    made = client.post(f"{ada.document}/proposals", json={"content": "two", "message": "m"}, headers=ada.headers)
+    proposal = made.json()
+    git(settings, "update-ref", "-d", f"refs/proposals/{proposal['id']}")
+    orphan = "01JCZ5J7Q9T1V0G6W8E2X4Y6ZB"
+    git(settings, "update-ref", f"refs/proposals/{orphan}", proposal["commit_sha"])
+    _age(settings.git_path / "refs" / "proposals" / orphan, ORPHAN_AFTER_SECONDS + 1)
+    report = svc_cli("verify")
+    assert report.code == 1
+    assert "\tproposal_ref_drift\tdrift\t" in report.stdout and f"{orphan}\torphan_proposal_ref\tdrift" in report.stdout
+    assert svc_cli("verify", "--repair").code == 0
+    assert git(settings, "for-each-ref", "--format=%(refname) %(objectname)", "refs/proposals/").split() == [
+        f"refs/proposals/{proposal['id']}", proposal["commit_sha"]
+    ]
     assert svc_cli("verify").code == 0

@@ -13,7 +13,7 @@ from svc import metrics
 from svc.api import problems
 from svc.api.deps import get_principal
 from svc.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from svc.api.routes import applications, audit, claude_md, configurations, delivery, health, tokens, users
+from svc.api.routes import applications, audit, configurations, delivery, documents, health, teams, tokens, users
 from svc.api.routes import metrics as metrics_routes
 from svc.config import Settings, get_settings
 from svc.embedded import database_url
@@ -27,8 +27,9 @@ API_ROUTERS = [
     delivery.router,
     configurations.router,
     applications.router,
-    claude_md.router,
+    documents.router,
     users.router,
+    teams.router,
     tokens.router,
     audit.router,
 ]

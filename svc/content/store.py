@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 ZERO_SHA = "0" * 40
 DOCUMENT_REFS = "refs/docs/"
 DELETED_REFS = "refs/deleted/"
+PROPOSAL_REFS = "refs/proposals/"
 FILENAME = "claude.md"
 # A ref lock older than this has no live writer behind it (an update-ref holds its lock
 # for milliseconds); younger ones may belong to a write that is still finishing.
@@ -82,6 +83,10 @@ def ref_name(document_id: str) -> str:
 
 def deleted_ref_name(document_id: str) -> str:
     return DELETED_REFS + document_id
+
+
+def proposal_ref_name(proposal_id: str) -> str:
+    return PROPOSAL_REFS + proposal_id
 
 
 class ContentStore:
@@ -154,16 +159,23 @@ class ContentStore:
 
     # --- saving ----------------------------------------------------------------------
 
-    def save(self, document_id: str, content: bytes, *, parent: str | None, author: Author, message: str) -> str:
+    def save(
+        self,
+        document_id: str,
+        content: bytes,
+        *,
+        parent: str | None,
+        author: Author,
+        message: str,
+        filename: str = FILENAME,
+    ) -> str:
         """Commit `content` as the next version of a document and move its ref there.
 
         The caller must hold the document's database row lock: that is what makes
         `parent` (the database head) the value the ref is expected to have, and what
         makes any ref lock file found here stale. Returns the new commit's sha.
         """
-        blob = self._write_object(b"blob", content)
-        tree = self._write_object(b"tree", b"100644 " + FILENAME.encode() + b"\0" + bytes.fromhex(blob))
-        commit = self._write_object(b"commit", _commit_body(tree, parent, author, message))
+        commit = self.write_commit(content, parent=parent, author=author, message=message, filename=filename)
         with self._git() as git:
             self._advance(git, document_id, commit, parent)
         return commit
@@ -203,6 +215,34 @@ class ContentStore:
             expected = current
         raise Unavailable(f"could not move {ref}: {_stderr(failure)}")
 
+    def write_commit(
+        self, content: bytes, *, parent: str | None, author: Author, message: str, filename: str = FILENAME
+    ) -> str:
+        """Write a commit holding `content` as `filename` (no ref moves); returns its sha."""
+        blob = self._write_object(b"blob", content)
+        tree = self._write_object(b"tree", b"100644 " + filename.encode() + b"\0" + bytes.fromhex(blob))
+        return self._write_object(b"commit", _commit_body(tree, parent, author, message))
+
+    def create_proposal_ref(self, proposal_id: str, commit_sha: str) -> None:
+        """Point refs/proposals/<id> at a proposal's commit; the ref must not exist yet."""
+        self.move_proposal_ref(proposal_id, commit_sha, None)
+
+    def move_proposal_ref(self, proposal_id: str, new: str, old: str | None) -> None:
+        """Compare-and-swap refs/proposals/<id> from `old` (None = absent) to `new`."""
+        with self._git() as git:
+            try:
+                _swap_ref(git, proposal_ref_name(proposal_id), new, old)
+            except GitCommandError as exc:
+                raise Unavailable(f"could not move {proposal_ref_name(proposal_id)}: {_stderr(exc)}") from exc
+
+    def delete_proposal_ref(self, proposal_id: str, commit_sha: str) -> None:
+        """Remove refs/proposals/<id> if it still points at `commit_sha` (best effort)."""
+        try:
+            with self._git() as git:
+                _swap_ref(git, proposal_ref_name(proposal_id), None, commit_sha)
+        except (GitCommandError, Unavailable) as exc:
+            log.error("could not delete %s: %s", proposal_ref_name(proposal_id), _stderr(exc))
+
     def _write_object(self, kind: bytes, data: bytes) -> str:
         """Write one loose object durably (like `git hash-object -w`) and return its sha."""
         header = b"%s %d\0" % (kind, len(data))
@@ -240,12 +280,12 @@ class ContentStore:
 
     # --- reading ---------------------------------------------------------------------
 
-    def read(self, commit_sha: str) -> bytes:
-        """The claude.md bytes of a commit."""
+    def read(self, commit_sha: str, filename: str = FILENAME) -> bytes:
+        """The bytes of `filename` (a document's file) in a commit."""
         with self._git() as git:
             try:
                 return git.cat_file(
-                    "blob", f"{commit_sha}:{FILENAME}", stdout_as_string=False, strip_newline_in_stdout=False
+                    "blob", f"{commit_sha}:{filename}", stdout_as_string=False, strip_newline_in_stdout=False
                 )
             except GitCommandError as exc:
                 raise Unavailable(
@@ -259,12 +299,23 @@ class ContentStore:
 
     def heads(self) -> dict[str, str]:
         """Every document ref: document id → commit sha."""
+        return self._refs(DOCUMENT_REFS)
+
+    def proposal_refs(self) -> dict[str, str]:
+        """Every proposal ref: proposal id → commit sha."""
+        return self._refs(PROPOSAL_REFS)
+
+    def proposal_ref_age(self, proposal_id: str) -> float | None:
+        """Seconds since a proposal's ref was written (None: absent or packed)."""
+        return _age(self.path / proposal_ref_name(proposal_id))
+
+    def _refs(self, prefix: str) -> dict[str, str]:
         with self._git() as git:
-            lines = git.for_each_ref("--format=%(refname) %(objectname)", DOCUMENT_REFS).splitlines()
+            lines = git.for_each_ref("--format=%(refname) %(objectname)", prefix).splitlines()
         found = {}
         for line in lines:
             name, sha = line.split(" ")
-            found[name.removeprefix(DOCUMENT_REFS)] = sha
+            found[name.removeprefix(prefix)] = sha
         return found
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
@@ -275,14 +326,14 @@ class ContentStore:
             except GitCommandError:
                 return False
 
-    def find_problems(self, commit_shas: Iterable[str]) -> dict[str, str]:
-        """Check that each commit exists and holds claude.md; sha → what is wrong.
+    def find_problems(self, commit_shas: Iterable[str], filename: str = FILENAME) -> dict[str, str]:
+        """Check that each commit exists and holds `filename`; sha → what is wrong.
 
         Uses one long-lived `git cat-file --batch-check` for all of them."""
         problems = {}
         with self._git() as git:
             for sha in commit_shas:
-                problem = _problem_of(git, sha)
+                problem = _problem_of(git, sha, filename)
                 if problem is not None:
                     problems[sha] = problem
         return problems
@@ -408,7 +459,7 @@ def _read_ref(git: Git, ref: str) -> str | None:
     return None
 
 
-def _problem_of(git: Git, sha: str) -> str | None:
+def _problem_of(git: Git, sha: str, filename: str) -> str | None:
     try:
         try:
             kind = git.get_object_header(sha)[1]
@@ -417,9 +468,9 @@ def _problem_of(git: Git, sha: str) -> str | None:
         if kind != b"commit":
             return f"{sha} is a {kind.decode()}, not a commit"
         try:
-            git.get_object_header(f"{sha}:{FILENAME}")
+            git.get_object_header(f"{sha}:{filename}")
         except ValueError:
-            return f"the {FILENAME} of commit {sha} is missing"
+            return f"the {filename} of commit {sha} is missing"
     except (OSError, GitCommandError) as exc:
         git.clear_cache()  # the batch process died on this object; the next call starts afresh
         return f"commit {sha} cannot be read: {_stderr(exc)}"

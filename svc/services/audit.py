@@ -9,8 +9,10 @@ from svc.db import Database, Transaction
 from svc.ids import new_id
 from svc.log import request_id_var
 from svc.repositories.audit import AuditRepository
+from svc.services import policy
 from svc.services.auth import Principal
 from svc.services.pagination import Page, page_of
+from svc.services.policy import Action
 
 
 def record(
@@ -51,7 +53,7 @@ class AuditService:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Page:
-        actor.require_admin()
+        policy.require(actor, Action.READ_AUDIT)
         with self.db.transaction() as tx:
             rows = AuditRepository(tx).list(
                 limit=limit + 1,

@@ -69,10 +69,6 @@ class Principal:
     def is_admin(self) -> bool:
         return self.role == "admin"
 
-    def require_admin(self) -> None:
-        if not self.is_admin:
-            raise Forbidden("this operation needs an admin token")
-
     def require_role(self, *roles: Role) -> None:
         if self.role not in roles:
             raise Forbidden(f"a {self.role} token may not do this; it needs one of: {', '.join(roles)}")
@@ -98,17 +94,6 @@ class Principal:
         self.require_role("admin", "service")
         if write:
             self.require_write()
-
-    def require_user(self, user_id: str) -> None:
-        """Users reach only their own data; another user's looks missing (404)."""
-        if not self.is_admin and self.user_id != user_id:
-            raise NotFound("user not found")
-
-    def require_own_user(self) -> str:
-        """The user this token belongs to (for `/me`); admin and service tokens belong to none."""
-        if self.user_id is None:
-            raise Forbidden(f"/me is for user tokens; this is a {self.role} token, which belongs to no user")
-        return self.user_id
 
 
 class Authenticator:

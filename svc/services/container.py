@@ -16,10 +16,12 @@ from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.services.applications import ApplicationService
 from svc.services.audit import AuditService
 from svc.services.auth import Authenticator
-from svc.services.claude_md import ClaudeMdService
+from svc.services.claude_md import CLAUDE_MD, ClaudeMdService, TeamMount
 from svc.services.configurations import ConfigurationService
 from svc.services.changes import CHANNEL as CHANGES_CHANNEL
 from svc.services.delivery import DeliveryService
+from svc.services.documents import DocumentService
+from svc.services.teams import TeamService
 from svc.services.tokens import TokenService
 from svc.services.users import UserService
 
@@ -36,7 +38,9 @@ class Services:
     audit: AuditService
     content: ContentStore
     users: UserService
-    claude_md: ClaudeMdService
+    claude_md: DocumentService
+    team_claude_md: DocumentService
+    teams: TeamService
     applications: ApplicationService
     configurations: ConfigurationService
     listener: ChangeListener
@@ -65,6 +69,8 @@ class Services:
             content=content,
             users=UserService(db, content),
             claude_md=ClaudeMdService(db, content, max_bytes=settings.max_document_bytes),
+            team_claude_md=DocumentService(db, content, TeamMount(CLAUDE_MD), max_bytes=settings.max_document_bytes),
+            teams=TeamService(db, content),
             applications=ApplicationService(db),
             configurations=ConfigurationService(db, max_config_bytes=settings.max_config_bytes),
             listener=ChangeListener(

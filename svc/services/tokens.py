@@ -12,9 +12,10 @@ from svc.db import Database, constraint_name
 from svc.errors import NotFound, Unprocessable
 from svc.ids import new_id
 from svc.repositories.tokens import TokenRepository
-from svc.services import audit
+from svc.services import audit, policy
 from svc.services.auth import Principal, Role, hash_secret, new_secret
 from svc.services.pagination import Page, page_of
+from svc.services.policy import Action
 
 BOOTSTRAP_TOKEN_NAME = "bootstrap-admin"
 
@@ -49,7 +50,7 @@ class TokenService:
         application_id: str | None = None,
         read_only: bool = False,
     ) -> NewToken:
-        actor.require_admin()
+        policy.require(actor, Action.MANAGE_TOKENS)
         if role == "user" and user_id is None:
             raise Unprocessable("a user token needs user_id")
         if role != "user" and user_id is not None:
@@ -75,14 +76,14 @@ class TokenService:
         return NewToken(token=token, secret=secret)
 
     def list(self, actor: Principal, *, limit: int, after: str | None = None) -> Page:
-        actor.require_admin()
+        policy.require(actor, Action.MANAGE_TOKENS)
         with self.db.transaction() as tx:
             rows = TokenRepository(tx).list(limit=limit + 1, after=after)
         return page_of(rows, limit)
 
     def revoke(self, actor: Principal, token_id: str) -> dict[str, Any]:
         """Revoke a token; it stops working on the next request. Revoking twice is harmless."""
-        actor.require_admin()
+        policy.require(actor, Action.MANAGE_TOKENS)
         with self.db.transaction() as tx:
             token = TokenRepository(tx).revoke(token_id)
             if token is None:

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg2.errors
 
-from svc.content import ContentStore, deleted_ref_name
+from svc.content import ContentStore
 from svc.db import Database, constraint_name
-from svc.errors import Conflict, Forbidden, NotFound, Unavailable, Unprocessable
+from svc.errors import Conflict, Forbidden, NotFound, Unprocessable
 from svc.ids import new_id
-from svc.repositories.claude_md import ClaudeMdRepository
+from svc.repositories.teams import TeamRepository
 from svc.repositories.users import UserRepository
 from svc.services import audit
+from svc.services import policy
 from svc.services.auth import Principal
+from svc.services.policy import Action, UserResource
+from svc.services.documents import Retirement
 from svc.services.pagination import Page, page_of
-
-log = logging.getLogger(__name__)
 
 UNSET: Any = object()
 """PATCH marker: the field was not sent (display_name may be set to None on purpose)."""
@@ -31,7 +31,7 @@ class UserService:
         self.store = store
 
     def create(self, actor: Principal, *, email: str, username: str, display_name: str | None = None) -> dict[str, Any]:
-        actor.require_admin()
+        policy.require(actor, Action.MANAGE_USERS)
         with self.db.transaction() as tx, _user_rules(email, username):
             user = UserRepository(tx).insert(id=new_id(), email=email, username=username, display_name=display_name)
             audit.record(tx, actor, "user.create", "user", user["id"], _audit_detail(user))
@@ -39,15 +39,14 @@ class UserService:
         return user
 
     def list(self, actor: Principal, *, limit: int, after: str | None = None) -> Page:
-        actor.require_admin()
+        policy.require(actor, Action.MANAGE_USERS)
         with self.db.transaction() as tx:
             rows = UserRepository(tx).list(limit=limit + 1, after=after)
         return page_of(rows, limit)
 
     def get(self, actor: Principal, user_id: str) -> dict[str, Any]:
         """Admins read anyone; a user reads itself."""
-        actor.require_role("admin", "user")
-        actor.require_user(user_id)
+        policy.require(actor, Action.READ_USER, UserResource(user_id))
         with self.db.transaction() as tx:
             user = UserRepository(tx).get(user_id)
         if user is None:
@@ -55,7 +54,8 @@ class UserService:
         return user
 
     def me(self, actor: Principal) -> dict[str, Any]:
-        return self.get(actor, actor.require_own_user())
+        policy.require(actor, Action.BE_A_USER)
+        return self.get(actor, actor.user_id)
 
     def update(
         self,
@@ -67,10 +67,8 @@ class UserService:
         display_name: str | None = UNSET,
     ) -> dict[str, Any]:
         """Admins change anything; a user may change only its own display name."""
-        actor.require_role("admin", "user")
-        actor.require_user(user_id)
-        actor.require_write()
-        if not actor.is_admin and (email is not None or username is not None):
+        policy.require(actor, Action.UPDATE_USER, UserResource(user_id))
+        if (email is not None or username is not None) and not policy.can(actor, Action.MANAGE_USERS):
             raise Forbidden("only an admin can change a user's email or username")
         with self.db.transaction() as tx, _user_rules(email, username):
             user = UserRepository(tx).update(
@@ -90,30 +88,27 @@ class UserService:
         """Delete a user with their tokens and their document's metadata. The document's git
         history is kept: its ref is renamed to refs/deleted/<document id> (named in the audit
         event), from where an operator can still read every version."""
-        actor.require_admin()
+        policy.require(actor, Action.MANAGE_USERS)
         with self.db.transaction() as tx:
             users = UserRepository(tx)
+            teams = TeamRepository(tx)
+            # Teams first, then the user: the order in which a membership change takes them.
+            teams.lock_owned_by(user_id)
             # Waits for the saves in flight (they hold the user row); none can start after this.
             if users.lock(user_id) is None:
                 raise NotFound(f"user {user_id} not found")
-            document = ClaudeMdRepository(tx).lock_of_user(user_id)
+            orphaned = teams.solely_owned_by(user_id)
+            if orphaned:
+                names = ", ".join(team.name for team in orphaned)
+                raise Conflict(f"user {user_id} is the last owner of team(s) {names}; give them another owner first")
+            retirement = Retirement.lock(tx, user_id=user_id)
             user = users.delete(user_id)
             detail = _audit_detail(user)
-            if document is not None:
-                detail |= {
-                    "document_id": document["id"],
-                    "head_sha": document["head_sha"],
-                    "history_ref": deleted_ref_name(document["id"]),
-                }
+            for retired in retirement.audit_detail():  # a user owns one document: their claude.md
+                detail |= retired
             audit.record(tx, actor, "user.delete", "user", user_id, detail)
             tx.commit()
-        if document is not None:
-            # After the commit: if this fails, `svc verify` reports the ref of a document that
-            # no longer exists and `--repair` renames it; the history is never dropped.
-            try:
-                self.store.retire(document["id"])
-            except Unavailable as exc:
-                log.error("user %s deleted, but the ref of document %s stays: %s", user_id, document["id"], exc.detail)
+        retirement.carry_out(self.store)
 
 
 @contextmanager

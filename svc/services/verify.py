@@ -4,11 +4,15 @@ PostgreSQL says which versions exist (a client was told each was saved); git hol
 their bytes. Drift comes from crashes between the two writes, from power loss
 undoing a ref update, or from hands on the repository. Checks, per document:
 
-* every version's commit exists and holds claude.md (not repairable here: report);
+* every version's commit exists and holds the document's file (claude.md, …; not
+  repairable here: report);
 * the ref `refs/docs/<id>` exists and points at the database head;
 * no stale `<ref>.lock` blocks its updates;
 
-and across the repository: refs of documents the database does not know.
+and across the repository: refs of documents the database does not know. Proposals too:
+each one's commit exists and refs/proposals/<id> points at it; a proposal ref of no
+proposal (its document was deleted, or its creation was cut short) is removed, as it was
+never a version.
 
 Repairs never drop a saved version: the ref is set to the database head (its
 commit exists, or the repair is refused), stale locks are removed, and a ref
@@ -24,7 +28,9 @@ from dataclasses import dataclass, field
 from svc.content import ContentStore
 from svc.db import Database
 from svc.errors import Unavailable
-from svc.repositories.claude_md import ClaudeMdRepository
+from svc.repositories.documents import DocumentRepository, ProposalSha
+from svc.services import claude_md  # noqa: F401  (defines, and so registers, its document kind)
+from svc.services.documents import KINDS
 
 BATCH_SIZE = 200
 # A ref without a document row may belong to a first save whose transaction has not
@@ -66,42 +72,88 @@ class VerifyService:
         after = None
         while True:
             with self.db.transaction() as tx:
-                batch = ClaudeMdRepository(tx).list(limit=BATCH_SIZE, after=after)
-            report.findings += self._check_versions([document["id"] for document in batch])
+                batch = DocumentRepository(tx).list(limit=BATCH_SIZE, after=after)
+            report.findings += self._check_versions([document.id for document in batch])
             for document in batch:
-                document_id = document["id"]
+                document_id = document.id
                 known.add(document_id)
-                if refs.get(document_id) != document["head_sha"] or document_id in locks:
+                if refs.get(document_id) != document.head_sha or document_id in locks:
                     report.findings += self._check_head(document_id, repair)
             report.documents += len(batch)
             progress(f"verify: checked {report.documents} document(s), {len(report.findings)} problem(s) so far")
             if len(batch) < BATCH_SIZE:
                 break
-            after = batch[-1]["id"]
+            after = batch[-1].id
         for document_id in sorted((set(refs) | set(locks)) - known):
             report.findings += self._check_orphan(document_id, document_id in refs, repair)
+        report.findings += self._check_proposals(repair)
         return report
 
-    def _check_versions(self, document_ids: list[str]) -> list[Finding]:
-        """Every version's commit exists and holds claude.md (one `cat-file` process per batch)."""
+    def _check_proposals(self, repair: bool) -> list[Finding]:
+        refs = self.store.proposal_refs()
         with self.db.transaction() as tx:
-            versions = ClaudeMdRepository(tx).version_shas(document_ids)
-        problems = self.store.find_problems(v["commit_sha"] for v in versions)
-        return [
-            Finding(v["document_id"], "missing_content", f"{problems[v['commit_sha']]}; that version cannot be read")
-            for v in versions
-            if v["commit_sha"] in problems
-        ]
+            proposals = DocumentRepository(tx).proposal_shas()
+        findings = []
+        for kind in sorted({p.kind for p in proposals}):
+            of_kind = [p for p in proposals if p.kind == kind]
+            problems = self.store.find_problems((p.commit_sha for p in of_kind), KINDS[kind].filename)
+            for proposal in of_kind:
+                if proposal.commit_sha in problems:
+                    detail = f"{problems[proposal.commit_sha]}; proposal {proposal.id} cannot be read"
+                    findings.append(Finding(proposal.document_id, "missing_proposal_content", detail))
+                elif refs.get(proposal.id) != proposal.commit_sha:
+                    findings.append(self._reset_proposal_ref(proposal, refs.get(proposal.id), repair))
+        known = {p.id for p in proposals}
+        for proposal_id in sorted(set(refs) - known):
+            age = self.store.proposal_ref_age(proposal_id)
+            if age is not None and age < ORPHAN_AFTER_SECONDS:
+                continue  # perhaps a proposal whose COMMIT is in flight
+            with self.db.transaction() as tx:
+                if DocumentRepository(tx).proposal_exists(proposal_id):
+                    continue
+            detail = f"refs/proposals/{proposal_id} belongs to no proposal"
+            if repair:
+                self.store.delete_proposal_ref(proposal_id, refs[proposal_id])
+                detail += "; removed"
+            findings.append(Finding(proposal_id, "orphan_proposal_ref", detail, repair))
+        return findings
+
+    def _reset_proposal_ref(self, proposal: ProposalSha, ref: str | None, repair: bool) -> Finding:
+        detail = f"refs/proposals/{proposal.id} is at {ref or 'nothing'}, not at the proposal's commit {proposal.commit_sha}"
+        repaired = False
+        if repair:
+            try:
+                self.store.move_proposal_ref(proposal.id, proposal.commit_sha, ref)
+                repaired = True
+                detail += "; reset"
+            except Unavailable as exc:
+                detail += f"; could not reset it: {exc.detail}"
+        return Finding(proposal.document_id, "proposal_ref_drift", detail, repaired)
+
+    def _check_versions(self, document_ids: list[str]) -> list[Finding]:
+        """Every version's commit exists and holds its kind's file (one `cat-file` process per kind)."""
+        with self.db.transaction() as tx:
+            versions = DocumentRepository(tx).version_shas(document_ids)
+        findings = []
+        for kind in sorted({v.kind for v in versions}):
+            of_kind = [v for v in versions if v.kind == kind]
+            problems = self.store.find_problems((v.commit_sha for v in of_kind), KINDS[kind].filename)
+            findings += [
+                Finding(v.document_id, "missing_content", f"{problems[v.commit_sha]}; that version cannot be read")
+                for v in of_kind
+                if v.commit_sha in problems
+            ]
+        return findings
 
     def _check_head(self, document_id: str, repair: bool) -> list[Finding]:
         """Look again holding the row lock (a save may have been in flight), then repair."""
         findings = []
         with self.db.transaction() as tx:
-            document = ClaudeMdRepository(tx).lock(document_id)
+            document = DocumentRepository(tx).lock(document_id)
             if document is None:
                 return []  # deleted meanwhile
             findings += self._check_lock(document_id, repair, "blocked every save of this document")
-            head = document["head_sha"]
+            head = document.head_sha
             ref = self.store.head(document_id)
             if ref != head:
                 problem, detail = self._describe_drift(document_id, ref, head)
@@ -144,7 +196,7 @@ class VerifyService:
         if age is not None and age < ORPHAN_AFTER_SECONDS:
             return []
         with self.db.transaction() as tx:
-            if ClaudeMdRepository(tx).exists(document_id):
+            if DocumentRepository(tx).exists(document_id):
                 return []  # created after the listing passed it
         findings = self._check_lock(document_id, repair, "belongs to a document that does not exist")
         if has_ref:

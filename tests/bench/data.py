@@ -157,7 +157,7 @@ def configuration_body(configuration: dict[str, Any]) -> tuple[str, str]:
 def total_commits(url: str) -> int:
     """Commits the service recorded: every version of every document."""
     with closing(psycopg2.connect(url)) as conn, conn.cursor() as cur:
-        cur.execute("SELECT coalesce(sum(head_version), 0) FROM claude_md_documents")
+        cur.execute("SELECT coalesce(sum(head_version), 0) FROM documents")
         return int(cur.fetchone()[0])
 
 
@@ -190,14 +190,14 @@ def bulk_commits(url: str, repository: Path, scratch: Path, target_total: int) -
     with closing(psycopg2.connect(url)) as conn, conn, conn.cursor() as cur:  # one transaction
         copy(cur, "users", "id, email, username",
              ((user, f"bulk-{stamp}-{i}@example.com", f"bulk-{stamp}-{i}") for i, user in enumerate(users.values())))
-        copy(cur, "claude_md_documents", "id, user_id, head_version, head_sha, created_at, updated_at",
-             ((d, users[d], h.version, h.commit_sha, at(h.created_at - h.version), at(h.created_at))
+        copy(cur, "documents", "id, kind, owner_user_id, head_version, head_sha, created_at, updated_at",
+             ((d, "claude_md", users[d], h.version, h.commit_sha, at(h.created_at - h.version), at(h.created_at))
               for d, h in heads.items()))
-        copy(cur, "claude_md_versions", "document_id, version, commit_sha, author, message, size_bytes, created_at",
+        copy(cur, "document_versions", "document_id, version, commit_sha, author, message, size_bytes, created_at",
              ((v.document_id, v.version, v.commit_sha, "bench-admin", v.message, v.size_bytes, at(v.created_at))
               for v in versions))
     with closing(psycopg2.connect(url)) as conn:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("ANALYZE users, claude_md_documents, claude_md_versions")
+            cur.execute("ANALYZE users, documents, document_versions")
     return total_commits(url)

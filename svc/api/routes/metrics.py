@@ -9,6 +9,8 @@ from svc import metrics
 from svc.api.deps import BearerCredentials
 from svc.api.problems import problem_responses
 from svc.errors import NotFound
+from svc.services import policy
+from svc.services.policy import Action
 
 router = APIRouter(tags=["health"])
 
@@ -19,7 +21,7 @@ async def _metrics_access(request: Request, credentials: BearerCredentials) -> N
         raise NotFound("metrics are turned off (SVC_METRICS=off)")
     if services.settings.metrics == "token":
         principal = await services.authenticator.principal(credentials.credentials if credentials else None)
-        principal.require_admin()
+        policy.require(principal, Action.READ_METRICS)
 
 
 @router.get(

@@ -1,0 +1,289 @@
+"""The routes of a document, mounted once per kind of owner: `/users/{user_id}/claude-md`,
+`/me/claude-md`, `/teams/{team_id}/claude-md` (and catalog items). The ETag is the commit sha
+of the current version.
+
+No `from __future__ import annotations` here: the routes are declared inside a factory, and
+FastAPI must see their (local) dependency types as objects, not as unresolvable strings."""
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, File, Path, Query, Response, UploadFile
+from pydantic import BaseModel, ConfigDict, Field
+
+from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
+from svc.api.etags import IfMatch, IfNoneMatch, etag, parse_etags
+from svc.api.problems import problem_responses
+from svc.api.schemas import Text
+from svc.ids import ULID_PATTERN
+from svc.services.container import Services
+from svc.services.documents import DocumentService
+
+SHA_PATTERN = r"^[0-9a-fA-F]{7,40}$"
+SHA_DESCRIPTION = "the commit sha of a version of this document (7 to 40 hex digits)"
+
+Sha = Annotated[str, Path(pattern=SHA_PATTERN, description=SHA_DESCRIPTION)]
+Message = Annotated[Text, Field(min_length=1, max_length=1024)]
+
+ETAG_HEADER = {"ETag": {"description": "the commit sha of the version", "schema": {"type": "string"}}}
+WITH_ETAG = {200: {"headers": ETAG_HEADER}}
+READ_RESPONSES = {**WITH_ETAG, 304: {"description": "Not Modified: If-None-Match names this version"}}
+WRITE_RESPONSES = {**WITH_ETAG, **problem_responses(412, 413)}
+DIFF_RESPONSES = {
+    200: {"description": "a unified diff; empty when equal", "content": {"text/x-diff": {"schema": {"type": "string"}}}}
+}
+
+
+class DocumentState(BaseModel):
+    content: str
+    commit_sha: str | None = Field(description="null until the first version is saved")
+    version: int = Field(description="0 until the first version is saved")
+    updated_at: datetime | None
+
+
+class DocumentSave(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content: str = Field(description="the whole document; at most SVC_MAX_DOCUMENT_BYTES bytes as UTF-8")
+    message: Message | None = Field(default=None, description="commit message; default 'Update <file name>'")
+
+
+class VersionEntry(BaseModel):
+    version: int
+    commit_sha: str
+    author: str
+    message: str
+    created_at: datetime
+
+
+class History(BaseModel):
+    versions: list[VersionEntry] = Field(description="newest first")
+    next: str | None = Field(description="pass as `after` for older versions; null on the last page")
+
+
+class DocumentVersion(VersionEntry):
+    content: str
+
+
+
+ProposalStatus = Literal["open", "accepted", "rejected", "withdrawn"]
+ProposalId = Annotated[str, Path(pattern=ULID_PATTERN, description="a proposal's id")]
+
+
+class ProposalCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content: str = Field(description="the whole proposed document")
+    message: Message = Field(description="why: becomes the commit message when accepted")
+
+
+class ProposalReject(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[Text, Field(max_length=1024)] | None = None
+
+
+class Proposal(BaseModel):
+    id: str
+    status: ProposalStatus
+    base_sha: str | None = Field(description="the version it was based on; null for a document that had none")
+    commit_sha: str = Field(description="its content: a commit on refs/proposals/<id> whose parent is base_sha")
+    author: str = Field(description="the proposer")
+    message: str
+    created_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    reason: str | None
+
+
+class ProposalWithDiff(Proposal):
+    diff: str = Field(description="unified diff from the base to the proposed content")
+
+
+class ProposalPage(BaseModel):
+    items: list[Proposal]
+    next: str | None
+
+
+class Accepted(DocumentState):
+    proposal: Proposal
+
+
+def document_routes(
+    prefix: str,
+    owner: Callable[..., str | None],
+    pick: Callable[[Services], DocumentService],
+    *,
+    tag: str,
+) -> APIRouter:
+    """The document routes under `prefix` (such as `/teams/{team_id}/claude-md`): `owner`
+    names the owner from the request (a path id, or None for the caller), `pick` chooses
+    the mounted service."""
+    router = APIRouter(prefix=prefix, tags=[tag], responses=problem_responses(401, 403, 404, 422, 503))
+    Owner = Annotated[str | None, Depends(owner)]
+
+    async def mounted(services: ServicesDep) -> DocumentService:
+        return pick(services)
+
+    Documents = Annotated[DocumentService, Depends(mounted)]
+
+    @router.get("", response_model=DocumentState, responses=READ_RESPONSES)
+    def get_document(
+        owner_id: Owner, principal: PrincipalDep, documents: Documents, response: Response,
+        if_none_match: IfNoneMatch = None,
+    ):
+        """The current document (empty content and version 0 when none was saved yet)."""
+        document = documents.get(principal, owner_id)
+        return _current(document, response, if_none_match)
+
+    @router.put("", response_model=DocumentState, responses={**WRITE_RESPONSES, **problem_responses(400)})
+    def save_document(
+        owner_id: Owner, body: Annotated[DocumentSave, Body()], principal: PrincipalDep, documents: Documents,
+        response: Response, if_match: IfMatch = None,
+    ):
+        """Save the whole document as a new version."""
+        document = documents.save(
+            principal, owner_id, content=body.content, message=body.message, expected=parse_etags(if_match)
+        )
+        return _current(document, response)
+
+    @router.get("/history", response_model=History)
+    def document_history(
+        owner_id: Owner, principal: PrincipalDep, documents: Documents, limit: Limit = 50,
+        after: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="cursor: `next` of the last page")] = None,
+    ):
+        """Versions, newest first."""
+        return documents.history(principal, owner_id, limit=limit, before=after)
+
+    @router.get("/versions/{sha}", response_model=DocumentVersion, responses=READ_RESPONSES)
+    def get_document_version(
+        owner_id: Owner, sha: Sha, principal: PrincipalDep, documents: Documents, response: Response,
+        if_none_match: IfNoneMatch = None,
+    ):
+        """One version with its content. A commit that is not a version of this document is 404."""
+        version = documents.version(principal, owner_id, sha)
+        return _tagged(version["commit_sha"], version, response, if_none_match)
+
+    @router.get("/diff", response_class=Response, responses=DIFF_RESPONSES)
+    def diff_document(
+        owner_id: Owner, principal: PrincipalDep, documents: Documents,
+        from_: Annotated[str, Query(alias="from", pattern=SHA_PATTERN, description=SHA_DESCRIPTION)],
+        to: Annotated[str, Query(pattern=SHA_PATTERN, description=SHA_DESCRIPTION)],
+    ) -> Response:
+        """Unified diff between two versions."""
+        text = documents.diff(principal, owner_id, from_, to)
+        return Response(content=text, media_type="text/x-diff; charset=utf-8")
+
+    @router.post("/rollback/{sha}", response_model=DocumentState, responses=WRITE_RESPONSES)
+    def rollback_document(
+        owner_id: Owner, sha: Sha, principal: PrincipalDep, documents: Documents, response: Response,
+        if_match: IfMatch = None,
+    ):
+        """Save the content of an earlier version as a new version ("Rollback to version <sha7>")."""
+        document = documents.rollback(principal, owner_id, sha, expected=parse_etags(if_match))
+        return _current(document, response)
+
+    @router.post(
+        "/import", response_model=DocumentState, responses={**WRITE_RESPONSES, **problem_responses(400, 415)}
+    )
+    def import_document(
+        owner_id: Owner,
+        file: Annotated[UploadFile, File(description="a UTF-8 file (`.md` for claude.md); a BOM is dropped, CRLF becomes LF")],
+        principal: PrincipalDep,
+        documents: Documents,
+        response: Response,
+        if_match: IfMatch = None,
+    ):
+        """Save an uploaded Markdown file as a new version ("Import <file name> from <upload name>")."""
+        document = documents.import_file(
+            principal,
+            owner_id,
+            filename=file.filename or "",
+            content_type=file.content_type,
+            stream=file.file,
+            expected=parse_etags(if_match),
+        )
+        return _current(document, response)
+
+    @router.post(
+        "/proposals", status_code=201, response_model=Proposal, responses=problem_responses(400, 413)
+    )
+    def propose(
+        owner_id: Owner, body: Annotated[ProposalCreate, Body()], principal: PrincipalDep, documents: Documents
+    ):
+        """Propose a new content, based on the current version, for a writer to accept or reject."""
+        return documents.propose(principal, owner_id, content=body.content, message=body.message)
+
+    @router.get("/proposals", response_model=ProposalPage)
+    def list_proposals(
+        owner_id: Owner, principal: PrincipalDep, documents: Documents, limit: Limit = 50, after: After = None,
+        status: Annotated[ProposalStatus | None, Query(description="only proposals in this state")] = None,
+    ):
+        """Proposals, oldest first."""
+        return documents.proposals(principal, owner_id, status=status, limit=limit, after=after)
+
+    @router.get("/proposals/{proposal_id}", response_model=ProposalWithDiff)
+    def get_proposal(owner_id: Owner, proposal_id: ProposalId, principal: PrincipalDep, documents: Documents):
+        """One proposal with the unified diff from its base to its content."""
+        return documents.proposal(principal, owner_id, proposal_id)
+
+    @router.post("/proposals/{proposal_id}/accept", response_model=Accepted, responses={**WRITE_RESPONSES, **problem_responses(409)})
+    def accept_proposal(
+        owner_id: Owner, proposal_id: ProposalId, principal: PrincipalDep, documents: Documents, response: Response,
+        if_match: IfMatch = None,
+    ):
+        """Make the proposal the next version (authored by the proposer); 409 when the document
+        is no longer at the proposal's base, or the proposal is not open."""
+        document = documents.accept(principal, owner_id, proposal_id, expected=parse_etags(if_match))
+        return _current(document, response)
+
+    @router.post("/proposals/{proposal_id}/reject", response_model=Proposal, responses=problem_responses(409))
+    def reject_proposal(
+        owner_id: Owner, proposal_id: ProposalId, principal: PrincipalDep, documents: Documents,
+        body: Annotated[ProposalReject | None, Body()] = None,
+    ):
+        """Close an open proposal without taking it, with an optional reason."""
+        return documents.reject(principal, owner_id, proposal_id, reason=body.reason if body else None)
+
+    @router.delete("/proposals/{proposal_id}", response_model=Proposal, responses=problem_responses(409))
+    def withdraw_proposal(owner_id: Owner, proposal_id: ProposalId, principal: PrincipalDep, documents: Documents):
+        """The proposer withdraws their own open proposal."""
+        return documents.withdraw(principal, owner_id, proposal_id)
+
+    return router
+
+
+# Owner dependencies are async so that FastAPI does not hop to a thread to run them.
+async def _user_in_path(user_id: IdPath) -> str:
+    return user_id
+
+
+async def _caller() -> None:
+    return None
+
+
+def _current(document: dict[str, Any], response: Response, if_none_match: str | None = None) -> Any:
+    return _tagged(document["commit_sha"], document, response, if_none_match)
+
+
+def _tagged(sha: str | None, body: dict[str, Any], response: Response, if_none_match: str | None) -> Any:
+    """The body with its ETag, or 304 when If-None-Match names it."""
+    if sha is None:
+        return body
+    expected = parse_etags(if_none_match)
+    if expected is not None and sha in expected:
+        return Response(status_code=304, headers={"ETag": etag(sha)})
+    response.headers["ETag"] = etag(sha)
+    return body
+
+
+async def _team_in_path(team_id: IdPath) -> str:
+    return team_id
+
+
+router = APIRouter()
+router.include_router(
+    document_routes("/users/{user_id}/claude-md", _user_in_path, lambda s: s.claude_md, tag="claude.md")
+)
+router.include_router(document_routes("/me/claude-md", _caller, lambda s: s.claude_md, tag="claude.md"))
+router.include_router(
+    document_routes("/teams/{team_id}/claude-md", _team_in_path, lambda s: s.team_claude_md, tag="teams")
+)

@@ -1,0 +1,305 @@
+"""Who may do what: every allow/deny decision of the service, made here.
+
+Services describe what is being touched as a small resource (a team with the caller's
+membership role, a document with its owner, an application with its team…), looked up in
+their own transaction, and call `require(principal, action, resource)`. A thing the caller
+may not know exists is NotFound (404); a thing it sees but may not do this to is
+Forbidden (403); read-only tokens never write.
+
+Roles of tokens: `admin` may do everything; `service` reaches applications and
+configurations (perhaps one application, perhaps read-only) and sees no teams; `user`
+reaches itself, its own claude.md and, through memberships, its teams. Roles in a team:
+
+| action                                   | owner | admin        | member  | not a member |
+|------------------------------------------|-------|--------------|---------|--------------|
+| see the team, members, document          | yes   | yes          | yes     | hidden (404) |
+| write the document, accept/reject        | yes   | yes          | propose | 404          |
+| add/remove members and admins            | yes   | yes          | 403     | 404          |
+| add/remove owners, rename, delete        | yes   | 403          | 403     | 404          |
+| read the team's applications             | yes   | yes          | yes     | 403          |
+| write the team's applications            | yes   | yes          | 403     | 403          |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+from svc.errors import Forbidden, NotFound, ServiceError
+from svc.services.auth import Principal
+
+TeamRole = Literal["owner", "admin", "member"]
+TEAM_ROLES: tuple[TeamRole, ...] = ("owner", "admin", "member")
+MANAGERS: frozenset[str] = frozenset({"owner", "admin"})
+
+
+class Action(StrEnum):
+    # Things only admins do.
+    MANAGE_TOKENS = "tokens.manage"
+    READ_AUDIT = "audit.read"
+    READ_METRICS = "metrics.read"
+    MANAGE_USERS = "users.manage"  # create, list, delete; change email or username
+    # A user record (resource: UserResource).
+    READ_USER = "user.read"
+    UPDATE_USER = "user.update"
+    # The caller's own user (/me; resource: SYSTEM).
+    BE_A_USER = "me"
+    # Teams (resource: TeamResource, or SYSTEM to create or list).
+    CREATE_TEAM = "team.create"
+    LIST_TEAMS = "team.list"
+    READ_TEAM = "team.read"
+    UPDATE_TEAM = "team.update"  # rename, describe
+    DELETE_TEAM = "team.delete"
+    CHANGE_MEMBERSHIP = "team.members.change"  # resource: MembershipChange
+    # Documents (resource: DocumentResource).
+    READ_DOCUMENT = "document.read"
+    WRITE_DOCUMENT = "document.write"
+    PROPOSE = "document.propose"
+    DECIDE_PROPOSAL = "document.decide"  # accept or reject
+    WITHDRAW_PROPOSAL = "document.withdraw"  # resource: ProposalResource
+    # Applications and their configurations (resource: ApplicationResource).
+    LIST_APPLICATIONS = "application.list"
+    CREATE_APPLICATION = "application.create"
+    READ_APPLICATION = "application.read"
+    WRITE_APPLICATION = "application.write"
+
+
+@dataclass(frozen=True)
+class System:
+    """Nothing in particular: the service as a whole (tokens, audit, the user list)."""
+
+
+SYSTEM = System()
+
+
+@dataclass(frozen=True)
+class UserResource:
+    user_id: str
+
+
+@dataclass(frozen=True)
+class TeamResource:
+    """A team and the caller's role in it (None: not a member, or no user behind the token)."""
+
+    team_id: str
+    role: TeamRole | None
+
+
+@dataclass(frozen=True)
+class MembershipChange:
+    """Adding, changing or removing one member: the roles involved (before and after)."""
+
+    team: TeamResource
+    roles: frozenset[str]
+
+
+@dataclass(frozen=True)
+class DocumentResource:
+    """A document by its owner: a user (user_id) or a team (team, with the caller's role)."""
+
+    user_id: str | None = None
+    team: TeamResource | None = None
+
+
+@dataclass(frozen=True)
+class ProposalResource:
+    """A proposal on a document, and who made it (None: a token without a user)."""
+
+    document: DocumentResource
+    proposer_user_id: str | None
+
+
+@dataclass(frozen=True)
+class ApplicationResource:
+    """An application (None: one being created) and the team it belongs to, if any, with the
+    caller's role in that team."""
+
+    application_id: str | None
+    team: TeamResource | None = None
+
+
+Resource = (
+    System | UserResource | TeamResource | MembershipChange | DocumentResource | ProposalResource | ApplicationResource
+)
+Rule = Callable[[Principal, Resource], ServiceError | None]
+
+
+def can(principal: Principal, action: Action, resource: Resource = SYSTEM) -> bool:
+    """Whether `principal` may do `action` to `resource`."""
+    return _denial(principal, action, resource) is None
+
+
+def require(principal: Principal, action: Action, resource: Resource = SYSTEM) -> None:
+    """Raise NotFound (hidden) or Forbidden (visible, not allowed) unless allowed."""
+    denial = _denial(principal, action, resource)
+    if denial is not None:
+        raise denial
+
+
+def _denial(principal: Principal, action: Action, resource: Resource) -> ServiceError | None:
+    return RULES[action](principal, resource)
+
+
+# --- the rules ------------------------------------------------------------------------
+
+
+def _roles(principal: Principal, *roles: str) -> Forbidden | None:
+    if principal.role not in roles:
+        return Forbidden(f"a {principal.role} token may not do this; it needs one of: {', '.join(roles)}")
+    return None
+
+
+def _writable(principal: Principal) -> Forbidden | None:
+    return Forbidden("this token is read-only") if principal.read_only else None
+
+
+def _admin_only(principal: Principal, resource: Resource) -> ServiceError | None:
+    return None if principal.is_admin else Forbidden("this operation needs an admin token")
+
+
+def _read_user(principal: Principal, resource: Resource) -> ServiceError | None:
+    assert isinstance(resource, UserResource)
+    denial = _roles(principal, "admin", "user")
+    if denial is None and not principal.is_admin and principal.user_id != resource.user_id:
+        denial = NotFound("user not found")  # another user's looks missing
+    return denial
+
+
+def _update_user(principal: Principal, resource: Resource) -> ServiceError | None:
+    return _read_user(principal, resource) or _writable(principal)
+
+
+def _be_a_user(principal: Principal, resource: Resource) -> ServiceError | None:
+    if principal.user_id is None:
+        return Forbidden(f"/me is for user tokens; this is a {principal.role} token, which belongs to no user")
+    return None
+
+
+def _team_callers(principal: Principal) -> Forbidden | None:
+    if principal.role == "service":
+        return Forbidden("service tokens see no teams; use an admin or a user token")
+    return None
+
+
+def _create_team(principal: Principal, resource: Resource) -> ServiceError | None:
+    if principal.role == "user" or principal.is_admin:
+        return _writable(principal)
+    return _team_callers(principal)
+
+
+def _list_teams(principal: Principal, resource: Resource) -> ServiceError | None:
+    return _team_callers(principal)
+
+
+def _in_team(principal: Principal, team: TeamResource, allowed: frozenset[str], what: str) -> ServiceError | None:
+    """Admins pass; service tokens are refused; non-members find nothing; members need a role in `allowed`."""
+    if principal.is_admin:
+        return None
+    denial = _team_callers(principal)
+    if denial is not None:
+        return denial
+    if team.role is None:
+        return NotFound(f"team {team.team_id} not found")
+    if team.role not in allowed:
+        needed = " or ".join(sorted(allowed))
+        return Forbidden(f"a team {team.role} may not {what}; it needs the role {needed}")
+    return None
+
+
+def _team_rule(allowed: frozenset[str], what: str, *, write: bool) -> Rule:
+    def rule(principal: Principal, resource: Resource) -> ServiceError | None:
+        assert isinstance(resource, TeamResource)
+        denial = _in_team(principal, resource, allowed, what)
+        return denial or (_writable(principal) if write else None)
+
+    return rule
+
+
+def _change_membership(principal: Principal, resource: Resource) -> ServiceError | None:
+    assert isinstance(resource, MembershipChange)
+    if "owner" in resource.roles:
+        denial = _in_team(principal, resource.team, frozenset({"owner"}), "add, remove or change owners")
+    else:
+        denial = _in_team(principal, resource.team, MANAGERS, "add, remove or change members")
+    return denial or _writable(principal)
+
+
+def _document_rule(team_roles: frozenset[str], what: str, *, write: bool) -> Rule:
+    def rule(principal: Principal, resource: Resource) -> ServiceError | None:
+        assert isinstance(resource, DocumentResource)
+        if resource.team is not None:
+            denial = _in_team(principal, resource.team, team_roles, what)
+        else:
+            assert resource.user_id is not None
+            denial = _read_user(principal, UserResource(resource.user_id))
+        return denial or (_writable(principal) if write else None)
+
+    return rule
+
+
+def _withdraw_proposal(principal: Principal, resource: Resource) -> ServiceError | None:
+    """Its proposer (or an admin) withdraws a proposal; anyone else who sees it is refused."""
+    assert isinstance(resource, ProposalResource)
+    denial = RULES[Action.PROPOSE](principal, resource.document)
+    if denial is None and not principal.is_admin and principal.user_id != resource.proposer_user_id:
+        denial = Forbidden("only its proposer may withdraw a proposal")
+    return denial
+
+
+def _application_rule(*, write: bool) -> Rule:
+    """Service tokens as in phase 1 (scoped ones see only their application); user tokens
+    reach the applications of their teams: members read, owners and admins write."""
+
+    def rule(principal: Principal, resource: Resource) -> ServiceError | None:
+        assert isinstance(resource, ApplicationResource)
+        if principal.role == "user":
+            team = resource.team
+            if team is None or team.role is None:
+                return Forbidden("a user token reaches only the applications of its teams")
+            if write and team.role not in MANAGERS:
+                return Forbidden(f"a team {team.role} may only read the team's applications; writing needs owner or admin")
+            return _writable(principal) if write else None
+        denial = _roles(principal, "admin", "service") or (_writable(principal) if write else None)
+        if denial is None and principal.application_id is not None:
+            if resource.application_id is None:
+                return Forbidden("a token limited to one application cannot create applications")
+            if principal.application_id != resource.application_id:
+                return NotFound("application not found")  # outside its scope looks missing
+        return denial
+
+    return rule
+
+
+def _list_applications(principal: Principal, resource: Resource) -> ServiceError | None:
+    """Users list the applications of their teams; the list is narrowed by the service."""
+    if principal.role == "user":
+        return None
+    return _roles(principal, "admin", "service")
+
+
+RULES: dict[Action, Rule] = {
+    Action.MANAGE_TOKENS: _admin_only,
+    Action.READ_AUDIT: _admin_only,
+    Action.READ_METRICS: _admin_only,
+    Action.MANAGE_USERS: _admin_only,
+    Action.READ_USER: _read_user,
+    Action.UPDATE_USER: _update_user,
+    Action.BE_A_USER: _be_a_user,
+    Action.CREATE_TEAM: _create_team,
+    Action.LIST_TEAMS: _list_teams,
+    Action.READ_TEAM: _team_rule(frozenset(TEAM_ROLES), "see the team", write=False),
+    Action.UPDATE_TEAM: _team_rule(frozenset({"owner"}), "rename or describe the team", write=True),
+    Action.DELETE_TEAM: _team_rule(frozenset({"owner"}), "delete the team", write=True),
+    Action.CHANGE_MEMBERSHIP: _change_membership,
+    Action.READ_DOCUMENT: _document_rule(frozenset(TEAM_ROLES), "read the document", write=False),
+    Action.WRITE_DOCUMENT: _document_rule(MANAGERS, "write the team's document (members may propose)", write=True),
+    Action.PROPOSE: _document_rule(frozenset(TEAM_ROLES), "propose changes", write=True),
+    Action.DECIDE_PROPOSAL: _document_rule(MANAGERS, "accept or reject proposals", write=True),
+    Action.WITHDRAW_PROPOSAL: _withdraw_proposal,
+    Action.LIST_APPLICATIONS: _list_applications,
+    Action.CREATE_APPLICATION: _application_rule(write=True),
+    Action.READ_APPLICATION: _application_rule(write=False),
+    Action.WRITE_APPLICATION: _application_rule(write=True),
+}

@@ -1,0 +1,213 @@
+"""Teams and their members. Any user may create a team and becomes its owner; a team always
+keeps at least one owner.
+
+Every change of membership locks the team row first, then counts owners: two owners
+demoting each other at once are serialized, and the second sees that it would remove the
+last owner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg2.errors
+
+from svc.content import ContentStore
+from svc.db import Database, Transaction, constraint_name
+from svc.errors import Conflict, NotFound, Unprocessable
+from svc.ids import new_id
+from svc.repositories.teams import Team, TeamRepository
+from svc.repositories.users import UserRepository
+from svc.services import audit, policy
+from svc.services.auth import Principal
+from svc.services.documents import Retirement
+from svc.services.pagination import Page, page_of
+from svc.services.policy import TEAM_ROLES, Action, MembershipChange, TeamResource
+
+EDITABLE_FIELDS = ("name", "display_name", "description")
+
+
+class TeamService:
+    def __init__(self, db: Database, store: ContentStore) -> None:
+        self.db = db
+        self.store = store
+
+    def create(
+        self,
+        actor: Principal,
+        *,
+        name: str,
+        display_name: str | None = None,
+        description: str | None = None,
+        owner_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A new team whose first owner is `owner_id` (admins, and `svc team create`) or the caller."""
+        policy.require(actor, Action.CREATE_TEAM)
+        owner_id = owner_id if actor.is_admin else actor.user_id
+        if owner_id is None:
+            raise Unprocessable("a team needs an owner: an admin token must name one (owner_id)")
+        with self.db.transaction() as tx, _team_rules(name):
+            if UserRepository(tx).get(owner_id) is None:
+                raise NotFound(f"user {owner_id} not found")
+            teams = TeamRepository(tx)
+            team = teams.insert(id=new_id(), name=name, display_name=display_name, description=description)
+            teams.put_member(team.id, owner_id, role="owner", added_by=_who(tx, actor))
+            audit.record(tx, actor, "team.create", "team", team.id, {**_audit_detail(team), "owner_id": owner_id})
+            tx.commit()
+        return team.as_dict()
+
+    def list(self, actor: Principal, *, limit: int, after: str | None = None, mine: bool = False) -> Page:
+        """Admins list every team (or, with `mine`, none: they belong to none); a user lists its own."""
+        policy.require(actor, Action.LIST_TEAMS)
+        if mine:
+            policy.require(actor, Action.BE_A_USER)
+        with self.db.transaction() as tx:
+            member_id = actor.user_id if mine or not actor.is_admin else None
+            rows = TeamRepository(tx).list(limit=limit + 1, after=after, member_id=member_id)
+        return page_of([row.as_dict() for row in rows], limit)
+
+    def get(self, actor: Principal, team_id: str) -> dict[str, Any]:
+        with self.db.transaction() as tx:
+            return self._visible(tx, actor, team_id, Action.READ_TEAM).as_dict()
+
+    def update(self, actor: Principal, team_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Change the fields given (name, display_name, description); owners only."""
+        with self.db.transaction() as tx, _team_rules(fields.get("name")):
+            current = self._visible(tx, actor, team_id, Action.UPDATE_TEAM, lock=True)
+            before = current.as_dict()
+            changed = {k: v for k, v in fields.items() if k in EDITABLE_FIELDS and before[k] != v}
+            if not changed:
+                return before
+            team = TeamRepository(tx).update(team_id, **({k: before[k] for k in EDITABLE_FIELDS} | changed))
+            audit.record(
+                tx, actor, "team.update", "team", team_id,
+                {"before": {k: before[k] for k in changed}, "after": changed},
+            )
+            tx.commit()
+        return team.as_dict()
+
+    def delete(self, actor: Principal, team_id: str) -> None:
+        """Delete a team with its members and its documents' metadata. Each document's git
+        history is kept: its ref is renamed to refs/deleted/<document id>, named in the audit
+        event, from where an operator can still read every version."""
+        with self.db.transaction() as tx:
+            teams = TeamRepository(tx)
+            role = teams.role_of(team_id, actor.user_id)
+            policy.require(actor, Action.DELETE_TEAM, TeamResource(team_id, role))
+            # Waits for the document writes in flight (they hold the team row).
+            team = teams.lock(team_id)
+            if team is None:
+                raise NotFound(f"team {team_id} not found")
+            retirement = Retirement.lock(tx, team_id=team_id)
+            teams.delete(team_id)
+            audit.record(
+                tx, actor, "team.delete", "team", team_id,
+                {**_audit_detail(team), "documents": retirement.audit_detail()},
+            )
+            tx.commit()
+        retirement.carry_out(self.store)
+
+    # --- members -----------------------------------------------------------------------
+
+    def members(self, actor: Principal, team_id: str, *, limit: int, after: str | None = None) -> Page:
+        with self.db.transaction() as tx:
+            self._visible(tx, actor, team_id, Action.READ_TEAM)
+            rows = TeamRepository(tx).members(team_id, limit=limit + 1, after=after)
+        return page_of([row.as_dict() for row in rows], limit, key="user_id")
+
+    def put_member(self, actor: Principal, team_id: str, user_id: str, *, role: str) -> dict[str, Any]:
+        """Add a user to a team, or change its role. Owners are added or demoted by owners only;
+        demoting the last owner is 409."""
+        if role not in TEAM_ROLES:
+            raise Unprocessable(f"role must be one of: {', '.join(TEAM_ROLES)}")
+        with self.db.transaction() as tx:
+            teams = TeamRepository(tx)
+            current = self._lock_membership(tx, actor, team_id, user_id, role)
+            if UserRepository(tx).get(user_id) is None:
+                raise NotFound(f"user {user_id} not found")
+            if current == role:
+                return teams.member(team_id, user_id).as_dict()
+            if current == "owner":
+                _require_another_owner(teams, team_id, "demoted")
+            member = teams.put_member(team_id, user_id, role=role, added_by=_who(tx, actor))
+            audit.record(
+                tx, actor, "team.member.put", "team", team_id, {"user_id": user_id, "before": current, "after": role}
+            )
+            tx.commit()
+        return member.as_dict()
+
+    def remove_member(self, actor: Principal, team_id: str, user_id: str) -> None:
+        """Take a user out of a team; removing the last owner is 409."""
+        with self.db.transaction() as tx:
+            teams = TeamRepository(tx)
+            current = self._lock_membership(tx, actor, team_id, user_id, None)
+            if current is None:
+                raise NotFound(f"user {user_id} is not a member of team {team_id}")
+            if current == "owner":
+                _require_another_owner(teams, team_id, "removed")
+            teams.remove_member(team_id, user_id)
+            audit.record(tx, actor, "team.member.remove", "team", team_id, {"user_id": user_id, "before": current})
+            tx.commit()
+
+    def _lock_membership(
+        self, tx: Transaction, actor: Principal, team_id: str, user_id: str, new_role: str | None
+    ) -> str | None:
+        """Lock the team (serializing every membership change of it), check the caller may
+        make this change, and return the member's current role."""
+        teams = TeamRepository(tx)
+        team = teams.lock_for_change(team_id)
+        caller = TeamResource(team_id, teams.role_of(team_id, actor.user_id))
+        policy.require(actor, Action.READ_TEAM, caller)
+        if team is None:
+            raise NotFound(f"team {team_id} not found")
+        current = teams.role_of(team_id, user_id)
+        roles = frozenset(r for r in (current, new_role) if r is not None)
+        policy.require(actor, Action.CHANGE_MEMBERSHIP, MembershipChange(caller, roles))
+        return current
+
+    def _visible(self, tx: Transaction, actor: Principal, team_id: str, action: Action, *, lock: bool = False) -> Team:
+        teams = TeamRepository(tx)
+        role = teams.role_of(team_id, actor.user_id)
+        policy.require(actor, action, TeamResource(team_id, role))
+        team = teams.lock_for_change(team_id) if lock else teams.get(team_id)
+        if team is None:
+            raise NotFound(f"team {team_id} not found")
+        return team
+
+
+def _require_another_owner(teams: TeamRepository, team_id: str, what: str) -> None:
+    if teams.owner_count(team_id) <= 1:
+        raise Conflict(f"the last owner of team {team_id} cannot be {what}; make another member an owner first")
+
+
+def _who(tx: Transaction, actor: Principal) -> str:
+    """The acting user's username, else the token's name."""
+    if actor.user_id is not None:
+        user = UserRepository(tx).get(actor.user_id)
+        if user is not None:
+            return user["username"]
+    return actor.name
+
+
+@contextmanager
+def _team_rules(name: str | None) -> Iterator[None]:
+    """Turn a broken rule of the teams table into a 409 (taken) or 422 (invalid) naming it."""
+    messages = {
+        "teams_name_key": (Conflict, f"team name '{name}' is already taken"),
+        "teams_name_check": (Unprocessable, "a team name is 1–256 letters, digits, '.', '_', '-'; not '.' or '..'"),
+        "teams_display_name_check": (Unprocessable, "a display name is at most 256 characters"),
+        "teams_description_check": (Unprocessable, "a description is at most 1024 characters"),
+    }
+    try:
+        yield
+    except (psycopg2.errors.UniqueViolation, psycopg2.errors.CheckViolation) as exc:
+        error, message = messages.get(constraint_name(exc), (None, None))
+        if error is None:
+            raise
+        raise error(message) from exc
+
+
+def _audit_detail(team: Team) -> dict[str, Any]:
+    return {"name": team.name, "display_name": team.display_name, "description": team.description}
