@@ -43,6 +43,7 @@ ZERO_SHA = "0" * 40
 DOCUMENT_REFS = "refs/docs/"
 DELETED_REFS = "refs/deleted/"
 PROPOSAL_REFS = "refs/proposals/"
+RELEASE_REFS = "refs/releases/"
 FILENAME = "claude.md"
 # A ref lock older than this has no live writer behind it (an update-ref holds its lock
 # for milliseconds); younger ones may belong to a write that is still finishing.
@@ -87,6 +88,10 @@ def deleted_ref_name(document_id: str) -> str:
 
 def proposal_ref_name(proposal_id: str) -> str:
     return PROPOSAL_REFS + proposal_id
+
+
+def release_ref_name(item_id: str, version: str) -> str:
+    return f"{RELEASE_REFS}{item_id}/{version}"
 
 
 class ContentStore:
@@ -242,6 +247,29 @@ class ContentStore:
                 _swap_ref(git, proposal_ref_name(proposal_id), None, commit_sha)
         except (GitCommandError, Unavailable) as exc:
             log.error("could not delete %s: %s", proposal_ref_name(proposal_id), _stderr(exc))
+
+    def create_release_ref(self, item_id: str, version: str, commit_sha: str) -> None:
+        """Create refs/releases/<item id>/<version> at `commit_sha` with a compare-and-swap from
+        absent: a release ref is never moved. One already there at the same commit (left by a
+        release whose transaction then failed) is taken as it is."""
+        ref = release_ref_name(item_id, version)
+        with self._git() as git:
+            try:
+                _swap_ref(git, ref, commit_sha, None)
+            except GitCommandError as exc:
+                found = _read_ref(git, ref)
+                if found != commit_sha:
+                    raise Unavailable(f"could not create {ref} (it holds {found}): {_stderr(exc)}") from exc
+
+    def delete_release_refs(self, item_id: str, releases: dict[str, str]) -> None:
+        """Remove the release refs (version → commit sha) of a deleted item (best effort)."""
+        for version, commit_sha in releases.items():
+            ref = release_ref_name(item_id, version)
+            try:
+                with self._git() as git:
+                    _swap_ref(git, ref, None, commit_sha)
+            except (GitCommandError, Unavailable) as exc:
+                log.error("could not delete %s: %s", ref, _stderr(exc))
 
     def _write_object(self, kind: bytes, data: bytes) -> str:
         """Write one loose object durably (like `git hash-object -w`) and return its sha."""

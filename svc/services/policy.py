@@ -59,6 +59,11 @@ class Action(StrEnum):
     PROPOSE = "document.propose"
     DECIDE_PROPOSAL = "document.decide"  # accept or reject
     WITHDRAW_PROPOSAL = "document.withdraw"  # resource: ProposalResource
+    # The catalog: an item is a document (READ_DOCUMENT / WRITE_DOCUMENT decide who sees and
+    # changes it); searching needs a user behind it or an admin (resource: SYSTEM), installing
+    # an item one sees is a user's own write (resource: DocumentResource).
+    SEARCH_CATALOG = "catalog.search"
+    INSTALL_ITEM = "catalog.install"
     # Applications and their configurations (resource: ApplicationResource).
     LIST_APPLICATIONS = "application.list"
     CREATE_APPLICATION = "application.create"
@@ -239,6 +244,18 @@ def _document_rule(team_roles: frozenset[str], what: str, *, write: bool) -> Rul
     return rule
 
 
+def _search_catalog(principal: Principal, resource: Resource) -> ServiceError | None:
+    return _roles(principal, "admin", "user")
+
+
+def _install_item(principal: Principal, resource: Resource) -> ServiceError | None:
+    return (
+        _be_a_user(principal, resource)
+        or RULES[Action.READ_DOCUMENT](principal, resource)
+        or _writable(principal)
+    )
+
+
 def _withdraw_proposal(principal: Principal, resource: Resource) -> ServiceError | None:
     """Its proposer (or an admin) withdraws a proposal; anyone else who sees it is refused."""
     assert isinstance(resource, ProposalResource)
@@ -298,6 +315,8 @@ RULES: dict[Action, Rule] = {
     Action.PROPOSE: _document_rule(frozenset(TEAM_ROLES), "propose changes", write=True),
     Action.DECIDE_PROPOSAL: _document_rule(MANAGERS, "accept or reject proposals", write=True),
     Action.WITHDRAW_PROPOSAL: _withdraw_proposal,
+    Action.SEARCH_CATALOG: _search_catalog,
+    Action.INSTALL_ITEM: _install_item,
     Action.LIST_APPLICATIONS: _list_applications,
     Action.CREATE_APPLICATION: _application_rule(write=True),
     Action.READ_APPLICATION: _application_rule(write=False),

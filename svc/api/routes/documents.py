@@ -17,7 +17,6 @@ from svc.api.etags import IfMatch, IfNoneMatch, etag, parse_etags
 from svc.api.problems import problem_responses
 from svc.api.schemas import Text
 from svc.ids import ULID_PATTERN
-from svc.services.container import Services
 from svc.services.documents import DocumentService
 
 SHA_PATTERN = r"^[0-9a-fA-F]{7,40}$"
@@ -110,20 +109,17 @@ class Accepted(DocumentState):
 def document_routes(
     prefix: str,
     owner: Callable[..., str | None],
-    pick: Callable[[Services], DocumentService],
+    pick: Callable[..., DocumentService],
     *,
     tag: str,
 ) -> APIRouter:
     """The document routes under `prefix` (such as `/teams/{team_id}/claude-md`): `owner`
-    names the owner from the request (a path id, or None for the caller), `pick` chooses
-    the mounted service."""
+    names the owner from the request (a path id, or None for the caller); `pick`, a
+    dependency, chooses the mounted service (`mounted(name)`, or by the request: a catalog
+    item's type decides the file its document has)."""
     router = APIRouter(prefix=prefix, tags=[tag], responses=problem_responses(401, 403, 404, 422, 503))
     Owner = Annotated[str | None, Depends(owner)]
-
-    async def mounted(services: ServicesDep) -> DocumentService:
-        return pick(services)
-
-    Documents = Annotated[DocumentService, Depends(mounted)]
+    Documents = Annotated[DocumentService, Depends(pick)]
 
     @router.get("", response_model=DocumentState, responses=READ_RESPONSES)
     def get_document(
@@ -279,11 +275,20 @@ async def _team_in_path(team_id: IdPath) -> str:
     return team_id
 
 
+def mounted(name: str) -> Callable[..., Any]:
+    """The dependency that picks the document service `Services.<name>`."""
+
+    async def pick(services: ServicesDep) -> DocumentService:
+        return getattr(services, name)
+
+    return pick
+
+
 router = APIRouter()
 router.include_router(
-    document_routes("/users/{user_id}/claude-md", _user_in_path, lambda s: s.claude_md, tag="claude.md")
+    document_routes("/users/{user_id}/claude-md", _user_in_path, mounted("claude_md"), tag="claude.md")
 )
-router.include_router(document_routes("/me/claude-md", _caller, lambda s: s.claude_md, tag="claude.md"))
+router.include_router(document_routes("/me/claude-md", _caller, mounted("claude_md"), tag="claude.md"))
 router.include_router(
-    document_routes("/teams/{team_id}/claude-md", _team_in_path, lambda s: s.team_claude_md, tag="teams")
+    document_routes("/teams/{team_id}/claude-md", _team_in_path, mounted("team_claude_md"), tag="teams")
 )
