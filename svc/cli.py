@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from svc.config import Settings, get_settings
 from svc.content import ContentStore
@@ -18,6 +19,8 @@ from svc.errors import ServiceError
 from svc.log import configure_logging
 from svc.migrate import MigrationError, Runner
 from svc.services.auth import Principal
+from svc.services.catalog import CatalogService
+from svc.services.catalog_import import import_directory
 from svc.services.teams import TeamService
 from svc.services.tokens import TokenService
 from svc.services.users import UserService
@@ -198,6 +201,21 @@ def cmd_team(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# --- catalog -------------------------------------------------------------------------------
+
+
+def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
+    """Progress per file and the summary on stderr; exit 1 when a file was invalid."""
+    db = small_database(database_url(settings))
+    try:
+        catalog = CatalogService(db, content_store(settings), max_bytes=settings.max_document_bytes)
+        outcome = import_directory(catalog, Principal.operator(), args.owner, Path(args.directory), progress=say)
+    finally:
+        db.close()
+    say("imported: " + (", ".join(f"{n} {what}" for what, n in sorted(outcome.counts.items())) or "nothing found"))
+    return 1 if outcome.failed else 0
+
+
 # --- verify and gc (the content store of documents) ------------------------------------------
 
 
@@ -290,6 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
     team_create.add_argument("--display-name")
     team_create.add_argument("--description")
     team.set_defaults(handler=cmd_team)
+
+    catalog = commands.add_parser("catalog", help="manage the catalog of skills, MCP servers and tools")
+    catalog_actions = catalog.add_subparsers(dest="action", required=True)
+    catalog_import = catalog_actions.add_parser(
+        "import", help="import <name>/SKILL.md, server.json and tools/<name>.json files; unchanged ones are skipped"
+    )
+    catalog_import.add_argument("directory")
+    catalog_import.add_argument("--owner", required=True, metavar="team:NAME|user:USERNAME")
+    catalog.set_defaults(handler=cmd_catalog)
 
     verify = commands.add_parser(
         "verify", help="compare document versions in PostgreSQL with the git repository; exit 1 on drift"

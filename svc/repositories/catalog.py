@@ -110,6 +110,12 @@ ORDER BY r.rank DESC, i.id
 LIMIT %(limit)s
 """
 
+# `svc catalog import --owner team:NAME|user:USERNAME`
+OWNER_IDS = {
+    "team": "SELECT id FROM teams WHERE name = %(name)s",
+    "user": "SELECT id FROM users WHERE username = %(name)s",
+}
+
 INSERT_RELEASE = f"""
 INSERT INTO catalog_releases (item_id, version, commit_sha, notes, created_by)
 VALUES (%(item_id)s, %(version)s, %(commit_sha)s, %(notes)s, %(created_by)s)
@@ -167,6 +173,10 @@ class CatalogRepository:
 
     def find_by_name(self, *, type: str, name: str, user_id: str | None = None, team_id: str | None = None) -> Item | None:
         return _item(self.tx.fetch_one(FIND_BY_NAME, {"type": type, "name": name, "user_id": user_id, "team_id": team_id}))
+
+    def owner_id(self, kind: str, name: str) -> str | None:
+        """The id of the team (`kind` "team") or user ("user") of that name."""
+        return self.tx.fetch_value(OWNER_IDS[kind], {"name": name})
 
     def update(self, item_id: str, *, description: str, tags: list[str], status: str) -> None:
         self.tx.execute(UPDATE_ITEM, {"id": item_id, "description": description, "tags": tags, "status": status})

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import struct
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg2.errors
+import yaml
 
 from svc.content import ContentStore
 from svc.db import CONNECTION_ERRORS, Database, Transaction, constraint_name
@@ -242,6 +244,35 @@ class CatalogService:
         retirement.carry_out(self.store)
         self.store.delete_release_refs(item_id, releases)
 
+    def import_item(self, actor: Principal, owner: dict[str, str], *, type: str, name: str, content: str) -> str:
+        """Create the owner's item `name` with `content`, or save `content` as its next version;
+        "created", "updated" or "unchanged" (its current content is the same: nothing written).
+        The description is the content's own (front matter, server.json, tool definition)."""
+        with self.db.transaction() as tx:
+            item = CatalogRepository(tx).find_by_name(type=type, name=name, **owner)
+        if item is None:
+            validators.check(type, name, content)
+            self.create(
+                actor, type=type, name=name, owner=owner, description=_description(type, content)[:1024], tags=[],
+                content=content, message=f"Import {ITEM_KINDS[type].filename}",
+            )
+            return "created"
+        if self.store.read(item.head_sha, ITEM_KINDS[type].filename) == _utf8(content):
+            return "unchanged"
+        expected = frozenset({item.head_sha})
+        self.documents[type].save(
+            actor, item.id, content=content, message=f"Import {ITEM_KINDS[type].filename}", expected=expected
+        )
+        return "updated"
+
+    def owner_named(self, kind: str, name: str) -> dict[str, str]:
+        """{"team_id": …} or {"user_id": …} of the team or user so named ("team" or "user")."""
+        with self.db.transaction() as tx:
+            owner_id = CatalogRepository(tx).owner_id(kind, name)
+        if owner_id is None:
+            raise NotFound(f"no {kind} named {name!r}")
+        return {f"{kind}_id": owner_id}
+
     # --- search ------------------------------------------------------------------------
 
     def search(
@@ -381,6 +412,14 @@ class CatalogService:
         if len(found) > 1:
             raise Unprocessable(f"'{sha}' abbreviates more than one version; give more of the sha")
         return found[0].commit_sha
+
+
+def _description(type: str, content: str) -> str:
+    """The description a valid content gives itself."""
+    if type == "skill":
+        front_matter = content.split("\n---", 1)[0].removeprefix("---")
+        return yaml.safe_load(front_matter)["description"]
+    return json.loads(content)["description"]
 
 
 def _who(tx: Transaction, actor: Principal) -> str:
