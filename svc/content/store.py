@@ -320,6 +320,19 @@ class ContentStore:
                     f"the content of commit {commit_sha} is missing from the repository; run `svc verify`"
                 ) from exc
 
+    def read_many(self, files: list[tuple[str, str]]) -> list[bytes]:
+        """The bytes of each (commit sha, file name), through one `git cat-file --batch`."""
+        with self._git() as git:
+            found = []
+            for commit_sha, filename in files:
+                try:
+                    found.append(git.get_object_data(f"{commit_sha}:{filename}")[3])
+                except (GitCommandError, ValueError) as exc:
+                    raise Unavailable(
+                        f"the content of commit {commit_sha} is missing from the repository; run `svc verify`"
+                    ) from exc
+            return found
+
     def head(self, document_id: str) -> str | None:
         """Where a document's ref points, or None when it has none."""
         with self._git() as git:

@@ -89,11 +89,14 @@ class BundleService:
     def _archive(self, claude_md_sha: str | None, packed: list[Packed]) -> bytes:
         files: dict[str, bytes] = {}
         servers: dict[str, Any] = {}
+        wanted = [(entry.commit_sha, ITEM_KINDS[entry.item.type].filename) for entry in packed]
         if claude_md_sha:
-            files["CLAUDE.md"] = self.store.read(claude_md_sha, CLAUDE_MD.filename)
-        for entry in packed:
+            wanted.append((claude_md_sha, CLAUDE_MD.filename))
+        contents = self.store.read_many(wanted)
+        if claude_md_sha:
+            files["CLAUDE.md"] = contents.pop()
+        for entry, data in zip(packed, contents):
             item = entry.item
-            data = self.store.read(entry.commit_sha, ITEM_KINDS[item.type].filename)
             if item.type == "skill":
                 files.setdefault(f"skills/{item.name}/SKILL.md", data)
             elif item.type == "tool":
