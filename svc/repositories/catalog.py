@@ -93,21 +93,28 @@ WHERE id = %(id)s
 DELETE_DOCUMENT = "DELETE FROM documents WHERE id = %(document_id)s"  # the item, its releases and installs go with it
 
 # Ranked by ts_rank (0 for every item without a query), then id; the cursor is the last
-# (rank, id), so a page continues exactly where the last one ended.
+# (rank, id), so a page continues exactly where the last one ended. The page is cut before
+# the join to documents, so only its rows are joined.
 SEARCH = f"""
-SELECT {ITEM_COLUMNS}, r.rank
-FROM {ITEM_FROM},
-     LATERAL (SELECT CASE WHEN %(q)s::text IS NULL THEN 0::real
-                          ELSE ts_rank(i.search, websearch_to_tsquery('english', %(q)s)) END AS rank) r
-WHERE (%(q)s::text IS NULL OR i.search @@ websearch_to_tsquery('english', %(q)s))
-  AND {VISIBLE}
-  AND (%(type)s::text IS NULL OR i.type = %(type)s)
-  AND (%(tag)s::text IS NULL OR i.tags @> ARRAY[%(tag)s::text])
-  AND (%(owner)s::text IS NULL OR i.owner_user_id = %(owner)s OR i.owner_team_id = %(owner)s)
-  AND (%(status)s::text IS NULL OR i.status = %(status)s)
-  AND (%(after_rank)s::real IS NULL OR r.rank < %(after_rank)s::real OR (r.rank = %(after_rank)s::real AND i.id > %(after_id)s))
-ORDER BY r.rank DESC, i.id
-LIMIT %(limit)s
+SELECT {ITEM_COLUMNS}, page.rank
+FROM (
+    SELECT i.id, r.rank
+    FROM catalog_items i,
+         LATERAL (SELECT CASE WHEN %(q)s::text IS NULL THEN 0::real
+                              ELSE ts_rank(i.search, websearch_to_tsquery('english', %(q)s)) END AS rank) r
+    WHERE (%(q)s::text IS NULL OR i.search @@ websearch_to_tsquery('english', %(q)s))
+      AND {VISIBLE}
+      AND (%(type)s::text IS NULL OR i.type = %(type)s)
+      AND (%(tag)s::text IS NULL OR i.tags @> ARRAY[%(tag)s::text])
+      AND (%(owner)s::text IS NULL OR i.owner_user_id = %(owner)s OR i.owner_team_id = %(owner)s)
+      AND (%(status)s::text IS NULL OR i.status = %(status)s)
+      AND (%(after_rank)s::real IS NULL OR r.rank < %(after_rank)s::real
+           OR (r.rank = %(after_rank)s::real AND i.id > %(after_id)s))
+    ORDER BY r.rank DESC, i.id
+    LIMIT %(limit)s
+) page
+JOIN {ITEM_FROM} ON i.id = page.id
+ORDER BY page.rank DESC, i.id
 """
 
 # `svc catalog import --owner team:NAME|user:USERNAME`
