@@ -170,6 +170,13 @@ def test_deleting_an_item_keeps_its_history_in_git_and_drops_its_release_refs(cl
     refs = git(settings, "for-each-ref", "--format=%(refname)")
     assert f"refs/deleted/{document_id}" in refs and f"refs/releases/{item['id']}" not in refs
     assert sql(settings, "SELECT count(*) FROM documents WHERE id = %s", (document_id,))[0][0] == 0
+    assert_problem(client.patch(f"{API}/catalog/{items['skill']['id']}", json={"tags": None}, headers=crew.admin.headers), 422, "tags")
+    # Deleting the team takes its items (installed ones too) with it; their histories stay in git.
+    client.post(f"{API}/catalog/{items['skill']['id']}/install", headers=crew.member.headers)
+    assert client.delete(crew.url, headers=crew.owner.headers).status_code == 204
+    assert sql(settings, "SELECT count(*) FROM catalog_items")[0][0] == 0
+    assert client.get(f"{API}/me/bundle", headers=crew.member.headers).status_code == 200
+    assert client.get(f"{API}/me/installs", headers=crew.member.headers).json()["items"] == []
 
 
 # --- releases ------------------------------------------------------------------------------
