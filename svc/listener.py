@@ -17,6 +17,8 @@ from collections.abc import Callable
 import psycopg2
 import psycopg2.extensions
 
+from svc.metrics import LISTENER_CONNECTED
+
 log = logging.getLogger(__name__)
 
 # Payload "tokens" or "applications": sent by triggers (migration 0004) when cached data went stale.
@@ -62,6 +64,7 @@ class ChangeListener:
             except asyncio.CancelledError:
                 pass
         self._disconnect()
+        LISTENER_CONNECTED.set(0)
 
     async def wait_connected(self, timeout: float) -> bool:
         """Wait until the first LISTEN is in place (used at start-up and in tests)."""
@@ -143,6 +146,7 @@ class ChangeListener:
 
     def _set_state(self, connected: bool) -> None:
         self.connected = connected
+        LISTENER_CONNECTED.set(1 if connected else 0)
         log.info("LISTEN connection %s", "established" if connected else "lost; caches bypassed")
         for handler in self._state_handlers:
             try:

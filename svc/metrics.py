@@ -3,7 +3,11 @@ every worker writes its figures to shared files and `/metrics` reports the sum o
 
 from __future__ import annotations
 
+import functools
 import os
+import time
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401  (re-exported)
@@ -35,6 +39,35 @@ GIT_LATENCY = Histogram(
     ["operation"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+
+
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
+
+
+def git_operation(operation: str) -> Callable[[Callable[Params, Result]], Callable[Params, Result]]:
+    """Count and time every call of a content-store method under `operation`, with its outcome
+    (`ok`, or `error` when it raised)."""
+
+    def decorate(method: Callable[Params, Result]) -> Callable[Params, Result]:
+        succeeded, failed = GIT_OPERATIONS.labels(operation, "ok"), GIT_OPERATIONS.labels(operation, "error")
+        latency = GIT_LATENCY.labels(operation)
+
+        @functools.wraps(method)
+        def measured(*args: Params.args, **kwargs: Params.kwargs) -> Result:
+            started = time.perf_counter()
+            outcome = failed
+            try:
+                result = method(*args, **kwargs)
+                outcome = succeeded
+                return result
+            finally:
+                outcome.inc()
+                latency.observe(time.perf_counter() - started)
+
+        return measured
+
+    return decorate
 
 
 def render() -> bytes:

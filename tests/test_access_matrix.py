@@ -32,8 +32,14 @@ OK = "ok"  # the row's success status
 
 # Who may do what, for the callers that hold a live token; no token or a revoked one is 401.
 ADMIN_ONLY = {"admin": OK, "service": 403, "scoped": 403, "read_only": 403, "user": 403, "other_user": 403}
-APPLICATION_READ = {"admin": OK, "service": OK, "scoped": 404, "read_only": OK, "user": 403, "other_user": 403}
-APPLICATION_WRITE = {**APPLICATION_READ, "read_only": 403}
+# Applications: for team callers, "this" application belongs to their team.
+APPLICATION_READ = {
+    "admin": OK, "service": OK, "scoped": 404, "read_only": OK, "user": 403, "other_user": 403,
+    **{c: OK for c in TEAM_CALLERS},
+}
+APPLICATION_WRITE = {**APPLICATION_READ, "read_only": 403, "team_member": 403}
+# Resolve and event streams stay for admin and service tokens.
+RESOLVE = {**APPLICATION_READ, **{c: 403 for c in TEAM_CALLERS}}
 # This user's document (and user record) by id: another user's looks missing.
 OWN_BY_ID = {"admin": OK, "service": 403, "scoped": 403, "read_only": 403, "user": OK, "other_user": 404}
 # /me: every user reaches their own; admin and service tokens belong to no user.
@@ -71,7 +77,9 @@ class Cell:
         return self.client.app.state.services
 
     def application(self) -> dict[str, Any]:
-        return self.services.applications.create(self.operator, name=f"app-{new_id().lower()}")
+        """A fresh application; of a fresh team for the team callers."""
+        team_id = self.team() if self.caller in TEAM_CALLERS else None
+        return self.services.applications.create(self.operator, name=f"app-{new_id().lower()}", team_id=team_id)
 
     def configuration(self) -> dict[str, Any]:
         """A configuration at revision 2 of a fresh application."""
@@ -240,6 +248,13 @@ def _member_url(cell: Cell) -> str:
     return f"{API}/teams/{team}/members/{user}"
 
 
+def _new_application(cell: Cell) -> Request:
+    body = {"name": f"new-{new_id().lower()}"}
+    if cell.caller in TEAM_CALLERS:
+        body["team_id"] = cell.team()  # a user token creates applications only for a team
+    return "POST", f"{API}/applications", {"json": body}
+
+
 def _new_team(cell: Cell) -> Request:
     body = {"name": f"t-{new_id().lower()}"}
     if cell.caller == "admin":
@@ -315,13 +330,11 @@ ROWS: dict[str, Row] = {
     ),
     "GET /api/v1/audit": (lambda cell: ("GET", f"{API}/audit", {}), ADMIN_ONLY, 200),
     # Applications: a token limited to one application cannot make others, and lists only its own.
-    "POST /api/v1/applications": (
-        lambda cell: ("POST", f"{API}/applications", {"json": {"name": f"new-{new_id().lower()}"}}),
-        {**APPLICATION_WRITE, "scoped": 403},
-        201,
-    ),
+    "POST /api/v1/applications": (_new_application, {**APPLICATION_WRITE, "scoped": 403}, 201),
+    # Everyone lists: scoped tokens their application, users the applications of their teams.
     "GET /api/v1/applications": (
-        lambda cell: ("GET", f"{API}/applications", {}), {**APPLICATION_READ, "scoped": OK}, 200
+        lambda cell: ("GET", f"{API}/applications", {}), {**APPLICATION_READ, "scoped": OK, "user": OK, "other_user": OK},
+        200,
     ),
     "GET /api/v1/applications/{application_id}": (
         lambda cell: ("GET", f"{API}/applications/{cell.application()['id']}", {}), APPLICATION_READ, 200
@@ -349,7 +362,7 @@ ROWS: dict[str, Row] = {
         200,
     ),
     "GET /api/v1/applications/{application_id}/events": (
-        lambda cell: ("STREAM", f"{API}/applications/{cell.application()['id']}/events", {}), APPLICATION_READ, 200
+        lambda cell: ("STREAM", f"{API}/applications/{cell.application()['id']}/events", {}), RESOLVE, 200
     ),
     "GET /api/v1/configurations/{configuration_id}": (
         lambda cell: ("GET", _configuration_url(cell), {}), APPLICATION_READ, 200
@@ -386,7 +399,7 @@ ROWS: dict[str, Row] = {
         200,
     ),
     "GET /api/v1/resolve/{application_name}/{configuration_name}": (
-        lambda cell: ("GET", f"{API}/resolve/{'/'.join(cell.named_configuration())}", {}), APPLICATION_READ, 200
+        lambda cell: ("GET", f"{API}/resolve/{'/'.join(cell.named_configuration())}", {}), RESOLVE, 200
     ),
     # Users: admins manage them; a user reads itself and may change its own display name.
     "POST /api/v1/users": (

@@ -20,7 +20,7 @@ def test_create_then_read(client, admin):
     response = client.post(f"{API}/applications", json={"name": "billing", "comments": "money"}, headers=admin)
     assert response.status_code == 201
     created = response.json()
-    assert set(created) == {"id", "name", "comments", "created_at", "updated_at"}
+    assert set(created) == {"id", "name", "comments", "team_id", "created_at", "updated_at"}
     assert created["name"] == "billing" and created["comments"] == "money"
     assert response.headers["Location"].endswith(f"/api/v1/applications/{created['id']}")
 
@@ -240,10 +240,10 @@ def test_without_a_token_everything_is_401(client):
     assert client.post(f"{API}/applications", json={"name": "x"}).status_code == 401
 
 
-def test_user_tokens_may_not_touch_applications(client, admin, make_token, database_url):
+def test_user_tokens_may_not_touch_applications_of_no_team_of_theirs(client, admin, make_token, database_url):
     app = create_application(client, admin, "billing")
     user = user_token(make_token, database_url)
-    assert client.get(f"{API}/applications", headers=user).status_code == 403
+    assert client.get(f"{API}/applications", headers=user).json()["items"] == []  # those of its teams: none
     assert client.get(f"{API}/applications/{app['id']}", headers=user).status_code == 403
     assert client.post(f"{API}/applications", json={"name": "x"}, headers=user).status_code == 403
     assert client.patch(f"{API}/applications/{app['id']}", json={"comments": "x"}, headers=user).status_code == 403

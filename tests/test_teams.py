@@ -93,7 +93,7 @@ def test_two_owners_demoting_at_once_never_leave_the_team_without_an_owner(clien
         barrier = threading.Barrier(2)
         statuses = []
 
-        def demote(by, whom):
+        def demote(by, whom, barrier=barrier, statuses=statuses):
             barrier.wait()
             response = client.put(f"{members}/{whom.id}", json={"role": "member"}, headers=by.headers)
             statuses.append(response.status_code)

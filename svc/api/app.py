@@ -24,6 +24,8 @@ from svc.services.container import Services
 
 log = logging.getLogger(__name__)
 
+API_PREFIX = "/api/v1"
+
 # Matched in this order, so the routes internal services hit hardest come first.
 API_ROUTERS = [
     delivery.router,
@@ -63,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    app.add_middleware(delivery.ResolveFastPath)
+    app.add_middleware(delivery.ResolveFromCache, prefix=API_PREFIX)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
 
@@ -72,5 +74,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Each router is included directly (not through an /api/v1 parent router): every level of
     # nesting costs route-matching time on every request.
     for router in API_ROUTERS:
-        app.include_router(router, prefix="/api/v1", dependencies=[Depends(get_principal)])
+        app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(get_principal)])
     return app

@@ -1,15 +1,19 @@
-"""Pure ASGI middleware (cheaper than BaseHTTPMiddleware): request ids, access log, body limit."""
+"""Pure ASGI middleware (cheaper than BaseHTTPMiddleware): request ids, access log, request metrics,
+body limit."""
 
 from __future__ import annotations
 
 import logging
 import re
 import time
+from collections.abc import Sequence
 from functools import lru_cache
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from svc.api.problems import problem_response, redact_secrets
 from svc.ids import new_id
@@ -19,6 +23,33 @@ from svc.log import request_id_var
 access_log = logging.getLogger("svc.access")
 
 _ACCEPTABLE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_HELD_OPEN = "svc.held_open"
+UNMATCHED = "unmatched"
+
+
+def hold_open(request: Request) -> None:
+    """Declare that this request lasts as long as the client wants (a long-poll, an event
+    stream): it is counted, but its duration is no latency figure."""
+    request.scope[_HELD_OPEN] = True
+
+
+class RouteTemplates:
+    """The path template a request addressed, as clients see it and OpenAPI documents it
+    (`/api/v1/applications/{application_id}`), to label its metrics."""
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        contexts = [context for context in iter_route_contexts(routes) if context.path]
+        self._by_route = {id(context.original_route): context.path for context in contexts}
+        self._by_pattern = [(context.path_regex, context.path) for context in contexts]
+
+    def of(self, scope: Scope) -> str:
+        """The matched route's template; for a request no endpoint took (a 405, or a route
+        Starlette serves itself such as `/openapi.json`), the first template its path matches."""
+        template = self._by_route.get(id(scope.get("route")))
+        if template is not None:
+            return template
+        path = scope["path"]
+        return next((template for pattern, template in self._by_pattern if pattern.match(path)), UNMATCHED)
 
 
 class RequestContextMiddleware:
@@ -27,6 +58,7 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, access_log_enabled: bool = True) -> None:
         self.app = app
         self.access_log_enabled = access_log_enabled
+        self._templates: RouteTemplates | None = None  # built on the first request: routes are complete by then
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,10 +81,11 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
+            if self._templates is None:
+                self._templates = RouteTemplates(scope["app"].routes)
+            template = self._templates.of(scope)
             _request_counter(scope["method"], template, status).inc()
-            if not _is_held_open(scope, template):
+            if not scope.get(_HELD_OPEN):
                 _latency_histogram(scope["method"], template).observe(elapsed)
             if self.access_log_enabled:
                 path = redact_secrets(scope["path"])
@@ -68,11 +101,6 @@ def _request_counter(method: str, template: str, status: int):
 @lru_cache(maxsize=1024)
 def _latency_histogram(method: str, template: str):
     return HTTP_LATENCY.labels(method, template)
-
-
-def _is_held_open(scope: Scope, template: str) -> bool:
-    """Long-polls and event streams last as long as the client wants: not a latency figure."""
-    return template.endswith("/events") or b"wait=" in scope.get("query_string", b"")
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

@@ -36,6 +36,7 @@ from pathlib import Path
 from git import Git, GitCommandError, Repo
 
 from svc.errors import Unavailable
+from svc.metrics import git_operation
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ class ContentStore:
 
     # --- saving ----------------------------------------------------------------------
 
+    @git_operation("save")
     def save(
         self,
         document_id: str,
@@ -180,11 +182,12 @@ class ContentStore:
         `parent` (the database head) the value the ref is expected to have, and what
         makes any ref lock file found here stale. Returns the new commit's sha.
         """
-        commit = self.write_commit(content, parent=parent, author=author, message=message, filename=filename)
+        commit = self._write_commit(content, parent=parent, author=author, message=message, filename=filename)
         with self._git() as git:
             self._advance(git, document_id, commit, parent)
         return commit
 
+    @git_operation("undo")
     def undo(self, document_id: str, commit_sha: str, parent: str | None) -> None:
         """Move a ref back from a commit the database did not record (best effort: whatever
         remains is reported by `svc verify`)."""
@@ -220,18 +223,21 @@ class ContentStore:
             expected = current
         raise Unavailable(f"could not move {ref}: {_stderr(failure)}")
 
+    @git_operation("write_commit")
     def write_commit(
         self, content: bytes, *, parent: str | None, author: Author, message: str, filename: str = FILENAME
     ) -> str:
         """Write a commit holding `content` as `filename` (no ref moves); returns its sha."""
+        return self._write_commit(content, parent=parent, author=author, message=message, filename=filename)
+
+    def _write_commit(
+        self, content: bytes, *, parent: str | None, author: Author, message: str, filename: str
+    ) -> str:
         blob = self._write_object(b"blob", content)
         tree = self._write_object(b"tree", b"100644 " + filename.encode() + b"\0" + bytes.fromhex(blob))
         return self._write_object(b"commit", _commit_body(tree, parent, author, message))
 
-    def create_proposal_ref(self, proposal_id: str, commit_sha: str) -> None:
-        """Point refs/proposals/<id> at a proposal's commit; the ref must not exist yet."""
-        self.move_proposal_ref(proposal_id, commit_sha, None)
-
+    @git_operation("move_proposal_ref")
     def move_proposal_ref(self, proposal_id: str, new: str, old: str | None) -> None:
         """Compare-and-swap refs/proposals/<id> from `old` (None = absent) to `new`."""
         with self._git() as git:
@@ -240,6 +246,7 @@ class ContentStore:
             except GitCommandError as exc:
                 raise Unavailable(f"could not move {proposal_ref_name(proposal_id)}: {_stderr(exc)}") from exc
 
+    @git_operation("delete_proposal_ref")
     def delete_proposal_ref(self, proposal_id: str, commit_sha: str) -> None:
         """Remove refs/proposals/<id> if it still points at `commit_sha` (best effort)."""
         try:
@@ -248,6 +255,7 @@ class ContentStore:
         except (GitCommandError, Unavailable) as exc:
             log.error("could not delete %s: %s", proposal_ref_name(proposal_id), _stderr(exc))
 
+    @git_operation("create_release_ref")
     def create_release_ref(self, item_id: str, version: str, commit_sha: str) -> None:
         """Create refs/releases/<item id>/<version> at `commit_sha` with a compare-and-swap from
         absent: a release ref is never moved. One already there at the same commit (left by a
@@ -261,6 +269,7 @@ class ContentStore:
                 if found != commit_sha:
                     raise Unavailable(f"could not create {ref} (it holds {found}): {_stderr(exc)}") from exc
 
+    @git_operation("delete_release_refs")
     def delete_release_refs(self, item_id: str, releases: dict[str, str]) -> None:
         """Remove the release refs (version → commit sha) of a deleted item (best effort)."""
         for version, commit_sha in releases.items():
@@ -308,6 +317,7 @@ class ContentStore:
 
     # --- reading ---------------------------------------------------------------------
 
+    @git_operation("read")
     def read(self, commit_sha: str, filename: str = FILENAME) -> bytes:
         """The bytes of `filename` (a document's file) in a commit."""
         with self._git() as git:
@@ -320,6 +330,7 @@ class ContentStore:
                     f"the content of commit {commit_sha} is missing from the repository; run `svc verify`"
                 ) from exc
 
+    @git_operation("read_many")
     def read_many(self, files: list[tuple[str, str]]) -> list[bytes]:
         """The bytes of each (commit sha, file name), through one `git cat-file --batch`."""
         with self._git() as git:
@@ -333,15 +344,18 @@ class ContentStore:
                     ) from exc
             return found
 
+    @git_operation("head")
     def head(self, document_id: str) -> str | None:
         """Where a document's ref points, or None when it has none."""
         with self._git() as git:
             return _read_ref(git, ref_name(document_id))
 
+    @git_operation("heads")
     def heads(self) -> dict[str, str]:
         """Every document ref: document id → commit sha."""
         return self._refs(DOCUMENT_REFS)
 
+    @git_operation("proposal_refs")
     def proposal_refs(self) -> dict[str, str]:
         """Every proposal ref: proposal id → commit sha."""
         return self._refs(PROPOSAL_REFS)
@@ -359,6 +373,7 @@ class ContentStore:
             found[name.removeprefix(prefix)] = sha
         return found
 
+    @git_operation("is_ancestor")
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         with self._git() as git:
             try:
@@ -367,6 +382,7 @@ class ContentStore:
             except GitCommandError:
                 return False
 
+    @git_operation("find_problems")
     def find_problems(self, commit_shas: Iterable[str], filename: str = FILENAME) -> dict[str, str]:
         """Check that each commit exists and holds `filename`; sha → what is wrong.
 
@@ -381,6 +397,7 @@ class ContentStore:
 
     # --- repairs -----------------------------------------------------------------------
 
+    @git_operation("set_head")
     def set_head(self, document_id: str, new: str, old: str | None) -> None:
         """Compare-and-swap a document's ref from `old` (None = absent) to `new`."""
         with self._git() as git:
@@ -389,6 +406,7 @@ class ContentStore:
             except GitCommandError as exc:
                 raise Unavailable(f"could not move {ref_name(document_id)}: {_stderr(exc)}") from exc
 
+    @git_operation("retire")
     def retire(self, document_id: str) -> str | None:
         """Keep a deleted document's history: rename its ref to refs/deleted/<id> in one
         atomic ref transaction. Returns the new ref name, or None when there was no ref."""
@@ -437,6 +455,7 @@ class ContentStore:
 
     # --- housekeeping ------------------------------------------------------------------
 
+    @git_operation("object_counts")
     def object_counts(self) -> dict[str, int]:
         """`git count-objects -v` as numbers: loose `count`, `in-pack`, `packs`, sizes in KiB."""
         with self._git() as git:
@@ -448,6 +467,7 @@ class ContentStore:
                 counts[key] = int(value)
         return counts
 
+    @git_operation("repack")
     def repack(self) -> None:
         """Pack loose objects (`git gc`). Never with --prune=now: git's default grace period
         for unreachable objects is what keeps objects of in-flight saves alive."""

@@ -6,11 +6,11 @@ from typing import Any
 
 from svc.db import Transaction
 
-COLUMNS = "id, name, comments, created_at, updated_at"
+COLUMNS = "id, name, comments, team_id, created_at, updated_at"
 
 INSERT = f"""
-INSERT INTO applications (id, name, comments)
-VALUES (%(id)s, %(name)s, %(comments)s)
+INSERT INTO applications (id, name, comments, team_id)
+VALUES (%(id)s, %(name)s, %(comments)s, %(team_id)s)
 RETURNING {COLUMNS}
 """
 
@@ -18,19 +18,22 @@ GET = f"SELECT {COLUMNS} FROM applications WHERE id = %(id)s"
 
 LOCK = f"SELECT {COLUMNS} FROM applications WHERE id = %(id)s FOR UPDATE"
 
-# `only_id` narrows the list to the one application a scoped token may see.
+# `only_id` narrows the list to the one application a scoped token may see; `member_id` to
+# the applications of the teams a user belongs to.
 LIST = f"""
 SELECT {COLUMNS} FROM applications
 WHERE (%(after)s::text IS NULL OR id > %(after)s)
   AND (%(name_pattern)s::text IS NULL OR name LIKE %(name_pattern)s ESCAPE '\\')
   AND (%(only_id)s::text IS NULL OR id = %(only_id)s)
+  AND (%(member_id)s::text IS NULL
+       OR team_id IN (SELECT team_id FROM team_members WHERE user_id = %(member_id)s))
 ORDER BY id
 LIMIT %(limit)s
 """
 
 UPDATE = f"""
 UPDATE applications
-SET name = %(name)s, comments = %(comments)s, updated_at = now()
+SET name = %(name)s, comments = %(comments)s, team_id = %(team_id)s, updated_at = now()
 WHERE id = %(id)s
 RETURNING {COLUMNS}
 """
@@ -48,8 +51,8 @@ class ApplicationRepository:
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
 
-    def insert(self, *, id: str, name: str, comments: str | None) -> dict[str, Any]:
-        return self.tx.fetch_one(INSERT, {"id": id, "name": name, "comments": comments})
+    def insert(self, *, id: str, name: str, comments: str | None, team_id: str | None) -> dict[str, Any]:
+        return self.tx.fetch_one(INSERT, {"id": id, "name": name, "comments": comments, "team_id": team_id})
 
     def get(self, application_id: str) -> dict[str, Any] | None:
         return self.tx.fetch_one(GET, {"id": application_id})
@@ -59,18 +62,20 @@ class ApplicationRepository:
         return self.tx.fetch_one(LOCK, {"id": application_id})
 
     def list(
-        self, *, limit: int, after: str | None, name_prefix: str | None, only_id: str | None
+        self, *, limit: int, after: str | None, name_prefix: str | None, only_id: str | None, member_id: str | None
     ) -> list[dict[str, Any]]:
         params = {
             "limit": limit,
             "after": after,
             "name_pattern": None if name_prefix is None else prefix_pattern(name_prefix),
             "only_id": only_id,
+            "member_id": member_id,
         }
         return self.tx.fetch_all(LIST, params)
 
-    def update(self, application_id: str, *, name: str, comments: str | None) -> dict[str, Any]:
-        return self.tx.fetch_one(UPDATE, {"id": application_id, "name": name, "comments": comments})
+    def update(self, application_id: str, *, name: str, comments: str | None, team_id: str | None) -> dict[str, Any]:
+        params = {"id": application_id, "name": name, "comments": comments, "team_id": team_id}
+        return self.tx.fetch_one(UPDATE, params)
 
     def delete(self, application_id: str) -> None:
         self.tx.execute(DELETE, {"id": application_id})

@@ -6,32 +6,40 @@ from typing import Any
 
 import psycopg2.errors
 
-from svc.db import Database, constraint_name
-from svc.errors import Conflict, Forbidden, NotFound
+from svc.db import Database, Transaction, constraint_name
+from svc.errors import Conflict, NotFound, Unprocessable
 from svc.ids import new_id
 from svc.repositories.applications import ApplicationRepository
 from svc.repositories.configurations import ConfigurationRepository
-from svc.services import audit, changes
+from svc.repositories.teams import TeamRepository
+from svc.services import audit, changes, policy
 from svc.services.auth import Principal
 from svc.services.pagination import Page, page_of
+from svc.services.policy import Action, ApplicationResource
+from svc.services.teams import membership
 
-EDITABLE_FIELDS = ("name", "comments")
+EDITABLE_FIELDS = ("name", "comments", "team_id")
 
 
 class ApplicationService:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, actor: Principal, *, name: str, comments: str | None = None) -> dict[str, Any]:
-        actor.require_configuration_access(write=True)
-        if actor.application_id is not None:
-            raise Forbidden("a token limited to one application cannot create applications")
+    def create(
+        self, actor: Principal, *, name: str, comments: str | None = None, team_id: str | None = None
+    ) -> dict[str, Any]:
+        """A new application; with `team_id`, one of that team (admins, or its owners and admins)."""
         try:
             with self.db.transaction() as tx:
-                application = ApplicationRepository(tx).insert(id=new_id(), name=name, comments=comments)
+                team = membership(tx, actor, team_id)
+                policy.require(actor, Action.CREATE_APPLICATION, ApplicationResource(None, team))
+                _require_team(tx, team_id)
+                application = ApplicationRepository(tx).insert(
+                    id=new_id(), name=name, comments=comments, team_id=team_id
+                )
                 audit.record(
                     tx, actor, "application.create", "application", application["id"],
-                    {"name": name, "comments": comments},
+                    {"name": name, "comments": comments, "team_id": team_id},
                 )
                 tx.commit()
         except psycopg2.errors.UniqueViolation as exc:
@@ -39,31 +47,38 @@ class ApplicationService:
         return application
 
     def get(self, actor: Principal, application_id: str) -> dict[str, Any]:
-        actor.require_configuration_access(write=False)
         with self.db.transaction() as tx:
-            return visible_application(actor, ApplicationRepository(tx).get(application_id), application_id)
+            return reachable_application(tx, actor, ApplicationRepository(tx).get(application_id), application_id)
 
     def list(
         self, actor: Principal, *, limit: int, after: str | None = None, name_prefix: str | None = None
     ) -> Page:
-        """Applications by id; a token limited to one application sees only that one."""
-        actor.require_configuration_access(write=False)
+        """Applications by id; a token limited to one application sees only that one, a user
+        token those of its teams."""
+        policy.require(actor, Action.LIST_APPLICATIONS)
         with self.db.transaction() as tx:
             rows = ApplicationRepository(tx).list(
-                limit=limit + 1, after=after, name_prefix=name_prefix, only_id=actor.application_id
+                limit=limit + 1,
+                after=after,
+                name_prefix=name_prefix,
+                only_id=actor.application_id,
+                member_id=actor.user_id if actor.role == "user" else None,
             )
         return page_of(rows, limit)
 
     def update(self, actor: Principal, application_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """Change the fields given (`name`, `comments`); the others keep their values."""
-        actor.require_configuration_access(write=True)
+        """Change the fields given (`name`, `comments`, `team_id`); the others keep their values.
+        Giving the application to a team needs an admin, or an owner or admin of that team."""
         try:
             with self.db.transaction() as tx:
                 applications = ApplicationRepository(tx)
-                current = visible_application(actor, applications.lock(application_id), application_id)
+                current = reachable_application(tx, actor, applications.lock(application_id), application_id, write=True)
                 changed = {k: v for k, v in fields.items() if k in EDITABLE_FIELDS and current[k] != v}
                 if not changed:
                     return current
+                if changed.get("team_id") is not None:
+                    policy.require(actor, Action.GIVE_TO_TEAM, membership(tx, actor, changed["team_id"]))
+                    _require_team(tx, changed["team_id"])
                 proposed = {k: current[k] for k in EDITABLE_FIELDS} | changed
                 updated = applications.update(application_id, **proposed)
                 audit.record(
@@ -77,10 +92,9 @@ class ApplicationService:
 
     def delete(self, actor: Principal, application_id: str) -> None:
         """Delete an application with its configurations, their revisions and its scoped tokens."""
-        actor.require_configuration_access(write=True)
         with self.db.transaction() as tx:
             applications = ApplicationRepository(tx)
-            application = visible_application(actor, applications.lock(application_id), application_id)
+            application = reachable_application(tx, actor, applications.lock(application_id), application_id, write=True)
             configurations = ConfigurationRepository(tx).lock_of_application(application_id)
             for configuration in configurations:
                 changes.publish(
@@ -104,11 +118,33 @@ class ApplicationService:
             tx.commit()
 
 
-def visible_application(actor: Principal, row: dict[str, Any] | None, application_id: str) -> dict[str, Any]:
-    """The row, or NotFound when it is missing or outside the caller's scope (which must look the same)."""
-    if row is None or not actor.can_see_application(application_id):
-        raise NotFound(f"application {application_id} not found")
+def reachable_application(
+    tx: Transaction,
+    actor: Principal,
+    row: dict[str, Any] | None,
+    application_id: str,
+    *,
+    write: bool = False,
+    missing: NotFound | None = None,
+) -> dict[str, Any]:
+    """The row, once the caller may read (or write) it; NotFound (`missing`) when it is
+    missing or outside a scoped token's application, which must look the same. The team's
+    membership is looked up in the caller's transaction."""
+    team = None if row is None else membership(tx, actor, row["team_id"])
+    resource = ApplicationResource(None if row is None else application_id, team)
+    missing = missing or NotFound(f"application {application_id} not found")
+    try:
+        policy.require(actor, Action.WRITE_APPLICATION if write else Action.READ_APPLICATION, resource)
+    except NotFound:
+        raise missing from None
+    if row is None:
+        raise missing
     return row
+
+
+def _require_team(tx: Transaction, team_id: str | None) -> None:
+    if team_id is not None and TeamRepository(tx).get(team_id) is None:
+        raise Unprocessable(f"team_id {team_id} names no team")
 
 
 def _name_conflict(exc: psycopg2.Error, name: str | None) -> Exception:

@@ -21,7 +21,7 @@ from svc.ids import new_id
 from svc.repositories.applications import ApplicationRepository
 from svc.repositories.configurations import ConfigurationRepository, RevisionRepository
 from svc.services import audit, changes
-from svc.services.applications import visible_application
+from svc.services.applications import reachable_application
 from svc.services.auth import Principal
 from svc.services.json_documents import (
     InvalidSchema,
@@ -53,9 +53,8 @@ class ConfigurationService:
     # --- reads ---------------------------------------------------------------------------
 
     def get(self, actor: Principal, configuration_id: str) -> dict[str, Any]:
-        actor.require_configuration_access(write=False)
         with self.db.transaction() as tx:
-            return _visible(actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
+            return _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
 
     def list(
         self,
@@ -67,10 +66,9 @@ class ConfigurationService:
         contains: str | None = None,
     ) -> Page:
         """An application's configurations by id; `contains` (JSON text) keeps those whose config contains it."""
-        actor.require_configuration_access(write=False)
         containment = _containment_filter(contains)
         with self.db.transaction() as tx:
-            visible_application(actor, ApplicationRepository(tx).get(application_id), application_id)
+            reachable_application(tx, actor, ApplicationRepository(tx).get(application_id), application_id)
             rows = ConfigurationRepository(tx).list(
                 application_id, limit=limit + 1, after=after, contains=containment
             )
@@ -78,27 +76,24 @@ class ConfigurationService:
 
     def revisions(self, actor: Principal, configuration_id: str, *, limit: int, after: int | None = None) -> Page:
         """Revisions newest first; the cursor is a revision number."""
-        actor.require_configuration_access(write=False)
         with self.db.transaction() as tx:
-            _visible(actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
+            _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
             rows = RevisionRepository(tx).list(configuration_id, limit=limit + 1, after=after)
         return page_of(rows, limit, key="revision")
 
     def revision(self, actor: Principal, configuration_id: str, number: int) -> dict[str, Any]:
-        actor.require_configuration_access(write=False)
         with self.db.transaction() as tx:
             return self._revision(actor, tx, configuration_id, number)
 
     def diff(self, actor: Principal, configuration_id: str, *, from_: int, to: int) -> list[dict[str, Any]]:
         """The RFC 6902 JSON Patch that turns revision `from_` into revision `to`."""
-        actor.require_configuration_access(write=False)
         with self.db.transaction() as tx:
             source = self._revision(actor, tx, configuration_id, from_)
             target = self._revision(actor, tx, configuration_id, to)
         return jsonpatch.make_patch(source["config"], target["config"]).patch
 
     def _revision(self, actor: Principal, tx: Transaction, configuration_id: str, number: int) -> dict[str, Any]:
-        _visible(actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
+        _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
         return _existing_revision(tx, configuration_id, number)
 
     # --- writes --------------------------------------------------------------------------
@@ -115,10 +110,10 @@ class ConfigurationService:
         message: str | None = None,
     ) -> dict[str, Any]:
         """A new configuration at revision 1."""
-        actor.require_configuration_access(write=True)
         try:
             with self.db.transaction() as tx:
-                visible_application(actor, ApplicationRepository(tx).get(application_id), application_id)
+                application = ApplicationRepository(tx).get(application_id)
+                reachable_application(tx, actor, application, application_id, write=True)
                 self._check(config, schema)
                 created = ConfigurationRepository(tx).insert(
                     id=new_id(),
@@ -206,10 +201,9 @@ class ConfigurationService:
 
     def delete(self, actor: Principal, configuration_id: str, *, expected: frozenset[str] | None = None) -> None:
         """Delete a configuration and its revisions."""
-        actor.require_configuration_access(write=True)
         with self.db.transaction() as tx:
             configurations = ConfigurationRepository(tx)
-            current = _locked(actor, configurations, configuration_id, expected)
+            current = _locked(tx, actor, configurations, configuration_id, expected)
             changes.publish(
                 tx,
                 application_id=current["application_id"],
@@ -238,10 +232,9 @@ class ConfigurationService:
         audit_detail: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Lock, check If-Match, apply `propose`, validate, and record the new revision."""
-        actor.require_configuration_access(write=True)
         with self.db.transaction() as tx:
             configurations = ConfigurationRepository(tx)
-            current = _locked(actor, configurations, configuration_id, expected)
+            current = _locked(tx, actor, configurations, configuration_id, expected)
             proposed = {field: current[field] for field in STATE_FIELDS} | propose(current, tx)
             self._check(proposed["config"], proposed["schema"])
             if not always_new_revision and all(_same(proposed[f], current[f]) for f in STATE_FIELDS):
@@ -310,6 +303,7 @@ class ConfigurationService:
 
 
 def _locked(
+    tx: Transaction,
     actor: Principal,
     configurations: ConfigurationRepository,
     configuration_id: str,
@@ -320,7 +314,7 @@ def _locked(
     The If-Match check happens under the lock, so of two writers holding the same ETag
     the second sees the first one's revision and fails.
     """
-    current = _visible(actor, configurations.lock(configuration_id), configuration_id)
+    current = _visible(tx, actor, configurations.lock(configuration_id), configuration_id, write=True)
     if expected is not None and version(current) not in expected:
         raise PreconditionFailed(
             f"configuration {configuration_id} is at revision {current['revision']}; "
@@ -336,9 +330,15 @@ def _existing_revision(tx: Transaction, configuration_id: str, number: int) -> d
     return found
 
 
-def _visible(actor: Principal, row: dict[str, Any] | None, configuration_id: str) -> dict[str, Any]:
-    if row is None or not actor.can_see_application(row["application_id"]):
-        raise NotFound(f"configuration {configuration_id} not found")
+def _visible(
+    tx: Transaction, actor: Principal, row: dict[str, Any] | None, configuration_id: str, *, write: bool = False
+) -> dict[str, Any]:
+    """The row, once the caller may read (or write) its application; a missing one and one out
+    of a scoped token's reach are both 404."""
+    application_id = None if row is None else row["application_id"]
+    application = None if application_id is None else ApplicationRepository(tx).get(application_id)
+    missing = NotFound(f"configuration {configuration_id} not found")
+    reachable_application(tx, actor, application, application_id or "", write=write, missing=missing)
     return row
 
 

@@ -20,7 +20,9 @@ from svc.errors import NotFound
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import EVENT_STREAMS, LONG_POLL_WAITERS, RESOLVE_CACHE_HITS, RESOLVE_CACHE_MISSES
 from svc.repositories.delivery import DeliveryRepository
+from svc.services import policy
 from svc.services.auth import Principal
+from svc.services.policy import Action, ApplicationResource
 from svc.services.changes import CHANNEL as CHANGES_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,12 @@ class ChangeEvent:
                 "kind": self.kind,
             }
         )
+
+
+def _require_visible(actor: Principal, found: Resolved | None, application_name: str, configuration_name: str) -> None:
+    """A configuration that does not exist and one the actor may not see look the same (404)."""
+    if found is None or not policy.can(actor, Action.RESOLVE, ApplicationResource(found.application_id)):
+        raise NotFound(f"configuration '{configuration_name}' of application '{application_name}' not found")
 
 
 _RESYNC = object()  # queued to streams when the listener comes back: re-read what may have been missed
@@ -131,23 +139,24 @@ class DeliveryService:
     # --- resolve --------------------------------------------------------------------------
 
     def cached(self, actor: Principal, application_name: str, configuration_name: str) -> Resolved | None:
-        """The configuration from the cache, if it holds it and `actor` may read it; else None."""
+        """The configuration from the cache (a hit is counted), or None when the cache does not
+        hold it. Raises as `resolve` does when `actor` may not read it."""
+        # Within the caller's own scope: only its role is checked before the lookup.
+        policy.require(actor, Action.RESOLVE, ApplicationResource(actor.application_id))
         found = self.cache.get((application_name, configuration_name))
-        if found is None or not actor.may_read_configurations or not actor.can_see_application(found.application_id):
-            return None
+        if found is not None:
+            _require_visible(actor, found, application_name, configuration_name)
+            RESOLVE_CACHE_HITS.inc()
         return found
 
     async def resolve(self, actor: Principal, application_name: str, configuration_name: str) -> Resolved:
         """The current configuration, from the cache when it can be trusted."""
-        actor.require_configuration_access(write=False)
         found = self.cached(actor, application_name, configuration_name)
         if found is not None:
-            RESOLVE_CACHE_HITS.inc()
             return found
         RESOLVE_CACHE_MISSES.inc()
         found = await self._load((application_name, configuration_name))
-        if found is None or not actor.can_see_application(found.application_id):
-            raise NotFound(f"configuration '{configuration_name}' of application '{application_name}' not found")
+        _require_visible(actor, found, application_name, configuration_name)
         return found
 
     async def _load(self, key: Key) -> Resolved | None:
@@ -236,8 +245,7 @@ class DeliveryService:
         With `last_event_id`, the stream first replays what the client missed (within the
         retention period). Access and existence are checked here, before anything is streamed.
         """
-        actor.require_configuration_access(write=False)
-        actor.require_application(application_id)
+        policy.require(actor, Action.RESOLVE, ApplicationResource(application_id))
         queue: asyncio.Queue = asyncio.Queue()
         streams = self._streams[application_id]
         streams.add(queue)  # subscribe before reading the backlog, so nothing falls in between

@@ -37,17 +37,16 @@ from svc.errors import (
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
-    Unprocessable,
     Unavailable,
+    Unprocessable,
     UnsupportedMediaType,
 )
 from svc.ids import new_id
 from svc.repositories.documents import Document, DocumentRepository, Proposal, Version
 from svc.repositories.users import UserRepository
-from svc.services import audit
+from svc.services import audit, policy
 from svc.services.auth import Principal
 from svc.services.pagination import page_of
-from svc.services import policy
 from svc.services.policy import Action, DocumentResource, ProposalResource
 
 log = logging.getLogger(__name__)
@@ -281,7 +280,7 @@ class DocumentService:
             commit_sha = self.store.write_commit(
                 data, parent=document.head_sha, author=author, message=message, filename=self.kind.filename
             )
-            self.store.create_proposal_ref(proposal_id, commit_sha)
+            self.store.move_proposal_ref(proposal_id, commit_sha, None)  # created: it must not exist yet
             try:
                 proposal = docs.insert_proposal(
                     id=proposal_id,

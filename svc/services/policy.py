@@ -69,6 +69,8 @@ class Action(StrEnum):
     CREATE_APPLICATION = "application.create"
     READ_APPLICATION = "application.read"
     WRITE_APPLICATION = "application.write"
+    GIVE_TO_TEAM = "application.team"  # set an application's team_id (resource: TeamResource)
+    RESOLVE = "configuration.resolve"  # resolve and event streams
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,8 @@ class ProposalResource:
 
 @dataclass(frozen=True)
 class ApplicationResource:
-    """An application (None: one being created) and the team it belongs to, if any, with the
-    caller's role in that team."""
+    """An application (None: one being created, or one that does not exist) and the team it
+    belongs to (or is being given to), if any, with the caller's role in that team."""
 
     application_id: str | None
     team: TeamResource | None = None
@@ -266,8 +268,9 @@ def _withdraw_proposal(principal: Principal, resource: Resource) -> ServiceError
 
 
 def _application_rule(*, write: bool) -> Rule:
-    """Service tokens as in phase 1 (scoped ones see only their application); user tokens
-    reach the applications of their teams: members read, owners and admins write."""
+    """Service tokens as in phase 1 (scoped ones see only their application: anything else,
+    missing ones included, looks missing); user tokens reach the applications of their
+    teams: members read, owners and admins write."""
 
     def rule(principal: Principal, resource: Resource) -> ServiceError | None:
         assert isinstance(resource, ApplicationResource)
@@ -276,17 +279,49 @@ def _application_rule(*, write: bool) -> Rule:
             if team is None or team.role is None:
                 return Forbidden("a user token reaches only the applications of its teams")
             if write and team.role not in MANAGERS:
-                return Forbidden(f"a team {team.role} may only read the team's applications; writing needs owner or admin")
+                return Forbidden(
+                    f"a team {team.role} may only read the team's applications; writing needs owner or admin"
+                )
             return _writable(principal) if write else None
         denial = _roles(principal, "admin", "service") or (_writable(principal) if write else None)
-        if denial is None and principal.application_id is not None:
-            if resource.application_id is None:
-                return Forbidden("a token limited to one application cannot create applications")
-            if principal.application_id != resource.application_id:
-                return NotFound("application not found")  # outside its scope looks missing
+        if denial is None and principal.application_id not in (None, resource.application_id):
+            denial = NotFound("application not found")
         return denial
 
     return rule
+
+
+def _create_application(principal: Principal, resource: Resource) -> ServiceError | None:
+    """Admins and unscoped service tokens create applications; a user token only for a team
+    it owns or administers (giving it to a team is decided by GIVE_TO_TEAM as well)."""
+    assert isinstance(resource, ApplicationResource)
+    if principal.role == "user":
+        if resource.team is None or resource.team.role not in MANAGERS:
+            return Forbidden("a user token creates applications only for a team it owns or administers")
+        return _writable(principal)
+    denial = _roles(principal, "admin", "service") or _writable(principal)
+    if denial is None and principal.application_id is not None:
+        denial = Forbidden("a token limited to one application cannot create applications")
+    return denial
+
+
+def _give_to_team(principal: Principal, resource: Resource) -> ServiceError | None:
+    """An application goes to a team by an admin or an owner or admin of that team."""
+    assert isinstance(resource, TeamResource)
+    if principal.is_admin:
+        return None
+    if principal.role != "user" or resource.role not in MANAGERS:
+        return Forbidden(f"only admins and the owners and admins of team {resource.team_id} give it applications")
+    return _writable(principal)
+
+
+def _resolve(principal: Principal, resource: Resource) -> ServiceError | None:
+    """`/resolve` and event streams: admin and service tokens (scoped ones: their application)."""
+    assert isinstance(resource, ApplicationResource)
+    denial = _roles(principal, "admin", "service")
+    if denial is None and principal.application_id not in (None, resource.application_id):
+        denial = NotFound("application not found")
+    return denial
 
 
 def _list_applications(principal: Principal, resource: Resource) -> ServiceError | None:
@@ -318,7 +353,9 @@ RULES: dict[Action, Rule] = {
     Action.SEARCH_CATALOG: _search_catalog,
     Action.INSTALL_ITEM: _install_item,
     Action.LIST_APPLICATIONS: _list_applications,
-    Action.CREATE_APPLICATION: _application_rule(write=True),
+    Action.CREATE_APPLICATION: _create_application,
+    Action.GIVE_TO_TEAM: _give_to_team,
     Action.READ_APPLICATION: _application_rule(write=False),
     Action.WRITE_APPLICATION: _application_rule(write=True),
+    Action.RESOLVE: _resolve,
 }

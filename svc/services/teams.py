@@ -177,6 +177,13 @@ class TeamService:
         return team
 
 
+def membership(tx: Transaction, actor: Principal, team_id: str | None) -> TeamResource | None:
+    """A team as the policy sees it: with the caller's role in it (None: no team)."""
+    if team_id is None:
+        return None
+    return TeamResource(team_id, TeamRepository(tx).role_of(team_id, actor.user_id))
+
+
 def _require_another_owner(teams: TeamRepository, team_id: str, what: str) -> None:
     if teams.owner_count(team_id) <= 1:
         raise Conflict(f"the last owner of team {team_id} cannot be {what}; make another member an owner first")

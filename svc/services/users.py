@@ -14,12 +14,11 @@ from svc.errors import Conflict, Forbidden, NotFound, Unprocessable
 from svc.ids import new_id
 from svc.repositories.teams import TeamRepository
 from svc.repositories.users import UserRepository
-from svc.services import audit
-from svc.services import policy
+from svc.services import audit, policy
 from svc.services.auth import Principal
-from svc.services.policy import Action, UserResource
 from svc.services.documents import Retirement
 from svc.services.pagination import Page, page_of
+from svc.services.policy import Action, UserResource
 
 UNSET: Any = object()
 """PATCH marker: the field was not sent (display_name may be set to None on purpose)."""

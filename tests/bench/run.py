@@ -491,11 +491,13 @@ def main(argv: list[str] | None = None) -> int:
     if tool in ("auto", "wrk"):
         found = load.find_wrk()
         if found is None and tool == "wrk":
-            print("wrk is not installed", file=sys.stderr)
+            print("wrk is not installed and could not be installed here: run `apt-get install -y wrk` as root, "
+                  "or use `--loadgen python` (slower; its figures are lower bounds)", file=sys.stderr)
             return 2
         tool = "wrk" if found else "python"
         if tool == "python":
-            say("wrk not available: using the Python fallback load generator (figures are lower bounds)")
+            say("wrk not available (install it with `apt-get install -y wrk`): using the Python fallback load "
+                "generator, whose figures are lower bounds")
     raise_open_files_limit()
     started = datetime.now()
     clock = time.monotonic()

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.problems import problem_responses
 from svc.api.schemas import NAME_DESCRIPTION, NAME_PATTERN, NO_NUL_PATTERN, Page, Text
+from svc.ids import ULID_PATTERN
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, description=NAME_DESCRIPTION)]
 Comments = Annotated[Text | None, Field(max_length=1024)]
@@ -18,24 +19,33 @@ Comments = Annotated[Text | None, Field(max_length=1024)]
 router = APIRouter(prefix="/applications", tags=["applications"], responses=problem_responses(401, 403, 422, 503))
 
 
+TeamId = Annotated[
+    str | None,
+    Field(pattern=ULID_PATTERN, description="the team it belongs to: its members read it, its owners and admins write it"),
+]
+
+
 class ApplicationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Name
     comments: Comments = None
+    team_id: TeamId = None
 
 
 class ApplicationUpdate(BaseModel):
-    """Only the fields sent change; `name` cannot be null."""
+    """Only the fields sent change; `name` cannot be null; `team_id` null takes it out of its team."""
 
     model_config = ConfigDict(extra="forbid")
     name: Name = None
     comments: Comments = None
+    team_id: TeamId = None
 
 
 class Application(BaseModel):
     id: str
     name: str
     comments: str | None
+    team_id: str | None
     created_at: datetime
     updated_at: datetime
 
@@ -48,7 +58,9 @@ def create_application(
     request: Request,
     response: Response,
 ):
-    application = services.applications.create(principal, name=body.name, comments=body.comments)
+    application = services.applications.create(
+        principal, name=body.name, comments=body.comments, team_id=body.team_id
+    )
     response.headers["Location"] = str(request.url_for("get_application", application_id=application["id"]))
     return application
 
