@@ -143,8 +143,8 @@ def _table(world: dict[str, str]) -> list[tuple[str, str, dict, int, str]]:
         # Catalog: a query is text without NUL (any other text is a query), an owner is one id,
         # a release is a semantic version, a cursor is one this search returned.
         ("GET", f"{API}/catalog", {"params": {"q": "a\x00b"}}, 422, "q"),
-        ("GET", f"{API}/catalog", {"params": {"after": "AAAA"}}, 400, "cursor"),
-        ("POST", f"{API}/catalog", {"json": {"type": "tool", "name": "x", "owner": {}, "content": "{}"}}, 422, "owner"),
+        ("GET", f"{API}/catalog", {"params": {"after": "AAAA"}}, 422, "after"),
+        ("POST", f"{API}/catalog", {"json": {"type": "tool", "name": "x", "owner": {"user_id": world["user_id"], "team_id": world["team_id"]}, "content": "{}"}}, 422, "owner"),
         ("POST", f"{API}/catalog", {"json": {"type": "tool", "name": "get_time", "owner": {"team_id": world["team_id"]},
                                              "content": '{"name": "get_time",'}}, 400, "JSON"),
         ("POST", f"{API}/catalog/{world['item_id']}/releases", {"json": {"version": "1.0"}}, 422, "semantic version"),

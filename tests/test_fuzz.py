@@ -15,6 +15,8 @@ explores afresh on every run:
 
 from __future__ import annotations
 
+import json
+
 import os
 import re
 import zlib
@@ -69,6 +71,13 @@ SEMANTIC_REJECTIONS = {
     # an upload must be a .md file
     "POST /api/v1/users/{user_id}/claude-md/import": ["415"],
     "POST /api/v1/me/claude-md/import": ["415"],
+    # catalog content must be a valid SKILL.md / server.json / tool (400 unparseable, 422
+    # invalid), an upload a file of the type's suffix, a release version semver
+    "POST /api/v1/catalog": ["400", "422"],
+    "PUT /api/v1/catalog/{item_id}/document": ["400", "422"],
+    "POST /api/v1/catalog/{item_id}/document/proposals": ["400", "422"],
+    "POST /api/v1/catalog/{item_id}/document/import": ["400", "415", "422"],
+    "POST /api/v1/catalog/{item_id}/releases": ["422"],
     # schemathesis' coverage phase sends maximum-length emails that ignore the email `pattern`
     "POST /api/v1/users": ["422"],
     "PATCH /api/v1/users/{user_id}": ["422"],
@@ -125,6 +134,7 @@ class Target:
     user_id: str
     sha: str
     resolve: dict[str, str]
+    item_id: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +158,7 @@ def target(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         user = create_user(client, admin, "ada")
         _token(services, USER_SECRET, role="user", user_id=user["id"])
         saved = save(client, f"{API}/users/{user['id']}/claude-md", admin, "# one\n")
+        item = _catalog_item(services, user["id"])
         FUZZED.app = create_app(config)
         yield Target(
             services=services,
@@ -156,6 +167,7 @@ def target(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             user_id=user["id"],
             sha=saved["commit_sha"],
             resolve={"application_name": "resolved", "configuration_name": "main"},
+            item_id=item,
         )
     FUZZED.app = None
     cluster.drop_database(database)
@@ -185,11 +197,22 @@ def _point_at_real_resources(case, target: Target) -> None:
                 params[name] = _fresh(name, target) if deleting or name == "token_id" else _seeded(name, target)
 
 
+def _catalog_item(services: Services, user_id: str) -> str:
+    """A fresh tool of the user's, named uniquely."""
+    name = f"tool_{new_id().lower()}"
+    content = json.dumps({"name": name, "description": "d", "input_schema": {"type": "object"}})
+    return services.catalog.create(
+        Principal.operator(), type="tool", name=name, owner={"user_id": user_id}, description="d", tags=[],
+        content=content,
+    )["id"]
+
+
 def _seeded(name: str, target: Target) -> str:
     return {
         "application_id": target.application_id,
         "configuration_id": target.configuration_id,
         "user_id": target.user_id,
+        "item_id": target.item_id,
     }[name]
 
 
@@ -204,6 +227,8 @@ def _fresh(name: str, target: Target) -> str:
         return services.users.create(operator, email=f"{tag}@example.com", username=f"doomed-{tag}")["id"]
     if name == "token_id":
         return services.tokens.create(operator, name=f"doomed-{tag}", role="service").token["id"]
+    if name == "item_id":
+        return _catalog_item(services, target.user_id)
     raise AssertionError(f"no fresh resource for the path parameter {name}")
 
 

@@ -15,8 +15,6 @@ caller may not see is 404, as if it did not exist.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import struct
 from dataclasses import dataclass
@@ -436,18 +434,14 @@ def _utf8(content: str) -> bytes:
 
 
 def _encode_cursor(rank: float, item_id: str) -> str:
-    """An opaque cursor holding the last hit's (rank, id): the rank as its exact 4-byte float."""
-    return base64.urlsafe_b64encode(struct.pack(">f", rank) + item_id.encode()).decode().rstrip("=")
+    """The last hit's (rank, id): the rank as the hex of its exact 4-byte float, so that the
+    next page starts exactly after it."""
+    return f"{struct.pack('>f', rank).hex()}.{item_id}"
 
 
 def _decode_cursor(cursor: str | None) -> tuple[float, str] | None:
+    """The route's pattern admits only cursors of that form, each a position in the order."""
     if cursor is None:
         return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        rank, item_id = struct.unpack(">f", raw[:4])[0], raw[4:].decode("ascii")
-    except (binascii.Error, struct.error, UnicodeDecodeError, ValueError):
-        raise BadRequest("`after` is not a cursor this search returned") from None
-    if len(item_id) != 26:
-        raise BadRequest("`after` is not a cursor this search returned")
-    return rank, item_id
+    rank, item_id = cursor.split(".")
+    return struct.unpack(">f", bytes.fromhex(rank))[0], item_id

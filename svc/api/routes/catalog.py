@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.etags import IfNoneMatch, etag, parse_etags
@@ -28,18 +28,21 @@ Description = Annotated[Text, Field(max_length=1024)]
 Ulid = Annotated[str, Field(pattern=ULID_PATTERN)]
 
 
-class Owner(BaseModel):
-    """Exactly one of the two."""
-
+class UserOwner(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user_id: Ulid | None = None
-    team_id: Ulid | None = None
+    user_id: Ulid
 
-    @model_validator(mode="after")
-    def _one_owner(self) -> Owner:
-        if (self.user_id is None) == (self.team_id is None):
-            raise ValueError("give exactly one of user_id and team_id")
-        return self
+
+class TeamOwner(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    team_id: Ulid
+
+
+Owner = Annotated[UserOwner | TeamOwner, Field(description="a user or a team: exactly one of the two ids")]
+Cursor = Annotated[
+    str | None,
+    Query(pattern=r"^[0-9a-f]{8}\.[0-9A-HJKMNP-TV-Z]{26}$", description="cursor: the `next` of the previous page"),
+]
 
 
 class ItemCreate(BaseModel):
@@ -129,8 +132,7 @@ def create_item(
     response: Response,
 ):
     """Create an item and its first version; the content must pass the rules of its type."""
-    owner = body.owner.model_dump(exclude_none=True)
-    item = services.catalog.create(principal, **{**body.model_dump(exclude={"owner"}), "owner": owner})
+    item = services.catalog.create(principal, **body.model_dump())
     response.headers["Location"] = str(request.url_for("get_item", item_id=item["id"]))
     return item
 
@@ -145,7 +147,7 @@ def search_items(
     owner: Annotated[str | None, Query(pattern=ULID_PATTERN, description="a user's or a team's id")] = None,
     status: Annotated[Literal["active", "deprecated", "all"], Query(description="deprecated items only when asked")] = "active",
     limit: Limit = 50,
-    after: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_-]*$")] = None,
+    after: Cursor = None,
 ):
     """Items the caller may see, best match first (websearch syntax; no query: by id)."""
     return services.catalog.search(
@@ -158,7 +160,7 @@ def get_item(item_id: IdPath, principal: PrincipalDep, services: ServicesDep):
     return services.catalog.get(principal, item_id)
 
 
-@router.patch("/catalog/{item_id}", response_model=Item)
+@router.patch("/catalog/{item_id}", response_model=Item, responses=problem_responses(400, 413))
 def update_item(item_id: IdPath, body: Annotated[ItemUpdate, Body()], principal: PrincipalDep, services: ServicesDep):
     """Change description, tags or status; the name and type are fixed (the name is in the content)."""
     return services.catalog.update(principal, item_id, body.model_dump(exclude_unset=True))
@@ -171,7 +173,9 @@ def delete_item(item_id: IdPath, principal: PrincipalDep, services: ServicesDep)
     return Response(status_code=204)
 
 
-@router.post("/catalog/{item_id}/releases", status_code=201, response_model=Release, responses=problem_responses(409))
+@router.post(
+    "/catalog/{item_id}/releases", status_code=201, response_model=Release, responses=problem_responses(400, 409, 413)
+)
 def create_release(
     item_id: IdPath, body: Annotated[ReleaseCreate, Body()], principal: PrincipalDep, services: ServicesDep
 ):
