@@ -333,7 +333,7 @@ def test_the_bundle_is_what_claude_code_reads_at_the_released_versions(client, c
     assert changed.status_code == 200 and changed.headers["etag"] != response.headers["etag"]
 
 
-def test_readme_tour_import_release_search_install_bundle(client, crew, svc_cli, tmp_path, settings):
+def test_readme_tour_import_release_search_install_bundle(client, crew, svc_cli, tmp_path, settings, admin):
     """A folder of skills imported for a team, one released, found by a word of its
     description, installed, and its released text in the bundle."""
     result = svc_cli("catalog", "import", str(DATA), "--owner", f"team:{crew.team['name']}")
@@ -358,3 +358,7 @@ def test_readme_tour_import_release_search_install_bundle(client, crew, svc_cli,
         tar.extractall(target, filter="data")
     assert (target / "skills" / "code-review" / "SKILL.md").read_text() == SKILL
     assert git(settings, "fsck", "--no-dangling") == ""
+    verified = svc_cli("verify")
+    assert verified.code == 0, verified.stdout + verified.stderr
+    events = client.get(f"{API}/audit", params={"resource_id": item_id}, headers=admin).json()["items"]
+    assert {"catalog.create", "catalog.release", "catalog.install"} <= {e["action"] for e in events}
