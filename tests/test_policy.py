@@ -46,6 +46,7 @@ TABLE = [
     (Action.WRITE_DOCUMENT, document, (Y, Y, F, H)),
     (Action.DECIDE_PROPOSAL, document, (Y, Y, F, H)),
     (Action.PROPOSE, document, (Y, Y, Y, H)),
+    (Action.INSTALL_ITEM, document, (Y, Y, Y, H)),  # a team's catalog item is its document
     (Action.CHANGE_MEMBERSHIP, lambda role: MembershipChange(team(role), frozenset({"member", "admin"})), (Y, Y, F, H)),
     (Action.CHANGE_MEMBERSHIP, lambda role: MembershipChange(team(role), frozenset({"owner"})), (Y, F, F, H)),
     (Action.UPDATE_TEAM, team, (Y, F, F, H)),

@@ -14,6 +14,8 @@ reaches itself, its own claude.md and, through memberships, its teams. Roles in 
 |------------------------------------------|-------|--------------|---------|--------------|
 | see the team, members, document          | yes   | yes          | yes     | hidden (404) |
 | write the document, accept/reject        | yes   | yes          | propose | 404          |
+| see, search, install its catalog items   | yes   | yes          | yes     | 404          |
+| create, change, release, delete items    | yes   | yes          | 403     | 404          |
 | add/remove members and admins            | yes   | yes          | 403     | 404          |
 | add/remove owners, rename, delete        | yes   | 403          | 403     | 404          |
 | read the team's applications             | yes   | yes          | yes     | 403          |
