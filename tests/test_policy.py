@@ -46,7 +46,6 @@ TABLE = [
     (Action.WRITE_DOCUMENT, document, (Y, Y, F, H)),
     (Action.DECIDE_PROPOSAL, document, (Y, Y, F, H)),
     (Action.PROPOSE, document, (Y, Y, Y, H)),
-    (Action.INSTALL_ITEM, document, (Y, Y, Y, H)),  # a team's catalog item is its document
     (Action.CHANGE_MEMBERSHIP, lambda role: MembershipChange(team(role), frozenset({"member", "admin"})), (Y, Y, F, H)),
     (Action.CHANGE_MEMBERSHIP, lambda role: MembershipChange(team(role), frozenset({"owner"})), (Y, F, F, H)),
     (Action.UPDATE_TEAM, team, (Y, F, F, H)),
@@ -74,6 +73,14 @@ def test_team_roles_follow_the_spec_table(action, resource, expected):
 @pytest.mark.parametrize(("action", "resource", "_"), TABLE[:9], ids=[row[0].value for row in TABLE[:9]])
 def test_service_tokens_see_no_teams(action, resource, _):
     assert _outcome(SERVICE, action, resource(None)) is Forbidden
+
+
+def test_installing_a_catalog_item_is_a_users_own_write_on_what_it_sees():
+    assert tuple(_outcome(USER, Action.INSTALL_ITEM, document(role)) for role in ROLES) == (Y, Y, Y, H)
+    reader = Principal(token_id=None, name="reader", role="user", user_id=ME, read_only=True)
+    assert _outcome(reader, Action.INSTALL_ITEM, document("member")) is Forbidden
+    assert _outcome(ADMIN, Action.INSTALL_ITEM, document(None)) is Forbidden  # an admin token has no user
+    assert _outcome(SERVICE, Action.SEARCH_CATALOG, None) is Forbidden
 
 
 def test_read_only_tokens_never_write_and_only_proposers_withdraw():
