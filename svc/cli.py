@@ -196,8 +196,8 @@ def cmd_team(args: argparse.Namespace, settings: Settings) -> int:
         )
     finally:
         db.close()
-    say(f"created team {team['name']} owned by user {args.owner}")
-    print(team["id"])
+    say(f"created team {team.name} owned by user {args.owner}")
+    print(team.id)
     return 0
 
 

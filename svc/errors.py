@@ -22,6 +22,10 @@ class Unauthenticated(ServiceError):
     """No token, or a token that is unknown or revoked."""
 
 
+class InvalidToken(Unauthenticated):
+    """A token was sent, but it is unknown or revoked (RFC 6750 `invalid_token`)."""
+
+
 class Forbidden(ServiceError):
     """The caller is known but not allowed to do this."""
 
@@ -35,7 +39,7 @@ class Conflict(ServiceError):
 
 
 class PreconditionFailed(ServiceError):
-    """`If-Match` named a version that is no longer current."""
+    """An `If-Match` or `If-None-Match` condition does not hold for the current version."""
 
 
 class PayloadTooLarge(ServiceError):
@@ -43,7 +47,11 @@ class PayloadTooLarge(ServiceError):
 
 
 class UnsupportedMediaType(ServiceError):
-    """Wrong content type or file type."""
+    """Wrong content type or file type; `accepted` lists the media types that would do."""
+
+    def __init__(self, detail: str, *, accepted: tuple[str, ...] = ()) -> None:
+        super().__init__(detail)
+        self.accepted = accepted
 
 
 class Unprocessable(ServiceError):

@@ -106,9 +106,9 @@ class Cell:
         """A fresh team with the team callers in their roles."""
         teams = self.services.teams
         team = teams.create(self.operator, name=f"team-{new_id().lower()}", owner_id=self.users["team_owner"])
-        teams.put_member(self.operator, team["id"], self.users["team_admin"], role="admin")
-        teams.put_member(self.operator, team["id"], self.users["team_member"], role="member")
-        return team["id"]
+        teams.put_member(self.operator, team.id, self.users["team_admin"], role="admin")
+        teams.put_member(self.operator, team.id, self.users["team_member"], role="member")
+        return team.id
 
     def item(self) -> str:
         """A fresh team's catalog item (a tool)."""

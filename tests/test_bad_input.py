@@ -151,7 +151,7 @@ def _table(world: dict[str, str]) -> list[tuple[str, str, dict, int, str]]:
         ("POST", f"{API}/catalog/{world['item_id']}/document/import",
          {"files": {"file": ("tool.json", b'{"name": "\xff"}', "application/json")}}, 400, "not UTF-8"),
         # A method the path does not serve: 405 naming every method it does.
-        ("PUT", f"{API}/tokens", {}, 405, "allowed: GET, POST"),
+        ("PUT", f"{API}/tokens", {}, 405, "allowed: GET, HEAD, POST"),
     ]
     return cases
 
@@ -175,7 +175,7 @@ def test_bad_requests_get_their_precise_4xx_and_change_nothing(client, admin, se
 
 def test_405_lists_every_method_of_the_path(client, admin):
     response = client.request("PUT", f"{API}/tokens", headers=admin)
-    assert response.headers["allow"] == "GET, POST"
+    assert response.headers["allow"] == "GET, HEAD, POST"
     assert client.request("POST", f"{API}/tokens/{new_id()}", headers=admin).headers["allow"] == "DELETE"
 
 

@@ -10,7 +10,7 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI
 
 from svc import metrics
-from svc.api import problems
+from svc.api import operations, problems
 from svc.api.deps import get_principal
 from svc.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from svc.api.routes import (
@@ -63,8 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0",
         description="Versioned JSON configurations for internal services and versioned claude.md documents.",
         lifespan=lifespan,
+        generate_unique_id_function=operations.operation_ids(),
     )
     problems.install(app)
+    operations.document_without_head(app)
     app.add_middleware(delivery.ResolveFromCache, prefix=API_PREFIX)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
@@ -75,4 +77,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # nesting costs route-matching time on every request.
     for router in API_ROUTERS:
         app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(get_principal)])
+    operations.answer_head(app.router)
     return app

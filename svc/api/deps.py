@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
 
 from svc.api.schemas import NO_NUL_PATTERN
-from svc.ids import ULID_PATTERN
+from svc.ids import ULID_ANY_CASE_PATTERN, canonical
 from svc.services.auth import Principal
 from svc.services.container import Services
 
@@ -32,7 +33,11 @@ async def get_principal(request: Request, credentials: BearerCredentials) -> Pri
 ServicesDep = Annotated[Services, Depends(get_services)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
-IdPath = Annotated[str, Path(pattern=ULID_PATTERN, description="a ULID", examples=["01JCZ5J7Q9T1V0G6W8E2X4Y6ZA"])]
+IdPath = Annotated[
+    str,
+    Path(pattern=ULID_ANY_CASE_PATTERN, description="a ULID, in either case", examples=["01JCZ5J7Q9T1V0G6W8E2X4Y6ZA"]),
+    AfterValidator(canonical),
+]
 Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
 After = Annotated[
     str | None, Query(max_length=64, pattern=NO_NUL_PATTERN, description="cursor: the `next` of the previous page")

@@ -109,10 +109,26 @@ def problem(
 
 async def _service_error(request: Request, exc: errors.ServiceError) -> JSONResponse:
     status = next((code for cls, code in STATUS_OF.items() if isinstance(exc, cls)), 500)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if status == 503:
         log.warning("unavailable: %s", exc.detail)
-    return problem(request, status, exc.detail, errors_=exc.errors, headers=headers)
+    return problem(request, status, exc.detail, errors_=exc.errors, headers=_headers_for(request, exc))
+
+
+def _headers_for(request: Request, exc: errors.ServiceError) -> dict[str, str] | None:
+    """RFC 6750 §3.1: a challenge on every 401, with `invalid_token` when a token was sent but is
+    no good (none when the request carried no bearer token). RFC 5789 §2.2: a 415 to a PATCH
+    names the patch formats accepted."""
+    if isinstance(exc, errors.InvalidToken):
+        return {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    if isinstance(exc, errors.Unauthenticated):
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, errors.UnsupportedMediaType):
+        return _accept_patch(request, exc.accepted)
+    return None
+
+
+def _accept_patch(request: Request, accepted: tuple[str, ...]) -> dict[str, str] | None:
+    return {"Accept-Patch": ", ".join(accepted)} if request.method == "PATCH" and accepted else None
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -124,7 +140,8 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
         return problem(request, 400, "the request body is not valid JSON", errors_=violations)
     wrong_type = _not_json(request) if any(v["loc"][:1] == ["body"] for v in violations) else None
     if wrong_type is not None:
-        return problem(request, 415, f"the request body must be application/json, not {wrong_type}")
+        detail = f"the request body must be application/json, not {wrong_type}"
+        return problem(request, 415, detail, headers=_accept_patch(request, ("application/json",)))
     summary = "; ".join(f"{'.'.join(str(p) for p in v['loc'])}: {v['msg']}" for v in violations[:5])
     return problem(request, 422, f"invalid request: {summary}", errors_=violations)
 

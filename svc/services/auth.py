@@ -13,9 +13,9 @@ from anyio.to_thread import run_sync as run_in_threadpool
 
 from svc.cache import InvalidatingCache
 from svc.db import Database
-from svc.errors import Unauthenticated
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import AUTH_CACHE_HITS, AUTH_CACHE_MISSES
+from svc.errors import InvalidToken, Unauthenticated
 from svc.repositories.tokens import TokenRepository
 
 Role = Literal["admin", "service", "user"]
@@ -127,5 +127,5 @@ class Authenticator:
             row = TokenRepository(tx).authenticate(token_hash)
             tx.commit()
         if row is None:
-            raise Unauthenticated("the token is unknown or has been revoked")
+            raise InvalidToken("the token is unknown or has been revoked")
         return Principal.from_row(row)

@@ -35,6 +35,7 @@ from svc.services.auth import Principal
 from svc.services.catalog import ITEM_KINDS
 from svc.services.claude_md import CLAUDE_MD
 from svc.services.policy import Action
+from svc.services.preconditions import Precondition, require_current
 from svc.validators.semver import latest_release
 
 BUNDLE_FORMAT = "1"  # part of the ETag: bump when the layout or the .mcp.json mapping changes
@@ -62,8 +63,9 @@ class BundleService:
         self.db = db
         self.store = store
 
-    def build(self, actor: Principal, *, known: frozenset[str] | None = None) -> Bundle:
-        """The caller's bundle; its bytes only when `known` (If-None-Match) lacks its ETag."""
+    def build(self, actor: Principal, *, expected: Precondition | None = None) -> Bundle:
+        """The caller's bundle; without its bytes when the preconditions (If-None-Match) say the
+        caller has it (412 when If-Match names another)."""
         policy.require(actor, Action.BE_A_USER)
         with self.db.transaction() as tx:
             claude_md = DocumentRepository(tx).find(CLAUDE_MD.name, user_id=actor.user_id)
@@ -82,7 +84,7 @@ class BundleService:
             packed.append(Packed(item, sha, latest))
         claude_md_sha = claude_md.head_sha if claude_md else None
         etag = _etag(claude_md_sha, packed)
-        if known is not None and etag in known:
+        if require_current(expected, etag, subject="the bundle", read=True):
             return Bundle(etag, None)
         return Bundle(etag, self._archive(claude_md_sha, packed))
 

@@ -16,7 +16,7 @@ import orjson
 import psycopg2.errors
 
 from svc.db import Database, Transaction, constraint_name
-from svc.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, PreconditionFailed, Unprocessable
+from svc.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable
 from svc.ids import new_id
 from svc.repositories.applications import ApplicationRepository
 from svc.repositories.configurations import ConfigurationRepository, RevisionRepository
@@ -32,6 +32,7 @@ from svc.services.json_documents import (
     violations,
 )
 from svc.services.pagination import Page, page_of
+from svc.services.preconditions import Precondition, require_current
 
 # The fields a write may change; `config` changes make the interesting revisions.
 STATE_FIELDS = ("config", "schema", "comments")
@@ -143,7 +144,7 @@ class ConfigurationService:
         fields: dict[str, Any],
         *,
         message: str | None = None,
-        expected: frozenset[str] | None = None,
+        expected: Precondition | None = None,
     ) -> dict[str, Any]:
         """Set the given fields (any of `config`, `schema`, `comments`); the others keep their values."""
         return self._write(actor, configuration_id, lambda current, tx: fields, message=message, expected=expected)
@@ -155,12 +156,12 @@ class ConfigurationService:
         patch: Any,
         *,
         message: str | None = None,
-        expected: frozenset[str] | None = None,
+        expected: Precondition | None = None,
     ) -> dict[str, Any]:
         """Apply a JSON Merge Patch (RFC 7396) to the configuration's JSON."""
         if not isinstance(patch, dict):
-            # Refused before If-Match is looked at: whatever the current state, a patch that is
-            # not an object replaces config with a non-object.
+            # Refused before the preconditions are looked at: whatever the current state, a
+            # patch that is not an object replaces config with a non-object.
             raise Unprocessable("a merge patch of config must be a JSON object (any other value would replace it)")
         try:
             encode(patch)  # bounds the nesting depth before merge_patch recurses into it
@@ -181,7 +182,7 @@ class ConfigurationService:
         revision: int,
         *,
         message: str | None = None,
-        expected: frozenset[str] | None = None,
+        expected: Precondition | None = None,
     ) -> dict[str, Any]:
         """A new revision whose JSON is that of `revision` (checked against the current schema)."""
 
@@ -199,7 +200,7 @@ class ConfigurationService:
             audit_detail={"rolled_back_to": revision},
         )
 
-    def delete(self, actor: Principal, configuration_id: str, *, expected: frozenset[str] | None = None) -> None:
+    def delete(self, actor: Principal, configuration_id: str, *, expected: Precondition | None = None) -> None:
         """Delete a configuration and its revisions."""
         with self.db.transaction() as tx:
             configurations = ConfigurationRepository(tx)
@@ -226,12 +227,12 @@ class ConfigurationService:
         propose: Proposal,
         *,
         message: str | None,
-        expected: frozenset[str] | None,
+        expected: Precondition | None,
         action: str = "configuration.update",
         always_new_revision: bool = False,
         audit_detail: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Lock, check If-Match, apply `propose`, validate, and record the new revision."""
+        """Lock, check the preconditions, apply `propose`, validate, and record the new revision."""
         with self.db.transaction() as tx:
             configurations = ConfigurationRepository(tx)
             current = _locked(tx, actor, configurations, configuration_id, expected)
@@ -307,19 +308,11 @@ def _locked(
     actor: Principal,
     configurations: ConfigurationRepository,
     configuration_id: str,
-    expected: frozenset[str] | None,
+    expected: Precondition | None,
 ) -> dict[str, Any]:
-    """The row locked for writing; 404 when invisible, 412 when `expected` is stale.
-
-    The If-Match check happens under the lock, so of two writers holding the same ETag
-    the second sees the first one's revision and fails.
-    """
+    """The row locked for writing; 404 when invisible, 412 when a precondition fails."""
     current = _visible(tx, actor, configurations.lock(configuration_id), configuration_id, write=True)
-    if expected is not None and version(current) not in expected:
-        raise PreconditionFailed(
-            f"configuration {configuration_id} is at revision {current['revision']}; "
-            "the If-Match ETag is stale, fetch it again"
-        )
+    require_current(expected, version(current), subject=f"configuration {configuration_id}")
     return current
 
 

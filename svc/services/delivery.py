@@ -77,6 +77,7 @@ def _require_visible(actor: Principal, found: Resolved | None, application_name:
 
 
 _RESYNC = object()  # queued to streams when the listener comes back: re-read what may have been missed
+_GONE = object()  # queued to the streams of a deleted application: they end
 
 
 class DeliveryService:
@@ -89,6 +90,7 @@ class DeliveryService:
         self._loads: dict[Key, tuple[int, asyncio.Task]] = {}
         self._waiters: defaultdict[str, set[asyncio.Future]] = defaultdict(set)
         self._streams: defaultdict[str, set[asyncio.Queue]] = defaultdict(set)
+        self._checks: set[asyncio.Task] = set()
 
     # --- wiring ---------------------------------------------------------------------------
 
@@ -116,6 +118,7 @@ class DeliveryService:
         if payload == "applications":  # a rename or delete: names may now mean something else
             self.cache.clear()
             self._wake_everyone()
+            self._end_streams_of_deleted_applications()
 
     def _on_listener_state(self, connected: bool) -> None:
         self.cache.set_enabled(connected)
@@ -124,6 +127,30 @@ class DeliveryService:
             for queues in self._streams.values():
                 for queue in queues:
                     queue.put_nowait(_RESYNC)
+            self._end_streams_of_deleted_applications()  # a deletion may have gone unheard
+
+    def _end_streams_of_deleted_applications(self) -> None:
+        """Look up (once, for all) which streamed applications still exist; end the others' streams."""
+        if not self._streams:
+            return
+        task = asyncio.ensure_future(self._end_streams_of_missing(list(self._streams)))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _end_streams_of_missing(self, application_ids: list[str]) -> None:
+        try:
+            missing = await run_in_threadpool(self._missing_applications, application_ids)
+        except Exception:  # the listener's reconnect or the next deletion looks again
+            log.warning("could not check which streamed applications still exist", exc_info=True)
+            return
+        for application_id in missing:
+            for queue in self._streams.get(application_id, ()):
+                queue.put_nowait(_GONE)
+
+    def _missing_applications(self, application_ids: list[str]) -> list[str]:
+        with self.db.transaction() as tx:
+            repo = DeliveryRepository(tx)
+            return [id_ for id_ in application_ids if not repo.application_exists(id_)]
 
     def _wake_everyone(self) -> None:
         waiters, self._waiters = self._waiters, defaultdict(set)
@@ -241,28 +268,27 @@ class DeliveryService:
         self, actor: Principal, application_id: str, last_event_id: int | None, keepalive: float
     ) -> AsyncIterator[ChangeEvent | None]:
         """Every committed change of the application's configurations, in order; None is a keep-alive.
+        The stream ends when the application is deleted.
 
         With `last_event_id`, the stream first replays what the client missed (within the
-        retention period). Access and existence are checked here, before anything is streamed.
+        retention period). Access and existence are checked here, before anything is streamed;
+        the stream subscribes when it is first iterated, so one never iterated holds nothing.
         """
         policy.require(actor, Action.RESOLVE, ApplicationResource(application_id))
-        queue: asyncio.Queue = asyncio.Queue()
-        streams = self._streams[application_id]
-        streams.add(queue)  # subscribe before reading the backlog, so nothing falls in between
-        try:
-            exists, latest = await run_in_threadpool(self._stream_start, application_id)
-            if not exists:
-                raise NotFound(f"application {application_id} not found")
-        except BaseException:
-            self._unsubscribe(application_id, queue)
-            raise
-        return self._stream(application_id, queue, latest, last_event_id, keepalive)
+        if await run_in_threadpool(self._missing_applications, [application_id]):
+            raise NotFound(f"application {application_id} not found")
+        return self._stream(application_id, last_event_id, keepalive)
 
     async def _stream(
-        self, application_id: str, queue: asyncio.Queue, latest: int, last_event_id: int | None, keepalive: float
+        self, application_id: str, last_event_id: int | None, keepalive: float
     ) -> AsyncIterator[ChangeEvent | None]:
+        queue: asyncio.Queue = asyncio.Queue()
+        self._streams[application_id].add(queue)  # subscribed before the backlog is read: nothing falls between
         EVENT_STREAMS.inc()
         try:
+            exists, latest = await run_in_threadpool(self._stream_start, application_id)
+            if not exists:  # deleted since open_stream looked
+                return
             sent = latest if last_event_id is None else last_event_id
             replay = last_event_id is not None
             while True:
@@ -276,6 +302,8 @@ class DeliveryService:
                 except TimeoutError:
                     yield None
                     continue
+                if item is _GONE:
+                    return
                 if item is _RESYNC:
                     replay = True
                 elif item.id > sent:

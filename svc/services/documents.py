@@ -36,7 +36,6 @@ from svc.errors import (
     Conflict,
     NotFound,
     PayloadTooLarge,
-    PreconditionFailed,
     Unavailable,
     Unprocessable,
     UnsupportedMediaType,
@@ -48,6 +47,7 @@ from svc.services import audit, policy
 from svc.services.auth import Principal
 from svc.services.pagination import page_of
 from svc.services.policy import Action, DocumentResource, ProposalResource
+from svc.services.preconditions import Precondition, require_current
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class DocumentService:
         *,
         content: str,
         message: str | None,
-        expected: frozenset[str] | None,
+        expected: Precondition | None,
     ) -> dict[str, Any]:
         self._authorize(actor, owner_id, Action.WRITE_DOCUMENT)
         data = _utf8(content, "content")
@@ -166,7 +166,7 @@ class DocumentService:
         )
 
     def rollback(
-        self, actor: Principal, owner_id: str | None, sha: str, *, expected: frozenset[str] | None
+        self, actor: Principal, owner_id: str | None, sha: str, *, expected: Precondition | None
     ) -> dict[str, Any]:
         """Save the content of an earlier version as a new version."""
         with self.db.transaction() as tx:
@@ -184,7 +184,7 @@ class DocumentService:
         filename: str,
         content_type: str | None,
         stream: BinaryIO,
-        expected: frozenset[str] | None,
+        expected: Precondition | None,
     ) -> dict[str, Any]:
         """Save an uploaded file as a new version. The file is checked whole before
         anything is written: type (415), size (413, read in bounded chunks), UTF-8 (400).
@@ -202,7 +202,7 @@ class DocumentService:
         owner_id: str | None,
         data: bytes,
         message: str,
-        expected: frozenset[str] | None,
+        expected: Precondition | None,
         action: str,
     ) -> dict[str, Any]:
         self._check_size(data)
@@ -220,7 +220,7 @@ class DocumentService:
         *,
         message: str,
         action: str,
-        expected: frozenset[str] | None = None,
+        expected: Precondition | None = None,
     ) -> Document:
         """Check `data` (size, the kind's rules), save it as the next version of the target's
         document, audit and commit `tx`, whose caller opened the target with `hold`. The catalog
@@ -229,7 +229,7 @@ class DocumentService:
         self.kind.validate(data, target)
         docs = DocumentRepository(tx)
         document = docs.create_and_lock(id=new_id(), kind=self.kind.name, **target.owner)
-        _require_current(document, expected)
+        require_current(expected, document.head_sha, subject="the document")
         with self._new_version(tx, document, data, _author(tx, actor), message) as (version, document):
             detail = {k: getattr(version, k) for k in ("version", "commit_sha", "size_bytes", "message")}
             audit.record(
@@ -328,7 +328,7 @@ class DocumentService:
         return {**self._proposal_view(proposal), "diff": diff}
 
     def accept(
-        self, actor: Principal, owner_id: str | None, proposal_id: str, *, expected: frozenset[str] | None
+        self, actor: Principal, owner_id: str | None, proposal_id: str, *, expected: Precondition | None
     ) -> dict[str, Any]:
         """Make a proposal's content the next version, authored by the proposer; 409 unless
         the document is still at the proposal's base."""
@@ -340,7 +340,7 @@ class DocumentService:
             document = None if document is None else docs.lock(document.id)
             proposal = _find_proposal(tx, document, proposal_id, lock=True)
             _require_open(proposal)
-            _require_current(document, expected)
+            require_current(expected, None if document is None else document.head_sha, subject="the document")
             if document.head_sha != proposal.base_sha:
                 raise Conflict(
                     f"the document moved on since proposal {proposal.id} was made: it was based on version "
@@ -459,16 +459,6 @@ class Retirement:
                 log.error("document %s was deleted, but its ref stays: %s", document.id, exc.detail)
         for proposal_id, commit_sha in self.proposals.items():
             store.delete_proposal_ref(proposal_id, commit_sha)
-
-
-def _require_current(document: Document | None, expected: frozenset[str] | None) -> None:
-    head = None if document is None else document.head_sha
-    if expected is not None and head not in expected:
-        raise PreconditionFailed(
-            "If-Match does not name the current version: the document has changed; read it again"
-            if head
-            else "If-Match names a version, but the document has none yet"
-        )
 
 
 def _find_versions(tx: Transaction, document: Document | None, *shas: str) -> list[Version]:

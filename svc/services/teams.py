@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import psycopg2.errors
@@ -18,7 +19,7 @@ from svc.content import ContentStore
 from svc.db import Database, Transaction, constraint_name
 from svc.errors import Conflict, NotFound, Unprocessable
 from svc.ids import new_id
-from svc.repositories.teams import Team, TeamRepository
+from svc.repositories.teams import Member, Team, TeamRepository
 from svc.repositories.users import UserRepository
 from svc.services import audit, policy
 from svc.services.auth import Principal
@@ -42,7 +43,7 @@ class TeamService:
         display_name: str | None = None,
         description: str | None = None,
         owner_id: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Team:
         """A new team whose first owner is `owner_id` (admins, and `svc team create`) or the caller."""
         policy.require(actor, Action.CREATE_TEAM)
         owner_id = owner_id if actor.is_admin else actor.user_id
@@ -56,7 +57,7 @@ class TeamService:
             teams.put_member(team.id, owner_id, role="owner", added_by=_who(tx, actor))
             audit.record(tx, actor, "team.create", "team", team.id, {**_audit_detail(team), "owner_id": owner_id})
             tx.commit()
-        return team.as_dict()
+        return team
 
     def list(self, actor: Principal, *, limit: int, after: str | None = None, mine: bool = False) -> Page:
         """Admins list every team (or, with `mine`, none: they belong to none); a user lists its own."""
@@ -68,25 +69,27 @@ class TeamService:
             rows = TeamRepository(tx).list(limit=limit + 1, after=after, member_id=member_id)
         return page_of([row.as_dict() for row in rows], limit)
 
-    def get(self, actor: Principal, team_id: str) -> dict[str, Any]:
+    def get(self, actor: Principal, team_id: str) -> Team:
         with self.db.transaction() as tx:
-            return self._visible(tx, actor, team_id, Action.READ_TEAM).as_dict()
+            return self._visible(tx, actor, team_id, Action.READ_TEAM)
 
-    def update(self, actor: Principal, team_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def update(self, actor: Principal, team_id: str, fields: dict[str, Any]) -> Team:
         """Change the fields given (name, display_name, description); owners only."""
         with self.db.transaction() as tx, _team_rules(fields.get("name")):
             current = self._visible(tx, actor, team_id, Action.UPDATE_TEAM, lock=True)
-            before = current.as_dict()
-            changed = {k: v for k, v in fields.items() if k in EDITABLE_FIELDS and before[k] != v}
+            changed = {k: v for k, v in fields.items() if k in EDITABLE_FIELDS and getattr(current, k) != v}
             if not changed:
-                return before
-            team = TeamRepository(tx).update(team_id, **({k: before[k] for k in EDITABLE_FIELDS} | changed))
+                return current
+            proposed = replace(current, **changed)
+            team = TeamRepository(tx).update(
+                team_id, name=proposed.name, display_name=proposed.display_name, description=proposed.description
+            )
             audit.record(
                 tx, actor, "team.update", "team", team_id,
-                {"before": {k: before[k] for k in changed}, "after": changed},
+                {"before": {k: getattr(current, k) for k in changed}, "after": changed},
             )
             tx.commit()
-        return team.as_dict()
+        return team
 
     def delete(self, actor: Principal, team_id: str) -> None:
         """Delete a team with its members and its documents' metadata. Each document's git
@@ -117,7 +120,7 @@ class TeamService:
             rows = TeamRepository(tx).members(team_id, limit=limit + 1, after=after)
         return page_of([row.as_dict() for row in rows], limit, key="user_id")
 
-    def put_member(self, actor: Principal, team_id: str, user_id: str, *, role: str) -> dict[str, Any]:
+    def put_member(self, actor: Principal, team_id: str, user_id: str, *, role: str) -> Member:
         """Add a user to a team, or change its role. Owners are added or demoted by owners only;
         demoting the last owner is 409."""
         if role not in TEAM_ROLES:
@@ -128,7 +131,7 @@ class TeamService:
             if UserRepository(tx).get(user_id) is None:
                 raise NotFound(f"user {user_id} not found")
             if current == role:
-                return teams.member(team_id, user_id).as_dict()
+                return teams.member(team_id, user_id)
             if current == "owner":
                 _require_another_owner(teams, team_id, "demoted")
             member = teams.put_member(team_id, user_id, role=role, added_by=_who(tx, actor))
@@ -136,7 +139,7 @@ class TeamService:
                 tx, actor, "team.member.put", "team", team_id, {"user_id": user_id, "before": current, "after": role}
             )
             tx.commit()
-        return member.as_dict()
+        return member
 
     def remove_member(self, actor: Principal, team_id: str, user_id: str) -> None:
         """Take a user out of a team; removing the last owner is 409."""

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
-from svc.api.etags import IfNoneMatch, etag, parse_etags
+from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
 from svc.api.problems import problem_responses
 from svc.api.routes.documents import Message, document_routes
 from svc.api.schemas import NO_NUL_PATTERN, Text
@@ -204,15 +204,14 @@ def get_content(
     release: Annotated[
         str | None, Query(max_length=256, pattern=NO_NUL_PATTERN, description="a version, or `latest`; default: the current content")
     ] = None,
-    if_none_match: IfNoneMatch = None,
+    *,
+    expected: Preconditions,
 ) -> Response:
     """The bytes of a release or of the current version, with the type's content type."""
     data, commit_sha, content_type = services.catalog.content(principal, item_id, release)
-    headers = {"ETag": etag(commit_sha)}
-    known = parse_etags(if_none_match)
-    if known is not None and commit_sha in known:
-        return Response(status_code=304, headers=headers)
-    return Response(content=data, media_type=content_type, headers=headers)
+    if not_modified(expected, commit_sha, subject="the content"):
+        return not_modified_response(commit_sha)
+    return Response(content=data, media_type=content_type, headers={"ETag": etag(commit_sha)})
 
 
 @router.post("/catalog/{item_id}/install", response_model=Item)
@@ -238,13 +237,12 @@ def my_installs(principal: PrincipalDep, services: ServicesDep, limit: Limit = 5
     responses={200: {"description": "a .tar.gz: CLAUDE.md, skills/, .mcp.json, tools/",
                      "content": {"application/gzip": {}}}, 304: {"description": "Not Modified"}},
 )
-def my_bundle(principal: PrincipalDep, services: ServicesDep, if_none_match: IfNoneMatch = None) -> Response:
+def my_bundle(principal: PrincipalDep, services: ServicesDep, expected: Preconditions) -> Response:
     """Everything the caller installed, as Claude Code reads it: `curl … | tar xz -C .claude`."""
-    bundle = services.bundle.build(principal, known=parse_etags(if_none_match))
-    headers = {"ETag": etag(bundle.etag)}
+    bundle = services.bundle.build(principal, expected=expected)
     if bundle.data is None:
-        return Response(status_code=304, headers=headers)
-    headers["Content-Disposition"] = 'attachment; filename="claude-bundle.tar.gz"'
+        return not_modified_response(bundle.etag)
+    headers = {"ETag": etag(bundle.etag), "Content-Disposition": 'attachment; filename="claude-bundle.tar.gz"'}
     return Response(content=bundle.data, media_type="application/gzip", headers=headers)
 
 
@@ -257,4 +255,6 @@ def _item_documents(item_id: IdPath, services: ServicesDep) -> DocumentService:
     return services.catalog.documents_of(item_id)
 
 
-router.include_router(document_routes("/catalog/{item_id}/document", _item_in_path, _item_documents, tag="catalog"))
+router.include_router(
+    document_routes("/catalog/{item_id}/document", _item_in_path, _item_documents, tag="catalog", noun="item_document")
+)

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
-from svc.api.etags import IfMatch, IfNoneMatch, etag, parse_etags
+from svc.api.etags import Preconditions, not_modified, not_modified_response, tag
 from svc.api.problems import problem_responses
 from svc.api.routes.applications import Comments, Name
 from svc.api.schemas import NO_NUL_PATTERN, Page, Text
@@ -101,6 +101,7 @@ STATE_FIELDS = {"config": "config", "json_schema": "schema", "comments": "commen
 
 ETAG_HEADER = {"ETag": {"description": "the configuration's current version", "schema": {"type": "string"}}}
 WITH_ETAG = {200: {"headers": ETAG_HEADER}}
+NOT_MODIFIED = {304: {"description": "If-None-Match names the current version, or is `*`", "headers": ETAG_HEADER}}
 
 
 def _sent_state(body: BaseModel) -> dict[str, Any]:
@@ -109,7 +110,7 @@ def _sent_state(body: BaseModel) -> dict[str, Any]:
 
 
 def _with_etag(response: Response, configuration: dict[str, Any]) -> dict[str, Any]:
-    response.headers["ETag"] = etag(version(configuration))
+    tag(response, version(configuration))
     return configuration
 
 
@@ -124,7 +125,8 @@ async def read_patch(request: Request) -> MergePatch | ConfigurationMetadataPatc
     if media_type not in (MERGE_PATCH, JSON):
         raise UnsupportedMediaType(
             f"PATCH takes {MERGE_PATCH} (a JSON Merge Patch of config) or {JSON} "
-            f"(comments, schema, message), not {media_type or 'a body without Content-Type'}"
+            f"(comments, schema, message), not {media_type or 'a body without Content-Type'}",
+            accepted=(MERGE_PATCH, JSON),
         )
     try:
         document = orjson.loads(await request.body())
@@ -203,19 +205,19 @@ def list_configurations(
 @router.get(
     "/configurations/{configuration_id}",
     response_model=Configuration,
-    responses={**WITH_ETAG, 304: {"description": "If-None-Match names the current version"}, **problem_responses(404)},
+    responses={**WITH_ETAG, **NOT_MODIFIED, **problem_responses(404, 412)},
 )
 def get_configuration(
     configuration_id: IdPath,
     principal: PrincipalDep,
     services: ServicesDep,
     response: Response,
-    if_none_match: IfNoneMatch = None,
+    expected: Preconditions,
 ):
     configuration = services.configurations.get(principal, configuration_id)
     current = version(configuration)
-    if current in (parse_etags(if_none_match) or ()):
-        return Response(status_code=304, headers={"ETag": etag(current)})
+    if not_modified(expected, current, subject=f"configuration {configuration_id}"):
+        return not_modified_response(current)
     return _with_etag(response, configuration)
 
 
@@ -231,10 +233,10 @@ def replace_configuration(
     principal: PrincipalDep,
     services: ServicesDep,
     response: Response,
-    if_match: IfMatch = None,
+    expected: Preconditions,
 ):
     updated = services.configurations.update(
-        principal, configuration_id, _sent_state(body), message=body.message, expected=parse_etags(if_match)
+        principal, configuration_id, _sent_state(body), message=body.message, expected=expected
     )
     return _with_etag(response, updated)
 
@@ -252,13 +254,12 @@ def patch_configuration(
     principal: PrincipalDep,
     services: ServicesDep,
     response: Response,
-    if_match: IfMatch = None,
+    expected: Preconditions,
     message: Annotated[
         str | None,
         Query(max_length=1024, pattern=NO_NUL_PATTERN, description="the revision's message (a JSON body has its own)"),
     ] = None,
 ):
-    expected = parse_etags(if_match)
     if isinstance(change, MergePatch):
         updated = services.configurations.merge(
             principal, configuration_id, change.document, message=message, expected=expected
@@ -277,9 +278,9 @@ def patch_configuration(
     responses=problem_responses(404, 412),
 )
 def delete_configuration(
-    configuration_id: IdPath, principal: PrincipalDep, services: ServicesDep, if_match: IfMatch = None
+    configuration_id: IdPath, principal: PrincipalDep, services: ServicesDep, expected: Preconditions
 ) -> Response:
-    services.configurations.delete(principal, configuration_id, expected=parse_etags(if_match))
+    services.configurations.delete(principal, configuration_id, expected=expected)
     return Response(status_code=204)
 
 
@@ -343,9 +344,9 @@ def rollback_configuration(
     principal: PrincipalDep,
     services: ServicesDep,
     response: Response,
-    if_match: IfMatch = None,
+    expected: Preconditions,
 ):
     updated = services.configurations.rollback(
-        principal, configuration_id, body.revision, message=body.message, expected=parse_etags(if_match)
+        principal, configuration_id, body.revision, message=body.message, expected=expected
     )
     return _with_etag(response, updated)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request
@@ -12,12 +13,13 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from svc.api.deps import IdPath, PrincipalDep, ServicesDep
-from svc.api.etags import IfNoneMatch, etag, parse_etags
+from svc.api.etags import Preconditions, etag, not_modified, not_modified_response, parse_precondition
 from svc.api.middleware import hold_open
 from svc.api.problems import problem_responses
 from svc.api.schemas import NAME_PATTERN
 from svc.errors import BadRequest, ServiceError
 from svc.services.delivery import ChangeEvent, Resolved
+from svc.services.preconditions import Precondition
 
 router = APIRouter(tags=["delivery"], responses=problem_responses(401, 403, 404, 422, 503))
 
@@ -34,13 +36,13 @@ def _resolved(found: Resolved) -> Response:
 
 
 def _not_modified(found: Resolved) -> Response:
-    return Response(status_code=304, headers={"ETag": etag(found.version), REVISION_HEADER: str(found.revision)})
+    return not_modified_response(found.version, {REVISION_HEADER: str(found.revision)})
 
 
-def _answer(found: Resolved, if_none_match: str | None) -> Response:
-    """200 with the JSON, or 304 when `If-None-Match` names the current version (or is `*`)."""
-    known = parse_etags(if_none_match)
-    unchanged = if_none_match is not None and (known is None or found.version in known)
+def _answer(found: Resolved, expected: Precondition) -> Response:
+    """200 with the JSON, 304 when `If-None-Match` names the current version (or is `*`),
+    412 when `If-Match` does not."""
+    unchanged = not_modified(expected, found.version, subject=f"configuration {found.configuration_id}")
     return _not_modified(found) if unchanged else _resolved(found)
 
 
@@ -54,15 +56,16 @@ def _answer(found: Resolved, if_none_match: str | None) -> Response:
             "content": {"application/json": {"schema": {"type": "object"}}},
         },
         304: {"description": "unchanged: the `If-None-Match` ETag is current (after `wait`, if given)"},
+        **problem_responses(412),
     },
 )
-async def resolve(
+async def resolve_configuration(
     request: Request,
     application_name: Name,
     configuration_name: Name,
     principal: PrincipalDep,
     services: ServicesDep,
-    if_none_match: IfNoneMatch = None,
+    expected: Preconditions,
     wait: Annotated[
         float | None,
         Query(ge=0, description="long-poll: with a current `If-None-Match`, hold up to this many seconds "
@@ -70,12 +73,15 @@ async def resolve(
     ] = None,
 ) -> Response:
     delivery = services.delivery
-    known = parse_etags(if_none_match)
-    if wait is None or known is None:  # nothing to wait for: answer at once
-        return _answer(await delivery.resolve(principal, application_name, configuration_name), if_none_match)
+    known = expected.if_none_match
+    # Nothing to wait for (or If-Match, to be checked now), or a HEAD, which must not hang: answer at once.
+    if wait is None or known is None or known.any or expected.if_match is not None or request.method == "HEAD":
+        return _answer(await delivery.resolve(principal, application_name, configuration_name), expected)
     hold_open(request)
     seconds = min(max(wait, 1.0), float(services.settings.long_poll_max_seconds))
-    changed = await delivery.wait_for_change(principal, application_name, configuration_name, known, seconds)
+    changed = await delivery.wait_for_change(
+        principal, application_name, configuration_name, known.versions, seconds
+    )
     if changed is None:
         return _not_modified(await delivery.resolve(principal, application_name, configuration_name))
     return _resolved(changed)
@@ -94,12 +100,13 @@ class ResolveFromCache:
     It runs the route's own steps from the caches: the token cache (`Authenticator.cached`),
     the one access rule and the resolve cache (`DeliveryService.cached`), the same response
     (`_answer`), labelled as the route. Whatever those cannot answer (a cache miss, a long-poll,
-    a bad name, a token that is not cached, a caller who may not read it) goes on to the route.
+    a bad name, a token that is not cached, a caller who may not read it, an If-Match) goes on
+    to the route.
     """
 
     def __init__(self, app: ASGIApp, *, prefix: str) -> None:
         self.app = app
-        self.route = next(route for route in router.routes if getattr(route, "endpoint", None) is resolve)
+        self.route = next(route for route in router.routes if getattr(route, "endpoint", None) is resolve_configuration)
         self.path = compile_path(prefix + self.route.path)[0]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -116,12 +123,17 @@ class ResolveFromCache:
 def _answer_from_cache(scope: Scope, application_name: str, configuration_name: str) -> Response | None:
     if not (_NAME.match(application_name) and _NAME.match(configuration_name)):
         return None  # the route refuses such names (422), even where a row holds one
-    authorization = if_none_match = None
+    authorization = if_match = if_none_match = None
     for key, value in scope["headers"]:
         if key == b"authorization":
             authorization = value.decode("latin-1")
+        elif key == b"if-match":
+            if_match = value.decode("latin-1")
         elif key == b"if-none-match":
             if_none_match = value.decode("latin-1")
+    expected = parse_precondition(if_match, if_none_match)
+    if expected.if_match is not None or expected.malformed_field():  # may be a 412: the route answers
+        return None
     scheme, secret = get_authorization_scheme_param(authorization)  # as HTTPBearer reads it
     if scheme.lower() != "bearer" or not secret:
         return None
@@ -133,7 +145,7 @@ def _answer_from_cache(scope: Scope, application_name: str, configuration_name: 
         found = services.delivery.cached(principal, application_name, configuration_name)
     except ServiceError:  # the route answers with the problem
         return None
-    return None if found is None else _answer(found, if_none_match)
+    return None if found is None else _answer(found, expected)
 
 
 # One event of the stream, as OpenAPI 3.1 documents Server-Sent Events (`schema` is each event).
@@ -150,6 +162,12 @@ CHANGE_EVENT = {
     },
     "required": ["id", "event", "data"],
 }
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    """An empty body, for a HEAD."""
+    for chunk in ():
+        yield chunk
 
 
 def _sse(event: ChangeEvent | None) -> bytes:
@@ -179,7 +197,6 @@ async def events(
         if not last_event_id.strip().isdigit():
             raise BadRequest("Last-Event-ID must be the numeric id of an event")
         after = int(last_event_id.strip())
-    hold_open(request)
     stream = await services.delivery.open_stream(
         principal, application_id, after, keepalive=services.settings.sse_keepalive_seconds
     )
@@ -189,6 +206,11 @@ async def events(
         async for event in stream:
             yield _sse(event)
 
+    head = request.method == "HEAD"  # the same status and headers; the stream, never iterated, holds nothing
+    if not head:
+        hold_open(request)
     return StreamingResponse(
-        body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        _nothing() if head else body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

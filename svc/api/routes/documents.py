@@ -13,10 +13,9 @@ from fastapi import APIRouter, Body, Depends, File, Path, Query, Response, Uploa
 from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
-from svc.api.etags import IfMatch, IfNoneMatch, etag, parse_etags
+from svc.api.etags import Preconditions, not_modified, not_modified_response, tag
 from svc.api.problems import problem_responses
 from svc.api.schemas import Text
-from svc.ids import ULID_PATTERN
 from svc.services.documents import DocumentService
 
 SHA_PATTERN = r"^[0-9a-fA-F]{7,40}$"
@@ -27,7 +26,11 @@ Message = Annotated[Text, Field(min_length=1, max_length=1024)]
 
 ETAG_HEADER = {"ETag": {"description": "the commit sha of the version", "schema": {"type": "string"}}}
 WITH_ETAG = {200: {"headers": ETAG_HEADER}}
-READ_RESPONSES = {**WITH_ETAG, 304: {"description": "Not Modified: If-None-Match names this version"}}
+READ_RESPONSES = {
+    **WITH_ETAG,
+    304: {"description": "Not Modified: If-None-Match names this version, or is `*`", "headers": ETAG_HEADER},
+    **problem_responses(412),
+}
 WRITE_RESPONSES = {**WITH_ETAG, **problem_responses(412, 413)}
 DIFF_RESPONSES = {
     200: {"description": "a unified diff; empty when equal", "content": {"text/x-diff": {"schema": {"type": "string"}}}}
@@ -66,7 +69,6 @@ class DocumentVersion(VersionEntry):
 
 
 ProposalStatus = Literal["open", "accepted", "rejected", "withdrawn"]
-ProposalId = Annotated[str, Path(pattern=ULID_PATTERN, description="a proposal's id")]
 
 
 class ProposalCreate(BaseModel):
@@ -112,36 +114,37 @@ def document_routes(
     pick: Callable[..., DocumentService],
     *,
     tag: str,
+    noun: str,
 ) -> APIRouter:
     """The document routes under `prefix` (such as `/teams/{team_id}/claude-md`): `owner`
     names the owner from the request (a path id, or None for the caller); `pick`, a
     dependency, chooses the mounted service (`mounted(name)`, or by the request: a catalog
-    item's type decides the file its document has)."""
+    item's type decides the file its document has); `noun` names its routes (`get_claude_md`,
+    …: their operation ids)."""
     router = APIRouter(prefix=prefix, tags=[tag], responses=problem_responses(401, 403, 404, 422, 503))
     Owner = Annotated[str | None, Depends(owner)]
     Documents = Annotated[DocumentService, Depends(pick)]
 
-    @router.get("", response_model=DocumentState, responses=READ_RESPONSES)
+    @router.get("", response_model=DocumentState, responses=READ_RESPONSES, name=f"get_{noun}")
     def get_document(
-        owner_id: Owner, principal: PrincipalDep, documents: Documents, response: Response,
-        if_none_match: IfNoneMatch = None,
+        owner_id: Owner, principal: PrincipalDep, documents: Documents, response: Response, expected: Preconditions,
     ):
         """The current document (empty content and version 0 when none was saved yet)."""
         document = documents.get(principal, owner_id)
-        return _current(document, response, if_none_match)
+        return _read(document, response, expected)
 
-    @router.put("", response_model=DocumentState, responses={**WRITE_RESPONSES, **problem_responses(400)})
+    @router.put(
+        "", response_model=DocumentState, responses={**WRITE_RESPONSES, **problem_responses(400)}, name=f"save_{noun}"
+    )
     def save_document(
         owner_id: Owner, body: Annotated[DocumentSave, Body()], principal: PrincipalDep, documents: Documents,
-        response: Response, if_match: IfMatch = None,
+        response: Response, expected: Preconditions,
     ):
         """Save the whole document as a new version."""
-        document = documents.save(
-            principal, owner_id, content=body.content, message=body.message, expected=parse_etags(if_match)
-        )
+        document = documents.save(principal, owner_id, content=body.content, message=body.message, expected=expected)
         return _current(document, response)
 
-    @router.get("/history", response_model=History)
+    @router.get("/history", response_model=History, name=f"{noun}_history")
     def document_history(
         owner_id: Owner, principal: PrincipalDep, documents: Documents, limit: Limit = 50,
         after: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="cursor: `next` of the last page")] = None,
@@ -149,16 +152,16 @@ def document_routes(
         """Versions, newest first."""
         return documents.history(principal, owner_id, limit=limit, before=after)
 
-    @router.get("/versions/{sha}", response_model=DocumentVersion, responses=READ_RESPONSES)
+    @router.get("/versions/{sha}", response_model=DocumentVersion, responses=READ_RESPONSES, name=f"get_{noun}_version")
     def get_document_version(
         owner_id: Owner, sha: Sha, principal: PrincipalDep, documents: Documents, response: Response,
-        if_none_match: IfNoneMatch = None,
+        expected: Preconditions,
     ):
         """One version with its content. A commit that is not a version of this document is 404."""
         version = documents.version(principal, owner_id, sha)
-        return _tagged(version["commit_sha"], version, response, if_none_match)
+        return _read(version, response, expected)
 
-    @router.get("/diff", response_class=Response, responses=DIFF_RESPONSES)
+    @router.get("/diff", response_class=Response, responses=DIFF_RESPONSES, name=f"diff_{noun}")
     def diff_document(
         owner_id: Owner, principal: PrincipalDep, documents: Documents,
         from_: Annotated[str, Query(alias="from", pattern=SHA_PATTERN, description=SHA_DESCRIPTION)],
@@ -168,25 +171,28 @@ def document_routes(
         text = documents.diff(principal, owner_id, from_, to)
         return Response(content=text, media_type="text/x-diff; charset=utf-8")
 
-    @router.post("/rollback/{sha}", response_model=DocumentState, responses=WRITE_RESPONSES)
+    @router.post("/rollback/{sha}", response_model=DocumentState, responses=WRITE_RESPONSES, name=f"rollback_{noun}")
     def rollback_document(
         owner_id: Owner, sha: Sha, principal: PrincipalDep, documents: Documents, response: Response,
-        if_match: IfMatch = None,
+        expected: Preconditions,
     ):
         """Save the content of an earlier version as a new version ("Rollback to version <sha7>")."""
-        document = documents.rollback(principal, owner_id, sha, expected=parse_etags(if_match))
+        document = documents.rollback(principal, owner_id, sha, expected=expected)
         return _current(document, response)
 
     @router.post(
-        "/import", response_model=DocumentState, responses={**WRITE_RESPONSES, **problem_responses(400, 415)}
+        "/import",
+        response_model=DocumentState,
+        responses={**WRITE_RESPONSES, **problem_responses(400, 415)},
+        name=f"import_{noun}",
     )
     def import_document(
         owner_id: Owner,
-        file: Annotated[UploadFile, File(description="a UTF-8 file (`.md` for claude.md); a BOM is dropped, CRLF becomes LF")],
+        file: Annotated[UploadFile, File(description="a UTF-8 file (`.md` for claude.md); BOM dropped, CRLF → LF")],
         principal: PrincipalDep,
         documents: Documents,
         response: Response,
-        if_match: IfMatch = None,
+        expected: Preconditions,
     ):
         """Save an uploaded Markdown file as a new version ("Import <file name> from <upload name>")."""
         document = documents.import_file(
@@ -195,12 +201,16 @@ def document_routes(
             filename=file.filename or "",
             content_type=file.content_type,
             stream=file.file,
-            expected=parse_etags(if_match),
+            expected=expected,
         )
         return _current(document, response)
 
     @router.post(
-        "/proposals", status_code=201, response_model=Proposal, responses=problem_responses(400, 413)
+        "/proposals",
+        status_code=201,
+        response_model=Proposal,
+        responses=problem_responses(400, 413),
+        name=f"propose_{noun}_change",
     )
     def propose(
         owner_id: Owner, body: Annotated[ProposalCreate, Body()], principal: PrincipalDep, documents: Documents
@@ -208,7 +218,7 @@ def document_routes(
         """Propose a new content, based on the current version, for a writer to accept or reject."""
         return documents.propose(principal, owner_id, content=body.content, message=body.message)
 
-    @router.get("/proposals", response_model=ProposalPage)
+    @router.get("/proposals", response_model=ProposalPage, name=f"list_{noun}_proposals")
     def list_proposals(
         owner_id: Owner, principal: PrincipalDep, documents: Documents, limit: Limit = 50, after: After = None,
         status: Annotated[ProposalStatus | None, Query(description="only proposals in this state")] = None,
@@ -216,31 +226,46 @@ def document_routes(
         """Proposals, oldest first."""
         return documents.proposals(principal, owner_id, status=status, limit=limit, after=after)
 
-    @router.get("/proposals/{proposal_id}", response_model=ProposalWithDiff)
-    def get_proposal(owner_id: Owner, proposal_id: ProposalId, principal: PrincipalDep, documents: Documents):
+    @router.get("/proposals/{proposal_id}", response_model=ProposalWithDiff, name=f"get_{noun}_proposal")
+    def get_proposal(owner_id: Owner, proposal_id: IdPath, principal: PrincipalDep, documents: Documents):
         """One proposal with the unified diff from its base to its content."""
         return documents.proposal(principal, owner_id, proposal_id)
 
-    @router.post("/proposals/{proposal_id}/accept", response_model=Accepted, responses={**WRITE_RESPONSES, **problem_responses(409)})
+    @router.post(
+        "/proposals/{proposal_id}/accept",
+        response_model=Accepted,
+        responses={**WRITE_RESPONSES, **problem_responses(409)},
+        name=f"accept_{noun}_proposal",
+    )
     def accept_proposal(
-        owner_id: Owner, proposal_id: ProposalId, principal: PrincipalDep, documents: Documents, response: Response,
-        if_match: IfMatch = None,
+        owner_id: Owner, proposal_id: IdPath, principal: PrincipalDep, documents: Documents, response: Response,
+        expected: Preconditions,
     ):
         """Make the proposal the next version (authored by the proposer); 409 when the document
         is no longer at the proposal's base, or the proposal is not open."""
-        document = documents.accept(principal, owner_id, proposal_id, expected=parse_etags(if_match))
+        document = documents.accept(principal, owner_id, proposal_id, expected=expected)
         return _current(document, response)
 
-    @router.post("/proposals/{proposal_id}/reject", response_model=Proposal, responses=problem_responses(409))
+    @router.post(
+        "/proposals/{proposal_id}/reject",
+        response_model=Proposal,
+        responses=problem_responses(409),
+        name=f"reject_{noun}_proposal",
+    )
     def reject_proposal(
-        owner_id: Owner, proposal_id: ProposalId, principal: PrincipalDep, documents: Documents,
+        owner_id: Owner, proposal_id: IdPath, principal: PrincipalDep, documents: Documents,
         body: Annotated[ProposalReject | None, Body()] = None,
     ):
         """Close an open proposal without taking it, with an optional reason."""
         return documents.reject(principal, owner_id, proposal_id, reason=body.reason if body else None)
 
-    @router.delete("/proposals/{proposal_id}", response_model=Proposal, responses=problem_responses(409))
-    def withdraw_proposal(owner_id: Owner, proposal_id: ProposalId, principal: PrincipalDep, documents: Documents):
+    @router.delete(
+        "/proposals/{proposal_id}",
+        response_model=Proposal,
+        responses=problem_responses(409),
+        name=f"withdraw_{noun}_proposal",
+    )
+    def withdraw_proposal(owner_id: Owner, proposal_id: IdPath, principal: PrincipalDep, documents: Documents):
         """The proposer withdraws their own open proposal."""
         return documents.withdraw(principal, owner_id, proposal_id)
 
@@ -256,21 +281,6 @@ async def _caller() -> None:
     return None
 
 
-def _current(document: dict[str, Any], response: Response, if_none_match: str | None = None) -> Any:
-    return _tagged(document["commit_sha"], document, response, if_none_match)
-
-
-def _tagged(sha: str | None, body: dict[str, Any], response: Response, if_none_match: str | None) -> Any:
-    """The body with its ETag, or 304 when If-None-Match names it."""
-    if sha is None:
-        return body
-    expected = parse_etags(if_none_match)
-    if expected is not None and sha in expected:
-        return Response(status_code=304, headers={"ETag": etag(sha)})
-    response.headers["ETag"] = etag(sha)
-    return body
-
-
 async def _team_in_path(team_id: IdPath) -> str:
     return team_id
 
@@ -284,11 +294,22 @@ def mounted(name: str) -> Callable[..., Any]:
     return pick
 
 
+def _current(document: dict[str, Any], response: Response) -> Any:
+    tag(response, document["commit_sha"])
+    return document
+
+
+def _read(document: dict[str, Any], response: Response, expected: Preconditions) -> Any:
+    """A read's answer: 412 when If-Match fails, 304 when If-None-Match does, else the body with its ETag."""
+    if not_modified(expected, document["commit_sha"], subject="the document"):
+        return not_modified_response(document["commit_sha"])
+    return _current(document, response)
+
+
 router = APIRouter()
-router.include_router(
-    document_routes("/users/{user_id}/claude-md", _user_in_path, mounted("claude_md"), tag="claude.md")
-)
-router.include_router(document_routes("/me/claude-md", _caller, mounted("claude_md"), tag="claude.md"))
-router.include_router(
-    document_routes("/teams/{team_id}/claude-md", _team_in_path, mounted("team_claude_md"), tag="teams")
-)
+for prefix, owner, pick, section in (
+    ("/users/{user_id}/claude-md", _user_in_path, mounted("claude_md"), "claude.md"),
+    ("/me/claude-md", _caller, mounted("claude_md"), "claude.md"),
+    ("/teams/{team_id}/claude-md", _team_in_path, mounted("team_claude_md"), "teams"),
+):
+    router.include_router(document_routes(prefix, owner, pick, tag=section, noun="claude_md"))

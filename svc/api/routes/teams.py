@@ -3,7 +3,6 @@ mounted by the documents router)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Request, Response
@@ -12,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.problems import problem_responses
 from svc.api.schemas import NAME_DESCRIPTION, NAME_PATTERN, Page, Text
+from svc.services.teams import Member, Team
 
 router = APIRouter(tags=["teams"], responses=problem_responses(401, 403, 404, 422, 503))
 
@@ -40,26 +40,9 @@ class TeamUpdate(BaseModel):
     description: Description = None
 
 
-class Team(BaseModel):
-    id: str
-    name: str
-    display_name: str | None
-    description: str | None
-    created_at: datetime
-    updated_at: datetime
-
-
 class MemberPut(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Role
-
-
-class Member(BaseModel):
-    user_id: str
-    username: str
-    role: Role
-    added_at: datetime
-    added_by: str = Field(description="who added the member or last changed the role")
 
 
 @router.post("/teams", status_code=201, response_model=Team, responses=problem_responses(400, 409, 413))
@@ -69,7 +52,7 @@ def create_team(
 ):
     """Create a team; the caller (or, for an admin, `owner_id`) becomes its owner."""
     team = services.teams.create(principal, **body.model_dump())
-    response.headers["Location"] = str(request.url_for("get_team", team_id=team["id"]))
+    response.headers["Location"] = str(request.url_for("get_team", team_id=team.id))
     return team
 
 
