@@ -195,6 +195,7 @@ def list_releases(item_id: IdPath, principal: PrincipalDep, services: ServicesDe
         200: {"description": "the raw content; ETag: its commit sha",
               "content": {"text/markdown": {}, "application/json": {}}},
         304: {"description": "Not Modified"},
+        **problem_responses(412),
     },
 )
 def get_content(
@@ -235,7 +236,8 @@ def my_installs(principal: PrincipalDep, services: ServicesDep, limit: Limit = 5
     "/me/bundle",
     response_class=Response,
     responses={200: {"description": "a .tar.gz: CLAUDE.md, skills/, .mcp.json, tools/",
-                     "content": {"application/gzip": {}}}, 304: {"description": "Not Modified"}},
+                     "content": {"application/gzip": {}}}, 304: {"description": "Not Modified"},
+               **problem_responses(412)},
 )
 def my_bundle(principal: PrincipalDep, services: ServicesDep, expected: Preconditions) -> Response:
     """Everything the caller installed, as Claude Code reads it: `curl … | tar xz -C .claude`."""
