@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.claude_md_helpers import API, assert_problem, git, person, sql, svc_cli  # noqa: F401 (fixtures)
+from tests.claude_md_helpers import API, assert_problem, git, person, sql, svc_cli  # noqa: F401 (fixtures: person is crew's)
 from tests.team_helpers import crew  # noqa: F401 (fixtures)
 
 DATA = Path(__file__).parent / "data" / "catalog"
@@ -135,7 +135,7 @@ def test_accepting_and_rolling_back_keep_the_content_valid_and_the_history(clien
 # --- items and visibility -----------------------------------------------------------------
 
 
-def test_items_are_seen_only_by_their_owner_and_team_members(client, crew, items, person, admin):
+def test_items_are_seen_only_by_their_owner_and_team_members(client, crew, items, admin):
     team_item = items["skill"]
     mine = made(client, crew.outsider.headers, {"user_id": crew.outsider.id}, description="the outsider's reviews")
     # Names are unique per owner and type, not across owners.

@@ -67,7 +67,6 @@ TOOL = DocumentKind(
 ITEM_KINDS = {kind.name: kind for kind in (SKILL, MCP, TOOL)}
 CONTENT_TYPES = {"skill": "text/markdown; charset=utf-8", "mcp": "application/json", "tool": "application/json"}
 EDITABLE_FIELDS = ("description", "tags", "status")
-STATUSES = ("active", "deprecated")
 
 
 @dataclass(frozen=True)
@@ -193,12 +192,12 @@ class CatalogService:
                 tx, actor, "catalog.create", "catalog_item", item_id,
                 {"type": type, "name": name, **target.owner, "description": description, "tags": tags},
             )
-            item_target = Target(
+            document = Target(
                 kind, owner={**target.owner, "document_id": document_id},
                 audit={"catalog_item_id": item_id, "name": name}, resource=target.resource, subject=Draft(name),
             )
             self.documents[type].write_version(
-                tx, actor, item_target, data, message=message or f"Create {kind.filename}", action="create"
+                tx, actor, document, data, message=message or f"Create {kind.filename}", action="create"
             )
         self._types[item_id] = type
         return self.get(actor, item_id)
