@@ -143,23 +143,23 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
                 application_id=args.application,
                 read_only=args.read_only,
             )
-            say(f"created {created.token['role']} token {created.token['id']} ({created.token['name']})")
+            say(f"created {created.token.role} token {created.token.id} ({created.token.name})")
             print(created.secret)
         elif args.action == "list":
             after = None
             while True:
                 page = tokens.list(operator, limit=100, after=after)
                 for t in page.items:
-                    state = f"revoked {t['revoked_at']:%Y-%m-%d}" if t["revoked_at"] else "active"
-                    scope = t["application_id"] or t["user_id"] or "-"
-                    ro = " read-only" if t["read_only"] else ""
-                    print(f"{t['id']}  {t['role']:<7} {state:<18} {scope:<26} {t['name']}{ro}")
+                    state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
+                    scope = t.application_id or t.user_id or "-"
+                    ro = " read-only" if t.read_only else ""
+                    print(f"{t.id}  {t.role:<7} {state:<18} {scope:<26} {t.name}{ro}")
                 if page.next is None:
                     break
                 after = page.next
         else:
             token = tokens.revoke(operator, args.id)
-            say(f"revoked token {token['id']} ({token['name']})")
+            say(f"revoked token {token.id} ({token.name})")
     finally:
         db.close()
     return 0
@@ -176,8 +176,8 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
         )
     finally:
         db.close()
-    say(f"created user {user['username']} <{user['email']}>")
-    print(user["id"])
+    say(f"created user {user.username} <{user.email}>")
+    print(user.id)
     return 0
 
 

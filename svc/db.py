@@ -18,10 +18,11 @@ import logging
 import select
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 import orjson
 import psycopg2
@@ -29,7 +30,7 @@ import psycopg2.extensions
 import psycopg2.extras
 from psycopg2.pool import ThreadedConnectionPool
 
-from svc.errors import Unavailable
+from svc.errors import InternalError, ServiceError, Unavailable
 from svc.metrics import POOL_IN_USE, POOL_WAITING
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,13 @@ psycopg2.extras.register_default_jsonb(loads=orjson.loads, globally=True)
 psycopg2.extras.register_default_json(loads=orjson.loads, globally=True)
 
 CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+Row = TypeVar("Row")
+
+# What a repository declares for the constraints its statements may break: the constraint's
+# name → a function of the statement's parameters that builds the domain error to raise.
+Constraints = Mapping[str, Callable[[dict[str, Any]], ServiceError]]
+NO_CONSTRAINTS: Constraints = MappingProxyType({})
 
 
 def jsonb(value: Any) -> psycopg2.extras.Json:
@@ -55,41 +63,85 @@ class PoolStats:
 
 
 class Transaction:
-    """One database transaction on one pooled connection; commit is explicit."""
+    """One database transaction on one pooled connection; commit is explicit.
+
+    Every statement runs through `_run`, the one place where database errors become domain
+    errors: a lost connection (or a cancelled statement) is `Unavailable`, and a broken
+    constraint the calling repository declared in `constraints` is the error it maps it to.
+    Any other database error is a bug: `InternalError`, with the database's error as its cause.
+    """
 
     def __init__(self, conn: psycopg2.extensions.connection) -> None:
         self.connection = conn
         self.committed = False
 
-    def execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
+    def execute(
+        self, sql: str, params: dict[str, Any] | None = None, *, constraints: Constraints = NO_CONSTRAINTS
+    ) -> int:
         """Run a statement; return the number of rows it touched."""
-        with self.connection.cursor() as cur:
-            cur.execute(sql, params)
+        with self._run(sql, params, constraints) as cur:
             return cur.rowcount
 
-    def fetch_one(self, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
-        with self.connection.cursor() as cur:
-            cur.execute(sql, params)
-            row = cur.fetchone()
-            if row is None:
+    def fetch_one(
+        self, sql: str, params: dict[str, Any] | None = None, *, row: Callable[..., Row] = dict,
+        constraints: Constraints = NO_CONSTRAINTS,
+    ) -> Row | None:
+        """The first row, built by `row` from its columns as keyword arguments (a dict by default)."""
+        with self._run(sql, params, constraints) as cur:
+            found = cur.fetchone()
+            if found is None:
                 return None
-            return dict(zip([c.name for c in cur.description], row))
+            return row(**dict(zip([c.name for c in cur.description], found)))
 
-    def fetch_all(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        with self.connection.cursor() as cur:
-            cur.execute(sql, params)
+    def fetch_all(
+        self, sql: str, params: dict[str, Any] | None = None, *, row: Callable[..., Row] = dict,
+        constraints: Constraints = NO_CONSTRAINTS,
+    ) -> list[Row]:
+        """Every row, each built by `row` from its columns as keyword arguments (a dict by default)."""
+        with self._run(sql, params, constraints) as cur:
             names = [c.name for c in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
+            return [row(**dict(zip(names, found))) for found in cur.fetchall()]
 
-    def fetch_value(self, sql: str, params: dict[str, Any] | None = None) -> Any:
-        with self.connection.cursor() as cur:
-            cur.execute(sql, params)
-            row = cur.fetchone()
-            return None if row is None else row[0]
+    def fetch_value(
+        self, sql: str, params: dict[str, Any] | None = None, *, constraints: Constraints = NO_CONSTRAINTS
+    ) -> Any:
+        """The first column of the first row, or None."""
+        with self._run(sql, params, constraints) as cur:
+            found = cur.fetchone()
+            return None if found is None else found[0]
 
     def commit(self) -> None:
-        self.connection.commit()
+        with _domain_errors():
+            self.connection.commit()
         self.committed = True
+
+    def rollback(self) -> None:
+        """Undo the transaction. A connection that is gone has nothing to undo; it is discarded on return."""
+        with suppress(*CONNECTION_ERRORS):
+            self.connection.rollback()
+
+    @contextmanager
+    def _run(
+        self, sql: str, params: dict[str, Any] | None, constraints: Constraints
+    ) -> Iterator[psycopg2.extensions.cursor]:
+        with _domain_errors(params, constraints), self.connection.cursor() as cur:
+            cur.execute(sql, params)
+            yield cur
+
+
+@contextmanager
+def _domain_errors(
+    params: dict[str, Any] | None = None, constraints: Constraints = NO_CONSTRAINTS
+) -> Iterator[None]:
+    try:
+        yield
+    except CONNECTION_ERRORS as exc:
+        raise Unavailable(f"database unavailable: {_first_line(exc)}") from exc
+    except psycopg2.Error as exc:
+        error = constraints.get(getattr(exc.diag, "constraint_name", None) or "")
+        if error is None:
+            raise InternalError(f"database error: {_first_line(exc)}") from exc
+        raise error(params or {}) from exc
 
 
 class Database:
@@ -112,6 +164,11 @@ class Database:
         self._lock = threading.Lock()
         self._in_use = 0
         self._waiting = 0
+        # The connections this pool holds open, counted here rather than read from the raw
+        # pool's private lists: one is added when getconn() hands out one not seen before, and
+        # removed when it is returned with close=True (the only way it closes one, since
+        # minconn is raised to max_size below) or by close().
+        self._open: set[psycopg2.extensions.connection] = set()
         options = f"-c statement_timeout={statement_timeout_ms}"
         # minconn=0 so that a database that is down at start-up does not stop the
         # service from starting; minconn is then raised so the pool keeps every
@@ -131,11 +188,11 @@ class Database:
         conns = []
         try:
             for _ in range(count):
-                conns.append(self._pool.getconn())
+                conns.append(self._getconn())
         except CONNECTION_ERRORS as exc:
             log.warning("database not reachable at start-up; will connect on demand: %s", exc)
         for conn in conns:
-            self._pool.putconn(conn)
+            self._putconn(conn, close=False)
 
     @contextmanager
     def connection(self) -> Iterator[psycopg2.extensions.connection]:
@@ -149,16 +206,13 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """Run a block in one transaction: commit is explicit, anything else rolls back."""
-        try:
-            with self.connection() as conn:
-                tx = Transaction(conn)
-                try:
-                    yield tx
-                finally:
-                    if not tx.committed and not conn.closed:
-                        conn.rollback()
-        except CONNECTION_ERRORS as exc:
-            raise Unavailable(f"database unavailable: {_first_line(exc)}") from exc
+        with self.connection() as conn:
+            tx = Transaction(conn)
+            try:
+                yield tx
+            finally:
+                if not tx.committed and not conn.closed:
+                    tx.rollback()
 
     def ping(self) -> bool:
         """True when a pooled connection answers `SELECT 1`."""
@@ -172,13 +226,27 @@ class Database:
         with self._lock:
             return PoolStats(
                 max_size=self.max_size,
-                open=len(self._pool._pool) + len(self._pool._used),
+                open=len(self._open),
                 in_use=self._in_use,
                 waiting=self._waiting,
             )
 
     def close(self) -> None:
         self._pool.closeall()
+        with self._lock:
+            self._open.clear()
+
+    def _getconn(self) -> psycopg2.extensions.connection:
+        conn = self._pool.getconn()
+        with self._lock:
+            self._open.add(conn)
+        return conn
+
+    def _putconn(self, conn: psycopg2.extensions.connection, *, close: bool) -> None:
+        if close:
+            with self._lock:
+                self._open.discard(conn)
+        self._pool.putconn(conn, close=close)
 
     def _checkout(self) -> psycopg2.extensions.connection:
         with self._lock:
@@ -208,20 +276,20 @@ class Database:
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                conn = self._pool.getconn()
+                conn = self._getconn()
             except CONNECTION_ERRORS as exc:
                 raise Unavailable(f"database unavailable: {_first_line(exc)}") from exc
             if not _looks_broken(conn):
                 return conn
             log.info("discarding a pooled connection the server closed")
-            self._pool.putconn(conn, close=True)
+            self._putconn(conn, close=True)
             if time.monotonic() > deadline:
                 raise Unavailable("database unavailable: connections keep failing")
 
     def _checkin(self, conn: psycopg2.extensions.connection) -> None:
         close = _looks_broken(conn)
         try:
-            self._pool.putconn(conn, close=close)
+            self._putconn(conn, close=close)
         finally:
             with self._lock:
                 self._in_use -= 1
@@ -251,8 +319,3 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
-
-def constraint_name(exc: psycopg2.Error) -> str | None:
-    """The name of the constraint a violation broke, so services can map it precisely."""
-    diag = getattr(exc, "diag", None)
-    return getattr(diag, "constraint_name", None)

@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 
+class InternalError(Exception):
+    """A bug, such as a database error no rule maps: logged with its cause, answered 500 without detail."""
+
+
 class ServiceError(Exception):
     """Base of every error a client may be shown; `detail` is safe to show."""
 

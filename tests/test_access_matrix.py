@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pytest
@@ -79,7 +79,9 @@ class Cell:
     def application(self) -> dict[str, Any]:
         """A fresh application; of a fresh team for the team callers."""
         team_id = self.team() if self.caller in TEAM_CALLERS else None
-        return self.services.applications.create(self.operator, name=f"app-{new_id().lower()}", team_id=team_id)
+        return asdict(
+            self.services.applications.create(self.operator, name=f"app-{new_id().lower()}", team_id=team_id)
+        )
 
     def configuration(self) -> dict[str, Any]:
         """A configuration at revision 2 of a fresh application."""
@@ -87,13 +89,13 @@ class Cell:
         created = self.services.configurations.create(
             self.operator, application["id"], name="main", config={"port": 1}
         )
-        return self.services.configurations.update(self.operator, created["id"], {"config": {"port": 2}})
+        return asdict(self.services.configurations.update(self.operator, created.id, {"config": {"port": 2}}))
 
     def named_configuration(self) -> tuple[str, str]:
         """The names of a fresh configuration, already in the resolve cache (served by it)."""
         configuration = self.configuration()
         application = self.services.applications.get(self.operator, configuration["application_id"])
-        names = (application["name"], configuration["name"])
+        names = (application.name, configuration["name"])
         self.client.get(f"{API}/resolve/{names[0]}/{names[1]}", headers=self.callers.headers["admin"])
         return names
 
@@ -120,10 +122,10 @@ class Cell:
 
     def user(self) -> str:
         tag = new_id().lower()
-        return self.services.users.create(self.operator, email=f"{tag}@example.com", username=tag)["id"]
+        return self.services.users.create(self.operator, email=f"{tag}@example.com", username=tag).id
 
     def token(self) -> str:
-        return self.services.tokens.create(self.operator, name="spare", role="service").token["id"]
+        return self.services.tokens.create(self.operator, name="spare", role="service").token.id
 
 
 Request = tuple[str, str, dict[str, Any]]
@@ -427,14 +429,14 @@ ROWS: dict[str, Row] = {
 @pytest.fixture
 def callers(client: TestClient, services, admin: dict[str, str], make_token) -> Callers:
     operator = Principal.operator()
-    other_application = services.applications.create(operator, name="elsewhere")["id"]
+    other_application = services.applications.create(operator, name="elsewhere").id
     user, other_user, *team_users = (
-        services.users.create(operator, email=f"{name}@example.com", username=name)["id"]
+        services.users.create(operator, email=f"{name}@example.com", username=name).id
         for name in ("ada", "bob", *TEAM_CALLERS)
     )
     revoked = services.tokens.create(operator, name="revoked", role="admin")
     assert client.get(f"{API}/tokens", headers=bearer(revoked.secret)).status_code == 200  # cached while live
-    assert client.delete(f"{API}/tokens/{revoked.token['id']}", headers=admin).status_code == 200
+    assert client.delete(f"{API}/tokens/{revoked.token.id}", headers=admin).status_code == 200
     return Callers(
         headers={
             "none": {},

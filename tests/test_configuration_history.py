@@ -34,7 +34,7 @@ def test_revisions_newest_first_with_pages(client, admin, configuration):
     assert listed.status_code == 200
     items = listed.json()["items"]
     assert [r["revision"] for r in items] == [3, 2, 1]
-    assert set(items[0]) == {"revision", "config", "author", "message", "created_at"}
+    assert set(items[0]) == {"revision", "config", "schema", "comments", "author", "message", "created_at"}
     assert items[0]["message"] == "three" and items[2]["message"] is None and items[0]["author"] == "test-admin"
 
     first = client.get(url(configuration, "/revisions"), params={"limit": 2}, headers=admin).json()
@@ -96,6 +96,27 @@ def test_rollback_makes_a_new_revision_and_numbers_never_repeat(client, admin, c
     revisions = client.get(url(configuration, "/revisions"), headers=admin).json()["items"]
     assert [r["revision"] for r in revisions] == [7, 6, 5, 4, 3, 2, 1]
     assert revisions[0]["config"] == revisions[4]["config"]
+
+
+def test_each_revision_keeps_the_schema_and_comments_in_force_with_it(client, admin, configuration):
+    schema = {"type": "object", "required": ["port"]}
+    client.patch(url(configuration), json={"schema": schema, "comments": "typed"}, headers=admin)  # revision 4
+    client.patch(url(configuration), json={"comments": "retyped"}, headers=admin)  # revision 5
+    states = {
+        n: client.get(url(configuration, f"/revisions/{n}"), headers=admin).json() for n in (1, 3, 4, 5)
+    }
+    assert [(states[n]["schema"], states[n]["comments"]) for n in (1, 3, 4, 5)] == [
+        (None, None), (None, None), (schema, "typed"), (schema, "retyped"),
+    ]
+    listed = client.get(url(configuration, "/revisions"), params={"limit": 1}, headers=admin).json()["items"]
+    assert (listed[0]["schema"], listed[0]["comments"]) == (schema, "retyped")
+
+    # A rollback restores the JSON only: the schema and comments in force stay, and the new
+    # revision records them.
+    rolled = client.post(url(configuration, "/rollback"), json={"revision": 1}, headers=admin).json()
+    assert (rolled["config"], rolled["schema"], rolled["comments"]) == (states[1]["config"], schema, "retyped")
+    sixth = client.get(url(configuration, "/revisions/6"), headers=admin).json()
+    assert (sixth["config"], sixth["schema"], sixth["comments"]) == (states[1]["config"], schema, "retyped")
 
 
 def test_rollback_errors_change_nothing(client, admin, configuration):

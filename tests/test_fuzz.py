@@ -220,13 +220,13 @@ def _fresh(name: str, target: Target) -> str:
     """A resource made for this one request, which may delete (or revoke) it."""
     services, operator, tag = target.services, Principal.operator(), new_id().lower()
     if name == "application_id":
-        return services.applications.create(operator, name=f"doomed-{tag}")["id"]
+        return services.applications.create(operator, name=f"doomed-{tag}").id
     if name == "configuration_id":
-        return services.configurations.create(operator, target.application_id, name=f"doomed-{tag}", config={})["id"]
+        return services.configurations.create(operator, target.application_id, name=f"doomed-{tag}", config={}).id
     if name == "user_id":
-        return services.users.create(operator, email=f"{tag}@example.com", username=f"doomed-{tag}")["id"]
+        return services.users.create(operator, email=f"{tag}@example.com", username=f"doomed-{tag}").id
     if name == "token_id":
-        return services.tokens.create(operator, name=f"doomed-{tag}", role="service").token["id"]
+        return services.tokens.create(operator, name=f"doomed-{tag}", role="service").token.id
     if name == "item_id":
         return _catalog_item(services, target.user_id)
     raise AssertionError(f"no fresh resource for the path parameter {name}")

@@ -13,7 +13,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pytest
@@ -43,18 +43,18 @@ class World:
         return self.client.app.state.services
 
     def application(self) -> dict[str, Any]:
-        return self.services.applications.create(OPERATOR, name=f"app-{new_id().lower()}")
+        return asdict(self.services.applications.create(OPERATOR, name=f"app-{new_id().lower()}"))
 
     def configuration(self) -> dict[str, Any]:
         """A configuration at revision 2 of a fresh application."""
         created = self.services.configurations.create(OPERATOR, self.application()["id"], name="main", config={"v": 1})
-        return self.services.configurations.update(OPERATOR, created["id"], {"config": {"v": 2}})
+        return asdict(self.services.configurations.update(OPERATOR, created.id, {"config": {"v": 2}}))
 
     def document(self, user_id: str | None = None) -> tuple[str, list[str]]:
         """A claude.md URL (of a fresh user by default) with two more versions; their shas, oldest first."""
         if user_id is None:
             tag = new_id().lower()
-            user_id = self.services.users.create(OPERATOR, email=f"{tag}@example.com", username=tag)["id"]
+            user_id = self.services.users.create(OPERATOR, email=f"{tag}@example.com", username=tag).id
         saves = [
             self.services.claude_md.save(OPERATOR, user_id, content=f"v{n}\n", message=None, expected=None)
             for n in (1, 2)
@@ -77,7 +77,7 @@ def world(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     with TestClient(create_app(settings)) as client:
         services: Services = client.app.state.services
         admin = bearer(services.tokens.create(OPERATOR, name="admin", role="admin").secret)
-        user_id = services.users.create(OPERATOR, email="ada@example.com", username="ada")["id"]
+        user_id = services.users.create(OPERATOR, email="ada@example.com", username="ada").id
         user = bearer(services.tokens.create(OPERATOR, name="ada", role="user", user_id=user_id).secret)
         yield World(client, admin, user, user_id)
     cluster.drop_database(database)
@@ -118,7 +118,7 @@ def _document(world: World, method: str, suffix: Callable[[list[str]], str] = la
 
 def _resolve(world: World, method: str, *, cached: bool) -> Target:
     configuration = world.configuration()
-    application = world.services.applications.get(OPERATOR, configuration["application_id"])
+    application = asdict(world.services.applications.get(OPERATOR, configuration["application_id"]))
     url = f"{API}/resolve/{application['name']}/main"
     if cached:  # served by the resolve cache from then on
         assert world.client.get(url, headers=world.admin).status_code == 200
@@ -224,7 +224,7 @@ def test_if_none_match_star_creates_a_document_only_when_it_has_none(world: Worl
 def test_if_match_star_on_a_document_without_versions_fails(world: World):
     tag = new_id().lower()
     user = world.services.users.create(OPERATOR, email=f"{tag}@example.com", username=tag)
-    empty = f"{API}/users/{user['id']}/claude-md"
+    empty = f"{API}/users/{user.id}/claude-md"
     assert world.client.put(empty, json={"content": "x"}, headers={**world.admin, "If-Match": "*"}).status_code == 412
     assert world.client.get(empty, headers={**world.admin, "If-None-Match": "*"}).status_code == 200
 
@@ -252,7 +252,7 @@ def _tool(description: str) -> str:
 def _concrete(world: World, path: str) -> tuple[str, dict[str, Any], dict[str, str]]:
     """A URL, query and caller that a GET of this route template answers with 200."""
     configuration = world.configuration()
-    application = world.services.applications.get(OPERATOR, configuration["application_id"])
+    application = asdict(world.services.applications.get(OPERATOR, configuration["application_id"]))
     me = path.startswith(f"{API}/me")
     document, shas = world.document(world.user_id if me else None)
     values = {
@@ -340,7 +340,7 @@ def test_head_of_a_long_poll_answers_at_once(world: World):
 def test_www_authenticate(world: World):
     revoked = world.services.tokens.create(OPERATOR, name="revoked", role="admin")
     assert world.client.get(f"{API}/tokens", headers=bearer(revoked.secret)).status_code == 200  # cached
-    world.services.tokens.revoke(OPERATOR, revoked.token["id"])
+    world.services.tokens.revoke(OPERATOR, revoked.token.id)
     resolve = _resolve(world, "GET", cached=True).url
     invalid = 'Bearer error="invalid_token"'
     callers = {

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from svc.db import Database
-from svc.errors import Unavailable
+from svc.errors import InternalError, Unavailable
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_leaving_without_commit_rolls_back_and_returns_the_connection(db):
 
 
 def test_failed_statement_leaves_a_usable_connection(db):
-    with pytest.raises(Exception):
+    with pytest.raises(InternalError, match="database error: column \"no_such_column\" does not exist"):
         with db.transaction() as tx:
             tx.execute("SELECT no_such_column")
     assert slow_query(db) == 1
@@ -83,6 +83,7 @@ def test_pool_heals_after_postgres_restart(cluster, db):
     restart_or_skip(cluster)
     # Every stale connection is detected at checkout: the very first calls succeed.
     assert [slow_query(db) for _ in range(8)] == [1] * 8
+    assert db.stats().open == 1  # the four cut ones were closed (and counted so); one new one serves
 
 
 def test_service_answers_503_while_postgres_is_down_and_recovers(cluster, client, admin):

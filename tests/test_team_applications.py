@@ -69,6 +69,12 @@ def test_moving_an_application_between_teams(client, admin, crew, person):
     moved = client.patch(url, json={"team_id": elsewhere["id"]}, headers=crew.owner.headers)
     assert moved.status_code == 200 and moved.json()["team_id"] == elsewhere["id"]
     assert_problem(client.get(url, headers=crew.member.headers), 403)
-    # Taking it out of every team leaves it to admin and service tokens.
+    # Taking it out of its team leaves it to admin and service tokens; so does deleting the team.
     assert client.patch(url, json={"team_id": None}, headers=crew.outsider.headers).json()["team_id"] is None
     assert_problem(client.get(url, headers=crew.outsider.headers), 403)
+    assert client.patch(url, json={"team_id": elsewhere["id"]}, headers=admin).status_code == 200
+    assert client.delete(f"{API}/teams/{elsewhere['id']}", headers=crew.outsider.headers).status_code == 204
+    assert client.get(url, headers=admin).json()["team_id"] is None
+    assert_problem(client.get(url, headers=crew.owner.headers), 403)
+    [event] = client.get(f"{API}/audit", params={"resource_id": elsewhere["id"], "limit": 1}, headers=admin).json()["items"]
+    assert event["detail"]["applications"] == [{"id": application["id"], "name": "billing"}]

@@ -70,6 +70,13 @@ def test_invalid_token_requests_are_refused_and_change_nothing(client, admin):
         assert_problem(client.post("/api/v1/tokens", headers=admin, json=body), status)
     malformed = client.post("/api/v1/tokens", headers={**admin, "Content-Type": "application/json"}, content=b"{bad")
     assert_problem(malformed, 400, "not valid JSON")
+    # Ids that name nothing: the foreign keys refuse them, as 422 naming the field.
+    for field, role, detail in [
+        ("application_id", "service", "application_id does not name an existing application"),
+        ("user_id", "user", "user_id does not name an existing user"),
+    ]:
+        body = {"name": "x", "role": role, field: "01ARZ3NDEKTSV4RRFFQ69G5FAV"}
+        assert_problem(client.post("/api/v1/tokens", headers=admin, json=body), 422, detail)
     assert len(client.get("/api/v1/tokens", headers=admin).json()["items"]) == 1
 
 

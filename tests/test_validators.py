@@ -18,7 +18,7 @@ from svc import validators
 from svc.errors import BadRequest, Unprocessable
 from svc.validators.mcp import SERVER_SCHEMA
 from svc.validators.semver import SemVer, latest_release, parse_semver
-from svc.validators.strict_json import parse_strict_json
+from svc.services.json_documents import parse_json
 from svc.validators.violations import walk
 
 CATALOG = Path(__file__).parent / "data" / "catalog"
@@ -223,7 +223,7 @@ def test_every_violation_of_a_skill_is_listed_in_one_422() -> None:
     ],
 )
 def test_strict_json_keeps_numbers_a_double_reads_back_the_same(text: str, value: object) -> None:
-    parsed = parse_strict_json(text, "x")
+    parsed = parse_json(text, "x", integers="double")
     assert parsed == value and type(parsed) is type(value)
 
 
@@ -243,7 +243,7 @@ def test_strict_json_keeps_numbers_a_double_reads_back_the_same(text: str, value
 )
 def test_strict_json_refuses_what_it_cannot_keep_exactly(text: str, path: str, words: str) -> None:
     with pytest.raises(BadRequest) as caught:
-        parse_strict_json(text, "server.json")
+        parse_json(text, "server.json", integers="double")
     assert caught.value.errors[0]["path"] == path and words in caught.value.errors[0]["message"]
     assert f"at '{path}'" in caught.value.detail
 
@@ -359,7 +359,7 @@ def test_tool_definitions_that_fail(content: str, path: str, words: str) -> None
 
 
 def test_a_tool_that_is_not_json_is_a_400() -> None:
-    with pytest.raises(BadRequest, match="the tool definition is not JSON: Expecting value at line 1, column 1"):
+    with pytest.raises(BadRequest, match="the tool definition is not valid JSON: Expecting value at line 1, column 1"):
         validators.check("tool", "get_weather", "name: get_weather")
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
+from starlette.applications import Starlette
 
 from svc.api.schemas import NO_NUL_PATTERN
 from svc.ids import ULID_ANY_CASE_PATTERN, canonical
@@ -16,21 +17,26 @@ from svc.services.container import Services
 _bearer = HTTPBearer(auto_error=False, description="an API token: `svc token create` or POST /api/v1/tokens")
 
 
+def services_of(app: Starlette) -> Services:
+    """The process's services: the one way anything in the API reaches them."""
+    return app.state.services
+
+
 async def get_services(request: Request) -> Services:
     # async so FastAPI does not hop to a thread just to read an attribute
-    return request.app.state.services
+    return services_of(request.app)
 
 
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def get_principal(request: Request, credentials: BearerCredentials) -> Principal:
     """Authenticate the bearer token of this request (401 when missing, unknown or revoked)."""
-    services: Services = request.app.state.services
+    services = services_of(request.app)
     return await services.authenticator.principal(credentials.credentials if credentials else None)
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 IdPath = Annotated[

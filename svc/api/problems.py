@@ -7,7 +7,6 @@ import re
 from http import HTTPStatus
 from typing import Any
 
-import psycopg2
 from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -183,14 +182,6 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
-async def _database_error(request: Request, exc: psycopg2.Error) -> JSONResponse:
-    if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
-        log.warning("database unavailable: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
-        return problem(request, 503, "database unavailable; retry shortly")
-    log.exception("unexpected database error")
-    return problem(request, 500, "internal error; the request id identifies it in the service log")
-
-
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error")
     return problem(request, 500, "internal error; the request id identifies it in the service log")
@@ -200,7 +191,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(psycopg2.Error, _database_error)
+    # Registered by class (not only as the catch-all) so it answers without re-raising to the server.
+    app.add_exception_handler(errors.InternalError, _unexpected)
     app.add_exception_handler(Exception, _unexpected)
     _document_problems(app)
 

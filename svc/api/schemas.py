@@ -21,6 +21,7 @@ class Page(BaseModel, Generic[Item]):
 # or '.' and then one, or '..' and at least one more.
 NAME_PATTERN = r"^(?:[A-Za-z0-9_-][A-Za-z0-9._-]{0,255}|\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}|\.\.[A-Za-z0-9._-]{1,254})$"
 NAME_DESCRIPTION = "1–256 letters, digits, '.', '_', '-'; not '.' or '..'"
+Name = Annotated[str, Field(pattern=NAME_PATTERN, description=NAME_DESCRIPTION)]
 
 
 def _valid_unicode(value: str) -> str:
@@ -40,3 +41,6 @@ NO_NUL_PATTERN = r"^[^\x00]*$"
 # Free text that is stored: valid Unicode without NUL. The document states the NUL rule as a
 # pattern; the validator checks it with a clearer message.
 Text = Annotated[str, AfterValidator(_valid_unicode), Field(json_schema_extra={"pattern": NO_NUL_PATTERN})]
+
+# Comments on an application or a configuration.
+Comments = Annotated[Text | None, Field(max_length=1024)]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 
-from svc.db import Transaction
+from svc.db import Constraints, Transaction
+from svc.errors import Conflict, Unprocessable
 
 COLUMNS = "id, name, comments, team_id, created_at, updated_at"
 
@@ -40,6 +42,23 @@ RETURNING {COLUMNS}
 
 DELETE = "DELETE FROM applications WHERE id = %(id)s"
 
+OF_TEAM = f"SELECT {COLUMNS} FROM applications WHERE team_id = %(team_id)s ORDER BY id"
+
+CONSTRAINTS: Constraints = {
+    "applications_name_key": lambda p: Conflict(f"application name '{p['name']}' is already taken"),
+    "applications_team_id_fkey": lambda p: Unprocessable(f"team_id {p['team_id']} names no team"),
+}
+
+
+@dataclass(frozen=True)
+class Application:
+    id: str
+    name: str
+    comments: str | None
+    team_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
 
 def prefix_pattern(prefix: str) -> str:
     """A LIKE pattern matching names that start with `prefix` taken literally."""
@@ -51,19 +70,20 @@ class ApplicationRepository:
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
 
-    def insert(self, *, id: str, name: str, comments: str | None, team_id: str | None) -> dict[str, Any]:
-        return self.tx.fetch_one(INSERT, {"id": id, "name": name, "comments": comments, "team_id": team_id})
+    def insert(self, *, id: str, name: str, comments: str | None, team_id: str | None) -> Application:
+        params = {"id": id, "name": name, "comments": comments, "team_id": team_id}
+        return self.tx.fetch_one(INSERT, params, row=Application, constraints=CONSTRAINTS)
 
-    def get(self, application_id: str) -> dict[str, Any] | None:
-        return self.tx.fetch_one(GET, {"id": application_id})
+    def get(self, application_id: str) -> Application | None:
+        return self.tx.fetch_one(GET, {"id": application_id}, row=Application)
 
-    def lock(self, application_id: str) -> dict[str, Any] | None:
+    def lock(self, application_id: str) -> Application | None:
         """The row, locked until the transaction ends (no configuration can be added meanwhile)."""
-        return self.tx.fetch_one(LOCK, {"id": application_id})
+        return self.tx.fetch_one(LOCK, {"id": application_id}, row=Application)
 
     def list(
         self, *, limit: int, after: str | None, name_prefix: str | None, only_id: str | None, member_id: str | None
-    ) -> list[dict[str, Any]]:
+    ) -> list[Application]:
         params = {
             "limit": limit,
             "after": after,
@@ -71,11 +91,14 @@ class ApplicationRepository:
             "only_id": only_id,
             "member_id": member_id,
         }
-        return self.tx.fetch_all(LIST, params)
+        return self.tx.fetch_all(LIST, params, row=Application)
 
-    def update(self, application_id: str, *, name: str, comments: str | None, team_id: str | None) -> dict[str, Any]:
+    def update(self, application_id: str, *, name: str, comments: str | None, team_id: str | None) -> Application:
         params = {"id": application_id, "name": name, "comments": comments, "team_id": team_id}
-        return self.tx.fetch_one(UPDATE, params)
+        return self.tx.fetch_one(UPDATE, params, row=Application, constraints=CONSTRAINTS)
+
+    def of_team(self, team_id: str) -> list[Application]:
+        return self.tx.fetch_all(OF_TEAM, {"team_id": team_id}, row=Application)
 
     def delete(self, application_id: str) -> None:
         self.tx.execute(DELETE, {"id": application_id})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -29,32 +30,57 @@ LIMIT %(limit)s
 """
 
 
+@dataclass(frozen=True)
+class AuditEvent:
+    id: str
+    occurred_at: datetime
+    actor_token_id: str | None
+    actor_name: str
+    action: str
+    resource_type: str
+    resource_id: str
+    request_id: str | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which audit events to list; None leaves a criterion out. `until` is exclusive."""
+
+    resource_type: str | None = None
+    resource_id: str | None = None
+    actor_token_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
 class AuditRepository:
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
 
-    def insert(self, **fields: Any) -> None:
-        fields["detail"] = jsonb(fields.get("detail") or {})
-        self.tx.execute(INSERT, fields)
-
-    def list(
+    def insert(
         self,
         *,
-        limit: int,
-        after: str | None = None,
-        resource_type: str | None = None,
-        resource_id: str | None = None,
-        actor_token_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[dict[str, Any]]:
+        id: str,
+        actor_token_id: str | None,
+        actor_name: str,
+        action: str,
+        resource_type: str,
+        resource_id: str,
+        request_id: str | None,
+        detail: dict[str, Any],
+    ) -> None:
         params = {
-            "limit": limit,
-            "after": after,
+            "id": id,
+            "actor_token_id": actor_token_id,
+            "actor_name": actor_name,
+            "action": action,
             "resource_type": resource_type,
             "resource_id": resource_id,
-            "actor_token_id": actor_token_id,
-            "since": since,
-            "until": until,
+            "request_id": request_id,
+            "detail": jsonb(detail),
         }
-        return self.tx.fetch_all(LIST, params)
+        self.tx.execute(INSERT, params)
+
+    def list(self, where: AuditFilter, *, limit: int, after: str | None) -> list[AuditEvent]:
+        return self.tx.fetch_all(LIST, {**asdict(where), "limit": limit, "after": after}, row=AuditEvent)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from svc.db import Transaction
+from svc.db import Constraints, Transaction
+from svc.errors import Conflict, Unprocessable
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,19 @@ RELEASE_COLUMNS = "item_id, version, commit_sha, notes, created_by, created_at"
 VISIBLE = """(%(everyone)s
   OR i.owner_user_id = %(user_id)s
   OR i.owner_team_id IN (SELECT m.team_id FROM team_members m WHERE m.user_id = %(user_id)s))"""
+
+# What an insert or update may break, as the error the caller sees.
+CONSTRAINTS: Constraints = {
+    "catalog_items_owner_type_name_key": lambda p: Conflict(f"this owner already has a {p['type']} named {p['name']!r}"),
+    "catalog_items_name_check": lambda p: Unprocessable("an item name is 1–200 characters"),
+    "catalog_items_description_check": lambda p: Unprocessable("a description is at most 1024 characters"),
+    "catalog_items_tags_check": lambda p: Unprocessable("an item has at most 20 tags"),
+}
+RELEASE_CONSTRAINTS: Constraints = {
+    "catalog_releases_pkey": lambda p: Conflict(f"release {p['version']} exists already; releases are immutable"),
+    "catalog_releases_version_check": lambda p: Unprocessable("a release version is 5–256 characters"),
+    "catalog_releases_notes_check": lambda p: Unprocessable("release notes are at most 4096 characters"),
+}
 
 INSERT_ITEM = """
 INSERT INTO catalog_items (id, owner_user_id, owner_team_id, type, name, description, tags, document_id)
@@ -168,25 +181,27 @@ class CatalogRepository:
             "id": id, "owner_user_id": owner_user_id, "owner_team_id": owner_team_id, "type": type, "name": name,
             "description": description, "tags": tags, "document_id": document_id,
         }
-        return self.tx.fetch_value(INSERT_ITEM, params)
+        return self.tx.fetch_value(INSERT_ITEM, params, constraints=CONSTRAINTS)
 
     def get(self, item_id: str, *, lock: str | None = None) -> Item | None:
         """The item; `lock`: "hold" (against deletion), "change" (fields, releases) or "delete"."""
         sql = {None: GET_ITEM, "hold": HOLD_ITEM, "change": LOCK_ITEM_FOR_CHANGE, "delete": LOCK_ITEM}[lock]
-        return _item(self.tx.fetch_one(sql, {"id": item_id}))
+        return self.tx.fetch_one(sql, {"id": item_id}, row=Item)
 
     def type_of(self, item_id: str) -> str | None:
         return self.tx.fetch_value(TYPE_OF, {"id": item_id})
 
     def find_by_name(self, *, type: str, name: str, user_id: str | None = None, team_id: str | None = None) -> Item | None:
-        return _item(self.tx.fetch_one(FIND_BY_NAME, {"type": type, "name": name, "user_id": user_id, "team_id": team_id}))
+        params = {"type": type, "name": name, "user_id": user_id, "team_id": team_id}
+        return self.tx.fetch_one(FIND_BY_NAME, params, row=Item)
 
     def owner_id(self, kind: str, name: str) -> str | None:
         """The id of the team (`kind` "team") or user ("user") of that name."""
         return self.tx.fetch_value(OWNER_IDS[kind], {"name": name})
 
     def update(self, item_id: str, *, description: str, tags: list[str], status: str) -> None:
-        self.tx.execute(UPDATE_ITEM, {"id": item_id, "description": description, "tags": tags, "status": status})
+        params = {"id": item_id, "description": description, "tags": tags, "status": status}
+        self.tx.execute(UPDATE_ITEM, params, constraints=CONSTRAINTS)
 
     def delete(self, item: Item) -> None:
         self.tx.execute(DELETE_DOCUMENT, {"document_id": item.document_id})
@@ -210,21 +225,20 @@ class CatalogRepository:
             "limit": limit,
         }
         rows = self.tx.fetch_all(SEARCH, params)
-        return [Found(_item({k: v for k, v in row.items() if k != "rank"}), row["rank"]) for row in rows]
+        return [Found(Item(**{k: v for k, v in row.items() if k != "rank"}), row["rank"]) for row in rows]
 
     def insert_release(
         self, *, item_id: str, version: str, commit_sha: str, notes: str | None, created_by: str
     ) -> Release:
         params = {"item_id": item_id, "version": version, "commit_sha": commit_sha, "notes": notes,
                   "created_by": created_by}
-        return Release(**self.tx.fetch_one(INSERT_RELEASE, params))
+        return self.tx.fetch_one(INSERT_RELEASE, params, row=Release, constraints=RELEASE_CONSTRAINTS)
 
     def release(self, item_id: str, version: str) -> Release | None:
-        row = self.tx.fetch_one(GET_RELEASE, {"item_id": item_id, "version": version})
-        return None if row is None else Release(**row)
+        return self.tx.fetch_one(GET_RELEASE, {"item_id": item_id, "version": version}, row=Release)
 
     def releases(self, item_ids: list[str]) -> list[Release]:
-        return [Release(**row) for row in self.tx.fetch_all(RELEASES_OF, {"item_ids": item_ids})]
+        return self.tx.fetch_all(RELEASES_OF, {"item_ids": item_ids}, row=Release)
 
     def install(self, item_id: str, user_id: str) -> bool:
         """Record the install; False when the user had it already."""
@@ -238,8 +252,4 @@ class CatalogRepository:
     ) -> list[tuple[Item, datetime]]:
         params = {"user_id": user_id, "everyone": everyone, "limit": limit, "after": after}
         rows = self.tx.fetch_all(INSTALLED, params)
-        return [(_item({k: v for k, v in row.items() if k != "installed_at"}), row["installed_at"]) for row in rows]
-
-
-def _item(row: dict[str, Any] | None) -> Item | None:
-    return None if row is None else Item(**row)
+        return [(Item(**{k: v for k, v in row.items() if k != "installed_at"}), row["installed_at"]) for row in rows]

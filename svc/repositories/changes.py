@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from svc.db import Transaction
 
 # One round trip: record the event and queue its notification. NOTIFY is transactional, so
@@ -32,6 +30,16 @@ class ChangeRepository:
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
 
-    def publish(self, *, channel: str, **event: Any) -> int:
+    def publish(
+        self, *, channel: str, application_id: str, configuration_id: str, name: str, revision: int, kind: str
+    ) -> int:
         """Insert one event and notify `channel` of it; return the event's id."""
-        return self.tx.fetch_value(PUBLISH, {"channel": channel, **event})
+        params = {
+            "channel": channel,
+            "application_id": application_id,
+            "configuration_id": configuration_id,
+            "name": name,
+            "revision": revision,
+            "kind": kind,
+        }
+        return self.tx.fetch_value(PUBLISH, params)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from svc.db import Transaction, jsonb
+from svc.db import Constraints, Transaction, jsonb
+from svc.errors import Conflict, NotFound
 
 COLUMNS = "id, application_id, name, comments, config, schema, revision, created_at, updated_at"
 
@@ -46,11 +49,11 @@ RETURNING {COLUMNS}
 
 DELETE = "DELETE FROM configurations WHERE id = %(id)s"
 
-REVISION_COLUMNS = "revision, config, author, message, created_at"
+REVISION_COLUMNS = "revision, config, schema, comments, author, message, created_at"
 
 INSERT_REVISION = """
-INSERT INTO configuration_revisions (configuration_id, revision, config, author, message)
-VALUES (%(configuration_id)s, %(revision)s, %(config)s, %(author)s, %(message)s)
+INSERT INTO configuration_revisions (configuration_id, revision, config, schema, comments, author, message)
+VALUES (%(configuration_id)s, %(revision)s, %(config)s, %(schema)s, %(comments)s, %(author)s, %(message)s)
 """
 
 GET_REVISION = f"""
@@ -67,6 +70,62 @@ ORDER BY revision DESC
 LIMIT %(limit)s
 """
 
+CONSTRAINTS: Constraints = {
+    "configurations_application_id_name_key": lambda p: Conflict(
+        f"configuration name '{p['name']}' is already taken in application {p['application_id']}"
+    ),
+    # The application was deleted between the caller's check and the insert.
+    "configurations_application_id_fkey": lambda p: NotFound(f"application {p['application_id']} not found"),
+}
+
+
+def configuration_version(configuration_id: str, revision: int) -> str:
+    """The version string behind a configuration's ETag: `<id>.<revision>` (the one definition)."""
+    return f"{configuration_id}.{revision}"
+
+
+@dataclass(frozen=True)
+class Configuration:
+    id: str
+    application_id: str
+    name: str
+    comments: str | None
+    config: dict[str, Any]
+    schema: dict[str, Any] | None
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def version(self) -> str:
+        return configuration_version(self.id, self.revision)
+
+
+@dataclass(frozen=True)
+class ConfigurationHead:
+    """What deleting an application needs of each of its configurations."""
+
+    id: str
+    name: str
+    revision: int
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One state of a configuration: its JSON with the schema and comments in force with it.
+
+    `schema` is null when there was none, and on revisions made before migration 0005 (other
+    than each configuration's newest then), whose schema and comments were not recorded.
+    """
+
+    revision: int
+    config: dict[str, Any]
+    schema: dict[str, Any] | None
+    comments: str | None
+    author: str
+    message: str | None
+    created_at: datetime
+
 
 class ConfigurationRepository:
     def __init__(self, tx: Transaction) -> None:
@@ -81,7 +140,7 @@ class ConfigurationRepository:
         comments: str | None,
         config: dict[str, Any],
         schema: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+    ) -> Configuration:
         params = {
             "id": id,
             "application_id": application_id,
@@ -90,29 +149,29 @@ class ConfigurationRepository:
             "config": jsonb(config),
             "schema": _nullable_jsonb(schema),
         }
-        return self.tx.fetch_one(INSERT, params)
+        return self.tx.fetch_one(INSERT, params, row=Configuration, constraints=CONSTRAINTS)
 
-    def get(self, configuration_id: str) -> dict[str, Any] | None:
-        return self.tx.fetch_one(GET, {"id": configuration_id})
+    def get(self, configuration_id: str) -> Configuration | None:
+        return self.tx.fetch_one(GET, {"id": configuration_id}, row=Configuration)
 
-    def lock(self, configuration_id: str) -> dict[str, Any] | None:
+    def lock(self, configuration_id: str) -> Configuration | None:
         """The row, locked against other writers until the transaction ends."""
-        return self.tx.fetch_one(LOCK, {"id": configuration_id})
+        return self.tx.fetch_one(LOCK, {"id": configuration_id}, row=Configuration)
 
     def list(
         self, application_id: str, *, limit: int, after: str | None, contains: Any | None
-    ) -> list[dict[str, Any]]:
+    ) -> list[Configuration]:
         params = {
             "application_id": application_id,
             "limit": limit,
             "after": after,
             "contains": _nullable_jsonb(contains),
         }
-        return self.tx.fetch_all(LIST, params)
+        return self.tx.fetch_all(LIST, params, row=Configuration)
 
-    def lock_of_application(self, application_id: str) -> list[dict[str, Any]]:
+    def lock_of_application(self, application_id: str) -> list[ConfigurationHead]:
         """Id, name and revision of every configuration of an application, locked."""
-        return self.tx.fetch_all(LOCK_OF_APPLICATION, {"application_id": application_id})
+        return self.tx.fetch_all(LOCK_OF_APPLICATION, {"application_id": application_id}, row=ConfigurationHead)
 
     def update(
         self,
@@ -122,7 +181,7 @@ class ConfigurationRepository:
         schema: dict[str, Any] | None,
         comments: str | None,
         revision: int,
-    ) -> dict[str, Any]:
+    ) -> Configuration:
         params = {
             "id": configuration_id,
             "config": jsonb(config),
@@ -130,7 +189,7 @@ class ConfigurationRepository:
             "comments": comments,
             "revision": revision,
         }
-        return self.tx.fetch_one(UPDATE, params)
+        return self.tx.fetch_one(UPDATE, params, row=Configuration)
 
     def delete(self, configuration_id: str) -> None:
         self.tx.execute(DELETE, {"id": configuration_id})
@@ -141,23 +200,34 @@ class RevisionRepository:
         self.tx = tx
 
     def insert(
-        self, configuration_id: str, *, revision: int, config: dict[str, Any], author: str, message: str | None
+        self,
+        configuration_id: str,
+        *,
+        revision: int,
+        config: dict[str, Any],
+        schema: dict[str, Any] | None,
+        comments: str | None,
+        author: str,
+        message: str | None,
     ) -> None:
         params = {
             "configuration_id": configuration_id,
             "revision": revision,
             "config": jsonb(config),
+            "schema": _nullable_jsonb(schema),
+            "comments": comments,
             "author": author,
             "message": message,
         }
         self.tx.execute(INSERT_REVISION, params)
 
-    def get(self, configuration_id: str, revision: int) -> dict[str, Any] | None:
-        return self.tx.fetch_one(GET_REVISION, {"configuration_id": configuration_id, "revision": revision})
+    def get(self, configuration_id: str, revision: int) -> Revision | None:
+        params = {"configuration_id": configuration_id, "revision": revision}
+        return self.tx.fetch_one(GET_REVISION, params, row=Revision)
 
-    def list(self, configuration_id: str, *, limit: int, after: int | None) -> list[dict[str, Any]]:
+    def list(self, configuration_id: str, *, limit: int, after: int | None) -> list[Revision]:
         params = {"configuration_id": configuration_id, "limit": limit, "after": after}
-        return self.tx.fetch_all(LIST_REVISIONS, params)
+        return self.tx.fetch_all(LIST_REVISIONS, params, row=Revision)
 
 
 def _nullable_jsonb(value: Any | None) -> Any:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+
+import orjson
 
 from svc.db import Transaction
+from svc.repositories.configurations import configuration_version
 
 # config::text is PostgreSQL's own JSON rendering: valid JSON, served as is, never parsed in Python.
 RESOLVE = """
@@ -19,7 +22,7 @@ APPLICATION_EXISTS = "SELECT EXISTS (SELECT 1 FROM applications WHERE id = %(app
 LATEST_EVENT_ID = "SELECT coalesce(max(id), 0) FROM configuration_events WHERE application_id = %(application_id)s"
 
 EVENTS_AFTER = """
-SELECT id, application_id, configuration_id, name, revision, kind, occurred_at
+SELECT id, application_id, configuration_id, name, revision, kind
 FROM configuration_events
 WHERE application_id = %(application_id)s AND id > %(after)s
 ORDER BY id
@@ -29,14 +32,53 @@ LIMIT %(limit)s
 PRUNE_EVENTS = "DELETE FROM configuration_events WHERE occurred_at < now() - make_interval(hours => %(hours)s)"
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """A configuration as delivered: its JSON already rendered, and its version."""
+
+    configuration_id: str
+    application_id: str
+    revision: int
+    body: bytes
+
+    @property
+    def version(self) -> str:
+        """The ETag value; the same one the configurations API uses."""
+        return configuration_version(self.configuration_id, self.revision)
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    id: int
+    application_id: str
+    configuration_id: str
+    name: str
+    revision: int
+    kind: str
+
+    def data(self) -> bytes:
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "configuration_id": self.configuration_id,
+                "name": self.name,
+                "revision": self.revision,
+                "kind": self.kind,
+            }
+        )
+
+
+def _resolved(*, configuration_id: str, application_id: str, revision: int, body: str) -> Resolved:
+    return Resolved(configuration_id, application_id, revision, body.encode())
+
+
 class DeliveryRepository:
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
 
-    def resolve(self, application_name: str, configuration_name: str) -> dict[str, Any] | None:
-        return self.tx.fetch_one(
-            RESOLVE, {"application_name": application_name, "configuration_name": configuration_name}
-        )
+    def resolve(self, application_name: str, configuration_name: str) -> Resolved | None:
+        params = {"application_name": application_name, "configuration_name": configuration_name}
+        return self.tx.fetch_one(RESOLVE, params, row=_resolved)
 
     def application_exists(self, application_id: str) -> bool:
         return self.tx.fetch_value(APPLICATION_EXISTS, {"application_id": application_id})
@@ -44,8 +86,9 @@ class DeliveryRepository:
     def latest_event_id(self, application_id: str) -> int:
         return self.tx.fetch_value(LATEST_EVENT_ID, {"application_id": application_id})
 
-    def events_after(self, application_id: str, after: int, limit: int) -> list[dict[str, Any]]:
-        return self.tx.fetch_all(EVENTS_AFTER, {"application_id": application_id, "after": after, "limit": limit})
+    def events_after(self, application_id: str, after: int, limit: int) -> list[ChangeEvent]:
+        params = {"application_id": application_id, "after": after, "limit": limit}
+        return self.tx.fetch_all(EVENTS_AFTER, params, row=ChangeEvent)
 
     def prune_events(self, hours: int) -> int:
         return self.tx.execute(PRUNE_EVENTS, {"hours": hours})

@@ -203,7 +203,7 @@ class DocumentRepository:
     ) -> Document | None:
         """The document of this kind owned by a user or a team (with `document_id`: that one of them)."""
         params = {"kind": kind, "owner_user_id": user_id, "owner_team_id": team_id, "id": document_id}
-        return _document(self.tx.fetch_one(FIND_DOCUMENT, params))
+        return self.tx.fetch_one(FIND_DOCUMENT, params, row=Document)
 
     def create_and_lock(
         self,
@@ -217,57 +217,50 @@ class DocumentRepository:
         """The owner's document of this kind, locked for writing; created (head version 0) when
         missing, with the id `document_id` when given, else `id`."""
         params = {"kind": kind, "owner_user_id": user_id, "owner_team_id": team_id, "id": document_id}
-        row = self.tx.fetch_one(LOCK_FOUND_DOCUMENT, params)
-        if row is None:
+        document = self.tx.fetch_one(LOCK_FOUND_DOCUMENT, params, row=Document)
+        if document is None:
             self.tx.execute(CREATE_DOCUMENT, {**params, "id": document_id or id})
-            row = self.tx.fetch_one(LOCK_FOUND_DOCUMENT, params)
-        return _document(row)
+            document = self.tx.fetch_one(LOCK_FOUND_DOCUMENT, params, row=Document)
+        return document
 
     def lock(self, document_id: str) -> Document | None:
-        return _document(self.tx.fetch_one(LOCK_DOCUMENT, {"id": document_id}))
+        return self.tx.fetch_one(LOCK_DOCUMENT, {"id": document_id}, row=Document)
 
     def list(self, *, limit: int, after: str | None) -> list[Document]:
-        return [Document(**row) for row in self.tx.fetch_all(LIST_DOCUMENTS, {"limit": limit, "after": after})]
+        return self.tx.fetch_all(LIST_DOCUMENTS, {"limit": limit, "after": after}, row=Document)
 
     def exists(self, document_id: str) -> bool:
         return self.tx.fetch_value(DOCUMENT_EXISTS, {"id": document_id})
 
     def lock_owned(self, *, user_id: str | None = None, team_id: str | None = None) -> list[Document]:
         """Every document of a user or a team, locked (before the owner is deleted)."""
-        rows = self.tx.fetch_all(LOCK_OWNED, {"user_id": user_id, "team_id": team_id})
-        return [Document(**row) for row in rows]
+        return self.tx.fetch_all(LOCK_OWNED, {"user_id": user_id, "team_id": team_id}, row=Document)
 
     def add_version(
         self, document: Document, *, commit_sha: str, author: str, message: str, size_bytes: int
     ) -> tuple[Version, Document]:
         """Record the next version and make it the head; returns (version, document)."""
-        version = Version(
-            **self.tx.fetch_one(
-                INSERT_VERSION,
-                {
-                    "document_id": document.id,
-                    "version": document.head_version + 1,
-                    "commit_sha": commit_sha,
-                    "author": author,
-                    "message": message,
-                    "size_bytes": size_bytes,
-                },
-            )
-        )
-        row = self.tx.fetch_one(ADVANCE_HEAD, {"id": document.id, "version": version.version, "commit_sha": commit_sha})
-        return version, Document(**row)
+        params = {
+            "document_id": document.id,
+            "version": document.head_version + 1,
+            "commit_sha": commit_sha,
+            "author": author,
+            "message": message,
+            "size_bytes": size_bytes,
+        }
+        version = self.tx.fetch_one(INSERT_VERSION, params, row=Version)
+        head = {"id": document.id, "version": version.version, "commit_sha": commit_sha}
+        return version, self.tx.fetch_one(ADVANCE_HEAD, head, row=Document)
 
     def history(self, document_id: str, *, limit: int, before: int | None) -> list[Version]:
-        rows = self.tx.fetch_all(HISTORY, {"document_id": document_id, "limit": limit, "before": before})
-        return [Version(**row) for row in rows]
+        return self.tx.fetch_all(HISTORY, {"document_id": document_id, "limit": limit, "before": before}, row=Version)
 
     def find_versions(self, document_id: str, sha_prefix: str) -> list[Version]:
-        rows = self.tx.fetch_all(FIND_VERSIONS, {"document_id": document_id, "prefix": sha_prefix})
-        return [Version(**row) for row in rows]
+        return self.tx.fetch_all(FIND_VERSIONS, {"document_id": document_id, "prefix": sha_prefix}, row=Version)
 
     def version_shas(self, document_ids: list[str]) -> list[VersionSha]:
         """(document id, kind, commit sha) of every version of these documents."""
-        return [VersionSha(**row) for row in self.tx.fetch_all(VERSION_SHAS, {"document_ids": document_ids})]
+        return self.tx.fetch_all(VERSION_SHAS, {"document_ids": document_ids}, row=VersionSha)
 
     # --- proposals ---------------------------------------------------------------------
 
@@ -297,15 +290,15 @@ class DocumentRepository:
             "message": message,
             "size_bytes": size_bytes,
         }
-        return Proposal(**self.tx.fetch_one(INSERT_PROPOSAL, params))
+        return self.tx.fetch_one(INSERT_PROPOSAL, params, row=Proposal)
 
     def proposal(self, document_id: str, proposal_id: str, *, lock: bool = False) -> Proposal | None:
-        row = self.tx.fetch_one(LOCK_PROPOSAL if lock else GET_PROPOSAL, {"id": proposal_id, "document_id": document_id})
-        return None if row is None else Proposal(**row)
+        params = {"id": proposal_id, "document_id": document_id}
+        return self.tx.fetch_one(LOCK_PROPOSAL if lock else GET_PROPOSAL, params, row=Proposal)
 
     def proposals(self, document_id: str, *, status: str | None, limit: int, after: str | None) -> list[Proposal]:
         params = {"document_id": document_id, "status": status, "limit": limit, "after": after}
-        return [Proposal(**row) for row in self.tx.fetch_all(LIST_PROPOSALS, params)]
+        return self.tx.fetch_all(LIST_PROPOSALS, params, row=Proposal)
 
     def decide(
         self,
@@ -324,12 +317,11 @@ class DocumentRepository:
             "reason": reason,
             "accepted_version": accepted_version,
         }
-        row = self.tx.fetch_one(DECIDE_PROPOSAL, params)
-        return None if row is None else Proposal(**row)
+        return self.tx.fetch_one(DECIDE_PROPOSAL, params, row=Proposal)
 
     def proposal_shas(self) -> list[ProposalSha]:
         """(id, document id, kind, commit sha) of every proposal."""
-        return [ProposalSha(**row) for row in self.tx.fetch_all(PROPOSAL_SHAS)]
+        return self.tx.fetch_all(PROPOSAL_SHAS, row=ProposalSha)
 
     def proposal_exists(self, proposal_id: str) -> bool:
         return self.tx.fetch_value(PROPOSAL_EXISTS, {"id": proposal_id})
@@ -338,7 +330,3 @@ class DocumentRepository:
         """Proposal id → commit sha, for every proposal of these documents."""
         rows = self.tx.fetch_all(PROPOSALS_OF_DOCUMENTS, {"document_ids": document_ids})
         return {row["id"]: row["commit_sha"] for row in rows}
-
-
-def _document(row: dict[str, Any] | None) -> Document | None:
-    return None if row is None else Document(**row)

@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from svc.db import Transaction
+from svc.db import Constraints, Transaction
+from svc.errors import Conflict, Unprocessable
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,14 @@ class Member:
 
 
 TEAM_COLUMNS = "id, name, display_name, description, created_at, updated_at"
+
+# A broken rule of the teams table, as a 409 (taken) or 422 (invalid) naming it.
+CONSTRAINTS: Constraints = {
+    "teams_name_key": lambda p: Conflict(f"team name '{p['name']}' is already taken"),
+    "teams_name_check": lambda p: Unprocessable("a team name is 1–256 letters, digits, '.', '_', '-'; not '.' or '..'"),
+    "teams_display_name_check": lambda p: Unprocessable("a display name is at most 256 characters"),
+    "teams_description_check": lambda p: Unprocessable("a description is at most 1024 characters"),
+}
 MEMBER_COLUMNS = "m.user_id, u.username, m.role, m.added_at, m.added_by"
 
 INSERT = f"""
@@ -114,30 +123,29 @@ class TeamRepository:
 
     def insert(self, *, id: str, name: str, display_name: str | None, description: str | None) -> Team:
         params = {"id": id, "name": name, "display_name": display_name, "description": description}
-        return Team(**self.tx.fetch_one(INSERT, params))
+        return self.tx.fetch_one(INSERT, params, row=Team, constraints=CONSTRAINTS)
 
     def get(self, team_id: str) -> Team | None:
-        return _team(self.tx.fetch_one(GET, {"id": team_id}))
+        return self.tx.fetch_one(GET, {"id": team_id}, row=Team)
 
     def hold(self, team_id: str) -> Team | None:
         """The team, kept from being deleted until the transaction ends."""
-        return _team(self.tx.fetch_one(HOLD, {"id": team_id}))
+        return self.tx.fetch_one(HOLD, {"id": team_id}, row=Team)
 
     def lock_for_change(self, team_id: str) -> Team | None:
         """The team, locked against other changes of it or its members until the transaction ends."""
-        return _team(self.tx.fetch_one(LOCK_FOR_CHANGE, {"id": team_id}))
+        return self.tx.fetch_one(LOCK_FOR_CHANGE, {"id": team_id}, row=Team)
 
     def lock(self, team_id: str) -> Team | None:
         """The team, locked for deletion (waits for every writer holding it)."""
-        return _team(self.tx.fetch_one(LOCK, {"id": team_id}))
+        return self.tx.fetch_one(LOCK, {"id": team_id}, row=Team)
 
     def list(self, *, limit: int, after: str | None, member_id: str | None) -> list[Team]:
-        rows = self.tx.fetch_all(LIST, {"limit": limit, "after": after, "member_id": member_id})
-        return [Team(**row) for row in rows]
+        return self.tx.fetch_all(LIST, {"limit": limit, "after": after, "member_id": member_id}, row=Team)
 
     def update(self, team_id: str, *, name: str, display_name: str | None, description: str | None) -> Team:
         params = {"id": team_id, "name": name, "display_name": display_name, "description": description}
-        return Team(**self.tx.fetch_one(UPDATE, params))
+        return self.tx.fetch_one(UPDATE, params, row=Team, constraints=CONSTRAINTS)
 
     def delete(self, team_id: str) -> None:
         self.tx.execute(DELETE, {"id": team_id})
@@ -153,12 +161,10 @@ class TeamRepository:
         return self.member(team_id, user_id)
 
     def member(self, team_id: str, user_id: str) -> Member | None:
-        row = self.tx.fetch_one(GET_MEMBER, {"team_id": team_id, "user_id": user_id})
-        return None if row is None else Member(**row)
+        return self.tx.fetch_one(GET_MEMBER, {"team_id": team_id, "user_id": user_id}, row=Member)
 
     def members(self, team_id: str, *, limit: int, after: str | None) -> list[Member]:
-        rows = self.tx.fetch_all(LIST_MEMBERS, {"team_id": team_id, "limit": limit, "after": after})
-        return [Member(**row) for row in rows]
+        return self.tx.fetch_all(LIST_MEMBERS, {"team_id": team_id, "limit": limit, "after": after}, row=Member)
 
     def remove_member(self, team_id: str, user_id: str) -> None:
         self.tx.execute(DELETE_MEMBER, {"team_id": team_id, "user_id": user_id})
@@ -172,8 +178,4 @@ class TeamRepository:
             self.lock_for_change(row["team_id"])
 
     def solely_owned_by(self, user_id: str) -> list[Team]:
-        return [Team(**row) for row in self.tx.fetch_all(SOLELY_OWNED_BY, {"user_id": user_id})]
-
-
-def _team(row: dict[str, Any] | None) -> Team | None:
-    return None if row is None else Team(**row)
+        return self.tx.fetch_all(SOLELY_OWNED_BY, {"user_id": user_id}, row=Team)

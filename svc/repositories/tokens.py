@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 
-from svc.db import Transaction
+from svc.db import Constraints, Transaction
+from svc.errors import Unprocessable
 
 COLUMNS = "id, name, role, user_id, application_id, read_only, created_at, last_used_at, revoked_at"
 
@@ -34,8 +36,6 @@ ORDER BY id
 LIMIT %(limit)s
 """
 
-GET = f"SELECT {COLUMNS} FROM api_tokens WHERE id = %(id)s"
-
 REVOKE = f"""
 UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now())
 WHERE id = %(id)s
@@ -46,25 +46,62 @@ COUNT_ALL = "SELECT count(*) FROM api_tokens"
 
 LOCK_BOOTSTRAP = "SELECT pg_advisory_xact_lock(hashtext('svc.bootstrap_token'))"
 
+# Foreign keys added by later migrations; a violation means the id names nothing.
+CONSTRAINTS: Constraints = {
+    "api_tokens_user_id_fkey": lambda p: Unprocessable("user_id does not name an existing user"),
+    "api_tokens_application_id_fkey": lambda p: Unprocessable("application_id does not name an existing application"),
+}
+
+
+@dataclass(frozen=True)
+class Token:
+    """A token as shown to admins: never its secret or hash."""
+
+    id: str
+    name: str
+    role: str
+    user_id: str | None
+    application_id: str | None
+    read_only: bool
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
 
 class TokenRepository:
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
 
-    def insert(self, **fields: Any) -> dict[str, Any]:
-        return self.tx.fetch_one(INSERT, fields)
+    def insert(
+        self,
+        *,
+        id: str,
+        name: str,
+        role: str,
+        token_hash: str,
+        user_id: str | None,
+        application_id: str | None,
+        read_only: bool,
+    ) -> Token:
+        params = {
+            "id": id,
+            "name": name,
+            "role": role,
+            "token_hash": token_hash,
+            "user_id": user_id,
+            "application_id": application_id,
+            "read_only": read_only,
+        }
+        return self.tx.fetch_one(INSERT, params, row=Token, constraints=CONSTRAINTS)
 
-    def authenticate(self, token_hash: str) -> dict[str, Any] | None:
-        return self.tx.fetch_one(AUTHENTICATE, {"token_hash": token_hash})
+    def authenticate(self, token_hash: str) -> Token | None:
+        return self.tx.fetch_one(AUTHENTICATE, {"token_hash": token_hash}, row=Token)
 
-    def list(self, *, limit: int, after: str | None) -> list[dict[str, Any]]:
-        return self.tx.fetch_all(LIST, {"limit": limit, "after": after})
+    def list(self, *, limit: int, after: str | None) -> list[Token]:
+        return self.tx.fetch_all(LIST, {"limit": limit, "after": after}, row=Token)
 
-    def get(self, token_id: str) -> dict[str, Any] | None:
-        return self.tx.fetch_one(GET, {"id": token_id})
-
-    def revoke(self, token_id: str) -> dict[str, Any] | None:
-        return self.tx.fetch_one(REVOKE, {"id": token_id})
+    def revoke(self, token_id: str) -> Token | None:
+        return self.tx.fetch_one(REVOKE, {"id": token_id}, row=Token)
 
     def count(self) -> int:
         return self.tx.fetch_value(COUNT_ALL)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 
-from svc.db import Transaction
+from svc.db import Constraints, Transaction
+from svc.errors import Conflict, Unprocessable
 
 COLUMNS = "id, email, username, display_name, created_at, updated_at"
 
@@ -41,26 +43,46 @@ RETURNING {COLUMNS}
 
 DELETE = f"DELETE FROM users WHERE id = %(id)s RETURNING {COLUMNS}"
 
+# A broken rule of the users table, as a 409 (taken) or 422 (invalid) naming it.
+CONSTRAINTS: Constraints = {
+    "users_email_lower_key": lambda p: Conflict(f"email '{p['email']}' is already taken"),
+    "users_username_key": lambda p: Conflict(f"username '{p['username']}' is already taken"),
+    "users_email_check": lambda p: Unprocessable(f"email '{p['email']}' is not an email address"),
+    "users_username_check": lambda p: Unprocessable("a username is 1–256 letters, digits, '.', '_', '-'"),
+    "users_display_name_check": lambda p: Unprocessable("a display name is at most 256 characters"),
+}
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    email: str
+    username: str
+    display_name: str | None
+    created_at: datetime
+    updated_at: datetime
+
 
 class UserRepository:
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
 
-    def insert(self, **fields: Any) -> dict[str, Any]:
-        return self.tx.fetch_one(INSERT, fields)
+    def insert(self, *, id: str, email: str, username: str, display_name: str | None) -> User:
+        params = {"id": id, "email": email, "username": username, "display_name": display_name}
+        return self.tx.fetch_one(INSERT, params, row=User, constraints=CONSTRAINTS)
 
-    def get(self, user_id: str) -> dict[str, Any] | None:
-        return self.tx.fetch_one(GET, {"id": user_id})
+    def get(self, user_id: str) -> User | None:
+        return self.tx.fetch_one(GET, {"id": user_id}, row=User)
 
-    def hold(self, user_id: str) -> dict[str, Any] | None:
+    def hold(self, user_id: str) -> User | None:
         """The user, kept from being deleted until the transaction ends."""
-        return self.tx.fetch_one(HOLD, {"id": user_id})
+        return self.tx.fetch_one(HOLD, {"id": user_id}, row=User)
 
-    def lock(self, user_id: str) -> dict[str, Any] | None:
-        return self.tx.fetch_one(LOCK, {"id": user_id})
+    def lock(self, user_id: str) -> User | None:
+        return self.tx.fetch_one(LOCK, {"id": user_id}, row=User)
 
-    def list(self, *, limit: int, after: str | None) -> list[dict[str, Any]]:
-        return self.tx.fetch_all(LIST, {"limit": limit, "after": after})
+    def list(self, *, limit: int, after: str | None) -> list[User]:
+        return self.tx.fetch_all(LIST, {"limit": limit, "after": after}, row=User)
 
     def update(
         self,
@@ -70,17 +92,15 @@ class UserRepository:
         username: str | None,
         set_display_name: bool,
         display_name: str | None,
-    ) -> dict[str, Any] | None:
-        return self.tx.fetch_one(
-            UPDATE,
-            {
-                "id": user_id,
-                "email": email,
-                "username": username,
-                "set_display_name": set_display_name,
-                "display_name": display_name,
-            },
-        )
+    ) -> User | None:
+        params = {
+            "id": user_id,
+            "email": email,
+            "username": username,
+            "set_display_name": set_display_name,
+            "display_name": display_name,
+        }
+        return self.tx.fetch_one(UPDATE, params, row=User, constraints=CONSTRAINTS)
 
-    def delete(self, user_id: str) -> dict[str, Any] | None:
-        return self.tx.fetch_one(DELETE, {"id": user_id})
+    def delete(self, user_id: str) -> User | None:
+        return self.tx.fetch_one(DELETE, {"id": user_id}, row=User)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-import psycopg2.errors
-
-from svc.db import Database, Transaction, constraint_name
-from svc.errors import Conflict, NotFound, Unprocessable
+from svc.db import Database, Transaction
+from svc.errors import NotFound
 from svc.ids import new_id
-from svc.repositories.applications import ApplicationRepository
+from svc.repositories.applications import Application, ApplicationRepository
 from svc.repositories.configurations import ConfigurationRepository
-from svc.repositories.teams import TeamRepository
 from svc.services import audit, changes, policy
 from svc.services.auth import Principal
-from svc.services.pagination import Page, page_of
+from svc.services.pagination import Page, keyset_page
 from svc.services.policy import Action, ApplicationResource
 from svc.services.teams import membership
 
@@ -27,26 +25,22 @@ class ApplicationService:
 
     def create(
         self, actor: Principal, *, name: str, comments: str | None = None, team_id: str | None = None
-    ) -> dict[str, Any]:
+    ) -> Application:
         """A new application; with `team_id`, one of that team (admins, or its owners and admins)."""
-        try:
-            with self.db.transaction() as tx:
-                team = membership(tx, actor, team_id)
-                policy.require(actor, Action.CREATE_APPLICATION, ApplicationResource(None, team))
-                _require_team(tx, team_id)
-                application = ApplicationRepository(tx).insert(
-                    id=new_id(), name=name, comments=comments, team_id=team_id
-                )
-                audit.record(
-                    tx, actor, "application.create", "application", application["id"],
-                    {"name": name, "comments": comments, "team_id": team_id},
-                )
-                tx.commit()
-        except psycopg2.errors.UniqueViolation as exc:
-            raise _name_conflict(exc, name)
+        with self.db.transaction() as tx:
+            team = membership(tx, actor, team_id)
+            policy.require(actor, Action.CREATE_APPLICATION, ApplicationResource(None, team))
+            if team is not None:
+                policy.require(actor, Action.GIVE_TO_TEAM, team)
+            application = ApplicationRepository(tx).insert(id=new_id(), name=name, comments=comments, team_id=team_id)
+            audit.record(
+                tx, actor, "application.create", "application", application.id,
+                {"name": name, "comments": comments, "team_id": team_id},
+            )
+            tx.commit()
         return application
 
-    def get(self, actor: Principal, application_id: str) -> dict[str, Any]:
+    def get(self, actor: Principal, application_id: str) -> Application:
         with self.db.transaction() as tx:
             return reachable_application(tx, actor, ApplicationRepository(tx).get(application_id), application_id)
 
@@ -56,38 +50,36 @@ class ApplicationService:
         """Applications by id; a token limited to one application sees only that one, a user
         token those of its teams."""
         policy.require(actor, Action.LIST_APPLICATIONS)
+        member_id = actor.user_id if actor.role == "user" else None
         with self.db.transaction() as tx:
-            rows = ApplicationRepository(tx).list(
-                limit=limit + 1,
-                after=after,
-                name_prefix=name_prefix,
-                only_id=actor.application_id,
-                member_id=actor.user_id if actor.role == "user" else None,
+            applications = ApplicationRepository(tx)
+            return keyset_page(
+                lambda n: applications.list(
+                    limit=n, after=after, name_prefix=name_prefix, only_id=actor.application_id, member_id=member_id
+                ),
+                limit,
             )
-        return page_of(rows, limit)
 
-    def update(self, actor: Principal, application_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def update(self, actor: Principal, application_id: str, fields: dict[str, Any]) -> Application:
         """Change the fields given (`name`, `comments`, `team_id`); the others keep their values.
         Giving the application to a team needs an admin, or an owner or admin of that team."""
-        try:
-            with self.db.transaction() as tx:
-                applications = ApplicationRepository(tx)
-                current = reachable_application(tx, actor, applications.lock(application_id), application_id, write=True)
-                changed = {k: v for k, v in fields.items() if k in EDITABLE_FIELDS and current[k] != v}
-                if not changed:
-                    return current
-                if changed.get("team_id") is not None:
-                    policy.require(actor, Action.GIVE_TO_TEAM, membership(tx, actor, changed["team_id"]))
-                    _require_team(tx, changed["team_id"])
-                proposed = {k: current[k] for k in EDITABLE_FIELDS} | changed
-                updated = applications.update(application_id, **proposed)
-                audit.record(
-                    tx, actor, "application.update", "application", application_id,
-                    {"before": {k: current[k] for k in changed}, "after": changed},
-                )
-                tx.commit()
-        except psycopg2.errors.UniqueViolation as exc:
-            raise _name_conflict(exc, fields.get("name"))
+        with self.db.transaction() as tx:
+            applications = ApplicationRepository(tx)
+            current = reachable_application(tx, actor, applications.lock(application_id), application_id, write=True)
+            changed = {k: v for k, v in fields.items() if k in EDITABLE_FIELDS and getattr(current, k) != v}
+            if not changed:
+                return current
+            if changed.get("team_id") is not None:
+                policy.require(actor, Action.GIVE_TO_TEAM, membership(tx, actor, changed["team_id"]))
+            proposed = replace(current, **changed)
+            updated = applications.update(
+                application_id, name=proposed.name, comments=proposed.comments, team_id=proposed.team_id
+            )
+            audit.record(
+                tx, actor, "application.update", "application", application_id,
+                {"before": {k: getattr(current, k) for k in changed}, "after": changed},
+            )
+            tx.commit()
         return updated
 
     def delete(self, actor: Principal, application_id: str) -> None:
@@ -100,18 +92,18 @@ class ApplicationService:
                 changes.publish(
                     tx,
                     application_id=application_id,
-                    configuration_id=configuration["id"],
-                    name=configuration["name"],
-                    revision=configuration["revision"],
+                    configuration_id=configuration.id,
+                    name=configuration.name,
+                    revision=configuration.revision,
                     kind="deleted",
                 )
             applications.delete(application_id)
             audit.record(
                 tx, actor, "application.delete", "application", application_id,
                 {
-                    "name": application["name"],
+                    "name": application.name,
                     "configurations": [
-                        {"id": c["id"], "name": c["name"], "before_revision": c["revision"]} for c in configurations
+                        {"id": c.id, "name": c.name, "before_revision": c.revision} for c in configurations
                     ],
                 },
             )
@@ -121,16 +113,16 @@ class ApplicationService:
 def reachable_application(
     tx: Transaction,
     actor: Principal,
-    row: dict[str, Any] | None,
+    row: Application | None,
     application_id: str,
     *,
     write: bool = False,
     missing: NotFound | None = None,
-) -> dict[str, Any]:
+) -> Application:
     """The row, once the caller may read (or write) it; NotFound (`missing`) when it is
     missing or outside a scoped token's application, which must look the same. The team's
     membership is looked up in the caller's transaction."""
-    team = None if row is None else membership(tx, actor, row["team_id"])
+    team = None if row is None else membership(tx, actor, row.team_id)
     resource = ApplicationResource(None if row is None else application_id, team)
     missing = missing or NotFound(f"application {application_id} not found")
     try:
@@ -140,15 +132,3 @@ def reachable_application(
     if row is None:
         raise missing
     return row
-
-
-def _require_team(tx: Transaction, team_id: str | None) -> None:
-    if team_id is not None and TeamRepository(tx).get(team_id) is None:
-        raise Unprocessable(f"team_id {team_id} names no team")
-
-
-def _name_conflict(exc: psycopg2.Error, name: str | None) -> Exception:
-    """The 409 for a taken name; any other unique violation is a bug and stays itself."""
-    if constraint_name(exc) != "applications_name_key":
-        return exc
-    return Conflict(f"application name '{name}' is already taken")

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from svc.db import Database, Transaction
 from svc.ids import new_id
 from svc.log import request_id_var
-from svc.repositories.audit import AuditRepository
+from svc.repositories.audit import AuditEvent, AuditFilter, AuditRepository
 from svc.services import policy
 from svc.services.auth import Principal
-from svc.services.pagination import Page, page_of
+from svc.services.pagination import Page, keyset_page
 from svc.services.policy import Action
 
 
@@ -33,7 +32,7 @@ def record(
         resource_type=resource_type,
         resource_id=resource_id,
         request_id=None if request_id == "-" else request_id,
-        detail=detail,
+        detail=detail or {},
     )
 
 
@@ -41,27 +40,9 @@ class AuditService:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def list(
-        self,
-        actor: Principal,
-        *,
-        limit: int,
-        after: str | None = None,
-        resource_type: str | None = None,
-        resource_id: str | None = None,
-        actor_token_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> Page:
+    def list(self, actor: Principal, where: AuditFilter, *, limit: int, after: str | None = None) -> Page[AuditEvent]:
+        """Audit events matching `where`, newest first; the cursor is an event id."""
         policy.require(actor, Action.READ_AUDIT)
         with self.db.transaction() as tx:
-            rows = AuditRepository(tx).list(
-                limit=limit + 1,
-                after=after,
-                resource_type=resource_type,
-                resource_id=resource_id,
-                actor_token_id=actor_token_id,
-                since=since,
-                until=until,
-            )
-        return page_of(rows, limit)
+            events = AuditRepository(tx)
+            return keyset_page(lambda n: events.list(where, limit=n, after=after), limit)

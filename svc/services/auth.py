@@ -7,7 +7,7 @@ import getpass
 import hashlib
 import secrets
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from anyio.to_thread import run_sync as run_in_threadpool
 
@@ -16,7 +16,7 @@ from svc.db import Database
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import AUTH_CACHE_HITS, AUTH_CACHE_MISSES
 from svc.errors import InvalidToken, Unauthenticated
-from svc.repositories.tokens import TokenRepository
+from svc.repositories.tokens import Token, TokenRepository
 
 Role = Literal["admin", "service", "user"]
 TOKEN_PREFIX = "svc_"
@@ -46,14 +46,14 @@ class Principal:
     read_only: bool = False
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Principal:
+    def of_token(cls, token: Token) -> Principal:
         return cls(
-            token_id=row["id"],
-            name=row["name"],
-            role=row["role"],
-            user_id=row["user_id"],
-            application_id=row["application_id"],
-            read_only=row["read_only"],
+            token_id=token.id,
+            name=token.name,
+            role=token.role,
+            user_id=token.user_id,
+            application_id=token.application_id,
+            read_only=token.read_only,
         )
 
     @classmethod
@@ -124,8 +124,8 @@ class Authenticator:
 
     def authenticate_hash(self, token_hash: str) -> Principal:
         with self.db.transaction() as tx:
-            row = TokenRepository(tx).authenticate(token_hash)
+            token = TokenRepository(tx).authenticate(token_hash)
             tx.commit()
-        if row is None:
+        if token is None:
             raise InvalidToken("the token is unknown or has been revoked")
-        return Principal.from_row(row)
+        return Principal.of_token(token)

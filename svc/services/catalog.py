@@ -20,12 +20,11 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg2.errors
 import yaml
 
 from svc.content import ContentStore
-from svc.db import CONNECTION_ERRORS, Database, Transaction, constraint_name
-from svc.errors import BadRequest, Conflict, NotFound, Unprocessable
+from svc.db import Database, Transaction
+from svc.errors import BadRequest, Conflict, NotFound, Unavailable, Unprocessable
 from svc.ids import new_id
 from svc.repositories.catalog import CatalogRepository, Item, Release
 from svc.repositories.documents import DocumentRepository
@@ -34,7 +33,7 @@ from svc.services import audit, policy
 from svc.services.auth import Principal
 from svc.services.claude_md import MARKDOWN_MEDIA_TYPES, TeamMount, UserMount
 from svc.services.documents import DocumentKind, DocumentService, Retirement, Target
-from svc.services.pagination import page_of
+from svc.services.pagination import keyset_page
 from svc.services.policy import Action
 from svc import validators
 from svc.validators.semver import latest_release, parse_semver
@@ -179,15 +178,10 @@ class CatalogService:
             target = owner_mount(kind, owner).open(tx, actor, owner_id, Action.WRITE_DOCUMENT, hold=True)
             document_id, item_id = new_id(), new_id()
             DocumentRepository(tx).create_and_lock(id=document_id, kind=type, **target.owner, document_id=document_id)
-            try:
-                CatalogRepository(tx).insert(
-                    id=item_id, owner_user_id=target.owner.get("user_id"), owner_team_id=target.owner.get("team_id"),
-                    type=type, name=name, description=description, tags=tags, document_id=document_id,
-                )
-            except psycopg2.errors.UniqueViolation as exc:
-                if constraint_name(exc) != "catalog_items_owner_type_name_key":
-                    raise
-                raise Conflict(f"this owner already has a {type} named {name!r}") from exc
+            CatalogRepository(tx).insert(
+                id=item_id, owner_user_id=target.owner.get("user_id"), owner_team_id=target.owner.get("team_id"),
+                type=type, name=name, description=description, tags=tags, document_id=document_id,
+            )
             audit.record(
                 tx, actor, "catalog.create", "catalog_item", item_id,
                 {"type": type, "name": name, **target.owner, "description": description, "tags": tags},
@@ -287,16 +281,15 @@ class CatalogService:
         """Ranked full-text search over what the caller may see; `status` "all" includes deprecated items."""
         policy.require(actor, Action.SEARCH_CATALOG)
         with self.db.transaction() as tx:
-            found = CatalogRepository(tx).search(
-                user_id=actor.user_id, everyone=actor.is_admin, q=q or None, type=type, tag=tag, owner=owner,
-                status=None if status == "all" else status, after=_decode_cursor(after), limit=limit + 1,
+            page = keyset_page(
+                lambda n: CatalogRepository(tx).search(
+                    user_id=actor.user_id, everyone=actor.is_admin, q=q or None, type=type, tag=tag, owner=owner,
+                    status=None if status == "all" else status, after=_decode_cursor(after), limit=n,
+                ),
+                limit,
+                cursor=lambda found: _encode_cursor(found.rank, found.item.id),
             )
-        more = len(found) > limit
-        found = found[:limit]
-        return {
-            "items": [{**item_view(f.item), "rank": f.rank} for f in found],
-            "next": _encode_cursor(found[-1].rank, found[-1].item.id) if more else None,
-        }
+        return {"items": [{**item_view(f.item), "rank": f.rank} for f in page.items], "next": page.next}
 
     # --- releases ----------------------------------------------------------------------
 
@@ -331,7 +324,7 @@ class CatalogService:
                 )
                 tx.commit()
             except BaseException as exc:
-                if not isinstance(exc, CONNECTION_ERRORS):  # lost during COMMIT, the row may exist
+                if not isinstance(exc, Unavailable):  # the connection lost during COMMIT: the row may exist
                     self.store.delete_release_refs(item_id, {version: commit_sha})
                 raise
         return release_view(release)
@@ -387,9 +380,12 @@ class CatalogService:
         """The caller's installed items that it still sees."""
         policy.require(actor, Action.BE_A_USER)
         with self.db.transaction() as tx:
-            rows = CatalogRepository(tx).installed(actor.user_id, everyone=actor.is_admin, limit=limit + 1, after=after)
-        page = page_of([{**item_view(item), "installed_at": at} for item, at in rows], limit)
-        return {"items": page.items, "next": page.next}
+            page = keyset_page(
+                lambda n: CatalogRepository(tx).installed(actor.user_id, everyone=actor.is_admin, limit=n, after=after),
+                limit,
+                cursor=lambda row: row[0].id,
+            )
+        return {"items": [{**item_view(item), "installed_at": at} for item, at in page.items], "next": page.next}
 
     # --- shared ------------------------------------------------------------------------
 
@@ -422,7 +418,7 @@ def _description(type: str, content: str) -> str:
 def _who(tx: Transaction, actor: Principal) -> str:
     """The acting user's name, else the token's."""
     user = UserRepository(tx).get(actor.user_id) if actor.user_id else None
-    return user["username"] if user else actor.name
+    return user.username if user else actor.name
 
 
 def _utf8(content: str) -> bytes:

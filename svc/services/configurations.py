@@ -13,13 +13,12 @@ from typing import Any
 
 import jsonpatch
 import orjson
-import psycopg2.errors
 
-from svc.db import Database, Transaction, constraint_name
-from svc.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable
+from svc.db import Database, Transaction
+from svc.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
 from svc.ids import new_id
 from svc.repositories.applications import ApplicationRepository
-from svc.repositories.configurations import ConfigurationRepository, RevisionRepository
+from svc.repositories.configurations import Configuration, ConfigurationRepository, Revision, RevisionRepository
 from svc.services import audit, changes
 from svc.services.applications import reachable_application
 from svc.services.auth import Principal
@@ -29,21 +28,17 @@ from svc.services.json_documents import (
     check_schema,
     encode,
     merge_patch,
+    parse_json,
     violations,
 )
-from svc.services.pagination import Page, page_of
+from svc.services.pagination import Page, keyset_page
 from svc.services.preconditions import Precondition, require_current
 
 # The fields a write may change; `config` changes make the interesting revisions.
 STATE_FIELDS = ("config", "schema", "comments")
 
 # Computes the changed fields from the locked current row, inside the write's transaction.
-Proposal = Callable[[dict[str, Any], Transaction], dict[str, Any]]
-
-
-def version(configuration: dict[str, Any]) -> str:
-    """The version string behind a configuration's ETag: `<id>.<revision>`."""
-    return f"{configuration['id']}.{configuration['revision']}"
+Proposal = Callable[[Configuration, Transaction], dict[str, Any]]
 
 
 class ConfigurationService:
@@ -53,7 +48,7 @@ class ConfigurationService:
 
     # --- reads ---------------------------------------------------------------------------
 
-    def get(self, actor: Principal, configuration_id: str) -> dict[str, Any]:
+    def get(self, actor: Principal, configuration_id: str) -> Configuration:
         with self.db.transaction() as tx:
             return _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
 
@@ -70,19 +65,21 @@ class ConfigurationService:
         containment = _containment_filter(contains)
         with self.db.transaction() as tx:
             reachable_application(tx, actor, ApplicationRepository(tx).get(application_id), application_id)
-            rows = ConfigurationRepository(tx).list(
-                application_id, limit=limit + 1, after=after, contains=containment
+            configurations = ConfigurationRepository(tx)
+            return keyset_page(
+                lambda n: configurations.list(application_id, limit=n, after=after, contains=containment), limit
             )
-        return page_of(rows, limit)
 
     def revisions(self, actor: Principal, configuration_id: str, *, limit: int, after: int | None = None) -> Page:
         """Revisions newest first; the cursor is a revision number."""
         with self.db.transaction() as tx:
             _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
-            rows = RevisionRepository(tx).list(configuration_id, limit=limit + 1, after=after)
-        return page_of(rows, limit, key="revision")
+            revisions = RevisionRepository(tx)
+            return keyset_page(
+                lambda n: revisions.list(configuration_id, limit=n, after=after), limit, cursor=lambda r: r.revision
+            )
 
-    def revision(self, actor: Principal, configuration_id: str, number: int) -> dict[str, Any]:
+    def revision(self, actor: Principal, configuration_id: str, number: int) -> Revision:
         with self.db.transaction() as tx:
             return self._revision(actor, tx, configuration_id, number)
 
@@ -91,9 +88,9 @@ class ConfigurationService:
         with self.db.transaction() as tx:
             source = self._revision(actor, tx, configuration_id, from_)
             target = self._revision(actor, tx, configuration_id, to)
-        return jsonpatch.make_patch(source["config"], target["config"]).patch
+        return jsonpatch.make_patch(source.config, target.config).patch
 
-    def _revision(self, actor: Principal, tx: Transaction, configuration_id: str, number: int) -> dict[str, Any]:
+    def _revision(self, actor: Principal, tx: Transaction, configuration_id: str, number: int) -> Revision:
         _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
         return _existing_revision(tx, configuration_id, number)
 
@@ -109,32 +106,22 @@ class ConfigurationService:
         comments: str | None = None,
         schema: dict[str, Any] | None = None,
         message: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Configuration:
         """A new configuration at revision 1."""
-        try:
-            with self.db.transaction() as tx:
-                application = ApplicationRepository(tx).get(application_id)
-                reachable_application(tx, actor, application, application_id, write=True)
-                self._check(config, schema)
-                created = ConfigurationRepository(tx).insert(
-                    id=new_id(),
-                    application_id=application_id,
-                    name=name,
-                    comments=comments,
-                    config=config,
-                    schema=schema,
-                )
-                self._record(tx, actor, created, before=None, message=message, action="configuration.create")
-                tx.commit()
-        except psycopg2.errors.UniqueViolation as exc:
-            if constraint_name(exc) != "configurations_application_id_name_key":
-                raise
-            raise Conflict(f"configuration name '{name}' is already taken in application {application_id}") from exc
-        except psycopg2.errors.ForeignKeyViolation as exc:
-            # The application was deleted between the check above and the insert.
-            if constraint_name(exc) != "configurations_application_id_fkey":
-                raise
-            raise NotFound(f"application {application_id} not found") from exc
+        with self.db.transaction() as tx:
+            application = ApplicationRepository(tx).get(application_id)
+            reachable_application(tx, actor, application, application_id, write=True)
+            self._check(config, schema)
+            created = ConfigurationRepository(tx).insert(
+                id=new_id(),
+                application_id=application_id,
+                name=name,
+                comments=comments,
+                config=config,
+                schema=schema,
+            )
+            self._record(tx, actor, created, before=None, message=message, action="configuration.create")
+            tx.commit()
         return created
 
     def update(
@@ -145,7 +132,7 @@ class ConfigurationService:
         *,
         message: str | None = None,
         expected: Precondition | None = None,
-    ) -> dict[str, Any]:
+    ) -> Configuration:
         """Set the given fields (any of `config`, `schema`, `comments`); the others keep their values."""
         return self._write(actor, configuration_id, lambda current, tx: fields, message=message, expected=expected)
 
@@ -157,7 +144,7 @@ class ConfigurationService:
         *,
         message: str | None = None,
         expected: Precondition | None = None,
-    ) -> dict[str, Any]:
+    ) -> Configuration:
         """Apply a JSON Merge Patch (RFC 7396) to the configuration's JSON."""
         if not isinstance(patch, dict):
             # Refused before the preconditions are looked at: whatever the current state, a
@@ -170,7 +157,7 @@ class ConfigurationService:
         return self._write(
             actor,
             configuration_id,
-            lambda current, tx: {"config": merge_patch(current["config"], patch)},
+            lambda current, tx: {"config": merge_patch(current.config, patch)},
             message=message,
             expected=expected,
         )
@@ -183,11 +170,11 @@ class ConfigurationService:
         *,
         message: str | None = None,
         expected: Precondition | None = None,
-    ) -> dict[str, Any]:
+    ) -> Configuration:
         """A new revision whose JSON is that of `revision` (checked against the current schema)."""
 
-        def old_config(current: dict[str, Any], tx: Transaction) -> dict[str, Any]:
-            return {"config": _existing_revision(tx, configuration_id, revision)["config"]}
+        def old_config(current: Configuration, tx: Transaction) -> dict[str, Any]:
+            return {"config": _existing_revision(tx, configuration_id, revision).config}
 
         return self._write(
             actor,
@@ -207,16 +194,16 @@ class ConfigurationService:
             current = _locked(tx, actor, configurations, configuration_id, expected)
             changes.publish(
                 tx,
-                application_id=current["application_id"],
+                application_id=current.application_id,
                 configuration_id=configuration_id,
-                name=current["name"],
-                revision=current["revision"],
+                name=current.name,
+                revision=current.revision,
                 kind="deleted",
             )
             configurations.delete(configuration_id)
             audit.record(
                 tx, actor, "configuration.delete", "configuration", configuration_id,
-                _audit_detail(current, before=current["revision"], after=None),
+                _audit_detail(current, before=current.revision, after=None),
             )
             tx.commit()
 
@@ -231,18 +218,18 @@ class ConfigurationService:
         action: str = "configuration.update",
         always_new_revision: bool = False,
         audit_detail: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Configuration:
         """Lock, check the preconditions, apply `propose`, validate, and record the new revision."""
         with self.db.transaction() as tx:
             configurations = ConfigurationRepository(tx)
             current = _locked(tx, actor, configurations, configuration_id, expected)
-            proposed = {field: current[field] for field in STATE_FIELDS} | propose(current, tx)
+            proposed = {field: getattr(current, field) for field in STATE_FIELDS} | propose(current, tx)
             self._check(proposed["config"], proposed["schema"])
-            if not always_new_revision and all(_same(proposed[f], current[f]) for f in STATE_FIELDS):
+            if not always_new_revision and all(_same(proposed[f], getattr(current, f)) for f in STATE_FIELDS):
                 return current
-            updated = configurations.update(configuration_id, revision=current["revision"] + 1, **proposed)
+            updated = configurations.update(configuration_id, revision=current.revision + 1, **proposed)
             self._record(
-                tx, actor, updated, before=current["revision"], message=message, action=action, extra=audit_detail
+                tx, actor, updated, before=current.revision, message=message, action=action, extra=audit_detail
             )
             tx.commit()
         return updated
@@ -251,28 +238,34 @@ class ConfigurationService:
         self,
         tx: Transaction,
         actor: Principal,
-        configuration: dict[str, Any],
+        configuration: Configuration,
         *,
         before: int | None,
         message: str | None,
         action: str,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        """Write the revision row, the change event and the audit event of a create or update."""
-        revision = configuration["revision"]
+        """Write the revision row (the whole new state), the change event and the audit event of a create or update."""
+        revision = configuration.revision
         RevisionRepository(tx).insert(
-            configuration["id"], revision=revision, config=configuration["config"], author=actor.name, message=message
+            configuration.id,
+            revision=revision,
+            config=configuration.config,
+            schema=configuration.schema,
+            comments=configuration.comments,
+            author=actor.name,
+            message=message,
         )
         changes.publish(
             tx,
-            application_id=configuration["application_id"],
-            configuration_id=configuration["id"],
-            name=configuration["name"],
+            application_id=configuration.application_id,
+            configuration_id=configuration.id,
+            name=configuration.name,
             revision=revision,
             kind="created" if before is None else "updated",
         )
         detail = _audit_detail(configuration, before=before, after=revision) | (extra or {})
-        audit.record(tx, actor, action, "configuration", configuration["id"], detail)
+        audit.record(tx, actor, action, "configuration", configuration.id, detail)
 
     def _check(self, config: Any, schema: dict[str, Any] | None) -> None:
         """Refuse a state that may not be stored: not an object (422), too large (413), breaking its schema (422)."""
@@ -309,14 +302,14 @@ def _locked(
     configurations: ConfigurationRepository,
     configuration_id: str,
     expected: Precondition | None,
-) -> dict[str, Any]:
+) -> Configuration:
     """The row locked for writing; 404 when invisible, 412 when a precondition fails."""
     current = _visible(tx, actor, configurations.lock(configuration_id), configuration_id, write=True)
-    require_current(expected, version(current), subject=f"configuration {configuration_id}")
+    require_current(expected, current.version, subject=f"configuration {configuration_id}")
     return current
 
 
-def _existing_revision(tx: Transaction, configuration_id: str, number: int) -> dict[str, Any]:
+def _existing_revision(tx: Transaction, configuration_id: str, number: int) -> Revision:
     found = RevisionRepository(tx).get(configuration_id, number)
     if found is None:
         raise NotFound(f"configuration {configuration_id} has no revision {number}")
@@ -324,11 +317,11 @@ def _existing_revision(tx: Transaction, configuration_id: str, number: int) -> d
 
 
 def _visible(
-    tx: Transaction, actor: Principal, row: dict[str, Any] | None, configuration_id: str, *, write: bool = False
-) -> dict[str, Any]:
+    tx: Transaction, actor: Principal, row: Configuration | None, configuration_id: str, *, write: bool = False
+) -> Configuration:
     """The row, once the caller may read (or write) its application; a missing one and one out
     of a scoped token's reach are both 404."""
-    application_id = None if row is None else row["application_id"]
+    application_id = None if row is None else row.application_id
     application = None if application_id is None else ApplicationRepository(tx).get(application_id)
     missing = NotFound(f"configuration {configuration_id} not found")
     reachable_application(tx, actor, application, application_id or "", write=write, missing=missing)
@@ -343,10 +336,7 @@ def _same(a: Any, b: Any) -> bool:
 def _containment_filter(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"contains is not valid JSON: {exc}") from exc
+    value = parse_json(text, "contains")
     if not isinstance(value, dict):
         raise BadRequest('contains must be a JSON object, such as {"feature": true}')
     try:
@@ -356,10 +346,10 @@ def _containment_filter(text: str | None) -> dict[str, Any] | None:
     return value
 
 
-def _audit_detail(configuration: dict[str, Any], *, before: int | None, after: int | None) -> dict[str, Any]:
+def _audit_detail(configuration: Configuration, *, before: int | None, after: int | None) -> dict[str, Any]:
     return {
-        "application_id": configuration["application_id"],
-        "name": configuration["name"],
+        "application_id": configuration.application_id,
+        "name": configuration.name,
         "before_revision": before,
         "after_revision": after,
     }

@@ -8,8 +8,6 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
 import orjson
 from anyio.to_thread import run_sync as run_in_threadpool
@@ -19,7 +17,7 @@ from svc.db import Database
 from svc.errors import NotFound
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import EVENT_STREAMS, LONG_POLL_WAITERS, RESOLVE_CACHE_HITS, RESOLVE_CACHE_MISSES
-from svc.repositories.delivery import DeliveryRepository
+from svc.repositories.delivery import ChangeEvent, DeliveryRepository, Resolved
 from svc.services import policy
 from svc.services.auth import Principal
 from svc.services.policy import Action, ApplicationResource
@@ -32,42 +30,6 @@ POLL_WHILE_DEAF = 1.0
 EVENT_BATCH = 500
 
 Key = tuple[str, str]  # (application name, configuration name)
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """A configuration as delivered: its JSON already rendered, and its version."""
-
-    configuration_id: str
-    application_id: str
-    revision: int
-    body: bytes
-
-    @property
-    def version(self) -> str:
-        """The ETag value; the same one the configurations API uses."""
-        return f"{self.configuration_id}.{self.revision}"
-
-
-@dataclass(frozen=True)
-class ChangeEvent:
-    id: int
-    application_id: str
-    configuration_id: str
-    name: str
-    revision: int
-    kind: str
-
-    def data(self) -> bytes:
-        return orjson.dumps(
-            {
-                "id": self.id,
-                "configuration_id": self.configuration_id,
-                "name": self.name,
-                "revision": self.revision,
-                "kind": self.kind,
-            }
-        )
 
 
 def _require_visible(actor: Principal, found: Resolved | None, application_name: str, configuration_name: str) -> None:
@@ -203,19 +165,12 @@ class DeliveryService:
             del self._loads[key]
 
     async def _fetch(self, key: Key, generation: int) -> Resolved | None:
-        row = await run_in_threadpool(self._read, key)
-        if row is None:
-            return None
-        found = Resolved(
-            configuration_id=row["configuration_id"],
-            application_id=row["application_id"],
-            revision=row["revision"],
-            body=row["body"].encode(),
-        )
-        self.cache.put(key, found, generation)
+        found = await run_in_threadpool(self._read, key)
+        if found is not None:
+            self.cache.put(key, found, generation)
         return found
 
-    def _read(self, key: Key) -> dict[str, Any] | None:
+    def _read(self, key: Key) -> Resolved | None:
         with self.db.transaction() as tx:
             return DeliveryRepository(tx).resolve(*key)
 
@@ -327,14 +282,14 @@ class DeliveryService:
 
     async def _backlog(self, application_id: str, after: int) -> AsyncIterator[ChangeEvent]:
         while True:
-            rows = await run_in_threadpool(self._events_after, application_id, after)
-            for row in rows:
-                yield ChangeEvent(**{k: row[k] for k in ChangeEvent.__dataclass_fields__})
-                after = row["id"]
-            if len(rows) < EVENT_BATCH:
+            events = await run_in_threadpool(self._events_after, application_id, after)
+            for event in events:
+                yield event
+                after = event.id
+            if len(events) < EVENT_BATCH:
                 return
 
-    def _events_after(self, application_id: str, after: int) -> list[dict[str, Any]]:
+    def _events_after(self, application_id: str, after: int) -> list[ChangeEvent]:
         with self.db.transaction() as tx:
             return DeliveryRepository(tx).events_after(application_id, after, EVENT_BATCH)
 

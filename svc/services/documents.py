@@ -26,11 +26,12 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO, Protocol
 
 from svc.content import Author, ContentStore, deleted_ref_name
-from svc.db import CONNECTION_ERRORS, Database, Transaction
+from svc.db import Database, Transaction
 from svc.errors import (
     BadRequest,
     Conflict,
@@ -45,7 +46,7 @@ from svc.repositories.documents import Document, DocumentRepository, Proposal, V
 from svc.repositories.users import UserRepository
 from svc.services import audit, policy
 from svc.services.auth import Principal
-from svc.services.pagination import page_of
+from svc.services.pagination import keyset_page
 from svc.services.policy import Action, DocumentResource, ProposalResource
 from svc.services.preconditions import Precondition, require_current
 
@@ -130,9 +131,13 @@ class DocumentService:
         """Versions newest first, from PostgreSQL; `next` is the cursor of older ones."""
         with self.db.transaction() as tx:
             _, document = self._open(tx, actor, owner_id, Action.READ_DOCUMENT)
-            rows = [] if document is None else DocumentRepository(tx).history(document.id, limit=limit + 1, before=before)
-        page = page_of([row.as_dict() for row in rows], limit, key="version")
-        return {"versions": page.items, "next": page.next}
+            docs = DocumentRepository(tx)
+            page = keyset_page(
+                lambda n: [] if document is None else docs.history(document.id, limit=n, before=before),
+                limit,
+                cursor=attrgetter("version"),
+            )
+        return {"versions": [version.as_dict() for version in page.items], "next": page.next}
 
     def version(self, actor: Principal, owner_id: str | None, sha: str) -> dict[str, Any]:
         """One version with its content; `sha` may be abbreviated (7 or more hex digits)."""
@@ -258,7 +263,7 @@ class DocumentService:
                 document, commit_sha=commit_sha, author=author.name, message=message, size_bytes=len(data)
             )
         except BaseException as exc:
-            if not isinstance(exc, CONNECTION_ERRORS):
+            if not isinstance(exc, Unavailable):
                 self.store.undo(document.id, commit_sha, parent)
             raise
 
@@ -301,7 +306,7 @@ class DocumentService:
                 )
                 tx.commit()
             except BaseException as exc:
-                if not isinstance(exc, CONNECTION_ERRORS):  # lost during COMMIT, the row may exist
+                if not isinstance(exc, Unavailable):  # the connection lost during COMMIT: the row may exist
                     self.store.delete_proposal_ref(proposal_id, commit_sha)
                 raise
         return self._proposal_view(proposal)
@@ -311,12 +316,12 @@ class DocumentService:
     ) -> dict[str, Any]:
         with self.db.transaction() as tx:
             _, document = self._open(tx, actor, owner_id, Action.READ_DOCUMENT)
-            rows = (
-                [] if document is None
-                else DocumentRepository(tx).proposals(document.id, status=status, limit=limit + 1, after=after)
+            docs = DocumentRepository(tx)
+            page = keyset_page(
+                lambda n: [] if document is None else docs.proposals(document.id, status=status, limit=n, after=after),
+                limit,
             )
-        page = page_of([self._proposal_view(row) for row in rows], limit)
-        return {"items": page.items, "next": page.next}
+        return {"items": [self._proposal_view(row) for row in page.items], "next": page.next}
 
     def proposal(self, actor: Principal, owner_id: str | None, proposal_id: str) -> dict[str, Any]:
         """One proposal with a unified diff from its base to its content."""
@@ -493,7 +498,7 @@ def _author(tx: Transaction, actor: Principal) -> Author:
     if actor.user_id is not None:
         user = UserRepository(tx).get(actor.user_id)
         if user is not None:
-            return Author(user["username"], user["email"])
+            return Author(user.username, user.email)
     slug = re.sub(r"[^a-z0-9._-]+", "-", actor.name.lower()).strip("-") or "token"
     return Author(actor.name, f"{slug}@svc.invalid")
 

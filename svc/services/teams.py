@@ -8,23 +8,21 @@ last owner.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
+from operator import attrgetter
 from typing import Any
 
-import psycopg2.errors
-
 from svc.content import ContentStore
-from svc.db import Database, Transaction, constraint_name
+from svc.db import Database, Transaction
 from svc.errors import Conflict, NotFound, Unprocessable
 from svc.ids import new_id
+from svc.repositories.applications import ApplicationRepository
 from svc.repositories.teams import Member, Team, TeamRepository
 from svc.repositories.users import UserRepository
 from svc.services import audit, policy
 from svc.services.auth import Principal
 from svc.services.documents import Retirement
-from svc.services.pagination import Page, page_of
+from svc.services.pagination import Page, keyset_page
 from svc.services.policy import TEAM_ROLES, Action, MembershipChange, TeamResource
 
 EDITABLE_FIELDS = ("name", "display_name", "description")
@@ -49,7 +47,7 @@ class TeamService:
         owner_id = owner_id if actor.is_admin else actor.user_id
         if owner_id is None:
             raise Unprocessable("a team needs an owner: an admin token must name one (owner_id)")
-        with self.db.transaction() as tx, _team_rules(name):
+        with self.db.transaction() as tx:
             if UserRepository(tx).get(owner_id) is None:
                 raise NotFound(f"user {owner_id} not found")
             teams = TeamRepository(tx)
@@ -64,10 +62,10 @@ class TeamService:
         policy.require(actor, Action.LIST_TEAMS)
         if mine:
             policy.require(actor, Action.BE_A_USER)
+        member_id = actor.user_id if mine or not actor.is_admin else None
         with self.db.transaction() as tx:
-            member_id = actor.user_id if mine or not actor.is_admin else None
-            rows = TeamRepository(tx).list(limit=limit + 1, after=after, member_id=member_id)
-        return page_of([row.as_dict() for row in rows], limit)
+            teams = TeamRepository(tx)
+            return keyset_page(lambda n: teams.list(limit=n, after=after, member_id=member_id), limit)
 
     def get(self, actor: Principal, team_id: str) -> Team:
         with self.db.transaction() as tx:
@@ -75,7 +73,7 @@ class TeamService:
 
     def update(self, actor: Principal, team_id: str, fields: dict[str, Any]) -> Team:
         """Change the fields given (name, display_name, description); owners only."""
-        with self.db.transaction() as tx, _team_rules(fields.get("name")):
+        with self.db.transaction() as tx:
             current = self._visible(tx, actor, team_id, Action.UPDATE_TEAM, lock=True)
             changed = {k: v for k, v in fields.items() if k in EDITABLE_FIELDS and getattr(current, k) != v}
             if not changed:
@@ -104,10 +102,12 @@ class TeamService:
             if team is None:
                 raise NotFound(f"team {team_id} not found")
             retirement = Retirement.lock(tx, team_id=team_id)
+            # Its applications stay, without a team (the foreign key sets team_id to NULL).
+            released = [{"id": a.id, "name": a.name} for a in ApplicationRepository(tx).of_team(team_id)]
             teams.delete(team_id)
             audit.record(
                 tx, actor, "team.delete", "team", team_id,
-                {**_audit_detail(team), "documents": retirement.audit_detail()},
+                {**_audit_detail(team), "documents": retirement.audit_detail(), "applications": released},
             )
             tx.commit()
         retirement.carry_out(self.store)
@@ -117,8 +117,10 @@ class TeamService:
     def members(self, actor: Principal, team_id: str, *, limit: int, after: str | None = None) -> Page:
         with self.db.transaction() as tx:
             self._visible(tx, actor, team_id, Action.READ_TEAM)
-            rows = TeamRepository(tx).members(team_id, limit=limit + 1, after=after)
-        return page_of([row.as_dict() for row in rows], limit, key="user_id")
+            teams = TeamRepository(tx)
+            return keyset_page(
+                lambda n: teams.members(team_id, limit=n, after=after), limit, cursor=attrgetter("user_id")
+            )
 
     def put_member(self, actor: Principal, team_id: str, user_id: str, *, role: str) -> Member:
         """Add a user to a team, or change its role. Owners are added or demoted by owners only;
@@ -197,26 +199,8 @@ def _who(tx: Transaction, actor: Principal) -> str:
     if actor.user_id is not None:
         user = UserRepository(tx).get(actor.user_id)
         if user is not None:
-            return user["username"]
+            return user.username
     return actor.name
-
-
-@contextmanager
-def _team_rules(name: str | None) -> Iterator[None]:
-    """Turn a broken rule of the teams table into a 409 (taken) or 422 (invalid) naming it."""
-    messages = {
-        "teams_name_key": (Conflict, f"team name '{name}' is already taken"),
-        "teams_name_check": (Unprocessable, "a team name is 1–256 letters, digits, '.', '_', '-'; not '.' or '..'"),
-        "teams_display_name_check": (Unprocessable, "a display name is at most 256 characters"),
-        "teams_description_check": (Unprocessable, "a description is at most 1024 characters"),
-    }
-    try:
-        yield
-    except (psycopg2.errors.UniqueViolation, psycopg2.errors.CheckViolation) as exc:
-        error, message = messages.get(constraint_name(exc), (None, None))
-        if error is None:
-            raise
-        raise error(message) from exc
 
 
 def _audit_detail(team: Team) -> dict[str, Any]:

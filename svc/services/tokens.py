@@ -2,35 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-import psycopg2.errors
-
-from svc.db import Database, constraint_name
+from svc.db import Database
 from svc.errors import NotFound, Unprocessable
 from svc.ids import new_id
-from svc.repositories.tokens import TokenRepository
+from svc.repositories.tokens import Token, TokenRepository
 from svc.services import audit, policy
 from svc.services.auth import Principal, Role, hash_secret, new_secret
-from svc.services.pagination import Page, page_of
+from svc.services.pagination import Page, keyset_page
 from svc.services.policy import Action
 
 BOOTSTRAP_TOKEN_NAME = "bootstrap-admin"
-
-# Foreign keys added by later migrations; a violation means the id names nothing.
-MISSING_REFERENCES = {
-    "api_tokens_user_id_fkey": "user_id does not name an existing user",
-    "api_tokens_application_id_fkey": "application_id does not name an existing application",
-}
 
 
 @dataclass(frozen=True)
 class NewToken:
     """A token just created; `secret` is shown once and never stored."""
 
-    token: dict[str, Any]
+    token: Token
     secret: str
 
 
@@ -58,30 +50,27 @@ class TokenService:
         if role != "service" and application_id is not None:
             raise Unprocessable("only service tokens can be limited to an application")
         secret = new_secret()
-        try:
-            with self.db.transaction() as tx:
-                token = TokenRepository(tx).insert(
-                    id=new_id(),
-                    name=name,
-                    role=role,
-                    token_hash=hash_secret(secret),
-                    user_id=user_id,
-                    application_id=application_id,
-                    read_only=read_only,
-                )
-                audit.record(tx, actor, "token.create", "token", token["id"], _audit_detail(token))
-                tx.commit()
-        except psycopg2.errors.ForeignKeyViolation as exc:
-            raise Unprocessable(MISSING_REFERENCES.get(constraint_name(exc), "a referenced id does not exist")) from exc
+        with self.db.transaction() as tx:
+            token = TokenRepository(tx).insert(
+                id=new_id(),
+                name=name,
+                role=role,
+                token_hash=hash_secret(secret),
+                user_id=user_id,
+                application_id=application_id,
+                read_only=read_only,
+            )
+            audit.record(tx, actor, "token.create", "token", token.id, _audit_detail(token))
+            tx.commit()
         return NewToken(token=token, secret=secret)
 
     def list(self, actor: Principal, *, limit: int, after: str | None = None) -> Page:
         policy.require(actor, Action.MANAGE_TOKENS)
         with self.db.transaction() as tx:
-            rows = TokenRepository(tx).list(limit=limit + 1, after=after)
-        return page_of(rows, limit)
+            tokens = TokenRepository(tx)
+            return keyset_page(lambda n: tokens.list(limit=n, after=after), limit)
 
-    def revoke(self, actor: Principal, token_id: str) -> dict[str, Any]:
+    def revoke(self, actor: Principal, token_id: str) -> Token:
         """Revoke a token; it stops working on the next request. Revoking twice is harmless."""
         policy.require(actor, Action.MANAGE_TOKENS)
         with self.db.transaction() as tx:
@@ -111,17 +100,17 @@ class TokenService:
                 read_only=False,
             )
             actor = Principal(token_id=None, name="svc serve", role="admin")
-            audit.record(tx, actor, "token.create", "token", token["id"], _audit_detail(token))
+            audit.record(tx, actor, "token.create", "token", token.id, _audit_detail(token))
             tx.commit()
         return secret
 
 
-def _audit_detail(token: dict[str, Any]) -> dict[str, Any]:
+def _audit_detail(token: Token) -> dict[str, Any]:
     """What the audit trail keeps of a token: never its secret or hash."""
     return {
-        "name": token["name"],
-        "role": token["role"],
-        "user_id": token["user_id"],
-        "application_id": token["application_id"],
-        "read_only": token["read_only"],
+        "name": token.name,
+        "role": token.role,
+        "user_id": token.user_id,
+        "application_id": token.application_id,
+        "read_only": token.read_only,
     }

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import psycopg2.errors
-
 from svc.content import ContentStore
-from svc.db import Database, constraint_name
-from svc.errors import Conflict, Forbidden, NotFound, Unprocessable
+from svc.db import Database
+from svc.errors import Conflict, Forbidden, NotFound
 from svc.ids import new_id
 from svc.repositories.teams import TeamRepository
-from svc.repositories.users import UserRepository
+from svc.repositories.users import User, UserRepository
 from svc.services import audit, policy
 from svc.services.auth import Principal
 from svc.services.documents import Retirement
-from svc.services.pagination import Page, page_of
+from svc.services.pagination import Page, keyset_page
 from svc.services.policy import Action, UserResource
 
 UNSET: Any = object()
@@ -29,21 +25,21 @@ class UserService:
         self.db = db
         self.store = store
 
-    def create(self, actor: Principal, *, email: str, username: str, display_name: str | None = None) -> dict[str, Any]:
+    def create(self, actor: Principal, *, email: str, username: str, display_name: str | None = None) -> User:
         policy.require(actor, Action.MANAGE_USERS)
-        with self.db.transaction() as tx, _user_rules(email, username):
+        with self.db.transaction() as tx:
             user = UserRepository(tx).insert(id=new_id(), email=email, username=username, display_name=display_name)
-            audit.record(tx, actor, "user.create", "user", user["id"], _audit_detail(user))
+            audit.record(tx, actor, "user.create", "user", user.id, _audit_detail(user))
             tx.commit()
         return user
 
     def list(self, actor: Principal, *, limit: int, after: str | None = None) -> Page:
         policy.require(actor, Action.MANAGE_USERS)
         with self.db.transaction() as tx:
-            rows = UserRepository(tx).list(limit=limit + 1, after=after)
-        return page_of(rows, limit)
+            users = UserRepository(tx)
+            return keyset_page(lambda n: users.list(limit=n, after=after), limit)
 
-    def get(self, actor: Principal, user_id: str) -> dict[str, Any]:
+    def get(self, actor: Principal, user_id: str) -> User:
         """Admins read anyone; a user reads itself."""
         policy.require(actor, Action.READ_USER, UserResource(user_id))
         with self.db.transaction() as tx:
@@ -52,7 +48,7 @@ class UserService:
             raise NotFound(f"user {user_id} not found")
         return user
 
-    def me(self, actor: Principal) -> dict[str, Any]:
+    def me(self, actor: Principal) -> User:
         policy.require(actor, Action.BE_A_USER)
         return self.get(actor, actor.user_id)
 
@@ -64,12 +60,12 @@ class UserService:
         email: str | None = None,
         username: str | None = None,
         display_name: str | None = UNSET,
-    ) -> dict[str, Any]:
+    ) -> User:
         """Admins change anything; a user may change only its own display name."""
         policy.require(actor, Action.UPDATE_USER, UserResource(user_id))
         if (email is not None or username is not None) and not policy.can(actor, Action.MANAGE_USERS):
             raise Forbidden("only an admin can change a user's email or username")
-        with self.db.transaction() as tx, _user_rules(email, username):
+        with self.db.transaction() as tx:
             user = UserRepository(tx).update(
                 user_id,
                 email=email,
@@ -110,24 +106,5 @@ class UserService:
         retirement.carry_out(self.store)
 
 
-@contextmanager
-def _user_rules(email: str | None, username: str | None) -> Iterator[None]:
-    """Turn a broken rule of the users table into a 409 (taken) or 422 (invalid) naming it."""
-    messages = {
-        "users_email_lower_key": (Conflict, f"email '{email}' is already taken"),
-        "users_username_key": (Conflict, f"username '{username}' is already taken"),
-        "users_email_check": (Unprocessable, f"email '{email}' is not an email address"),
-        "users_username_check": (Unprocessable, "a username is 1–256 letters, digits, '.', '_', '-'"),
-        "users_display_name_check": (Unprocessable, "a display name is at most 256 characters"),
-    }
-    try:
-        yield
-    except (psycopg2.errors.UniqueViolation, psycopg2.errors.CheckViolation) as exc:
-        error, message = messages.get(constraint_name(exc), (None, None))
-        if error is None:
-            raise
-        raise error(message) from exc
-
-
-def _audit_detail(user: dict[str, Any]) -> dict[str, Any]:
-    return {"email": user["email"], "username": user["username"], "display_name": user["display_name"]}
+def _audit_detail(user: User) -> dict[str, Any]:
+    return {"email": user.email, "username": user.username, "display_name": user.display_name}

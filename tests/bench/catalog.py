@@ -158,8 +158,8 @@ def main() -> None:
         store.ensure()
         operator = Principal.operator()
         users, teams = UserService(db, store), TeamService(db, store)
-        user_id = users.create(operator, email="m@example.com", username="member")["id"]
-        owner_id = users.create(operator, email="o@example.com", username="owner")["id"]
+        user_id = users.create(operator, email="m@example.com", username="member").id
+        owner_id = users.create(operator, email="o@example.com", username="owner").id
         team_ids = [teams.create(operator, name=f"team-{n}", owner_id=owner_id).id for n in range(40)]
         for team_id in team_ids[:5]:
             teams.put_member(operator, team_id, user_id, role="member")

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
+from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
-from svc.api.schemas import NAME_DESCRIPTION, NAME_PATTERN, NO_NUL_PATTERN, Page, Text
+from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page
 from svc.ids import ULID_PATTERN
+from svc.services.applications import Application
 
-Name = Annotated[str, Field(pattern=NAME_PATTERN, description=NAME_DESCRIPTION)]
-Comments = Annotated[Text | None, Field(max_length=1024)]
-
-router = APIRouter(prefix="/applications", tags=["applications"], responses=problem_responses(401, 403, 422, 503))
+router = APIRouter(
+    prefix="/applications",
+    tags=["applications"],
+    responses=problem_responses(401, 403, 422, 503),
+    route_class=JsonBodyRoute,
+)
 
 
 TeamId = Annotated[
@@ -33,21 +36,12 @@ class ApplicationCreate(BaseModel):
 
 
 class ApplicationUpdate(BaseModel):
-    """Only the fields sent change; `name` cannot be null; `team_id` null takes it out of its team."""
+    """Only the fields sent change; `name` cannot be null."""
 
     model_config = ConfigDict(extra="forbid")
     name: Name = None
     comments: Comments = None
     team_id: TeamId = None
-
-
-class Application(BaseModel):
-    id: str
-    name: str
-    comments: str | None
-    team_id: str | None
-    created_at: datetime
-    updated_at: datetime
 
 
 @router.post("", status_code=201, response_model=Application, responses=problem_responses(400, 409, 413))
@@ -61,7 +55,7 @@ def create_application(
     application = services.applications.create(
         principal, name=body.name, comments=body.comments, team_id=body.team_id
     )
-    response.headers["Location"] = str(request.url_for("get_application", application_id=application["id"]))
+    response.headers["Location"] = str(request.url_for("get_application", application_id=application.id))
     return application
 
 

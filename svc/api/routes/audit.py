@@ -7,12 +7,13 @@ from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
 from svc.api.deps import After, Limit, PrincipalDep, ServicesDep
 from svc.api.problems import problem_responses
 from svc.api.schemas import NO_NUL_PATTERN, Page
 from svc.ids import ULID_PATTERN
+from svc.services.audit import AuditEvent, AuditFilter
 
 
 def _rfc3339(value: Any) -> Any:
@@ -41,18 +42,6 @@ Timestamp = Annotated[
 router = APIRouter(prefix="/audit", tags=["audit"], responses=problem_responses(401, 403, 422, 503))
 
 
-class AuditEvent(BaseModel):
-    id: str
-    occurred_at: datetime
-    actor_token_id: str | None
-    actor_name: str
-    action: str
-    resource_type: str
-    resource_id: str
-    request_id: str | None
-    detail: dict[str, Any]
-
-
 @router.get("", response_model=Page[AuditEvent], summary="Audit events, newest first")
 def list_audit_events(
     principal: PrincipalDep,
@@ -65,13 +54,7 @@ def list_audit_events(
     since: Timestamp = None,
     until: Timestamp = None,
 ):
-    return services.audit.list(
-        principal,
-        limit=limit,
-        after=after,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        actor_token_id=actor,
-        since=since,
-        until=until,
+    where = AuditFilter(
+        resource_type=resource_type, resource_id=resource_id, actor_token_id=actor, since=since, until=until
     )
+    return services.audit.list(principal, where, limit=limit, after=after)

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -17,18 +16,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.etags import Preconditions, not_modified, not_modified_response, tag
+from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
-from svc.api.routes.applications import Comments, Name
-from svc.api.schemas import NO_NUL_PATTERN, Page, Text
-from svc.errors import BadRequest, UnsupportedMediaType
-from svc.services.configurations import version
+from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page, Text
+from svc.errors import UnsupportedMediaType
+from svc.services.configurations import Configuration, Revision
+from svc.services.json_documents import parse_json
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON = "application/json"
 JSON_PATCH = "application/json-patch+json"
 MAX_REVISION = 2**31 - 1
 
-router = APIRouter(tags=["configurations"], responses=problem_responses(401, 403, 422, 503))
+router = APIRouter(
+    tags=["configurations"], responses=problem_responses(401, 403, 422, 503), route_class=JsonBodyRoute
+)
 
 Message = Annotated[Text | None, Field(max_length=1024, description="why; kept with the revision")]
 JsonSchema = Annotated[
@@ -70,26 +72,6 @@ class ConfigurationMetadataPatch(BaseModel):
     message: Message = None
 
 
-class Configuration(BaseModel):
-    id: str
-    application_id: str
-    name: str
-    comments: str | None
-    config: dict[str, Any]
-    json_schema: dict[str, Any] | None = Field(alias="schema")
-    revision: int
-    created_at: datetime
-    updated_at: datetime
-
-
-class Revision(BaseModel):
-    revision: int
-    config: dict[str, Any]
-    author: str
-    message: str | None
-    created_at: datetime
-
-
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     revision: int = Field(ge=1, le=MAX_REVISION, description="the revision whose JSON becomes current again")
@@ -109,8 +91,8 @@ def _sent_state(body: BaseModel) -> dict[str, Any]:
     return {STATE_FIELDS[f]: getattr(body, f) for f in body.model_fields_set if f in STATE_FIELDS}
 
 
-def _with_etag(response: Response, configuration: dict[str, Any]) -> dict[str, Any]:
-    tag(response, version(configuration))
+def _with_etag(response: Response, configuration: Configuration) -> Configuration:
+    tag(response, configuration.version)
     return configuration
 
 
@@ -128,10 +110,7 @@ async def read_patch(request: Request) -> MergePatch | ConfigurationMetadataPatc
             f"(comments, schema, message), not {media_type or 'a body without Content-Type'}",
             accepted=(MERGE_PATCH, JSON),
         )
-    try:
-        document = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
+    document = parse_json(await request.body())
     if media_type == MERGE_PATCH:
         return MergePatch(document)
     try:
@@ -178,7 +157,7 @@ def create_configuration(
         schema=body.json_schema,
         message=body.message,
     )
-    response.headers["Location"] = str(request.url_for("get_configuration", configuration_id=created["id"]))
+    response.headers["Location"] = str(request.url_for("get_configuration", configuration_id=created.id))
     return _with_etag(response, created)
 
 
@@ -215,9 +194,8 @@ def get_configuration(
     expected: Preconditions,
 ):
     configuration = services.configurations.get(principal, configuration_id)
-    current = version(configuration)
-    if not_modified(expected, current, subject=f"configuration {configuration_id}"):
-        return not_modified_response(current)
+    if not_modified(expected, configuration.version, subject=f"configuration {configuration_id}"):
+        return not_modified_response(configuration.version)
     return _with_etag(response, configuration)
 
 

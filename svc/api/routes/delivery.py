@@ -12,7 +12,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from svc.api.deps import IdPath, PrincipalDep, ServicesDep
+from svc.api.deps import IdPath, PrincipalDep, ServicesDep, services_of
 from svc.api.etags import Preconditions, etag, not_modified, not_modified_response, parse_precondition
 from svc.api.middleware import hold_open
 from svc.api.problems import problem_responses
@@ -137,7 +137,7 @@ def _answer_from_cache(scope: Scope, application_name: str, configuration_name: 
     scheme, secret = get_authorization_scheme_param(authorization)  # as HTTPBearer reads it
     if scheme.lower() != "bearer" or not secret:
         return None
-    services = scope["app"].state.services
+    services = services_of(scope["app"])
     principal = services.authenticator.cached(secret)
     if principal is None:
         return None

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.etags import Preconditions, not_modified, not_modified_response, tag
+from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.schemas import Text
 from svc.services.documents import DocumentService
@@ -121,7 +122,9 @@ def document_routes(
     dependency, chooses the mounted service (`mounted(name)`, or by the request: a catalog
     item's type decides the file its document has); `noun` names its routes (`get_claude_md`,
     …: their operation ids)."""
-    router = APIRouter(prefix=prefix, tags=[tag], responses=problem_responses(401, 403, 404, 422, 503))
+    router = APIRouter(
+        prefix=prefix, tags=[tag], responses=problem_responses(401, 403, 404, 422, 503), route_class=JsonBodyRoute
+    )
     Owner = Annotated[str | None, Depends(owner)]
     Documents = Annotated[DocumentService, Depends(pick)]
 

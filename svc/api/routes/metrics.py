@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from svc import metrics
-from svc.api.deps import BearerCredentials
+from svc.api.deps import BearerCredentials, ServicesDep
 from svc.api.problems import problem_responses
 from svc.errors import NotFound
 from svc.services import policy
@@ -15,8 +15,7 @@ from svc.services.policy import Action
 router = APIRouter(tags=["health"])
 
 
-async def _metrics_access(request: Request, credentials: BearerCredentials) -> None:
-    services = request.app.state.services
+async def _metrics_access(services: ServicesDep, credentials: BearerCredentials) -> None:
     if services.settings.metrics == "off":
         raise NotFound("metrics are turned off (SVC_METRICS=off)")
     if services.settings.metrics == "token":

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Body, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
+from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.schemas import NAME_DESCRIPTION, NAME_PATTERN, Page, Text
 from svc.services.teams import Member, Team
 
-router = APIRouter(tags=["teams"], responses=problem_responses(401, 403, 404, 422, 503))
+router = APIRouter(tags=["teams"], responses=problem_responses(401, 403, 404, 422, 503), route_class=JsonBodyRoute)
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, description=NAME_DESCRIPTION)]
 DisplayName = Annotated[Text | None, Field(max_length=256)]

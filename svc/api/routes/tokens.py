@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import asdict, dataclass
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
+from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.schemas import Page, Text
 from svc.ids import ULID_PATTERN
+from svc.services.tokens import Token
 
-router = APIRouter(prefix="/tokens", tags=["tokens"], responses=problem_responses(401, 403, 422, 503))
+router = APIRouter(
+    prefix="/tokens", tags=["tokens"], responses=problem_responses(401, 403, 422, 503), route_class=JsonBodyRoute
+)
 
 
 class TokenCreate(BaseModel):
@@ -24,26 +28,15 @@ class TokenCreate(BaseModel):
     read_only: bool = False
 
 
-class Token(BaseModel):
-    id: str
-    name: str
-    role: str
-    user_id: str | None
-    application_id: str | None
-    read_only: bool
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
-
-
+@dataclass(frozen=True)
 class CreatedToken(Token):
-    token: str = Field(description="the secret; shown once, never stored")
+    token: Annotated[str, Field(description="the secret; shown once, never stored")]
 
 
 @router.post("", status_code=201, response_model=CreatedToken, responses=problem_responses(400, 413))
 def create_token(body: Annotated[TokenCreate, Body()], principal: PrincipalDep, services: ServicesDep):
     created = services.tokens.create(principal, **body.model_dump())
-    return {**created.token, "token": created.secret}
+    return CreatedToken(**asdict(created.token), token=created.secret)
 
 
 @router.get("", response_model=Page[Token])

@@ -6,17 +6,18 @@ change its own display name).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
+from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
-from svc.api.schemas import NAME_DESCRIPTION, NAME_PATTERN, Page, Text
+from svc.api.schemas import Name, Page, Text
+from svc.services.users import User
 
-router = APIRouter(tags=["users"], responses=problem_responses(401, 403, 422, 503))
+router = APIRouter(tags=["users"], responses=problem_responses(401, 403, 422, 503), route_class=JsonBodyRoute)
 
 Email = Annotated[
     Text,
@@ -27,7 +28,7 @@ Email = Annotated[
         examples=["ada@example.com"],
     ),
 ]
-Username = Annotated[str, Field(pattern=NAME_PATTERN, description=NAME_DESCRIPTION)]
+Username = Name
 DisplayName = Annotated[Text | None, Field(max_length=256)]
 
 
@@ -47,15 +48,6 @@ class UserUpdate(BaseModel):
     display_name: DisplayName = None
 
 
-class User(BaseModel):
-    id: str
-    email: str
-    username: str
-    display_name: str | None
-    created_at: datetime
-    updated_at: datetime
-
-
 @router.post("/users", status_code=201, response_model=User, responses=problem_responses(400, 409, 413))
 def create_user(
     body: Annotated[UserCreate, Body()],
@@ -65,7 +57,7 @@ def create_user(
     response: Response,
 ):
     user = services.users.create(principal, **body.model_dump())
-    response.headers["Location"] = str(request.url_for("get_user", user_id=user["id"]))
+    response.headers["Location"] = str(request.url_for("get_user", user_id=user.id))
     return user
 
 
