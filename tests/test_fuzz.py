@@ -71,6 +71,12 @@ SEMANTIC_REJECTIONS = {
     # an upload must be a .md file
     "POST /api/v1/users/{user_id}/claude-md/import": ["415"],
     "POST /api/v1/me/claude-md/import": ["415"],
+    "POST /api/v1/teams/{team_id}/claude-md/import": ["415"],
+    # an admin token, which belongs to no user, must name a new team's owner
+    "POST /api/v1/teams": ["422"],
+    # a team_id in the body that names no team
+    "POST /api/v1/applications": ["422"],
+    "PATCH /api/v1/applications/{application_id}": ["422"],
     # catalog content must be a valid SKILL.md / server.json / tool (400 unparseable, 422
     # invalid), an upload a file of the type's suffix, a release version semver
     "POST /api/v1/catalog": ["400", "422"],
@@ -134,7 +140,9 @@ class Target:
     user_id: str
     sha: str
     resolve: dict[str, str]
-    item_id: str = ""
+    team_id: str
+    proposal_ids: dict[str, str]  # the document's mount ("users", "me", "teams", "catalog") → an open proposal on it
+    item_id: str
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +166,17 @@ def target(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         user = create_user(client, admin, "ada")
         _token(services, USER_SECRET, role="user", user_id=user["id"])
         saved = save(client, f"{API}/users/{user['id']}/claude-md", admin, "# one\n")
-        item = _catalog_item(services, user["id"])
+        team = services.teams.create(Principal.operator(), name="fuzzed", owner_id=user["id"])
+        item = _catalog_item(services, user["id"], "fuzzed_tool")
+        proposals = {
+            mount: documents.propose(Principal.operator(), owner, content=content, message="fuzz")["id"]
+            for mount, documents, owner, content in (
+                ("users", services.claude_md, user["id"], "# two\n"),
+                ("me", services.claude_md, user["id"], "# two\n"),
+                ("teams", services.team_claude_md, team.id, "# two\n"),
+                ("catalog", services.catalog.documents["tool"], item, _tool("fuzzed_tool", "proposed")),
+            )
+        }
         FUZZED.app = create_app(config)
         yield Target(
             services=services,
@@ -167,6 +185,8 @@ def target(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             user_id=user["id"],
             sha=saved["commit_sha"],
             resolve={"application_name": "resolved", "configuration_name": "main"},
+            team_id=team.id,
+            proposal_ids=proposals,
             item_id=item,
         )
     FUZZED.app = None
@@ -193,17 +213,22 @@ def _point_at_real_resources(case, target: Target) -> None:
                 params[name] = target.resolve[name]
             elif "claude-md" in case.path and name in ("sha", "from", "to") and re.fullmatch(SHA_PATTERN, value):
                 params[name] = target.sha
+            elif name == "proposal_id" and re.fullmatch(ULID_PATTERN, value):
+                params[name] = target.proposal_ids[case.path.split("/")[3]]  # the mount: users, me, teams
             elif name.endswith("_id") and re.fullmatch(ULID_PATTERN, value):
                 params[name] = _fresh(name, target) if deleting or name == "token_id" else _seeded(name, target)
 
 
-def _catalog_item(services: Services, user_id: str) -> str:
-    """A fresh tool of the user's, named uniquely."""
-    name = f"tool_{new_id().lower()}"
-    content = json.dumps({"name": name, "description": "d", "input_schema": {"type": "object"}})
+def _tool(name: str, description: str) -> str:
+    return json.dumps({"name": name, "description": description, "input_schema": {"type": "object"}})
+
+
+def _catalog_item(services: Services, user_id: str, name: str | None = None) -> str:
+    """A tool of the user's (by default a fresh name)."""
+    name = name or f"tool_{new_id().lower()}"
     return services.catalog.create(
         Principal.operator(), type="tool", name=name, owner={"user_id": user_id}, description="d", tags=[],
-        content=content,
+        content=_tool(name, "d"),
     )["id"]
 
 
@@ -212,6 +237,7 @@ def _seeded(name: str, target: Target) -> str:
         "application_id": target.application_id,
         "configuration_id": target.configuration_id,
         "user_id": target.user_id,
+        "team_id": target.team_id,
         "item_id": target.item_id,
     }[name]
 
@@ -225,6 +251,8 @@ def _fresh(name: str, target: Target) -> str:
         return services.configurations.create(operator, target.application_id, name=f"doomed-{tag}", config={}).id
     if name == "user_id":
         return services.users.create(operator, email=f"{tag}@example.com", username=f"doomed-{tag}").id
+    if name == "team_id":
+        return services.teams.create(operator, name=f"doomed-{tag}", owner_id=target.user_id).id
     if name == "token_id":
         return services.tokens.create(operator, name=f"doomed-{tag}", role="service").token.id
     if name == "item_id":

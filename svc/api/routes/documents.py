@@ -252,7 +252,7 @@ def document_routes(
     @router.post(
         "/proposals/{proposal_id}/reject",
         response_model=Proposal,
-        responses=problem_responses(409),
+        responses=problem_responses(400, 409, 413),
         name=f"reject_{noun}_proposal",
     )
     def reject_proposal(

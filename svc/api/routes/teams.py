@@ -92,7 +92,7 @@ def list_members(team_id: IdPath, principal: PrincipalDep, services: ServicesDep
     return services.teams.members(principal, team_id, limit=limit, after=after)
 
 
-@router.put("/teams/{team_id}/members/{user_id}", response_model=Member, responses=problem_responses(400, 409))
+@router.put("/teams/{team_id}/members/{user_id}", response_model=Member, responses=problem_responses(400, 409, 413))
 def put_member(
     team_id: IdPath, user_id: IdPath, body: Annotated[MemberPut, Body()], principal: PrincipalDep,
     services: ServicesDep,
