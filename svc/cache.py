@@ -70,7 +70,7 @@ class InvalidatingCache(Generic[Value]):
         self._total = 0
 
     def set_enabled(self, enabled: bool) -> None:
-        """Follow the LISTEN connection: empty the cache on every change of state."""
+        """Follow whatever tells it of changes (LISTEN, the change feed): empty the cache on every change of state."""
         self.clear()
         self.enabled = enabled
 

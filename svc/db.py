@@ -74,6 +74,7 @@ class Transaction:
     def __init__(self, conn: psycopg2.extensions.connection) -> None:
         self.connection = conn
         self.committed = False
+        self._after_commit: list[Callable[[], None]] = []
 
     def execute(
         self, sql: str, params: dict[str, Any] | None = None, *, constraints: Constraints = NO_CONSTRAINTS
@@ -114,6 +115,12 @@ class Transaction:
         with _domain_errors():
             self.connection.commit()
         self.committed = True
+        for callback in self._after_commit:
+            callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the transaction has committed; never if it rolls back."""
+        self._after_commit.append(callback)
 
     def rollback(self) -> None:
         """Undo the transaction. A connection that is gone has nothing to undo; it is discarded on return."""

@@ -66,13 +66,6 @@ class ChangeListener:
         self._disconnect()
         LISTENER_CONNECTED.set(0)
 
-    async def wait_connected(self, timeout: float) -> bool:
-        """Wait until the first LISTEN is in place (used at start-up and in tests)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not self.connected and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.02)
-        return self.connected
-
     def backend_pid(self) -> int | None:
         """Server pid of the LISTEN connection (for diagnostics, and tests that cut it)."""
         return self._conn.get_backend_pid() if self._conn is not None else None

@@ -51,11 +51,11 @@ def test_notifications_wait_for_commit_and_vanish_on_rollback(services, client, 
     event = {"application_id": app["id"], "configuration_id": app["id"], "name": "main", "kind": "updated"}
 
     with services.db.transaction() as rolled_back:
-        changes.publish(rolled_back, revision=1, **event)  # left without commit: rolls back
+        changes.publish(rolled_back, services.changes.announce, revision=1, **event)  # left without commit: rolls back
     with services.db.transaction() as held:
-        changes.publish(held, revision=2, **event)
+        changes.publish(held, services.changes.announce, revision=2, **event)
         with services.db.transaction() as other:
-            changes.publish(other, revision=3, **event)
+            changes.publish(other, services.changes.announce, revision=3, **event)
             other.commit()
         assert listener.next()["revision"] == 3  # 2 is still uncommitted; 1 never will be
         held.commit()

@@ -139,7 +139,8 @@ def test_cache_is_bypassed_while_listen_connection_is_down(client, admin, servic
     seen = eventually(lambda: client.get("/api/v1/resolve/billing/limits", headers=admin).json() == {"rate": 99})
     assert seen, "a stale cached value was served after the LISTEN connection dropped"
 
-    assert eventually(lambda: services.listener.connected and services.listener.backend_pid() != pid)
+    # Trusted again once LISTEN is back and the changes made meanwhile have been caught up.
+    assert eventually(lambda: services.changes.connected and services.listener.backend_pid() != pid)
     client.get("/api/v1/resolve/billing/limits", headers=admin)
     assert eventually(lambda: len(services.delivery.cache) == 1), "cache not used again after reconnecting"
     put_config(client, admin, config_id, {"rate": 100})

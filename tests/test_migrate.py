@@ -163,5 +163,7 @@ def test_project_migrations_are_well_formed():
     from svc.migrate import load_migrations
 
     found = load_migrations(MIGRATIONS_DIR)
-    assert [m.version for m in found] == list(range(1, len(found) + 1))
+    versions = [m.version for m in found]
+    # Numbers are handed out to work in progress ahead of time, so a branch may have gaps.
+    assert versions[0] == 1 and versions == sorted(set(versions))
     assert shutil.which("git")  # the content store needs git on PATH

@@ -1,19 +1,15 @@
-"""SQL for `configuration_events` and their NOTIFY."""
+"""SQL for `configuration_events`: record a change, announce changes, catch up with them."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from svc.db import Transaction
 
-# One round trip: record the event and queue its notification. NOTIFY is transactional, so
-# listeners hear of it only if the transaction commits. The application's name is looked up
-# here so that callers need not carry it; a deleted application must be deleted after this.
-PUBLISH = """
-WITH event AS (
-    INSERT INTO configuration_events (application_id, configuration_id, name, revision, kind)
-    VALUES (%(application_id)s, %(configuration_id)s, %(name)s, %(revision)s, %(kind)s)
-    RETURNING id, application_id, configuration_id, name, revision, kind
-)
-SELECT event.id, pg_notify(%(channel)s, json_build_object(
+# The NOTIFY payload of one event (its shape is documented in svc/services/changes.py), from
+# `event` joined to its application: the name is looked up when the payload is built, so a
+# deleted application must be deleted after its events are recorded.
+PAYLOAD = """json_build_object(
     'id', event.id,
     'application_id', event.application_id,
     'application_name', applications.name,
@@ -21,25 +17,75 @@ SELECT event.id, pg_notify(%(channel)s, json_build_object(
     'configuration_name', event.name,
     'revision', event.revision,
     'kind', event.kind
-)::text)
+)::text"""
+
+# One round trip: record the event (its xid defaults to the writing transaction's) and build
+# the payload to announce once the transaction has committed.
+RECORD = f"""
+WITH event AS (
+    INSERT INTO configuration_events (application_id, configuration_id, name, revision, kind)
+    VALUES (%(application_id)s, %(configuration_id)s, %(name)s, %(revision)s, %(kind)s)
+    RETURNING id, application_id, configuration_id, name, revision, kind
+)
+SELECT event.id, {PAYLOAD} AS payload
 FROM event LEFT JOIN applications ON applications.id = event.application_id
 """
+
+# Many notifications in one (autocommit) transaction: one pass through the notify lock.
+ANNOUNCE = "SELECT count(pg_notify(%(channel)s, payload)) FROM unnest(%(payloads)s::text[]) AS payload"
+
+# One statement, so the events and the snapshot's xmin come from the same snapshot. Every
+# transaction below xmin has finished, so an event not visible now has xid >= xmin: the next
+# read, from this xmin, finds it. The first read (since NULL) starts at the current xmin.
+# Always one row at least: with no events, the xmin alone (id and payload NULL).
+CATCH_UP = f"""
+SELECT snapshot.xmin::text AS floor, event.id, {PAYLOAD} AS payload
+FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) AS snapshot
+LEFT JOIN (configuration_events AS event LEFT JOIN applications ON applications.id = event.application_id)
+    ON event.xid >= coalesce(%(since)s::xid8, snapshot.xmin)
+ORDER BY event.id
+"""
+
+
+@dataclass(frozen=True)
+class RecordedChange:
+    id: int
+    payload: str
+
+
+@dataclass(frozen=True)
+class CaughtUp:
+    """The events that may be news since the previous read, and where the next read starts."""
+
+    floor: int
+    events: tuple[RecordedChange, ...]
 
 
 class ChangeRepository:
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
 
-    def publish(
-        self, *, channel: str, application_id: str, configuration_id: str, name: str, revision: int, kind: str
-    ) -> int:
-        """Insert one event and notify `channel` of it; return the event's id."""
+    def record(
+        self, *, application_id: str, configuration_id: str, name: str, revision: int, kind: str
+    ) -> RecordedChange:
+        """Insert one event; return it with the payload that announces it."""
         params = {
-            "channel": channel,
             "application_id": application_id,
             "configuration_id": configuration_id,
             "name": name,
             "revision": revision,
             "kind": kind,
         }
-        return self.tx.fetch_value(PUBLISH, params)
+        return self.tx.fetch_one(RECORD, params, row=RecordedChange)
+
+    def announce(self, channel: str, payloads: list[str]) -> None:
+        """NOTIFY `channel` of every payload (the transaction must then commit)."""
+        self.tx.fetch_value(ANNOUNCE, {"channel": channel, "payloads": payloads})
+
+    def catch_up(self, since: int | None) -> CaughtUp:
+        """Every event of a transaction that had not finished at the read that returned `since`."""
+        rows = self.tx.fetch_all(CATCH_UP, {"since": None if since is None else str(since)})
+        return CaughtUp(
+            floor=int(rows[0]["floor"]),
+            events=tuple(RecordedChange(id=row["id"], payload=row["payload"]) for row in rows if row["id"] is not None),
+        )

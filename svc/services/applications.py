@@ -20,8 +20,9 @@ EDITABLE_FIELDS = ("name", "comments", "team_id")
 
 
 class ApplicationService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, announce: changes.Announce) -> None:
         self.db = db
+        self.announce = announce
 
     def create(
         self, actor: Principal, *, name: str, comments: str | None = None, team_id: str | None = None
@@ -91,6 +92,7 @@ class ApplicationService:
             for configuration in configurations:
                 changes.publish(
                     tx,
+                    self.announce,
                     application_id=application_id,
                     configuration_id=configuration.id,
                     name=configuration.name,

@@ -42,9 +42,10 @@ Proposal = Callable[[Configuration, Transaction], dict[str, Any]]
 
 
 class ConfigurationService:
-    def __init__(self, db: Database, *, max_config_bytes: int) -> None:
+    def __init__(self, db: Database, *, max_config_bytes: int, announce: changes.Announce) -> None:
         self.db = db
         self.max_config_bytes = max_config_bytes
+        self.announce = announce
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -194,6 +195,7 @@ class ConfigurationService:
             current = _locked(tx, actor, configurations, configuration_id, expected)
             changes.publish(
                 tx,
+                self.announce,
                 application_id=current.application_id,
                 configuration_id=configuration_id,
                 name=current.name,
@@ -258,6 +260,7 @@ class ConfigurationService:
         )
         changes.publish(
             tx,
+            self.announce,
             application_id=configuration.application_id,
             configuration_id=configuration.id,
             name=configuration.name,

@@ -21,6 +21,7 @@ from svc.services.catalog import CatalogService
 from svc.services.claude_md import CLAUDE_MD, ClaudeMdService, TeamMount
 from svc.services.configurations import ConfigurationService
 from svc.services.changes import CHANNEL as CHANGES_CHANNEL
+from svc.services.changes import ChangeFeed
 from svc.services.delivery import DeliveryService
 from svc.services.documents import DocumentService
 from svc.services.teams import TeamService
@@ -48,6 +49,7 @@ class Services:
     applications: ApplicationService
     configurations: ConfigurationService
     listener: ChangeListener
+    changes: ChangeFeed
     delivery: DeliveryService
     _background: list[asyncio.Task] = field(default_factory=list)
 
@@ -64,6 +66,7 @@ class Services:
         content = ContentStore(settings.git_path)
         content.ensure()
         authenticator = Authenticator(db)
+        changes = ChangeFeed(database_url, connect_timeout=settings.connect_timeout)
         return cls(
             settings=settings,
             db=db,
@@ -77,28 +80,34 @@ class Services:
             teams=TeamService(db, content),
             catalog=CatalogService(db, content, max_bytes=settings.max_document_bytes),
             bundle=BundleService(db, content),
-            applications=ApplicationService(db),
-            configurations=ConfigurationService(db, max_config_bytes=settings.max_config_bytes),
+            applications=ApplicationService(db, announce=changes.announce),
+            configurations=ConfigurationService(
+                db, max_config_bytes=settings.max_config_bytes, announce=changes.announce
+            ),
             listener=ChangeListener(
                 database_url, [CHANGES_CHANNEL, INVALIDATE_CHANNEL], connect_timeout=settings.connect_timeout
             ),
+            changes=changes,
             delivery=DeliveryService(
                 db, cache_max_bytes=settings.cache_max_bytes, event_retention_hours=settings.event_retention_hours
             ),
         )
 
     async def start(self) -> None:
-        """Start the per-worker background parts: the LISTEN connection and event pruning."""
+        """Start the per-worker background parts: the LISTEN connection, the change feed and event pruning."""
         self.authenticator.attach(self.listener)
-        self.delivery.attach(self.listener)
+        self.changes.attach(self.listener)
+        self.delivery.attach(self.listener, self.changes)
         await self.listener.start()
-        if not await self.listener.wait_connected(timeout=self.settings.connect_timeout):
-            log.warning("LISTEN connection not up yet; caches stay bypassed until it is")
+        await self.changes.start()
+        if not await self.changes.wait_connected(timeout=self.settings.connect_timeout):
+            log.warning("LISTEN connection not up or changes not caught up yet; caches stay bypassed until they are")
         self._background.append(asyncio.create_task(self._prune_events_hourly(), name="svc-prune-events"))
 
     async def stop(self) -> None:
         for task in self._background:
             task.cancel()
+        await run_sync(self.changes.close)
         await self.listener.stop()
 
     async def _prune_events_hourly(self) -> None:
@@ -116,4 +125,5 @@ class Services:
         return {"database": self.db.ping(), "git": self.content.is_ready()}
 
     def close(self) -> None:
+        self.changes.close()
         self.db.close()

@@ -5,6 +5,7 @@ reads go to the thread pool, so thousands of idle waiters cost neither threads n
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -20,14 +21,17 @@ from svc.metrics import EVENT_STREAMS, LONG_POLL_WAITERS, RESOLVE_CACHE_HITS, RE
 from svc.repositories.delivery import ChangeEvent, DeliveryRepository, Resolved
 from svc.services import policy
 from svc.services.auth import Principal
+from svc.services.changes import ChangeFeed
 from svc.services.policy import Action, ApplicationResource
-from svc.services.changes import CHANNEL as CHANGES_CHANNEL
 
 log = logging.getLogger(__name__)
 
 # While the LISTEN connection is down, waiters re-read the database this often instead.
 POLL_WHILE_DEAF = 1.0
 EVENT_BATCH = 500
+# The newest ids a stream remembers from a replay, to not send them again when their
+# announcement arrives after the replay read them.
+REPLAYED_KEPT = 1_000
 
 Key = tuple[str, str]  # (application name, configuration name)
 
@@ -56,13 +60,12 @@ class DeliveryService:
 
     # --- wiring ---------------------------------------------------------------------------
 
-    def attach(self, listener: ChangeListener) -> None:
-        listener.subscribe(CHANGES_CHANNEL, self._on_change)
+    def attach(self, listener: ChangeListener, changes: ChangeFeed) -> None:
+        changes.subscribe(self._on_change)
+        changes.on_state(self._on_feed_state)
         listener.subscribe(INVALIDATE_CHANNEL, self._on_invalidate)
-        listener.on_state(self._on_listener_state)
 
-    def _on_change(self, payload: str) -> None:
-        change = orjson.loads(payload)
+    def _on_change(self, change: dict[str, Any]) -> None:
         self.cache.invalidate((change["application_name"], change["configuration_name"]))
         self._wake(self._waiters.pop(change["configuration_id"], ()))
         event = ChangeEvent(
@@ -82,7 +85,7 @@ class DeliveryService:
             self._wake_everyone()
             self._end_streams_of_deleted_applications()
 
-    def _on_listener_state(self, connected: bool) -> None:
+    def _on_feed_state(self, connected: bool) -> None:
         self.cache.set_enabled(connected)
         self._wake_everyone()
         if connected:
@@ -222,7 +225,8 @@ class DeliveryService:
     async def open_stream(
         self, actor: Principal, application_id: str, last_event_id: int | None, keepalive: float
     ) -> AsyncIterator[ChangeEvent | None]:
-        """Every committed change of the application's configurations, in order; None is a keep-alive.
+        """Every committed change of the application's configurations, once each; None is a keep-alive.
+        Changes come in the order this worker hears of them: ids may arrive a little out of order.
         The stream ends when the application is deleted.
 
         With `last_event_id`, the stream first replays what the client missed (within the
@@ -246,11 +250,14 @@ class DeliveryService:
                 return
             sent = latest if last_event_id is None else last_event_id
             replay = last_event_id is not None
+            replayed: set[int] = set()  # read from the table, and may still come through the queue
             while True:
                 if replay:
                     async for event in self._backlog(application_id, sent):
                         yield event
-                        sent = event.id
+                        sent = max(sent, event.id)
+                        replayed.add(event.id)
+                    replayed = set(heapq.nlargest(REPLAYED_KEPT, replayed))
                     replay = False
                 try:
                     item = await asyncio.wait_for(queue.get(), keepalive)
@@ -261,9 +268,13 @@ class DeliveryService:
                     return
                 if item is _RESYNC:
                     replay = True
-                elif item.id > sent:
+                elif item.id in replayed:
+                    replayed.discard(item.id)
+                else:
+                    # Every change reaches the queue once, but not in id order: changes committed
+                    # on several workers are announced in any order, and ids commit out of order.
                     yield item
-                    sent = item.id
+                    sent = max(sent, item.id)
         finally:
             self._unsubscribe(application_id, queue)
             EVENT_STREAMS.dec()

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +26,7 @@ import psutil
 import psycopg2
 
 from tests.bench import data as bench_data
-from tests.bench import gitbench, load, longpoll, staleness
+from tests.bench import gitbench, load, longpoll, service_writes, staleness
 from tests.bench.load import Plan, Request, Result, fmt_ms
 from tests.bench.processes import Processes, Server, database_url, postgres_bin, postgres_cpu_seconds, say
 from tests.bench.profile import Profiler
@@ -54,6 +55,14 @@ FULL = Sizes(seconds=10, applications=10, configurations_per_application=10, use
 QUICK = Sizes(seconds=3, applications=4, configurations_per_application=8, users=100, history_versions=60,
               small_total_commits=1_000, large_total_commits=10_000, waiters=1_000, rss_small=1_000,
               rss_large=10_000)
+
+
+@dataclass(frozen=True)
+class Pgbench:
+    tps: float
+    transactions: int
+    seconds: float
+    postgres_ms: float
 
 
 @dataclass
@@ -207,18 +216,48 @@ class Bench:
                              text, r, "≥ 0.5, 0 errors", at_least(r, 0.5, measured)))
 
     def figure_writes(self) -> None:
+        """Writes/s against `pgbench -N` measured half just before and half just after them, then the
+        staleness probe (`figure_staleness`) again while the same write load runs."""
         targets = self.data.configurations[-16:]
         plan = Plan([Request("PUT", f"/api/v1/configurations/{c['id']}", bench_data.configuration_body(c))
                      for c in targets], headers=self.service_headers(), partition=True)
-        tps, pgbench = self.pgbench(clients=16)
+        url = self.pgbench_database()
+        half = max(1, round(self.seconds / 2))
+        before = self.pgbench(url, clients=16, seconds=half)
         measured = self.measure("configuration writes", self.service, plan, 16)
+        say(f"configuration writes through the service layer: 16 threads, {self.seconds:g} s")
+        direct, direct_count = service_writes.rate(self.url, [c["id"] for c in targets], seconds=self.seconds)
+        say(f"  → {direct:,.0f} writes/s")
+        after = self.pgbench(url, clients=16, seconds=half)
+        tps = (before.transactions + after.transactions) / (before.seconds + after.seconds)
+        postgres_ms = (before.postgres_ms + after.postgres_ms) / 2
+        baseline = (f"`pgbench -N`, 16 clients: {tps:,.0f} tps (before {before.tps:,.0f}, after {after.tps:,.0f}; "
+                    f"CPU/tx: PostgreSQL {postgres_ms:.2f} ms)")
         r = ratio(measured.rps, tps)
         self.rows.append(Row("Configuration writes/s (PUT), 16 connections over 16 configurations",
-                             measured.summary(), f"`pgbench -N`, 16 clients: {pgbench}", r, "≥ 0.5",
-                             at_least(r, 0.5, measured)))
+                             measured.summary(), baseline, r, "≥ 0.5", at_least(r, 0.5, measured)))
+        r = ratio(direct, tps)
+        self.rows.append(Row("Configuration writes/s through the service layer (16 threads in one process, no HTTP)",
+                             f"{direct:,.0f} writes/s ({direct_count:,} writes)", "the same `pgbench -N`", r, "—",
+                             None))
 
-    def pgbench(self, *, clients: int) -> tuple[float, str]:
-        """`pgbench -N` transactions/s on a separate database of the same embedded server."""
+        loaded: list[Result] = []
+        writing = threading.Thread(target=lambda: loaded.append(
+            load.run(self.tool, self.service.base_url, plan, connections=16, seconds=self.seconds,
+                     threads=self.args.wrk_threads)))
+        say(f"staleness under the write load: 16 connections, {self.seconds:g} s ({self.tool})")
+        writing.start()
+        try:
+            time.sleep(1)  # the load is up before the first probe
+            self.figure_staleness("under the write load above")
+        finally:
+            writing.join()
+        if loaded:
+            say(f"  write load meanwhile → {loaded[0].summary()}")
+            self.rows[-1].measured += f"; write load meanwhile: {loaded[0].summary()}"
+
+    def pgbench_database(self) -> str:
+        """A fresh `pgbench -i -s 1` database on the same embedded server; its URL."""
         admin = database_url(self.pgdata, "postgres")
         conn = psycopg2.connect(admin)
         try:
@@ -229,22 +268,26 @@ class Bench:
         finally:
             conn.close()
         url = database_url(self.pgdata, "pgbench")
-        binary = str(postgres_bin("pgbench"))
         say("pgbench -i -s 1")
-        subprocess.run([binary, "-i", "-s", "1", "-q", url], check=True, capture_output=True, timeout=300)
-        seconds = max(1, round(self.seconds))
+        subprocess.run([str(postgres_bin("pgbench")), "-i", "-s", "1", "-q", url], check=True, capture_output=True,
+                       timeout=300)
+        return url
+
+    def pgbench(self, url: str, *, clients: int, seconds: int) -> Pgbench:
+        """`pgbench -N` transactions/s on the pgbench database."""
         say(f"pgbench -N: {clients} clients, {seconds} s")
         postgres_before = postgres_cpu_seconds(self.pgdata)
-        completed = subprocess.run([binary, "-N", "-c", str(clients), "-j", str(min(clients, os.cpu_count() or 1)),
-                                    "-T", str(seconds), url], capture_output=True, text=True, timeout=seconds + 120)
+        completed = subprocess.run([str(postgres_bin("pgbench")), "-N", "-c", str(clients),
+                                    "-j", str(min(clients, os.cpu_count() or 1)), "-T", str(seconds), url],
+                                   capture_output=True, text=True, timeout=seconds + 120)
         if completed.returncode != 0:
             raise RuntimeError(f"pgbench failed: {completed.stderr}")
         tps = float(completed.stdout.split("tps = ")[1].split()[0])
         transactions = int(completed.stdout.split("number of transactions actually processed: ")[1].split()[0])
         postgres_ms = (postgres_cpu_seconds(self.pgdata) - postgres_before) * 1000 / max(1, transactions)
-        summary = f"{tps:,.0f} tps ({transactions:,} transactions; CPU/tx: PostgreSQL {postgres_ms:.2f} ms)"
-        say(f"  → {summary}")
-        return tps, summary
+        say(f"  → {tps:,.0f} tps ({transactions:,} transactions; CPU/tx: PostgreSQL {postgres_ms:.2f} ms)")
+        return Pgbench(tps=tps, transactions=transactions, seconds=transactions / tps if tps else seconds,
+                       postgres_ms=postgres_ms)
 
     def figure_claude_md(self) -> None:
         headers = self.admin_headers()
@@ -323,9 +366,9 @@ class Bench:
             + (f"; {woke.statuses}" if woke.woken != woke.waiters else ""),
             "—", None, "all woken, p99 ≤ 1 s", woke.woken == woke.waiters and p99 is not None and p99 <= 1000))
 
-    def figure_staleness(self) -> None:
+    def figure_staleness(self, condition: str = "") -> None:
         target = self.data.longpoll
-        say("staleness: 20 writes, 16 readers across the workers")
+        say(f"staleness: 20 writes, 16 readers across the workers {condition}".strip())
         found = staleness.run(
             self.service.base_url, resolve_path=self.data.resolve_path(target),
             change_path=f"/api/v1/configurations/{target['id']}", token=self.data.service_token,
@@ -334,7 +377,7 @@ class Bench:
         )
         worst, p99 = found.worst_ms, found.percentile(0.99)
         self.rows.append(Row(
-            "Old version served after a write commits (cached resolve, every worker)",
+            f"Old version served after a write commits (cached resolve, every worker) {condition}".strip(),
             f"{found.writes} writes × {found.readers} readers: p50 {fmt_ms(found.percentile(0.5))}, "
             f"p99 {fmt_ms(p99)}, worst {fmt_ms(worst)}",
             "—", None, "≤ 1 s", worst <= 1000))
