@@ -21,6 +21,7 @@ from svc.migrate import MigrationError, Runner
 from svc.services.auth import Principal
 from svc.services.catalog import CatalogService
 from svc.services.catalog_import import import_directory
+from svc.services.container import content_store_of
 from svc.services.teams import TeamService
 from svc.services.tokens import TokenService
 from svc.services.users import UserService
@@ -64,6 +65,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             names = ", ".join(m.filename for m in pending)
             say(f"refusing to start: {len(pending)} migration(s) pending ({names}); run `svc migrate` first")
             return 1
+    store = content_store_of(settings)
+    if store.remote is not None:
+        store.ensure()
+        try:
+            store.check_remote()
+        except ServiceError as exc:
+            say(f"refusing to start: SVC_GIT_REMOTE cannot be used: {exc.detail}")
+            return 1
+        say(f"git remote: {store.remote.display}")
     db = small_database(url)
     try:
         secret = TokenService(db).bootstrap()
@@ -171,7 +181,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
     db = small_database(database_url(settings))
     try:
-        user = UserService(db, ContentStore(settings.git_path)).create(
+        user = UserService(db, content_store_of(settings)).create(
             Principal.operator(), email=args.email, username=args.username, display_name=args.display_name
         )
     finally:
@@ -187,7 +197,7 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_team(args: argparse.Namespace, settings: Settings) -> int:
     db = small_database(database_url(settings))
     try:
-        team = TeamService(db, ContentStore(settings.git_path)).create(
+        team = TeamService(db, content_store_of(settings)).create(
             Principal.operator(),
             name=args.name,
             display_name=args.display_name,
@@ -221,7 +231,7 @@ def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
 
 def content_store(settings: Settings) -> ContentStore:
     """The existing repository, with the service's settings applied (never a new, empty one)."""
-    store = ContentStore(settings.git_path)
+    store = content_store_of(settings)
     if not store.is_ready():
         raise ServiceError(f"no usable content repository at {store.path}")
     store.ensure()
@@ -319,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.set_defaults(handler=cmd_catalog)
 
     verify = commands.add_parser(
-        "verify", help="compare document versions in PostgreSQL with the git repository; exit 1 on drift"
+        "verify",
+        help="compare document versions in PostgreSQL with the git repository (and SVC_GIT_REMOTE); exit 1 on drift",
     )
     verify.add_argument("--repair", action="store_true", help="mend drift without dropping any saved version")
     verify.set_defaults(handler=cmd_verify)

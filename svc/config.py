@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     git_repository: Path | None = Field(
         default=None, description="bare git repository for claude.md; default <data_dir>/content.git"
     )
+    git_remote: SecretStr | None = Field(
+        default=None,
+        description="git URL every save is pushed to, shared by all hosts (credentials in it are never shown)",
+    )
+    git_remote_timeout: float = Field(default=10.0, gt=0, description="seconds one push or fetch may take")
 
     pool_min_size: int = Field(default=2, ge=0)
     pool_max_size: int = Field(default=10, ge=1)

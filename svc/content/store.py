@@ -13,6 +13,12 @@ itself (`core.fsync=committed`, set when the repository is created). Existing
 objects are freshened (mtime) as git does, so a concurrent `git gc` never prunes
 an object a save is about to reference.
 
+With a remote (`SVC_GIT_REMOTE`, see `remote.py`) every ref move is first made on the
+remote, by compare-and-swap from the database head, then locally; the local repository
+is then this host's copy, fetched from the remote where it lacks a commit (another host
+wrote it). Under the row lock the database head is the truth, so a local ref behind it
+is simply moved on.
+
 Every operation uses its own GitPython `Git` command object and clears it when
 done: its persistent `git cat-file` processes live until then, and one object
 shared by threads deadlocks. (A `Repo` would add two config-file parses per save
@@ -35,6 +41,7 @@ from pathlib import Path
 
 from git import Git, GitCommandError, Repo
 
+from svc.content.remote import GitRemote, RefUpdate, RemoteMoved
 from svc.errors import Unavailable
 from svc.metrics import git_operation
 
@@ -98,9 +105,10 @@ def release_ref_name(item_id: str, version: str) -> str:
 class ContentStore:
     """The bare repository at `path`; every method runs git through its own `Git` object."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, remote: GitRemote | None = None) -> None:
         self.path = path
         self.objects = path / "objects"
+        self.remote = remote
 
     # --- the repository ----------------------------------------------------------------
 
@@ -184,7 +192,13 @@ class ContentStore:
         """
         commit = self._write_commit(content, parent=parent, author=author, message=message, filename=filename)
         with self._git() as git:
-            self._advance(git, document_id, commit, parent)
+            if self.remote is not None:
+                self._publish(git, ref_name(document_id), commit, parent)
+            try:
+                self._advance(git, document_id, commit, parent)
+            except BaseException:
+                self._unpublish(ref_name(document_id), commit, parent)
+                raise
         return commit
 
     @git_operation("undo")
@@ -196,6 +210,7 @@ class ContentStore:
                 _swap_ref(git, ref_name(document_id), parent, commit_sha)
         except (GitCommandError, Unavailable) as exc:
             log.error("could not move %s back from %s: %s", ref_name(document_id), commit_sha, _stderr(exc))
+        self._unpublish(ref_name(document_id), commit_sha, parent)
 
     def _advance(self, git: Git, document_id: str, new: str, parent: str | None) -> None:
         ref = ref_name(document_id)
@@ -218,8 +233,10 @@ class ContentStore:
             if current == expected:
                 break
             # Under the row lock the database head is the truth: the ref is ahead of it
-            # (a commit nobody was told was saved, left by a crash) or was moved by hand.
-            log.warning("%s was at %s, not at the database head %s; moving it on", ref, current, parent)
+            # (a commit nobody was told was saved, left by a crash), was moved by hand, or,
+            # with a remote, lags because another host wrote the versions since.
+            level = logging.DEBUG if self.remote is not None else logging.WARNING
+            log.log(level, "%s was at %s, not at the database head %s; moving it on", ref, current, parent)
             expected = current
         raise Unavailable(f"could not move {ref}: {_stderr(failure)}")
 
@@ -237,23 +254,117 @@ class ContentStore:
         tree = self._write_object(b"tree", b"100644 " + filename.encode() + b"\0" + bytes.fromhex(blob))
         return self._write_object(b"commit", _commit_body(tree, parent, author, message))
 
-    @git_operation("move_proposal_ref")
     def move_proposal_ref(self, proposal_id: str, new: str, old: str | None) -> None:
         """Compare-and-swap refs/proposals/<id> from `old` (None = absent) to `new`."""
-        with self._git() as git:
-            try:
-                _swap_ref(git, proposal_ref_name(proposal_id), new, old)
-            except GitCommandError as exc:
-                raise Unavailable(f"could not move {proposal_ref_name(proposal_id)}: {_stderr(exc)}") from exc
+        self.move_ref(proposal_ref_name(proposal_id), new, old)
 
-    @git_operation("delete_proposal_ref")
     def delete_proposal_ref(self, proposal_id: str, commit_sha: str) -> None:
         """Remove refs/proposals/<id> if it still points at `commit_sha` (best effort)."""
         try:
+            self.move_ref(proposal_ref_name(proposal_id), None, commit_sha)
+        except (Unavailable, RemoteMoved) as exc:
+            log.error("could not delete %s: %s", proposal_ref_name(proposal_id), exc.detail)
+
+    # --- the remote ------------------------------------------------------------------
+
+    @git_operation("check_remote")
+    def check_remote(self) -> None:
+        """Raise Unavailable when a remote is configured and cannot be read."""
+        if self.remote is not None:
+            self.remote.check(self.path)
+
+    def _publish(self, git: Git, ref: str, new: str, expected: str | None) -> None:
+        """Move `ref` on the remote from `expected` (the database head, under its row lock) to
+        `new`. A ref found elsewhere is refused (RemoteMoved, 409), unless it holds a save
+        of this service on top of `expected` that the database never recorded (a host died
+        between push and COMMIT): like the local ref, it is then moved on."""
+        assert self.remote is not None
+        if expected is not None:
+            self._ensure_local(git, expected)  # the push walks the history down to it
+        try:
+            self.remote.push(self.path, [RefUpdate(ref, new, expected)])
+            return
+        except RemoteMoved:
+            current = self.remote.head(self.path, ref)
+            if current is None or not self._is_unrecorded_save(git, current, expected):
+                raise RemoteMoved(
+                    f"{ref} on the remote {self.remote.display} is at {current or 'nothing'}, not at the "
+                    f"database head {expected or '(none)'}: it was moved outside the service, so nothing "
+                    "was saved; `svc verify` compares them and `--repair` resets it"
+                ) from None
+        log.warning("%s on the remote was at %s, a save never recorded; moving it on", ref, current)
+        self.remote.push(self.path, [RefUpdate(ref, new, current)])
+
+    def _unpublish(self, ref: str, new: str | None, old: str | None) -> None:
+        """Move `ref` on the remote back from `new` to `old` (best effort, like `undo`)."""
+        if self.remote is None:
+            return
+        try:
+            self.remote.push(self.path, [RefUpdate(ref, old, new)])
+        except (Unavailable, RemoteMoved) as exc:  # moved: someone else moved it meanwhile
+            log.error("could not move %s back from %s on the remote: %s", ref, new, exc.detail)
+
+    def _is_unrecorded_save(self, git: Git, sha: str, parent: str | None) -> bool:
+        """`sha` is a commit this service wrote with exactly `parent` as its parent."""
+        self._ensure_local(git, sha)
+        committer = SERVICE_IDENTITY.decode()
+        by_service = any(line.startswith(f"committer {committer} ") for line in _commit_header(git, sha))
+        return by_service and _parents(git, sha) == ([parent] if parent else [])
+
+    def _ensure_local(self, git: Git, sha: str) -> None:
+        """Fetch a commit (with its history) from the remote when this repository lacks it."""
+        if self.remote is not None and not self._has_commit(git, sha):
+            self.remote.fetch(self.path, sha)
+
+    def _has_commit(self, git: Git, sha: str) -> bool:
+        if (self.objects / sha[:2] / sha[2:]).is_file():  # loose: no subprocess needed
+            return True
+        try:
+            git.cat_file("-e", f"{sha}^{{commit}}")
+            return True
+        except GitCommandError:
+            return False
+
+    @git_operation("set_remote_head")
+    def set_remote_head(self, document_id: str, new: str | None, old: str | None) -> None:
+        """Compare-and-swap a document's ref on the remote (None = absent), sending what it lacks."""
+        assert self.remote is not None
+        if new is not None:
             with self._git() as git:
-                _swap_ref(git, proposal_ref_name(proposal_id), None, commit_sha)
-        except (GitCommandError, Unavailable) as exc:
-            log.error("could not delete %s: %s", proposal_ref_name(proposal_id), _stderr(exc))
+                self._ensure_local(git, new)  # git pushes only what it has
+        self.remote.push(self.path, [RefUpdate(ref_name(document_id), new, old)])
+
+    @git_operation("remote_head")
+    def remote_head(self, document_id: str) -> str | None:
+        """Where a document's ref points on the remote, or None when it has none there."""
+        assert self.remote is not None
+        return self.remote.head(self.path, ref_name(document_id))
+
+    @git_operation("fetch")
+    def fetch(self, commit_shas: Iterable[str]) -> None:
+        """Fetch commits this repository lacks from the remote (Unavailable when it cannot)."""
+        assert self.remote is not None
+        with self._git() as git:
+            missing = sorted({sha for sha in commit_shas if not self._has_commit(git, sha)})
+        if missing:
+            self.remote.fetch(self.path, *missing)
+
+    @git_operation("commit_time")
+    def commit_time(self, commit_sha: str) -> float | None:
+        """When a commit was made (seconds since the epoch), or None when it cannot be read."""
+        with self._git() as git:
+            try:
+                return float(git.show("-s", "--format=%ct", commit_sha))
+            except GitCommandError:
+                return None
+
+    @git_operation("remote_heads")
+    def remote_heads(self) -> dict[str, str]:
+        """Every document ref on the remote: document id → commit sha."""
+        assert self.remote is not None
+        return {
+            name.removeprefix(DOCUMENT_REFS): sha for name, sha in self.remote.heads(self.path, DOCUMENT_REFS).items()
+        }
 
     @git_operation("create_release_ref")
     def create_release_ref(self, item_id: str, version: str, commit_sha: str) -> None:
@@ -319,29 +430,36 @@ class ContentStore:
 
     @git_operation("read")
     def read(self, commit_sha: str, filename: str = FILENAME) -> bytes:
-        """The bytes of `filename` (a document's file) in a commit."""
+        """The bytes of `filename` (a document's file) in a commit, fetched from the remote when
+        this repository lacks it."""
         with self._git() as git:
             try:
-                return git.cat_file(
-                    "blob", f"{commit_sha}:{filename}", stdout_as_string=False, strip_newline_in_stdout=False
-                )
+                return _cat_blob(git, commit_sha, filename)
+            except GitCommandError as exc:
+                if self.remote is None:
+                    raise Unavailable(
+                        f"the content of commit {commit_sha} is missing from the repository; run `svc verify`"
+                    ) from exc
+            self.remote.fetch(self.path, commit_sha)
+            try:
+                return _cat_blob(git, commit_sha, filename)
             except GitCommandError as exc:
                 raise Unavailable(
-                    f"the content of commit {commit_sha} is missing from the repository; run `svc verify`"
+                    f"the content of commit {commit_sha} is missing from the repository and the remote; "
+                    "run `svc verify`"
                 ) from exc
 
     @git_operation("read_many")
     def read_many(self, files: list[tuple[str, str]]) -> list[bytes]:
-        """The bytes of each (commit sha, file name), through one `git cat-file --batch`."""
+        """The bytes of each (commit sha, file name), through one `git cat-file --batch`; one this
+        repository lacks is read as `read` does (from the remote, when there is one)."""
         with self._git() as git:
             found = []
             for commit_sha, filename in files:
                 try:
                     found.append(git.get_object_data(f"{commit_sha}:{filename}")[3])
-                except (GitCommandError, ValueError) as exc:
-                    raise Unavailable(
-                        f"the content of commit {commit_sha} is missing from the repository; run `svc verify`"
-                    ) from exc
+                except (GitCommandError, ValueError):
+                    found.append(self.read(commit_sha, filename))
             return found
 
     @git_operation("head")
@@ -397,10 +515,36 @@ class ContentStore:
 
     # --- repairs -----------------------------------------------------------------------
 
+    @git_operation("move_ref")
+    def move_ref(self, ref: str, new: str | None, old: str | None) -> None:
+        """Compare-and-swap any other ref (`refs/proposals/<id>`, `refs/releases/…`) from `old`
+        to `new` (None: absent / delete), on the remote first when there is one (RemoteMoved
+        when it is not at `old` there). The caller holds the row lock of what the ref stands
+        for; with a remote, this host's copy may lag (another host moved it) and is set anyway."""
+        with self._git() as git:
+            if self.remote is not None:
+                if new is not None:
+                    self._ensure_local(git, new)  # git pushes only what it has,
+                    for parent in _parents(git, new):  # history included
+                        self._ensure_local(git, parent)
+                self.remote.push(self.path, [RefUpdate(ref, new, old)])
+            try:
+                try:
+                    _swap_ref(git, ref, new, old)
+                except GitCommandError:
+                    if self.remote is None:
+                        raise
+                    _swap_ref(git, ref, new, _read_ref(git, ref))
+            except GitCommandError as exc:
+                self._unpublish(ref, new, old)
+                raise Unavailable(f"could not move {ref}: {_stderr(exc)}") from exc
+
     @git_operation("set_head")
     def set_head(self, document_id: str, new: str, old: str | None) -> None:
-        """Compare-and-swap a document's ref from `old` (None = absent) to `new`."""
+        """Compare-and-swap a document's ref from `old` (None = absent) to `new`, fetching
+        `new` from the remote when this repository lacks it."""
         with self._git() as git:
+            self._ensure_local(git, new)
             try:
                 _swap_ref(git, ref_name(document_id), new, old)
             except GitCommandError as exc:
@@ -409,12 +553,14 @@ class ContentStore:
     @git_operation("retire")
     def retire(self, document_id: str) -> str | None:
         """Keep a deleted document's history: rename its ref to refs/deleted/<id> in one
-        atomic ref transaction. Returns the new ref name, or None when there was no ref."""
+        atomic ref transaction, on the remote first when there is one. Returns the new ref
+        name, or None when there was no ref."""
+        target = deleted_ref_name(document_id)
+        on_remote = self._retire_on_remote(document_id)
         with self._git() as git:
             head = _read_ref(git, ref_name(document_id))
             if head is None:
-                return None
-            target = deleted_ref_name(document_id)
+                return target if on_remote else None
             commands = f"create {target} {head}\ndelete {ref_name(document_id)} {head}\n".encode()
             with tempfile.TemporaryFile() as stdin:
                 stdin.write(commands)
@@ -424,6 +570,23 @@ class ContentStore:
                 except GitCommandError as exc:
                     raise Unavailable(f"could not move {ref_name(document_id)} to {target}: {_stderr(exc)}") from exc
         return target
+
+    def _retire_on_remote(self, document_id: str) -> bool:
+        """Rename the remote's ref as `retire` does the local one; True when there was one."""
+        if self.remote is None:
+            return False
+        ref = ref_name(document_id)
+        head = self.remote.head(self.path, ref)
+        if head is None:
+            return False
+        with self._git() as git:
+            self._ensure_local(git, head)  # git pushes only what it has
+        try:
+            renames = [RefUpdate(deleted_ref_name(document_id), head, None), RefUpdate(ref, None, head)]
+            self.remote.push(self.path, renames)
+        except RemoteMoved as exc:
+            raise Unavailable(exc.detail) from exc
+        return True
 
     def stale_locks(self) -> dict[str, RefLock]:
         """Ref lock files old enough that no writer holds them: document id → lock."""
@@ -509,6 +672,18 @@ def _swap_ref(git: Git, ref: str, new: str | None, old: str | None) -> None:
         git.update_ref("-d", ref, old or ZERO_SHA)
     else:
         git.update_ref(ref, new, old or ZERO_SHA)
+
+
+def _commit_header(git: Git, sha: str) -> list[str]:
+    return git.cat_file("commit", sha).split("\n\n", 1)[0].splitlines()
+
+
+def _parents(git: Git, sha: str) -> list[str]:
+    return [line.removeprefix("parent ") for line in _commit_header(git, sha) if line.startswith("parent ")]
+
+
+def _cat_blob(git: Git, commit_sha: str, filename: str) -> bytes:
+    return git.cat_file("blob", f"{commit_sha}:{filename}", stdout_as_string=False, strip_newline_in_stdout=False)
 
 
 def _read_ref(git: Git, ref: str) -> str | None:

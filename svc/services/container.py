@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from anyio.to_thread import run_sync
 
 from svc.config import Settings
-from svc.content import ContentStore
+from svc.content import ContentStore, GitRemote
 from svc.db import Database
 from svc.errors import Unavailable
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
@@ -30,6 +30,13 @@ from svc.services.users import UserService
 
 
 log = logging.getLogger(__name__)
+
+
+def content_store_of(settings: Settings) -> ContentStore:
+    """This host's repository and, when `SVC_GIT_REMOTE` is set, the remote every host pushes to."""
+    url = settings.git_remote.get_secret_value() if settings.git_remote is not None else ""
+    remote = GitRemote(url, timeout=settings.git_remote_timeout) if url else None
+    return ContentStore(settings.git_path, remote)
 
 
 @dataclass
@@ -63,7 +70,7 @@ class Services:
             connect_timeout=settings.connect_timeout,
             statement_timeout_ms=settings.statement_timeout_ms,
         )
-        content = ContentStore(settings.git_path)
+        content = content_store_of(settings)
         content.ensure()
         authenticator = Authenticator(db)
         changes = ChangeFeed(database_url, connect_timeout=settings.connect_timeout)

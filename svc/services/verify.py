@@ -14,6 +14,13 @@ each one's commit exists and refs/proposals/<id> points at it; a proposal ref of
 proposal (its document was deleted, or its creation was cut short) is removed, as it was
 never a version.
 
+With a git remote (`SVC_GIT_REMOTE`) it also compares the remote: each document's ref
+there is at the database head, and no remote ref belongs to a document the database
+does not know. A version this host's repository lacks (another host saved it) is
+fetched from the remote by `--repair`; a remote ref that lacks the database head, is
+ahead of it or was moved elsewhere is set to the head by compare-and-swap, pushing
+what the remote lacks.
+
 Repairs never drop a saved version: the ref is set to the database head (its
 commit exists, or the repair is refused), stale locks are removed, and a ref
 without a document is renamed to refs/deleted/<id>, not deleted. Each document is
@@ -22,12 +29,13 @@ checked and repaired holding its row lock, so a save is never in flight meanwhil
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from svc.content import ContentStore
 from svc.db import Database
-from svc.errors import Unavailable
+from svc.errors import ServiceError, Unavailable
 from svc.repositories.documents import DocumentRepository, ProposalSha
 from svc.services import catalog, claude_md  # noqa: F401  (define, and so register, their document kinds)
 from svc.services.documents import KINDS
@@ -38,6 +46,20 @@ BATCH_SIZE = 200
 ORPHAN_AFTER_SECONDS = 120.0
 
 Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RefSide:
+    """Where a document's ref is checked: this host's repository or the remote."""
+
+    prefix: str  # of the problem names
+    where: str  # after the ref name in details
+    read: Callable[[ContentStore, str], str | None]
+    move: Callable[[ContentStore, str, str, str | None], None]
+
+
+LOCAL = RefSide("", "", ContentStore.head, ContentStore.set_head)
+REMOTE = RefSide("remote_", " on the remote", ContentStore.remote_head, ContentStore.set_remote_head)
 
 
 @dataclass(frozen=True)
@@ -68,17 +90,20 @@ class VerifyService:
         report = Report()
         refs = self.store.heads()
         locks = self.store.stale_locks()
+        remote_refs = self.store.remote_heads() if self.store.remote is not None else None
         known: set[str] = set()
         after = None
         while True:
             with self.db.transaction() as tx:
                 batch = DocumentRepository(tx).list(limit=BATCH_SIZE, after=after)
-            report.findings += self._check_versions([document.id for document in batch])
+            report.findings += self._check_versions([document.id for document in batch], repair)
             for document in batch:
                 document_id = document.id
                 known.add(document_id)
                 if refs.get(document_id) != document.head_sha or document_id in locks:
-                    report.findings += self._check_head(document_id, repair)
+                    report.findings += self._check_head(document_id, repair, LOCAL)
+                if remote_refs is not None and remote_refs.get(document_id) != document.head_sha:
+                    report.findings += self._check_head(document_id, repair, REMOTE)
             report.documents += len(batch)
             progress(f"verify: checked {report.documents} document(s), {len(report.findings)} problem(s) so far")
             if len(batch) < BATCH_SIZE:
@@ -86,6 +111,8 @@ class VerifyService:
             after = batch[-1].id
         for document_id in sorted((set(refs) | set(locks)) - known):
             report.findings += self._check_orphan(document_id, document_id in refs, repair)
+        for document_id in sorted(set(remote_refs or {}) - known):
+            report.findings += self._check_remote_orphan(document_id, remote_refs[document_id], repair)
         report.findings += self._check_proposals(repair)
         return report
 
@@ -96,7 +123,7 @@ class VerifyService:
         findings = []
         for kind in sorted({p.kind for p in proposals}):
             of_kind = [p for p in proposals if p.kind == kind]
-            problems = self.store.find_problems((p.commit_sha for p in of_kind), KINDS[kind].filename)
+            problems, _ = self._missing([p.commit_sha for p in of_kind], KINDS[kind].filename, repair)
             for proposal in of_kind:
                 if proposal.commit_sha in problems:
                     detail = f"{problems[proposal.commit_sha]}; proposal {proposal.id} cannot be read"
@@ -126,51 +153,97 @@ class VerifyService:
                 self.store.move_proposal_ref(proposal.id, proposal.commit_sha, ref)
                 repaired = True
                 detail += "; reset"
-            except Unavailable as exc:
+            except ServiceError as exc:
                 detail += f"; could not reset it: {exc.detail}"
         return Finding(proposal.document_id, "proposal_ref_drift", detail, repaired)
 
-    def _check_versions(self, document_ids: list[str]) -> list[Finding]:
+    def _check_versions(self, document_ids: list[str], repair: bool) -> list[Finding]:
         """Every version's commit exists and holds its kind's file (one `cat-file` process per kind)."""
         with self.db.transaction() as tx:
             versions = DocumentRepository(tx).version_shas(document_ids)
         findings = []
         for kind in sorted({v.kind for v in versions}):
             of_kind = [v for v in versions if v.kind == kind]
-            problems = self.store.find_problems((v.commit_sha for v in of_kind), KINDS[kind].filename)
+            problems, fetched = self._missing([v.commit_sha for v in of_kind], KINDS[kind].filename, repair)
             findings += [
                 Finding(v.document_id, "missing_content", f"{problems[v.commit_sha]}; that version cannot be read")
                 for v in of_kind
                 if v.commit_sha in problems
             ]
+            findings += [
+                Finding(v.document_id, "missing_content", f"commit {v.commit_sha} was missing here; fetched it", True)
+                for v in of_kind
+                if v.commit_sha in fetched
+            ]
         return findings
 
-    def _check_head(self, document_id: str, repair: bool) -> list[Finding]:
-        """Look again holding the row lock (a save may have been in flight), then repair."""
+    def _missing(self, shas: list[str], filename: str, repair: bool) -> tuple[dict[str, str], set[str]]:
+        """The commits that are missing or lack `filename` (sha → what is wrong), and the ones
+        `repair` fetched from the remote (this host lacked them: another host saved them)."""
+        problems = self.store.find_problems(shas, filename)
+        if not problems or self.store.remote is None:
+            return problems, set()
+        if not repair:
+            hint = " here; `--repair` fetches it from the remote"
+            return {sha: problem + hint for sha, problem in problems.items()}, set()
+        self._fetch(problems)
+        left = self.store.find_problems(problems, filename)
+        return {sha: problem + "; the remote lacks it too" for sha, problem in left.items()}, set(problems) - set(left)
+        return findings
+
+    def _fetch(self, commit_shas: Iterable[str]) -> None:
+        """Fetch in one go; when that fails (one commit the remote lacks fails it all), one by one."""
+        try:
+            self.store.fetch(commit_shas)
+        except Unavailable:
+            for sha in commit_shas:
+                try:
+                    self.store.fetch([sha])
+                except Unavailable:
+                    pass
+
+    def _check_head(self, document_id: str, repair: bool, side: RefSide) -> list[Finding]:
+        """Look again holding the row lock (a save may have been in flight), then repair by
+        setting the ref to the database head (on this host, or on the remote)."""
         findings = []
         with self.db.transaction() as tx:
             document = DocumentRepository(tx).lock(document_id)
             if document is None:
                 return []  # deleted meanwhile
-            findings += self._check_lock(document_id, repair, "blocked every save of this document")
+            if side is LOCAL:
+                findings += self._check_lock(document_id, repair, "blocked every save of this document")
             head = document.head_sha
-            ref = self.store.head(document_id)
+            ref = side.read(self.store, document_id)
             if ref != head:
-                problem, detail = self._describe_drift(document_id, ref, head)
+                if self.store.remote is not None:
+                    self._fetch([sha for sha in (head, ref) if sha])  # another host may have saved it
+                problem, detail = self._describe_drift(document_id, ref, head, side.where)
                 repaired = False
                 if repair:
                     try:
-                        self.store.set_head(document_id, head, ref)
+                        side.move(self.store, document_id, head, ref)
                         repaired = True
                         detail += "; reset to the database head"
-                    except Unavailable as exc:
+                    except ServiceError as exc:
                         detail += f"; could not reset it: {exc.detail}"
-                findings.append(Finding(document_id, problem, detail, repaired))
+                findings.append(Finding(document_id, side.prefix + problem, detail, repaired))
             tx.commit()
         return findings
 
-    def _describe_drift(self, document_id: str, ref: str | None, head: str) -> tuple[str, str]:
-        name = f"refs/docs/{document_id}"
+    def _check_remote_orphan(self, document_id: str, sha: str, repair: bool) -> list[Finding]:
+        """A remote ref of a document the database does not know (a user deleted while the
+        remote was down, or a first save that crashed before its COMMIT)."""
+        self._fetch([sha])
+        made = self.store.commit_time(sha)
+        if made is not None and time.time() - made < ORPHAN_AFTER_SECONDS:
+            return []  # may be a first save whose transaction has not committed yet
+        with self.db.transaction() as tx:
+            if DocumentRepository(tx).exists(document_id) or self.store.remote_head(document_id) != sha:
+                return []
+        return [self._retire_orphan(document_id, "remote_orphan_ref", " on the remote", repair)]
+
+    def _describe_drift(self, document_id: str, ref: str | None, head: str, where: str) -> tuple[str, str]:
+        name = f"refs/docs/{document_id}{where}"
         if ref is None:
             return "missing_ref", f"{name} is missing; the database head is {head}"
         if self.store.is_ancestor(head, ref):
@@ -200,16 +273,20 @@ class VerifyService:
                 return []  # created after the listing passed it
         findings = self._check_lock(document_id, repair, "belongs to a document that does not exist")
         if has_ref:
-            detail = f"refs/docs/{document_id} belongs to no document"
-            repaired = False
-            if repair:
-                try:
-                    detail += f"; renamed to {self.store.retire(document_id)}"
-                    repaired = True
-                except Unavailable as exc:
-                    detail += f"; could not rename it: {exc.detail}"
-            findings.append(Finding(document_id, "orphan_ref", detail, repaired))
+            findings.append(self._retire_orphan(document_id, "orphan_ref", "", repair))
         return findings
+
+    def _retire_orphan(self, document_id: str, problem: str, where: str, repair: bool) -> Finding:
+        """Report a ref of no document; `repair` renames it to refs/deleted/<id> (here and on the remote)."""
+        detail = f"refs/docs/{document_id}{where} belongs to no document"
+        repaired = False
+        if repair:
+            try:
+                detail += f"; renamed to {self.store.retire(document_id)}"
+                repaired = True
+            except Unavailable as exc:
+                detail += f"; could not rename it: {exc.detail}"
+        return Finding(document_id, problem, detail, repaired)
 
 
 def repack(store: ContentStore, progress: Progress = lambda line: None) -> None:

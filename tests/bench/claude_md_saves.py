@@ -11,6 +11,11 @@ Measures, each for `--seconds`:
   `update-ref`);
 * service: `ClaudeMdService.save` (row lock, git, version row, audit, COMMIT) on an
   embedded PostgreSQL, no HTTP;
+* service + remote: the same with `SVC_GIT_REMOTE` set to a bare repository on this
+  machine (each save also pushes by compare-and-swap before its COMMIT);
+* two hosts + remote: two services with their own repositories on one database and one
+  remote, every save made by the other host than the one before (each save first
+  fetches the previous version, then pushes);
 
 for one document (sequential) and for four documents written by four threads at once.
 The three are measured in turn for `--rounds` rounds and the median of each is shown,
@@ -29,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from svc.content import Author, ContentStore
+from svc.content import Author, ContentStore, GitRemote
 from svc.content.store import ZERO_SHA
 from svc.db import Database
 from svc.embedded import EmbeddedPostgres
@@ -108,6 +113,16 @@ def service(documents: ClaudeMdService, user_ids: list[str]) -> Callable[[int, i
     return save_one
 
 
+def alternating(hosts: list[ClaudeMdService], user_ids: list[str]) -> Callable[[int, int], None]:
+    """Each writer's saves alternate between the hosts."""
+    operator = Principal.operator()
+
+    def save_one(writer: int, n: int) -> None:
+        hosts[n % len(hosts)].save(operator, user_ids[writer], content=content(n).decode(), message=None, expected=None)
+
+    return save_one
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -122,15 +137,29 @@ def main() -> None:
         store.ensure()
         plumbing_repo = ContentStore(root / "plumbing.git")
         plumbing_repo.ensure()  # the same repository settings as the service's
+        subprocess.run(["git", "init", "--quiet", "--bare", str(root / "remote.git")], check=True)
+        remote = GitRemote(str(root / "remote.git"), timeout=30)
+        hosts = []
+        for name in ("host-a.git", "host-b.git"):
+            host_store = ContentStore(root / name, remote)
+            host_store.ensure()
+            hosts.append(ClaudeMdService(db, host_store, max_bytes=1 << 20))
         users = UserService(db, store)
         documents = ClaudeMdService(db, store, max_bytes=1 << 20)
-        user_ids = [
-            users.create(Principal.operator(), email=f"u{i}@example.com", username=f"u{i}")["id"] for i in range(4)
-        ]
+
+        def new_users(prefix: str) -> list[str]:
+            return [
+                users.create(Principal.operator(), email=f"{prefix}{i}@example.com", username=f"{prefix}{i}")["id"]
+                for i in range(4)
+            ]
+
+        user_ids, remote_ids, alternating_ids = new_users("u"), new_users("r"), new_users("a")
         contenders = {
             "plumbing (4 git commands)": lambda: plumbing(plumbing_repo.path),
             "store (in-process objects + update-ref)": lambda: store_only(store),
             "service (PostgreSQL + git, no HTTP)": lambda: service(documents, user_ids),
+            "service + remote (push before COMMIT)": lambda: service(hosts[0], remote_ids),
+            "two hosts + remote (fetch, push)": lambda: alternating(hosts, alternating_ids),
         }
         samples: dict[str, list[tuple[float, float]]] = {label: [] for label in contenders}
         for _ in range(args.rounds):
@@ -147,6 +176,9 @@ def main() -> None:
         base_one, base_four = measured["plumbing (4 git commands)"]
         one, four = measured["service (PostgreSQL + git, no HTTP)"]
         print(f"service / plumbing: one document {one / base_one:.2f}, four documents {four / base_four:.2f}")
+        for label in ("service + remote (push before COMMIT)", "two hosts + remote (fetch, push)"):
+            with_one, with_four = measured[label]
+            print(f"{label} / service: one document {with_one / one:.2f}, four documents {with_four / four:.2f}")
         db.close()
 
 
