@@ -74,6 +74,7 @@ class Services:
         content.ensure()
         authenticator = Authenticator(db)
         changes = ChangeFeed(database_url, connect_timeout=settings.connect_timeout)
+        configurations = ConfigurationService(db, max_config_bytes=settings.max_config_bytes, announce=changes.announce)
         return cls(
             settings=settings,
             db=db,
@@ -88,15 +89,16 @@ class Services:
             catalog=CatalogService(db, content, max_bytes=settings.max_document_bytes),
             bundle=BundleService(db, content),
             applications=ApplicationService(db, announce=changes.announce),
-            configurations=ConfigurationService(
-                db, max_config_bytes=settings.max_config_bytes, announce=changes.announce
-            ),
+            configurations=configurations,
             listener=ChangeListener(
                 database_url, [CHANGES_CHANNEL, INVALIDATE_CHANNEL], connect_timeout=settings.connect_timeout
             ),
             changes=changes,
             delivery=DeliveryService(
-                db, cache_max_bytes=settings.cache_max_bytes, event_retention_hours=settings.event_retention_hours
+                db,
+                cache_max_bytes=settings.cache_max_bytes,
+                event_retention_hours=settings.event_retention_hours,
+                read_as_member=configurations.get,
             ),
         )
 
