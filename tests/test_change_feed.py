@@ -14,7 +14,6 @@ from svc.repositories.changes import ChangeRepository
 from svc.services import changes
 from svc.services.auth import Principal
 from svc.services.container import Services
-from svc.services.delivery import ByName
 from tests.configuration_helpers import API, create_application, create_configuration, query
 from tests.test_delivery import eventually
 
@@ -46,7 +45,7 @@ def resolved(client: TestClient, admin: dict[str, str], name: str) -> dict:
 
 
 def cached(client: TestClient, name: str) -> bool:
-    return services_of(client).delivery.cache.get(ByName("billing", name)) is not None
+    return services_of(client).delivery.cache.get(("billing", name)) is not None
 
 
 async def first_events(stream, count: int) -> list:

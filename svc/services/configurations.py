@@ -299,11 +299,6 @@ class ConfigurationService:
             )
 
 
-def document(configuration: Configuration) -> bytes:
-    """The JSON of a configuration as the API serves it (what its OpenAPI schema documents)."""
-    return orjson.dumps(configuration, option=orjson.OPT_UTC_Z)
-
-
 def _locked(
     tx: Transaction,
     actor: Principal,

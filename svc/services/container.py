@@ -74,7 +74,6 @@ class Services:
         content.ensure()
         authenticator = Authenticator(db)
         changes = ChangeFeed(database_url, connect_timeout=settings.connect_timeout)
-        configurations = ConfigurationService(db, max_config_bytes=settings.max_config_bytes, announce=changes.announce)
         return cls(
             settings=settings,
             db=db,
@@ -89,16 +88,15 @@ class Services:
             catalog=CatalogService(db, content, max_bytes=settings.max_document_bytes),
             bundle=BundleService(db, content),
             applications=ApplicationService(db, announce=changes.announce),
-            configurations=configurations,
+            configurations=ConfigurationService(
+                db, max_config_bytes=settings.max_config_bytes, announce=changes.announce
+            ),
             listener=ChangeListener(
                 database_url, [CHANGES_CHANNEL, INVALIDATE_CHANNEL], connect_timeout=settings.connect_timeout
             ),
             changes=changes,
             delivery=DeliveryService(
-                db,
-                cache_max_bytes=settings.cache_max_bytes,
-                event_retention_hours=settings.event_retention_hours,
-                read_as_member=configurations.get,
+                db, cache_max_bytes=settings.cache_max_bytes, event_retention_hours=settings.event_retention_hours
             ),
         )
 

@@ -1,7 +1,6 @@
-"""Configuration delivery: every read of one configuration (by names for `/resolve`, by id for
-`GET /configurations/{id}`) through one in-process cache, long-poll for changes, and the
-per-application change stream. Everything here runs on the event loop; only database reads go
-to the thread pool, so thousands of idle waiters cost neither threads nor connections."""
+"""Configuration delivery: resolve by name from an in-process cache, long-poll for changes,
+and the per-application change stream. Everything here runs on the event loop; only database
+reads go to the thread pool, so thousands of idle waiters cost neither threads nor connections."""
 
 from __future__ import annotations
 
@@ -9,9 +8,7 @@ import asyncio
 import heapq
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator
 
 import orjson
 from anyio.to_thread import run_sync as run_in_threadpool
@@ -21,12 +18,10 @@ from svc.db import Database
 from svc.errors import NotFound
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import EVENT_STREAMS, LONG_POLL_WAITERS, RESOLVE_CACHE_HITS, RESOLVE_CACHE_MISSES
-from svc.repositories.configurations import Configuration, ConfigurationRepository
 from svc.repositories.delivery import ChangeEvent, DeliveryRepository, Resolved
 from svc.services import policy
 from svc.services.auth import Principal
 from svc.services.changes import ChangeFeed
-from svc.services.configurations import document
 from svc.services.policy import Action, ApplicationResource
 
 log = logging.getLogger(__name__)
@@ -38,49 +33,13 @@ EVENT_BATCH = 500
 # announcement arrives after the replay read them.
 REPLAYED_KEPT = 1_000
 
-
-@dataclass(frozen=True)
-class ByName:
-    """A configuration as `/resolve` serves it: its JSON alone, addressed by names."""
-
-    application_name: str
-    configuration_name: str
-    action = Action.RESOLVE
-
-    def cacheable_for(self, actor: Principal) -> bool:
-        return True
-
-    def not_found(self) -> NotFound:
-        return NotFound(
-            f"configuration '{self.configuration_name}' of application '{self.application_name}' not found"
-        )
+Key = tuple[str, str]  # (application name, configuration name)
 
 
-@dataclass(frozen=True)
-class ById:
-    """A configuration as `GET /configurations/{id}` serves it: the whole document, by id.
-    `representation` names the form of the body, so forms never share an entry."""
-
-    configuration_id: str
-    representation: str = "document"
-    action = Action.READ_APPLICATION
-
-    def cacheable_for(self, actor: Principal) -> bool:
-        """A user token reaches an application through its teams, which the cache does not hold."""
-        return actor.role != "user"
-
-    def not_found(self) -> NotFound:
-        return NotFound(f"configuration {self.configuration_id} not found")
-
-
-Key = ByName | ById
-REPRESENTATIONS = ("document",)  # every `ById.representation`: a change drops them all
-
-
-def _require_visible(actor: Principal, found: Resolved | None, key: Key) -> None:
+def _require_visible(actor: Principal, found: Resolved | None, application_name: str, configuration_name: str) -> None:
     """A configuration that does not exist and one the actor may not see look the same (404)."""
-    if found is None or not policy.can(actor, key.action, ApplicationResource(found.application_id)):
-        raise key.not_found()
+    if found is None or not policy.can(actor, Action.RESOLVE, ApplicationResource(found.application_id)):
+        raise NotFound(f"configuration '{configuration_name}' of application '{application_name}' not found")
 
 
 _RESYNC = object()  # queued to streams when the listener comes back: re-read what may have been missed
@@ -88,16 +47,8 @@ _GONE = object()  # queued to the streams of a deleted application: they end
 
 
 class DeliveryService:
-    def __init__(
-        self,
-        db: Database,
-        *,
-        cache_max_bytes: int,
-        event_retention_hours: int,
-        read_as_member: Callable[[Principal, str], Configuration],
-    ) -> None:
+    def __init__(self, db: Database, *, cache_max_bytes: int, event_retention_hours: int) -> None:
         self.db = db
-        self.read_as_member = read_as_member  # a configuration by id, for a caller the cache cannot judge
         self.event_retention_hours = event_retention_hours
         self.cache: InvalidatingCache[Resolved] = InvalidatingCache(
             max_cost=cache_max_bytes, cost=lambda r: len(r.body) + 256
@@ -115,9 +66,7 @@ class DeliveryService:
         listener.subscribe(INVALIDATE_CHANNEL, self._on_invalidate)
 
     def _on_change(self, change: dict[str, Any]) -> None:
-        self.cache.invalidate(ByName(change["application_name"], change["configuration_name"]))
-        for representation in REPRESENTATIONS:
-            self.cache.invalidate(ById(change["configuration_id"], representation))
+        self.cache.invalidate((change["application_name"], change["configuration_name"]))
         self._wake(self._waiters.pop(change["configuration_id"], ()))
         event = ChangeEvent(
             id=change["id"],
@@ -179,38 +128,28 @@ class DeliveryService:
             if not future.done():
                 future.set_result(None)
 
-    # --- reads through the cache ------------------------------------------------------------
+    # --- resolve --------------------------------------------------------------------------
 
-    def cached(self, actor: Principal, key: Key) -> Resolved | None:
+    def cached(self, actor: Principal, application_name: str, configuration_name: str) -> Resolved | None:
         """The configuration from the cache (a hit is counted), or None when the cache does not
-        hold it. Raises as `read` does when `actor` may not read it."""
-        if not key.cacheable_for(actor):
-            return None
+        hold it. Raises as `resolve` does when `actor` may not read it."""
         # Within the caller's own scope: only its role is checked before the lookup.
-        policy.require(actor, key.action, ApplicationResource(actor.application_id))
-        found = self.cache.get(key)
+        policy.require(actor, Action.RESOLVE, ApplicationResource(actor.application_id))
+        found = self.cache.get((application_name, configuration_name))
         if found is not None:
-            _require_visible(actor, found, key)
+            _require_visible(actor, found, application_name, configuration_name)
             RESOLVE_CACHE_HITS.inc()
         return found
 
-    async def read(self, actor: Principal, key: Key) -> Resolved:
-        """The current configuration, by names or by id: from the cache when it can be trusted,
-        else one statement in the thread pool (the request's only thread hop)."""
-        if not key.cacheable_for(actor):
-            found = await run_in_threadpool(self.read_as_member, actor, key.configuration_id)
-            return Resolved(found.id, found.application_id, found.revision, document(found))
-        found = self.cached(actor, key)
+    async def resolve(self, actor: Principal, application_name: str, configuration_name: str) -> Resolved:
+        """The current configuration, from the cache when it can be trusted."""
+        found = self.cached(actor, application_name, configuration_name)
         if found is not None:
             return found
         RESOLVE_CACHE_MISSES.inc()
-        found = await self._load(key)
-        _require_visible(actor, found, key)
+        found = await self._load((application_name, configuration_name))
+        _require_visible(actor, found, application_name, configuration_name)
         return found
-
-    async def resolve(self, actor: Principal, application_name: str, configuration_name: str) -> Resolved:
-        """The current configuration's JSON, by names."""
-        return await self.read(actor, ByName(application_name, configuration_name))
 
     async def _load(self, key: Key) -> Resolved | None:
         # Concurrent misses for one key share one query (1,000 woken waiters make one read),
@@ -235,11 +174,8 @@ class DeliveryService:
         return found
 
     def _read(self, key: Key) -> Resolved | None:
-        with self.db.read() as statement:
-            if isinstance(key, ByName):
-                return DeliveryRepository(statement).resolve(key.application_name, key.configuration_name)
-            found = ConfigurationRepository(statement).get(key.configuration_id)
-        return None if found is None else Resolved(found.id, found.application_id, found.revision, document(found))
+        with self.db.transaction() as tx:
+            return DeliveryRepository(tx).resolve(*key)
 
     async def wait_for_change(
         self,

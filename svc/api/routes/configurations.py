@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -15,18 +14,13 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from svc.api.read_door import doorway
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
-from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
+from svc.api.etags import Preconditions, not_modified, not_modified_response, tag
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
-from svc.api.responses import json_response, off_loop
 from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page, Text
 from svc.errors import UnsupportedMediaType
-from svc.ids import ULID_ANY_CASE_PATTERN, canonical
 from svc.services.configurations import Configuration, Revision
-from svc.services.delivery import ById, Resolved
-from svc.services.preconditions import Precondition
 from svc.services.json_documents import parse_json
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -46,7 +40,6 @@ JsonSchema = Annotated[
 ConfigJson = Annotated[
     dict[str, Any], Field(description="a JSON object; its text cannot contain \\u0000, which PostgreSQL jsonb refuses")
 ]
-ULID_ANY_CASE = re.compile(ULID_ANY_CASE_PATTERN)
 RevisionPath = Annotated[int, Path(ge=1, le=MAX_REVISION)]
 RevisionQuery = Annotated[int, Query(ge=1, le=MAX_REVISION)]
 
@@ -98,12 +91,9 @@ def _sent_state(body: BaseModel) -> dict[str, Any]:
     return {STATE_FIELDS[f]: getattr(body, f) for f in body.model_fields_set if f in STATE_FIELDS}
 
 
-def _written(
-    configuration: Configuration, *, status_code: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    """A configuration as a write returns it, with its new ETag."""
-    headers = {"ETag": etag(configuration.version), **(headers or {})}
-    return json_response(configuration, status_code=status_code, headers=headers)
+def _with_etag(response: Response, configuration: Configuration) -> Configuration:
+    tag(response, configuration.version)
+    return configuration
 
 
 @dataclass(frozen=True)
@@ -150,14 +140,15 @@ PATCH_REQUEST_BODY = {
     response_model=Configuration,
     responses={201: {"headers": ETAG_HEADER}, **problem_responses(400, 404, 409, 413)},
 )
-async def create_configuration(
+def create_configuration(
     application_id: IdPath,
     body: Annotated[ConfigurationCreate, Body()],
     principal: PrincipalDep,
     services: ServicesDep,
     request: Request,
-) -> Response:
-    created = await off_loop(lambda: services.configurations.create(
+    response: Response,
+):
+    created = services.configurations.create(
         principal,
         application_id,
         name=body.name,
@@ -165,9 +156,9 @@ async def create_configuration(
         comments=body.comments,
         schema=body.json_schema,
         message=body.message,
-    ))
-    location = str(request.url_for("get_configuration", configuration_id=created.id))
-    return _written(created, status_code=201, headers={"Location": location})
+    )
+    response.headers["Location"] = str(request.url_for("get_configuration", configuration_id=created.id))
+    return _with_etag(response, created)
 
 
 @router.get(
@@ -176,7 +167,7 @@ async def create_configuration(
     summary="An application's configurations by id, optionally only those containing some JSON",
     responses=problem_responses(400, 404),
 )
-async def list_configurations(
+def list_configurations(
     application_id: IdPath,
     principal: PrincipalDep,
     services: ServicesDep,
@@ -186,10 +177,8 @@ async def list_configurations(
         str | None,
         Query(max_length=8192, description='a JSON object the config must contain, e.g. {"feature":{"beta":true}}'),
     ] = None,
-) -> Response:
-    return json_response(await off_loop(
-        lambda: services.configurations.list(principal, application_id, limit=limit, after=after, contains=contains)
-    ))
+):
+    return services.configurations.list(principal, application_id, limit=limit, after=after, contains=contains)
 
 
 @router.get(
@@ -197,25 +186,17 @@ async def list_configurations(
     response_model=Configuration,
     responses={**WITH_ETAG, **NOT_MODIFIED, **problem_responses(404, 412)},
 )
-async def get_configuration(
-    configuration_id: IdPath, principal: PrincipalDep, services: ServicesDep, expected: Preconditions
-) -> Response:
-    # async, and built here from the cached document: at most one thread hop (a cache miss's read)
-    return _answer(await services.delivery.read(principal, ById(configuration_id)), expected)
-
-
-def _answer(found: Resolved, expected: Precondition) -> Response:
-    """200 with the document and its ETag, 304 when `If-None-Match` names the current version."""
-    if not_modified(expected, found.version, subject=f"configuration {found.configuration_id}"):
-        return not_modified_response(found.version)
-    return Response(found.body, media_type=JSON, headers={"ETag": etag(found.version)})
-
-
-def _by_id(configuration_id: str) -> ById | None:
-    return ById(canonical(configuration_id)) if ULID_ANY_CASE.fullmatch(configuration_id) else None
-
-
-DOORWAY = doorway(router.routes, get_configuration, key=_by_id, answer=_answer)
+def get_configuration(
+    configuration_id: IdPath,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    response: Response,
+    expected: Preconditions,
+):
+    configuration = services.configurations.get(principal, configuration_id)
+    if not_modified(expected, configuration.version, subject=f"configuration {configuration_id}"):
+        return not_modified_response(configuration.version)
+    return _with_etag(response, configuration)
 
 
 @router.put(
@@ -224,16 +205,18 @@ DOORWAY = doorway(router.routes, get_configuration, key=_by_id, answer=_answer)
     summary="Replace the JSON (and comments or schema, when sent)",
     responses={**WITH_ETAG, **problem_responses(400, 404, 412, 413)},
 )
-async def replace_configuration(
+def replace_configuration(
     configuration_id: IdPath,
     body: Annotated[ConfigurationReplace, Body()],
     principal: PrincipalDep,
     services: ServicesDep,
+    response: Response,
     expected: Preconditions,
-) -> Response:
-    return _written(await off_loop(lambda: services.configurations.update(
+):
+    updated = services.configurations.update(
         principal, configuration_id, _sent_state(body), message=body.message, expected=expected
-    )))
+    )
+    return _with_etag(response, updated)
 
 
 @router.patch(
@@ -243,26 +226,27 @@ async def replace_configuration(
     responses={**WITH_ETAG, **problem_responses(400, 404, 412, 413, 415)},
     openapi_extra={"requestBody": PATCH_REQUEST_BODY},
 )
-async def patch_configuration(
+def patch_configuration(
     configuration_id: IdPath,
     change: Annotated[MergePatch | ConfigurationMetadataPatch, Depends(read_patch)],
     principal: PrincipalDep,
     services: ServicesDep,
+    response: Response,
     expected: Preconditions,
     message: Annotated[
         str | None,
         Query(max_length=1024, pattern=NO_NUL_PATTERN, description="the revision's message (a JSON body has its own)"),
     ] = None,
-) -> Response:
+):
     if isinstance(change, MergePatch):
-        updated = await off_loop(lambda: services.configurations.merge(
+        updated = services.configurations.merge(
             principal, configuration_id, change.document, message=message, expected=expected
-        ))
+        )
     else:
-        updated = await off_loop(lambda: services.configurations.update(
+        updated = services.configurations.update(
             principal, configuration_id, _sent_state(change), message=change.message or message, expected=expected
-        ))
-    return _written(updated)
+        )
+    return _with_etag(response, updated)
 
 
 @router.delete(
@@ -271,10 +255,10 @@ async def patch_configuration(
     summary="Delete a configuration and its revisions",
     responses=problem_responses(404, 412),
 )
-async def delete_configuration(
+def delete_configuration(
     configuration_id: IdPath, principal: PrincipalDep, services: ServicesDep, expected: Preconditions
 ) -> Response:
-    await off_loop(lambda: services.configurations.delete(principal, configuration_id, expected=expected))
+    services.configurations.delete(principal, configuration_id, expected=expected)
     return Response(status_code=204)
 
 
@@ -284,16 +268,14 @@ async def delete_configuration(
     summary="Revisions, newest first; `after` is a revision number",
     responses=problem_responses(404),
 )
-async def list_revisions(
+def list_revisions(
     configuration_id: IdPath,
     principal: PrincipalDep,
     services: ServicesDep,
     limit: Limit = 50,
     after: Annotated[int | None, Query(ge=1, le=MAX_REVISION, description="the `next` of the previous page")] = None,
-) -> Response:
-    return json_response(await off_loop(
-        lambda: services.configurations.revisions(principal, configuration_id, limit=limit, after=after)
-    ))
+):
+    return services.configurations.revisions(principal, configuration_id, limit=limit, after=after)
 
 
 @router.get(
@@ -301,12 +283,8 @@ async def list_revisions(
     response_model=Revision,
     responses=problem_responses(404),
 )
-async def get_revision(
-    configuration_id: IdPath, revision: RevisionPath, principal: PrincipalDep, services: ServicesDep
-) -> Response:
-    return json_response(
-        await off_loop(lambda: services.configurations.revision(principal, configuration_id, revision))
-    )
+def get_revision(configuration_id: IdPath, revision: RevisionPath, principal: PrincipalDep, services: ServicesDep):
+    return services.configurations.revision(principal, configuration_id, revision)
 
 
 @router.get(
@@ -321,14 +299,14 @@ async def get_revision(
         **problem_responses(404),
     },
 )
-async def diff_revisions(
+def diff_revisions(
     configuration_id: IdPath,
     from_: Annotated[int, Query(alias="from", ge=1, le=MAX_REVISION)],
     to: RevisionQuery,
     principal: PrincipalDep,
     services: ServicesDep,
 ) -> Response:
-    operations = await off_loop(lambda: services.configurations.diff(principal, configuration_id, from_=from_, to=to))
+    operations = services.configurations.diff(principal, configuration_id, from_=from_, to=to)
     return Response(orjson.dumps(operations), media_type=JSON_PATCH)
 
 
@@ -338,13 +316,15 @@ async def diff_revisions(
     summary="Make a new revision whose JSON is that of an earlier one",
     responses={**WITH_ETAG, **problem_responses(400, 404, 412, 413)},
 )
-async def rollback_configuration(
+def rollback_configuration(
     configuration_id: IdPath,
     body: Annotated[RollbackRequest, Body()],
     principal: PrincipalDep,
     services: ServicesDep,
+    response: Response,
     expected: Preconditions,
-) -> Response:
-    return _written(await off_loop(lambda: services.configurations.rollback(
+):
+    updated = services.configurations.rollback(
         principal, configuration_id, body.revision, message=body.message, expected=expected
-    )))
+    )
+    return _with_etag(response, updated)
