@@ -369,16 +369,21 @@ class ContentStore:
     @git_operation("create_release_ref")
     def create_release_ref(self, item_id: str, version: str, commit_sha: str) -> None:
         """Create refs/releases/<item id>/<version> at `commit_sha` with a compare-and-swap from
-        absent: a release ref is never moved. One already there at the same commit (left by a
-        release whose transaction then failed) is taken as it is."""
+        absent (on the remote too, through `move_ref`): a release ref is never moved. One already
+        there at the same commit (left by a release whose transaction then failed) is taken as it is."""
         ref = release_ref_name(item_id, version)
+        try:
+            self.move_ref(ref, commit_sha, None)
+        except (Unavailable, RemoteMoved):
+            if self._release_at(ref) != commit_sha:
+                raise
+
+    def _release_at(self, ref: str) -> str | None:
+        """Where a release ref stands: on the remote when there is one (the shared truth), else here."""
+        if self.remote is not None:
+            return self.remote.head(self.path, ref)
         with self._git() as git:
-            try:
-                _swap_ref(git, ref, commit_sha, None)
-            except GitCommandError as exc:
-                found = _read_ref(git, ref)
-                if found != commit_sha:
-                    raise Unavailable(f"could not create {ref} (it holds {found}): {_stderr(exc)}") from exc
+            return _read_ref(git, ref)
 
     @git_operation("delete_release_refs")
     def delete_release_refs(self, item_id: str, releases: dict[str, str]) -> None:
@@ -386,10 +391,9 @@ class ContentStore:
         for version, commit_sha in releases.items():
             ref = release_ref_name(item_id, version)
             try:
-                with self._git() as git:
-                    _swap_ref(git, ref, None, commit_sha)
-            except (GitCommandError, Unavailable) as exc:
-                log.error("could not delete %s: %s", ref, _stderr(exc))
+                self.move_ref(ref, None, commit_sha)
+            except (Unavailable, RemoteMoved) as exc:
+                log.error("could not delete %s: %s", ref, exc.detail)
 
     def _write_object(self, kind: bytes, data: bytes) -> str:
         """Write one loose object durably (like `git hash-object -w`) and return its sha."""
