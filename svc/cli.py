@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from svc.config import Settings, get_settings
 from svc.crypto import InvalidSecretKeys
@@ -20,6 +21,8 @@ from svc.log import configure_logging
 from svc.migrate import MigrationError, Runner
 from svc.secret_keys import secret_key_ring
 from svc.services.auth import Principal
+from svc.services.catalog import CatalogService
+from svc.services.catalog_import import import_directory
 from svc.services.container import content_store_of
 from svc.services.secret_store import RotationProgress, rotate
 from svc.services.teams import TeamService
@@ -233,6 +236,21 @@ def cmd_team(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# --- catalog -------------------------------------------------------------------------------
+
+
+def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
+    """Progress per file and the summary on stderr; exit 1 when a file was invalid."""
+    db = small_database(database_url(settings))
+    try:
+        catalog = CatalogService(db, content_store(settings), max_bytes=settings.max_document_bytes)
+        outcome = import_directory(catalog, Principal.operator(), args.owner, Path(args.directory), progress=say)
+    finally:
+        db.close()
+    say("imported: " + (", ".join(f"{n} {what}" for what, n in sorted(outcome.counts.items())) or "nothing found"))
+    return 1 if outcome.failed else 0
+
+
 # --- verify and gc (the content store of documents) ------------------------------------------
 
 
@@ -336,6 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
     team_create.add_argument("--display-name")
     team_create.add_argument("--description")
     team.set_defaults(handler=cmd_team)
+
+    catalog = commands.add_parser("catalog", help="manage the catalog of skills, MCP servers and tools")
+    catalog_actions = catalog.add_subparsers(dest="action", required=True)
+    catalog_import = catalog_actions.add_parser(
+        "import", help="import <name>/SKILL.md, server.json and tools/<name>.json files; unchanged ones are skipped"
+    )
+    catalog_import.add_argument("directory")
+    catalog_import.add_argument("--owner", required=True, metavar="team:NAME|user:USERNAME")
+    catalog.set_defaults(handler=cmd_catalog)
 
     verify = commands.add_parser(
         "verify",

@@ -13,6 +13,7 @@ are users like any other, and `other_user` stands for them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -111,6 +112,14 @@ class Cell:
         teams.put_member(self.operator, team.id, self.users["team_member"], role="member")
         return team.id
 
+    def item(self) -> str:
+        """A fresh team's catalog item (a tool)."""
+        team = self.team()
+        return self.services.catalog.create(
+            self.operator, type="tool", name="get_weather", owner={"team_id": team}, description="d", tags=[],
+            content=tool_json("v0"),
+        )["id"]
+
     def user(self) -> str:
         tag = new_id().lower()
         return self.services.users.create(self.operator, email=f"{tag}@example.com", username=tag).id
@@ -127,13 +136,20 @@ def _configuration_url(cell: Cell, suffix: str = "") -> str:
     return f"{API}/configurations/{cell.configuration()['id']}{suffix}"
 
 
+def tool_json(description: str) -> str:
+    return json.dumps({"name": "get_weather", "description": description, "input_schema": {"type": "object"}})
+
+
 @dataclass(frozen=True)
 class Mount:
     """Where a document's routes are mounted: the OpenAPI prefix, and for a cell the URL of a
-    fresh document, its service and its owner id (for saving versions as the operator)."""
+    fresh document, its service and its owner id (for saving versions as the operator);
+    `content` makes a valid document of this mount that says `text`."""
 
     prefix: str
     target: Callable[[Cell], tuple[str, Any, str]]
+    content: Callable[[str], str] = lambda text: text
+    upload_name: str = "CLAUDE.md"
 
 
 USER_MOUNT = Mount(
@@ -147,6 +163,12 @@ TEAM_MOUNT = Mount(
     f"{API}/teams/{{team_id}}/claude-md",
     lambda cell: (f"{API}/teams/{(team := cell.team())}/claude-md", cell.services.team_claude_md, team),
 )
+CATALOG_MOUNT = Mount(
+    f"{API}/catalog/{{item_id}}/document",
+    lambda cell: (f"{API}/catalog/{(item := cell.item())}/document", cell.services.catalog.documents["tool"], item),
+    content=tool_json,
+    upload_name="tool.json",
+)
 
 
 def _document_routes(mount: Mount, read: dict[str, Any], write: dict[str, Any], propose: dict[str, Any]) -> dict[str, Row]:
@@ -156,7 +178,7 @@ def _document_routes(mount: Mount, read: dict[str, Any], write: dict[str, Any], 
     def versions(cell: Cell) -> tuple[str, list[str]]:
         url, documents, owner = mount.target(cell)
         shas = [
-            documents.save(cell.operator, owner, content=f"v{n}", message=None, expected=None)["commit_sha"]
+            documents.save(cell.operator, owner, content=mount.content(f"v{n}"), message=None, expected=None)["commit_sha"]
             for n in (1, 2)
         ]
         return url, shas
@@ -166,11 +188,12 @@ def _document_routes(mount: Mount, read: dict[str, Any], write: dict[str, Any], 
         url, documents, owner = mount.target(cell)
         if by_caller:
             made = cell.client.post(
-                f"{url}/proposals", json={"content": "p", "message": "m"}, headers=cell.callers.headers[cell.caller]
+                f"{url}/proposals", json={"content": mount.content("p"), "message": "m"},
+                headers=cell.callers.headers[cell.caller],
             )
             if made.status_code == 201:
                 return url, made.json()["id"]
-        return url, documents.propose(cell.operator, owner, content="p", message="m")["id"]
+        return url, documents.propose(cell.operator, owner, content=mount.content("p"), message="m")["id"]
 
     def url(cell: Cell, suffix: str = "") -> str:
         return mount.target(cell)[0] + suffix
@@ -194,11 +217,11 @@ def _document_routes(mount: Mount, read: dict[str, Any], write: dict[str, Any], 
 
         return build
 
-    upload = {"files": {"file": ("CLAUDE.md", b"# imported\n", "text/markdown")}}
-    new_proposal = {"json": {"content": "# better\n", "message": "why"}}
+    upload = {"files": {"file": (mount.upload_name, mount.content("# imported\n").encode(), "text/plain")}}
+    new_proposal = {"json": {"content": mount.content("# better\n"), "message": "why"}}
     return {
         f"GET {prefix}": (lambda cell: ("GET", url(cell), {}), read, 200),
-        f"PUT {prefix}": (lambda cell: ("PUT", url(cell), {"json": {"content": "# mine\n"}}), write, 200),
+        f"PUT {prefix}": (lambda cell: ("PUT", url(cell), {"json": {"content": mount.content("# mine\n")}}), write, 200),
         f"GET {prefix}/history": (lambda cell: ("GET", url(cell, "/history"), {}), read, 200),
         f"GET {prefix}/versions/{{sha}}": (version, read, 200),
         f"GET {prefix}/diff": (diff, read, 200),
@@ -257,6 +280,42 @@ TEAM_ROWS: dict[str, Row] = {
     f"DELETE {API}/teams/{{team_id}}/members/{{user_id}}": (
         lambda cell: ("DELETE", _member_url(cell), {}), TEAM_WRITE, 204
     ),
+}
+
+
+def _item_url(cell: Cell, suffix: str = "") -> str:
+    return f"{API}/catalog/{cell.item()}{suffix}"
+
+
+def _new_item(cell: Cell) -> Request:
+    body = {"type": "tool", "name": "get_weather", "owner": {"team_id": cell.team()}, "content": tool_json("d")}
+    return "POST", f"{API}/catalog", {"json": body}
+
+
+# A team's catalog items: as its document. Installing is a user's own act (admin tokens have none).
+USER_OF_TEAM_READ = {**TEAM_READ, "admin": 403}
+CATALOG_ROWS: dict[str, Row] = {
+    f"POST {API}/catalog": (_new_item, TEAM_WRITE, 201),
+    f"GET {API}/catalog": (lambda cell: ("GET", f"{API}/catalog", {"params": {"q": "weather"}}), ANY_USER, 200),
+    f"GET {API}/catalog/{{item_id}}": (lambda cell: ("GET", _item_url(cell), {}), TEAM_READ, 200),
+    f"PATCH {API}/catalog/{{item_id}}": (
+        lambda cell: ("PATCH", _item_url(cell), {"json": {"status": "deprecated"}}), TEAM_WRITE, 200
+    ),
+    f"DELETE {API}/catalog/{{item_id}}": (lambda cell: ("DELETE", _item_url(cell), {}), TEAM_WRITE, 204),
+    f"POST {API}/catalog/{{item_id}}/releases": (
+        lambda cell: ("POST", _item_url(cell, "/releases"), {"json": {"version": "1.0.0"}}), TEAM_WRITE, 201
+    ),
+    f"GET {API}/catalog/{{item_id}}/releases": (lambda cell: ("GET", _item_url(cell, "/releases"), {}), TEAM_READ, 200),
+    f"GET {API}/catalog/{{item_id}}/content": (lambda cell: ("GET", _item_url(cell, "/content"), {}), TEAM_READ, 200),
+    f"POST {API}/catalog/{{item_id}}/install": (
+        lambda cell: ("POST", _item_url(cell, "/install"), {}), USER_OF_TEAM_READ, 200
+    ),
+    f"DELETE {API}/catalog/{{item_id}}/install": (
+        lambda cell: ("DELETE", _item_url(cell, "/install"), {}), USER_OF_TEAM_READ, 200
+    ),
+    f"GET {API}/me/installs": (lambda cell: ("GET", f"{API}/me/installs", {}), {**ANY_USER, "admin": 403}, 200),
+    f"GET {API}/me/bundle": (lambda cell: ("GET", f"{API}/me/bundle", {}), {**ANY_USER, "admin": 403}, 200),
+    **_document_routes(CATALOG_MOUNT, read=TEAM_READ, write=TEAM_WRITE, propose=TEAM_READ),
 }
 
 
@@ -363,6 +422,7 @@ ROWS: dict[str, Row] = {
     **_document_routes(ME_MOUNT, read=ME, write=ME, propose=ME),
     **_document_routes(TEAM_MOUNT, read=TEAM_READ, write=TEAM_WRITE, propose=TEAM_READ),
     **TEAM_ROWS,
+    **CATALOG_ROWS,
 }
 
 

@@ -39,7 +39,12 @@ def world(client, admin, settings) -> dict[str, str]:
     proposal = client.post(
         f"{API}/users/{user['id']}/claude-md/proposals", json={"content": "# ada!\n", "message": "x"}, headers=admin
     ).json()
+    tool = {"name": "get_weather", "description": "d", "input_schema": {"type": "object"}}
+    item = client.post(f"{API}/catalog", headers=admin, json={
+        "type": "tool", "name": "get_weather", "owner": {"team_id": team["id"]}, "content": json.dumps(tool),
+    }).json()
     return {
+        "item_id": item["id"],
         "team_id": team["id"],
         "proposal_id": proposal["id"],
         "application_id": application["id"],
@@ -135,6 +140,16 @@ def _table(world: dict[str, str]) -> list[tuple[str, str, dict, int, str]]:
          {"files": {"file": ("notes.md", "café".encode("latin-1"), "text/markdown")}}, 400, "not UTF-8"),
         ("POST", f"{API}/users/{user}/claude-md/import",
          {"files": {"file": ("notes.md", b"# x", "text/markdown; charset=latin-1")}}, 415, "UTF-8"),
+        # Catalog: a query is text without NUL (any other text is a query), an owner is one id,
+        # a release is a semantic version, a cursor is one this search returned.
+        ("GET", f"{API}/catalog", {"params": {"q": "a\x00b"}}, 422, "q"),
+        ("GET", f"{API}/catalog", {"params": {"after": "AAAA"}}, 422, "after"),
+        ("POST", f"{API}/catalog", {"json": {"type": "tool", "name": "x", "owner": {"user_id": world["user_id"], "team_id": world["team_id"]}, "content": "{}"}}, 422, "owner"),
+        ("POST", f"{API}/catalog", {"json": {"type": "tool", "name": "get_time", "owner": {"team_id": world["team_id"]},
+                                             "content": '{"name": "get_time",'}}, 400, "JSON"),
+        ("POST", f"{API}/catalog/{world['item_id']}/releases", {"json": {"version": "1.0"}}, 422, "semantic version"),
+        ("POST", f"{API}/catalog/{world['item_id']}/document/import",
+         {"files": {"file": ("tool.json", b'{"name": "\xff"}', "application/json")}}, 400, "not UTF-8"),
         # A method the path does not serve: 405 naming every method it does.
         ("PUT", f"{API}/tokens", {}, 405, "allowed: GET, HEAD, POST"),
     ]

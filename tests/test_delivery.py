@@ -222,8 +222,9 @@ def wake_many(server, token, config_id: str, count: int) -> tuple[int, list[floa
         waiters = [asyncio.create_task(long_poll(server, token, path, current)) for _ in range(count)]
         await asyncio.sleep(2.0)  # let every request arrive and park
         async with httpx.AsyncClient(base_url=server.base_url, headers=token) as c:
-            put = await c.put(f"/api/v1/configurations/{config_id}", json={"config": {"rate": count}})
+            # From the moment the write is sent: the writer's worker wakes its waiters before it answers.
             changed_at = time.monotonic()
+            put = await c.put(f"/api/v1/configurations/{config_id}", json={"config": {"rate": count}})
             assert put.status_code == 200
         done = await asyncio.gather(*waiters)
         return [(line, at - changed_at) for line, at in done]

@@ -15,6 +15,8 @@ explores afresh on every run:
 
 from __future__ import annotations
 
+import json
+
 import os
 import re
 import zlib
@@ -75,6 +77,13 @@ SEMANTIC_REJECTIONS = {
     # a team_id in the body that names no team
     "POST /api/v1/applications": ["422"],
     "PATCH /api/v1/applications/{application_id}": ["422"],
+    # catalog content must be a valid SKILL.md / server.json / tool (400 unparseable, 422
+    # invalid), an upload a file of the type's suffix, a release version semver
+    "POST /api/v1/catalog": ["400", "422"],
+    "PUT /api/v1/catalog/{item_id}/document": ["400", "422"],
+    "POST /api/v1/catalog/{item_id}/document/proposals": ["400", "422"],
+    "POST /api/v1/catalog/{item_id}/document/import": ["400", "415", "422"],
+    "POST /api/v1/catalog/{item_id}/releases": ["422"],
     # schemathesis' coverage phase sends maximum-length emails that ignore the email `pattern`
     "POST /api/v1/users": ["422"],
     "PATCH /api/v1/users/{user_id}": ["422"],
@@ -132,7 +141,8 @@ class Target:
     sha: str
     resolve: dict[str, str]
     team_id: str
-    proposal_ids: dict[str, str]  # the document's mount ("users", "me", "teams") → an open proposal on it
+    proposal_ids: dict[str, str]  # the document's mount ("users", "me", "teams", "catalog") → an open proposal on it
+    item_id: str
 
 
 @pytest.fixture(scope="module")
@@ -157,12 +167,14 @@ def target(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         _token(services, USER_SECRET, role="user", user_id=user["id"])
         saved = save(client, f"{API}/users/{user['id']}/claude-md", admin, "# one\n")
         team = services.teams.create(Principal.operator(), name="fuzzed", owner_id=user["id"])
+        item = _catalog_item(services, user["id"], "fuzzed_tool")
         proposals = {
-            mount: documents.propose(Principal.operator(), owner, content="# two\n", message="fuzz")["id"]
-            for mount, documents, owner in (
-                ("users", services.claude_md, user["id"]),
-                ("me", services.claude_md, user["id"]),
-                ("teams", services.team_claude_md, team.id),
+            mount: documents.propose(Principal.operator(), owner, content=content, message="fuzz")["id"]
+            for mount, documents, owner, content in (
+                ("users", services.claude_md, user["id"], "# two\n"),
+                ("me", services.claude_md, user["id"], "# two\n"),
+                ("teams", services.team_claude_md, team.id, "# two\n"),
+                ("catalog", services.catalog.documents["tool"], item, _tool("fuzzed_tool", "proposed")),
             )
         }
         FUZZED.app = create_app(config)
@@ -175,6 +187,7 @@ def target(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             resolve={"application_name": "resolved", "configuration_name": "main"},
             team_id=team.id,
             proposal_ids=proposals,
+            item_id=item,
         )
     FUZZED.app = None
     cluster.drop_database(database)
@@ -206,12 +219,26 @@ def _point_at_real_resources(case, target: Target) -> None:
                 params[name] = _fresh(name, target) if deleting or name == "token_id" else _seeded(name, target)
 
 
+def _tool(name: str, description: str) -> str:
+    return json.dumps({"name": name, "description": description, "input_schema": {"type": "object"}})
+
+
+def _catalog_item(services: Services, user_id: str, name: str | None = None) -> str:
+    """A tool of the user's (by default a fresh name)."""
+    name = name or f"tool_{new_id().lower()}"
+    return services.catalog.create(
+        Principal.operator(), type="tool", name=name, owner={"user_id": user_id}, description="d", tags=[],
+        content=_tool(name, "d"),
+    )["id"]
+
+
 def _seeded(name: str, target: Target) -> str:
     return {
         "application_id": target.application_id,
         "configuration_id": target.configuration_id,
         "user_id": target.user_id,
         "team_id": target.team_id,
+        "item_id": target.item_id,
     }[name]
 
 
@@ -228,6 +255,8 @@ def _fresh(name: str, target: Target) -> str:
         return services.teams.create(operator, name=f"doomed-{tag}", owner_id=target.user_id).id
     if name == "token_id":
         return services.tokens.create(operator, name=f"doomed-{tag}", role="service").token.id
+    if name == "item_id":
+        return _catalog_item(services, target.user_id)
     raise AssertionError(f"no fresh resource for the path parameter {name}")
 
 

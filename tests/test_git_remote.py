@@ -425,3 +425,24 @@ def test_team_documents_and_proposals_cross_hosts_through_the_remote(client, hos
     assert remote_ref(remote, doc_id) is None
     assert run_git(remote, "rev-parse", f"refs/deleted/{doc_id}") == head
     run_git(remote, "fsck", "--strict")
+
+
+def test_a_catalog_release_is_on_the_remote_and_served_by_a_host_that_never_saw_it(
+    client, host_b, crew, settings, remote
+):
+    content = "---\nname: deploy-notes\ndescription: Writes deploy notes\n---\n\n# Deploy notes\n"
+    created = client.post(f"{API}/catalog", headers=crew.owner.headers, json={
+        "type": "skill", "name": "deploy-notes", "owner": {"team_id": crew.team["id"]},
+        "description": "Writes deploy notes", "content": content,
+    })
+    assert created.status_code == 201, created.text
+    item = created.json()
+    released = client.post(f"{API}/catalog/{item['id']}/releases", json={"version": "1.0.0"}, headers=crew.owner.headers)
+    assert released.status_code == 201, released.text
+    assert run_git(remote, "rev-parse", f"refs/releases/{item['id']}/1.0.0") == released.json()["commit_sha"]
+    served = host_b.get(f"{API}/catalog/{item['id']}/content?release=latest", headers=crew.member.headers)
+    assert served.status_code == 200 and served.text == content
+    # Deleting the item removes the release ref on the remote too; the content history stays there.
+    assert host_b.delete(f"{API}/catalog/{item['id']}", headers=crew.owner.headers).status_code == 204
+    assert not run_git(remote, "for-each-ref", f"refs/releases/{item['id']}/")
+    run_git(remote, "fsck", "--strict")

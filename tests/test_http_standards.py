@@ -8,6 +8,8 @@ One database and one app serve the whole module; every case makes the resources 
 
 from __future__ import annotations
 
+import json
+
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -239,6 +241,14 @@ def _get_routes(client: TestClient) -> list[str]:
     )
 
 
+ITEM_NAME = "get_weather"
+
+
+def _tool(description: str) -> str:
+    """A catalog tool definition."""
+    return json.dumps({"name": ITEM_NAME, "description": description, "input_schema": {"type": "object"}})
+
+
 def _concrete(world: World, path: str) -> tuple[str, dict[str, Any], dict[str, str]]:
     """A URL, query and caller that a GET of this route template answers with 200."""
     configuration = world.configuration()
@@ -262,10 +272,20 @@ def _concrete(world: World, path: str) -> tuple[str, dict[str, Any], dict[str, s
         shas = [documents.save(OPERATOR, owner, content=f"v{n}\n", message=None, expected=None)["commit_sha"]
                 for n in (1, 2)]
         values["sha"] = shas[0]
+    elif "{item_id}" in path:  # a tool of the fresh user's with two more versions
+        documents = world.services.catalog.documents["tool"]
+        owner = values["item_id"] = world.services.catalog.create(
+            OPERATOR, type="tool", name=ITEM_NAME, owner={"user_id": values["user_id"]}, description="d",
+            tags=[], content=_tool("v0"),
+        )["id"]
+        shas = [documents.save(OPERATOR, owner, content=_tool(f"v{n}"), message=None, expected=None)["commit_sha"]
+                for n in (1, 2)]
+        values["sha"] = shas[0]
     else:
         documents, owner = world.services.claude_md, values["user_id"]
     if "{proposal_id}" in path:
-        values["proposal_id"] = documents.propose(OPERATOR, owner, content="proposed\n", message="m")["id"]
+        proposed = _tool("proposed") if "{item_id}" in path else "proposed\n"
+        values["proposal_id"] = documents.propose(OPERATOR, owner, content=proposed, message="m")["id"]
     url = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
     query: dict[str, Any] = {}
     if path.endswith("/diff"):

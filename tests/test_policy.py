@@ -75,6 +75,14 @@ def test_service_tokens_see_no_teams(action, resource, _):
     assert _outcome(SERVICE, action, resource(None)) is Forbidden
 
 
+def test_installing_a_catalog_item_is_a_users_own_write_on_what_it_sees():
+    assert tuple(_outcome(USER, Action.INSTALL_ITEM, document(role)) for role in ROLES) == (Y, Y, Y, H)
+    reader = Principal(token_id=None, name="reader", role="user", user_id=ME, read_only=True)
+    assert _outcome(reader, Action.INSTALL_ITEM, document("member")) is Forbidden
+    assert _outcome(ADMIN, Action.INSTALL_ITEM, document(None)) is Forbidden  # an admin token has no user
+    assert _outcome(SERVICE, Action.SEARCH_CATALOG, None) is Forbidden
+
+
 def test_read_only_tokens_never_write_and_only_proposers_withdraw():
     reader = Principal(token_id=None, name="reader", role="user", user_id=ME, read_only=True)
     assert _outcome(reader, Action.READ_DOCUMENT, document("owner")) == Y

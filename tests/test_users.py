@@ -186,3 +186,10 @@ def test_deleting_a_user_waits_for_a_save_in_flight_and_keeps_it(client, admin, 
     assert event["detail"]["head_sha"] == saved.json()["commit_sha"]
     history = git(settings, "log", "--format=%H", event["detail"]["history_ref"]).split()
     assert history == [saved.json()["commit_sha"], first["commit_sha"]]
+
+
+def test_me_for_a_token_of_no_user_says_which_kind_of_token_it_is(client, admin, make_token):
+    for headers, kind in ((admin, "an admin token"), (bearer(make_token("service")), "a service token")):
+        response = client.get("/api/v1/me", headers=headers)
+        assert response.status_code == 403
+        assert f"this is {kind}, which belongs to no user" in response.json()["detail"]

@@ -14,7 +14,9 @@ from svc.api import operations, problems
 from svc.api.read_door import ReadDoor
 from svc.api.deps import get_principal
 from svc.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from svc.api.routes import applications, audit, configurations, delivery, documents, health, teams, tokens, users
+from svc.api.routes import (
+    applications, audit, catalog, configurations, delivery, documents, health, teams, tokens, users,
+)
 from svc.api.routes import metrics as metrics_routes
 from svc.config import Settings, get_settings
 from svc.embedded import database_url
@@ -33,6 +35,7 @@ API_ROUTERS = [
     documents.router,
     users.router,
     teams.router,
+    catalog.router,
     tokens.router,
     audit.router,
 ]

@@ -51,6 +51,7 @@ ZERO_SHA = "0" * 40
 DOCUMENT_REFS = "refs/docs/"
 DELETED_REFS = "refs/deleted/"
 PROPOSAL_REFS = "refs/proposals/"
+RELEASE_REFS = "refs/releases/"
 FILENAME = "claude.md"
 # A ref lock older than this has no live writer behind it (an update-ref holds its lock
 # for milliseconds); younger ones may belong to a write that is still finishing.
@@ -95,6 +96,10 @@ def deleted_ref_name(document_id: str) -> str:
 
 def proposal_ref_name(proposal_id: str) -> str:
     return PROPOSAL_REFS + proposal_id
+
+
+def release_ref_name(item_id: str, version: str) -> str:
+    return f"{RELEASE_REFS}{item_id}/{version}"
 
 
 class ContentStore:
@@ -361,6 +366,35 @@ class ContentStore:
             name.removeprefix(DOCUMENT_REFS): sha for name, sha in self.remote.heads(self.path, DOCUMENT_REFS).items()
         }
 
+    @git_operation("create_release_ref")
+    def create_release_ref(self, item_id: str, version: str, commit_sha: str) -> None:
+        """Create refs/releases/<item id>/<version> at `commit_sha` with a compare-and-swap from
+        absent (on the remote too, through `move_ref`): a release ref is never moved. One already
+        there at the same commit (left by a release whose transaction then failed) is taken as it is."""
+        ref = release_ref_name(item_id, version)
+        try:
+            self.move_ref(ref, commit_sha, None)
+        except (Unavailable, RemoteMoved):
+            if self._release_at(ref) != commit_sha:
+                raise
+
+    def _release_at(self, ref: str) -> str | None:
+        """Where a release ref stands: on the remote when there is one (the shared truth), else here."""
+        if self.remote is not None:
+            return self.remote.head(self.path, ref)
+        with self._git() as git:
+            return _read_ref(git, ref)
+
+    @git_operation("delete_release_refs")
+    def delete_release_refs(self, item_id: str, releases: dict[str, str]) -> None:
+        """Remove the release refs (version → commit sha) of a deleted item (best effort)."""
+        for version, commit_sha in releases.items():
+            ref = release_ref_name(item_id, version)
+            try:
+                self.move_ref(ref, None, commit_sha)
+            except (Unavailable, RemoteMoved) as exc:
+                log.error("could not delete %s: %s", ref, exc.detail)
+
     def _write_object(self, kind: bytes, data: bytes) -> str:
         """Write one loose object durably (like `git hash-object -w`) and return its sha."""
         header = b"%s %d\0" % (kind, len(data))
@@ -418,6 +452,19 @@ class ContentStore:
                     f"the content of commit {commit_sha} is missing from the repository and the remote; "
                     "run `svc verify`"
                 ) from exc
+
+    @git_operation("read_many")
+    def read_many(self, files: list[tuple[str, str]]) -> list[bytes]:
+        """The bytes of each (commit sha, file name), through one `git cat-file --batch`; one this
+        repository lacks is read as `read` does (from the remote, when there is one)."""
+        with self._git() as git:
+            found = []
+            for commit_sha, filename in files:
+                try:
+                    found.append(git.get_object_data(f"{commit_sha}:{filename}")[3])
+                except (GitCommandError, ValueError):
+                    found.append(self.read(commit_sha, filename))
+            return found
 
     @git_operation("head")
     def head(self, document_id: str) -> str | None:

@@ -88,12 +88,14 @@ VALUES (%(id)s, %(kind)s, %(owner_user_id)s, %(owner_team_id)s)
 ON CONFLICT DO NOTHING
 """
 
-# An owner is a user or a team: exactly one of the two ids is given.
+# An owner is a user or a team: exactly one of the two ids is given. An owner has one
+# claude.md but many catalog items, each its own document: those are named by their id.
 FIND_DOCUMENT = f"""
 SELECT {DOCUMENT_COLUMNS} FROM documents
 WHERE kind = %(kind)s
   AND owner_user_id IS NOT DISTINCT FROM %(owner_user_id)s
   AND owner_team_id IS NOT DISTINCT FROM %(owner_team_id)s
+  AND (%(id)s::text IS NULL OR id = %(id)s)
 """
 
 # The lock that serializes writers of one document (and the repairs of `svc verify`).
@@ -196,19 +198,28 @@ class DocumentRepository:
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
 
-    def find(self, kind: str, *, user_id: str | None = None, team_id: str | None = None) -> Document | None:
-        """The document of this kind owned by a user or a team."""
-        params = {"kind": kind, "owner_user_id": user_id, "owner_team_id": team_id}
+    def find(
+        self, kind: str, *, user_id: str | None = None, team_id: str | None = None, document_id: str | None = None
+    ) -> Document | None:
+        """The document of this kind owned by a user or a team (with `document_id`: that one of them)."""
+        params = {"kind": kind, "owner_user_id": user_id, "owner_team_id": team_id, "id": document_id}
         return self.tx.fetch_one(FIND_DOCUMENT, params, row=Document)
 
     def create_and_lock(
-        self, *, id: str, kind: str, user_id: str | None = None, team_id: str | None = None
+        self,
+        *,
+        id: str,
+        kind: str,
+        user_id: str | None = None,
+        team_id: str | None = None,
+        document_id: str | None = None,
     ) -> Document:
-        """The owner's document of this kind, locked for writing; created (head version 0) when missing."""
-        params = {"kind": kind, "owner_user_id": user_id, "owner_team_id": team_id}
+        """The owner's document of this kind, locked for writing; created (head version 0) when
+        missing, with the id `document_id` when given, else `id`."""
+        params = {"kind": kind, "owner_user_id": user_id, "owner_team_id": team_id, "id": document_id}
         document = self.tx.fetch_one(LOCK_FOUND_DOCUMENT, params, row=Document)
         if document is None:
-            self.tx.execute(CREATE_DOCUMENT, {"id": id, **params})
+            self.tx.execute(CREATE_DOCUMENT, {**params, "id": document_id or id})
             document = self.tx.fetch_one(LOCK_FOUND_DOCUMENT, params, row=Document)
         return document
 

@@ -18,6 +18,8 @@ from svc.secret_keys import secret_key_ring
 from svc.services.applications import ApplicationService
 from svc.services.audit import AuditService
 from svc.services.auth import Authenticator
+from svc.services.bundle import BundleService
+from svc.services.catalog import CatalogService
 from svc.services.claude_md import CLAUDE_MD, ClaudeMdService, TeamMount
 from svc.services.configurations import ConfigurationService
 from svc.services.secret_store import check_secret_samples
@@ -52,6 +54,8 @@ class Services:
     claude_md: DocumentService
     team_claude_md: DocumentService
     teams: TeamService
+    catalog: CatalogService
+    bundle: BundleService
     applications: ApplicationService
     configurations: ConfigurationService
     listener: ChangeListener
@@ -89,6 +93,8 @@ class Services:
             claude_md=ClaudeMdService(db, content, max_bytes=settings.max_document_bytes),
             team_claude_md=DocumentService(db, content, TeamMount(CLAUDE_MD), max_bytes=settings.max_document_bytes),
             teams=TeamService(db, content),
+            catalog=CatalogService(db, content, max_bytes=settings.max_document_bytes),
+            bundle=BundleService(db, content),
             applications=ApplicationService(db, announce=changes.announce),
             configurations=configurations,
             listener=ChangeListener(

@@ -213,18 +213,36 @@ class DocumentService:
         self._check_size(data)
         with self.db.transaction() as tx:
             target = self.mount.open(tx, actor, owner_id, Action.WRITE_DOCUMENT, hold=True)
-            self.kind.validate(data, target)
-            docs = DocumentRepository(tx)
-            document = docs.create_and_lock(id=new_id(), kind=self.kind.name, **target.owner)
-            require_current(expected, None if document is None else document.head_sha, subject="the document")
-            with self._new_version(tx, document, data, _author(tx, actor), message) as (version, document):
-                detail = {k: getattr(version, k) for k in ("version", "commit_sha", "size_bytes", "message")}
-                audit.record(
-                    tx, actor, f"{self.kind.name}.{action}", self.kind.audit_resource, document.id,
-                    {**target.audit, **detail},
-                )
-                tx.commit()
+            document = self.write_version(tx, actor, target, data, message=message, action=action, expected=expected)
         return _state(document, data)
+
+    def write_version(
+        self,
+        tx: Transaction,
+        actor: Principal,
+        target: Target,
+        data: bytes,
+        *,
+        message: str,
+        action: str,
+        expected: Precondition | None = None,
+    ) -> Document:
+        """Check `data` (size, the kind's rules), save it as the next version of the target's
+        document, audit and commit `tx`, whose caller opened the target with `hold`. The catalog
+        calls this too, to create an item with its first version in one transaction."""
+        self._check_size(data)
+        self.kind.validate(data, target)
+        docs = DocumentRepository(tx)
+        document = docs.create_and_lock(id=new_id(), kind=self.kind.name, **target.owner)
+        require_current(expected, document.head_sha, subject="the document")
+        with self._new_version(tx, document, data, _author(tx, actor), message) as (version, document):
+            detail = {k: getattr(version, k) for k in ("version", "commit_sha", "size_bytes", "message")}
+            audit.record(
+                tx, actor, f"{self.kind.name}.{action}", self.kind.audit_resource, document.id,
+                {**target.audit, **detail},
+            )
+            tx.commit()
+        return document
 
     @contextmanager
     def _new_version(

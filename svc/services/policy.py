@@ -14,6 +14,8 @@ reaches itself, its own claude.md and, through memberships, its teams. Roles in 
 |------------------------------------------|-------|--------------|---------|--------------|
 | see the team, members, document          | yes   | yes          | yes     | hidden (404) |
 | write the document, accept/reject        | yes   | yes          | propose | 404          |
+| see, search, install its catalog items   | yes   | yes          | yes     | 404          |
+| create, change, release, delete items    | yes   | yes          | 403     | 404          |
 | add/remove members and admins            | yes   | yes          | 403     | 404          |
 | add/remove owners, rename, delete        | yes   | 403          | 403     | 404          |
 | read the team's applications             | yes   | yes          | yes     | 403          |
@@ -59,6 +61,11 @@ class Action(StrEnum):
     PROPOSE = "document.propose"
     DECIDE_PROPOSAL = "document.decide"  # accept or reject
     WITHDRAW_PROPOSAL = "document.withdraw"  # resource: ProposalResource
+    # The catalog: an item is a document (READ_DOCUMENT / WRITE_DOCUMENT decide who sees and
+    # changes it); searching needs a user behind it or an admin (resource: SYSTEM), installing
+    # an item one sees is a user's own write (resource: DocumentResource).
+    SEARCH_CATALOG = "catalog.search"
+    INSTALL_ITEM = "catalog.install"
     # Applications and their configurations (resource: ApplicationResource).
     LIST_APPLICATIONS = "application.list"
     CREATE_APPLICATION = "application.create"
@@ -163,9 +170,14 @@ def _denial(principal: Principal, action: Action, resource: Resource) -> Service
 # --- the rules ------------------------------------------------------------------------
 
 
+def _a_token(principal: Principal) -> str:
+    """'an admin token', 'a service token': the caller's kind, for a detail a person reads."""
+    return f"{'an' if principal.role[0] in 'aeiou' else 'a'} {principal.role} token"
+
+
 def _roles(principal: Principal, *roles: str) -> Forbidden | None:
     if principal.role not in roles:
-        return Forbidden(f"a {principal.role} token may not do this; it needs one of: {', '.join(roles)}")
+        return Forbidden(f"{_a_token(principal)} may not do this; it needs one of: {', '.join(roles)}")
     return None
 
 
@@ -191,7 +203,7 @@ def _update_user(principal: Principal, resource: Resource) -> ServiceError | Non
 
 def _be_a_user(principal: Principal, resource: Resource) -> ServiceError | None:
     if principal.user_id is None:
-        return Forbidden(f"/me is for user tokens; this is a {principal.role} token, which belongs to no user")
+        return Forbidden(f"/me is for user tokens; this is {_a_token(principal)}, which belongs to no user")
     return None
 
 
@@ -255,6 +267,18 @@ def _document_rule(team_roles: frozenset[str], what: str, *, write: bool) -> Rul
         return denial or (_writable(principal) if write else None)
 
     return rule
+
+
+def _search_catalog(principal: Principal, resource: Resource) -> ServiceError | None:
+    return _roles(principal, "admin", "user")
+
+
+def _install_item(principal: Principal, resource: Resource) -> ServiceError | None:
+    return (
+        _be_a_user(principal, resource)
+        or RULES[Action.READ_DOCUMENT](principal, resource)
+        or _writable(principal)
+    )
 
 
 def _withdraw_proposal(principal: Principal, resource: Resource) -> ServiceError | None:
@@ -349,6 +373,8 @@ RULES: dict[Action, Rule] = {
     Action.PROPOSE: _document_rule(frozenset(TEAM_ROLES), "propose changes", write=True),
     Action.DECIDE_PROPOSAL: _document_rule(MANAGERS, "accept or reject proposals", write=True),
     Action.WITHDRAW_PROPOSAL: _withdraw_proposal,
+    Action.SEARCH_CATALOG: _search_catalog,
+    Action.INSTALL_ITEM: _install_item,
     Action.LIST_APPLICATIONS: _list_applications,
     Action.CREATE_APPLICATION: _create_application,
     Action.GIVE_TO_TEAM: _give_to_team,

@@ -37,7 +37,7 @@ from svc.content import ContentStore
 from svc.db import Database
 from svc.errors import ServiceError, Unavailable
 from svc.repositories.documents import DocumentRepository, ProposalSha
-from svc.services import claude_md  # noqa: F401  (defines, and so registers, its document kind)
+from svc.services import catalog, claude_md  # noqa: F401  (define, and so register, their document kinds)
 from svc.services.documents import KINDS
 
 BATCH_SIZE = 200

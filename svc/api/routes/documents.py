@@ -17,7 +17,6 @@ from svc.api.etags import Preconditions, not_modified, not_modified_response, ta
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.schemas import Text
-from svc.services.container import Services
 from svc.services.documents import DocumentService
 
 SHA_PATTERN = r"^[0-9a-fA-F]{7,40}$"
@@ -113,23 +112,21 @@ class Accepted(DocumentState):
 def document_routes(
     prefix: str,
     owner: Callable[..., str | None],
-    pick: Callable[[Services], DocumentService],
+    pick: Callable[..., DocumentService],
     *,
     tag: str,
     noun: str,
 ) -> APIRouter:
     """The document routes under `prefix` (such as `/teams/{team_id}/claude-md`): `owner`
-    names the owner from the request (a path id, or None for the caller), `pick` chooses
-    the mounted service; `noun` names its routes (`get_claude_md`, …: their operation ids)."""
+    names the owner from the request (a path id, or None for the caller); `pick`, a
+    dependency, chooses the mounted service (`mounted(name)`, or by the request: a catalog
+    item's type decides the file its document has); `noun` names its routes (`get_claude_md`,
+    …: their operation ids)."""
     router = APIRouter(
         prefix=prefix, tags=[tag], responses=problem_responses(401, 403, 404, 422, 503), route_class=JsonBodyRoute
     )
     Owner = Annotated[str | None, Depends(owner)]
-
-    async def mounted(services: ServicesDep) -> DocumentService:
-        return pick(services)
-
-    Documents = Annotated[DocumentService, Depends(mounted)]
+    Documents = Annotated[DocumentService, Depends(pick)]
 
     @router.get("", response_model=DocumentState, responses=READ_RESPONSES, name=f"get_{noun}")
     def get_document(
@@ -291,6 +288,15 @@ async def _team_in_path(team_id: IdPath) -> str:
     return team_id
 
 
+def mounted(name: str) -> Callable[..., Any]:
+    """The dependency that picks the document service `Services.<name>`."""
+
+    async def pick(services: ServicesDep) -> DocumentService:
+        return getattr(services, name)
+
+    return pick
+
+
 def _current(document: dict[str, Any], response: Response) -> Any:
     tag(response, document["commit_sha"])
     return document
@@ -305,8 +311,8 @@ def _read(document: dict[str, Any], response: Response, expected: Preconditions)
 
 router = APIRouter()
 for prefix, owner, pick, section in (
-    ("/users/{user_id}/claude-md", _user_in_path, lambda s: s.claude_md, "claude.md"),
-    ("/me/claude-md", _caller, lambda s: s.claude_md, "claude.md"),
-    ("/teams/{team_id}/claude-md", _team_in_path, lambda s: s.team_claude_md, "teams"),
+    ("/users/{user_id}/claude-md", _user_in_path, mounted("claude_md"), "claude.md"),
+    ("/me/claude-md", _caller, mounted("claude_md"), "claude.md"),
+    ("/teams/{team_id}/claude-md", _team_in_path, mounted("team_claude_md"), "teams"),
 ):
     router.include_router(document_routes(prefix, owner, pick, tag=section, noun="claude_md"))
