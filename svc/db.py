@@ -221,6 +221,22 @@ class Database:
                 if not tx.committed and not conn.closed:
                     tx.rollback()
 
+    @contextmanager
+    def read(self) -> Iterator[Transaction]:
+        """Run single-statement reads in autocommit: no BEGIN and no ROLLBACK round trips.
+
+        Each statement is its own transaction, so use it only where one statement answers
+        (several would not see one snapshot). Nothing here can be committed.
+        """
+        with self.connection() as conn:
+            conn.autocommit = True  # a client-side flag while idle: no round trip
+            try:
+                yield Transaction(conn)
+            finally:
+                if not conn.closed:
+                    with suppress(*CONNECTION_ERRORS):  # a broken one is discarded on return
+                        conn.autocommit = False
+
     def ping(self) -> bool:
         """True when a pooled connection answers `SELECT 1`."""
         try:

@@ -14,6 +14,7 @@ from svc.repositories.changes import ChangeRepository
 from svc.services import changes
 from svc.services.auth import Principal
 from svc.services.container import Services
+from svc.services.delivery import ByName
 from tests.configuration_helpers import API, create_application, create_configuration, query
 from tests.test_delivery import eventually
 
@@ -45,7 +46,7 @@ def resolved(client: TestClient, admin: dict[str, str], name: str) -> dict:
 
 
 def cached(client: TestClient, name: str) -> bool:
-    return services_of(client).delivery.cache.get(("billing", name, False)) is not None  # the masked body
+    return services_of(client).delivery.cache.get(ByName("billing", name)) is not None  # the masked body
 
 
 async def first_events(stream, count: int) -> list:

@@ -283,29 +283,50 @@ def test_metrics_modes(settings, mode, status):
         assert c.get("/metrics").status_code == status
 
 
-def test_the_cache_door_answers_exactly_as_the_route(client, admin, make_token, services, database_url):
-    """Each request is sent with both caches empty (the route answers) and again with them warm
-    (the door in front of FastAPI answers what it can): status, body, headers and metric labels
-    must be the same, and the door must have answered the cached 200 and 304."""
-    app_id, _ = create_configuration(client, admin, config={"rate": 3})
-    create_configuration(client, admin, app_name="search")
-    current = client.get("/api/v1/resolve/billing/limits", headers=admin).headers["etag"]
+BY_ID_ROUTE = "/api/v1/configurations/{configuration_id}"
+
+
+def door_cases(client, admin, make_token, database_url, read: str):
+    """(method, headers, path, status, answered by the door when warm) for one of the door's reads."""
+    app_id, config_id = create_configuration(client, admin, config={"rate": 3})
+    _, hidden_id = create_configuration(client, admin, app_name="search")
+    if read == "resolve":
+        found, hidden, missing = "/api/v1/resolve/billing/limits", "/api/v1/resolve/search/limits", \
+            "/api/v1/resolve/billing/nope"
+        refused = ["/api/v1/resolve/bill%20ing/limits", "/api/v1/resolve/billing/" + "a" * 257]
+        other_spelling = []
+    else:
+        found, hidden, missing = (f"/api/v1/configurations/{i}" for i in (config_id, hidden_id, "0" * 26))
+        refused = ["/api/v1/configurations/not-a-ulid", "/api/v1/configurations/" + "8" * 26]
+        other_spelling = [("GET", admin, "/api/v1/configurations/" + config_id.lower(), 200, True)]
+    current = client.get(found, headers=admin).headers["etag"]
     scoped = bearer(make_token("service", application_id=app_id))
-    cases = [  # (headers, path, status, answered by the door when warm)
-        (admin, "/api/v1/resolve/billing/limits", 200, True),
-        ({**admin, "If-None-Match": current}, "/api/v1/resolve/billing/limits", 304, True),
-        ({**admin, "If-None-Match": f'W/{current}, "x.1"'}, "/api/v1/resolve/billing/limits", 304, True),
-        ({**admin, "If-None-Match": "*"}, "/api/v1/resolve/billing/limits", 304, True),
-        ({**admin, "If-None-Match": '"other.1"'}, "/api/v1/resolve/billing/limits", 200, True),
-        ({}, "/api/v1/resolve/billing/limits", 401, False),
-        (bearer("svc_" + "x" * 43), "/api/v1/resolve/billing/limits", 401, False),
-        ({"Authorization": "Basic " + admin["Authorization"][7:]}, "/api/v1/resolve/billing/limits", 401, False),
-        (user_token(make_token, database_url), "/api/v1/resolve/billing/limits", 403, False),
-        (scoped, "/api/v1/resolve/search/limits", 404, False),  # cached, but hidden from this token
-        (admin, "/api/v1/resolve/billing/nope", 404, False),
-        (admin, "/api/v1/resolve/bill%20ing/limits", 422, False),
-        (admin, "/api/v1/resolve/billing/" + "a" * 257, 422, False),
+    return [
+        ("GET", admin, found, 200, True),
+        ("HEAD", admin, found, 200, True),
+        ("GET", {**admin, "If-None-Match": current}, found, 304, True),
+        ("GET", {**admin, "If-None-Match": f'W/{current}, "x.1"'}, found, 304, True),
+        ("GET", {**admin, "If-None-Match": "*"}, found, 304, True),
+        ("GET", {**admin, "If-None-Match": '"other.1"'}, found, 200, True),
+        ("GET", {**admin, "If-Match": '"other.1"'}, found, 412, True),
+        ("GET", {**admin, "If-None-Match": "junk"}, found, 412, True),
+        ("GET", {}, found, 401, False),
+        ("GET", bearer("svc_" + "x" * 43), found, 401, False),
+        ("GET", {"Authorization": "Basic " + admin["Authorization"][7:]}, found, 401, False),
+        ("GET", user_token(make_token, database_url), found, 403, True),
+        ("GET", scoped, hidden, 404, True),  # hidden from this token
+        ("GET", admin, missing, 404, True),
+        *[("GET", admin, path, 422, False) for path in refused],
+        *other_spelling,
     ]
+
+
+@pytest.mark.parametrize("read,route", [("resolve", RESOLVE_ROUTE), ("by id", BY_ID_ROUTE)])
+def test_the_cache_door_answers_exactly_as_the_route(client, admin, make_token, services, database_url, read, route):
+    """Each request is sent with both caches empty (the route answers) and again with the token
+    cached (the door in front of FastAPI answers): status, body, headers and metric labels must
+    be the same; the door leaves to the route only refused paths and tokens it does not hold."""
+    cases = door_cases(client, admin, make_token, database_url, read)
     route_calls = []
 
     async def counted_principal(request: Request, credentials: BearerCredentials):
@@ -313,21 +334,80 @@ def test_the_cache_door_answers_exactly_as_the_route(client, admin, make_token, 
         return await get_principal(request, credentials)
 
     client.app.dependency_overrides[get_principal] = counted_principal
-    for headers, path, status, by_door in cases:
+    for method, headers, path, status, by_door in cases:
+        before = scrape(client, admin)
         services.authenticator.cache.clear()
         services.delivery.cache.clear()
-        before = scrape(client, admin)
         calls = len(route_calls)
-        cold = client.get(path, headers=headers)
+        cold = client.request(method, path, headers=headers)
         assert len(route_calls) == calls + 1
-        warm = client.get(path, headers=headers)
-        assert len(route_calls) == calls + 1 + (not by_door), (path, headers)
+        warm = client.request(method, path, headers=headers)
+        assert len(route_calls) == calls + 1 + (not by_door), (method, path, headers)
         after = scrape(client, admin)
-        assert cold.status_code == warm.status_code == status, (path, headers, cold.text)
-        assert moved(before, after, "svc_http_requests_total", method="GET", route=RESOLVE_ROUTE, status=str(status)) == 2
+        assert cold.status_code == warm.status_code == status, (method, path, headers, cold.text)
+        assert moved(before, after, "svc_http_requests_total", method=method, route=route, status=str(status)) == 2
         for header in ("etag", "x-config-revision", "content-type", "cache-control", "www-authenticate", "content-length"):
             assert cold.headers.get(header) == warm.headers.get(header), (path, header)
         if cold.headers.get("content-type") == "application/problem+json":
             assert {**cold.json(), "request_id": None} == {**warm.json(), "request_id": None}
         else:
             assert cold.content == warm.content
+
+
+def test_a_request_makes_at_most_one_thread_hop(client, admin, services, monkeypatch):
+    """Blocking work leaves the event loop once per request at most (by id: the read of a cache
+    miss; a warm read, answered by the door, not at all; the document is the one the write
+    returned), and so do the other reads of configurations and applications, and the writes
+    of configurations."""
+    from anyio._backends._asyncio import AsyncIOBackend
+
+    _, config_id = create_configuration(client, admin)
+    written = put_config(client, admin, config_id, {"rate": 7, "nested": [1.5, None, "é"]})
+    hops: list[str] = []
+    hop = AsyncIOBackend.run_sync_in_worker_thread.__func__
+
+    async def counted(cls, func, *args, **kwargs):
+        hops.append(getattr(func, "__qualname__", repr(func)))
+        return await hop(cls, func, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncIOBackend, "run_sync_in_worker_thread", classmethod(counted))
+    path = f"/api/v1/configurations/{config_id}"
+    for method, headers, status in [("GET", admin, 200), ("HEAD", admin, 200),
+                                    ("GET", {**admin, "If-None-Match": written.headers["etag"]}, 304)]:
+        services.delivery.cache.clear()
+        hops.clear()
+        cold = client.request(method, path, headers=headers)
+        assert cold.status_code == status and len(hops) <= 1, (method, hops)
+        hops.clear()
+        warm = client.request(method, path, headers=headers)
+        assert warm.status_code == status and hops == [], (method, hops)
+        if method == "GET" and status == 200:
+            assert cold.content == warm.content == written.content
+            assert cold.headers["etag"] == written.headers["etag"]
+    app_id = client.get(path, headers=admin).json()["application_id"]
+    reads = ["/api/v1/configurations/" + "0" * 26, f"{path}/revisions", f"{path}/revisions/1",
+             f"{path}/diff?from=1&to=2", f"/api/v1/applications/{app_id}/configurations",
+             f"/api/v1/applications/{app_id}", "/api/v1/applications"]
+    writes = [("PUT", path, {"config": {"rate": 8}}, 200), ("PATCH", path, {"comments": "hop"}, 200),
+              ("POST", f"{path}/rollback", {"revision": 1}, 200),
+              ("POST", f"/api/v1/applications/{app_id}/configurations", {"name": "other", "config": {}}, 201),
+              ("DELETE", path, None, 204)]
+    for method, other, body, status in [("GET", read, None, None) for read in reads] + writes:
+        hops.clear()
+        answer = client.request(method, other, headers=admin, json=body)
+        assert answer.status_code == status or (status is None and answer.status_code in (200, 404)), answer.text
+        assert len(hops) <= 1, (method, other, hops)
+
+
+def test_a_write_is_read_back_by_id_at_once_by_its_worker(client, admin):
+    """Read-your-writes by id: the writer's worker drops its cached document before it answers
+    the write, without waiting for the NOTIFY."""
+    _, config_id = create_configuration(client, admin)
+    path = f"/api/v1/configurations/{config_id}"
+    for rate in range(2, 8):
+        assert client.get(path, headers=admin).status_code == 200  # cached
+        assert client.get(path, headers=admin).json()["config"] == {"rate": rate - 1}
+        put_config(client, admin, config_id, {"rate": rate})
+        assert client.get(path, headers=admin).json()["config"] == {"rate": rate}
+    assert client.delete(path, headers=admin).status_code == 204
+    assert client.get(path, headers=admin).status_code == 404

@@ -75,15 +75,41 @@ def restart_or_skip(cluster):
     cluster.embedded.restart()
 
 
-def test_pool_heals_after_postgres_restart(cluster, db):
+def slow_read(db: Database) -> int:
+    with db.read() as statement:
+        return statement.fetch_value("SELECT 1 FROM pg_sleep(0.05)")
+
+
+@pytest.mark.parametrize("query", [slow_query, slow_read], ids=["transaction", "single-statement read"])
+def test_pool_heals_after_postgres_restart(cluster, db, query):
     # Fill the pool with connections that the restart will cut.
     with ThreadPoolExecutor(max_workers=4) as pool:
-        list(pool.map(lambda _: slow_query(db), range(8)))
+        list(pool.map(lambda _: query(db), range(8)))
     assert db.stats().open == 4
     restart_or_skip(cluster)
     # Every stale connection is detected at checkout: the very first calls succeed.
-    assert [slow_query(db) for _ in range(8)] == [1] * 8
+    assert [query(db) for _ in range(8)] == [1] * 8
     assert db.stats().open == 1  # the four cut ones were closed (and counted so); one new one serves
+
+
+def test_a_single_statement_read_opens_no_transaction_and_leaves_none_behind(database_url):
+    db = Database(database_url, min_size=1, max_size=1, timeout=0.3, statement_timeout_ms=200)
+    try:
+        with db.read() as statement:
+            statement.fetch_value("SELECT 1")
+            assert statement.connection.info.transaction_status == 0  # idle: no BEGIN was sent
+            with pytest.raises(Unavailable, match="no database connection became free within 0.3 s"):
+                with db.read():
+                    pass
+        with db.transaction() as tx:
+            tx.execute("CREATE TABLE scratch (n int)")  # the same connection, transactional again
+        with db.read() as statement:
+            assert statement.fetch_value("SELECT to_regclass('scratch')") is None  # rolled back
+            with pytest.raises(Unavailable, match="canceling statement due to statement timeout"):
+                statement.fetch_value("SELECT pg_sleep(1)")
+        assert slow_read(db) == 1
+    finally:
+        db.close()
 
 
 def test_service_answers_503_while_postgres_is_down_and_recovers(cluster, client, admin):

@@ -224,6 +224,35 @@ def test_who_sees_secret_values(world, settings):
         assert client.post(f"{API}/tokens", json=body, headers=world.admin).status_code == 422
 
 
+def test_each_rendering_is_cached_apart_served_alike_and_dropped_by_a_change(world, settings):
+    """The read cache holds the masked and the clear body of a configuration apart (by id and by
+    names): a warm read (answered before routing) equals the cold one, an admin's reveal is audited
+    on every read, warm or not, and a change drops every rendering at once."""
+    client, password = world.client, world.password
+    reveal_service, plain_service = world.token(reveal_secrets=True), world.token()
+    paths = (world.url(), f"{API}/resolve/billing/db")
+
+    def reads(headers, **params):
+        answers = [client.get(path, params=params, headers=headers) for path in paths for _ in range(2)]
+        for cold, warm in (answers[:2], answers[2:]):
+            assert cold.status_code == warm.status_code == 200
+            assert (cold.content, cold.headers["ETag"]) == (warm.content, warm.headers["ETag"])
+        by_id, by_name = answers[0], answers[2]
+        assert by_id.json()["config"]["db"]["password"] == by_name.json()["db"]["password"]
+        return by_id.json()["config"]["db"]["password"], by_id.headers["ETag"]
+
+    assert reads(plain_service) == (MASK, f'"{world.config["id"]}.1"')
+    assert reads(reveal_service) == (password, f'"{world.config["id"]}.1.r"')
+    assert reads(world.admin, reveal="true") == (password, f'"{world.config["id"]}.1.r"')
+    reveals = sql(settings, "SELECT count(*) FROM audit_events WHERE action = 'configuration.reveal'")
+    assert reveals == [(4,)]  # two by id, two by names
+
+    changed = world.config["config"] | {"db": {"host": "pg.internal", "password": "new-" + password}}
+    assert client.put(world.url(), json={"config": changed}, headers=world.admin).status_code == 200
+    assert reads(plain_service) == (MASK, f'"{world.config["id"]}.2"')
+    assert reads(reveal_service) == ("new-" + password, f'"{world.config["id"]}.2.r"')
+
+
 def test_change_events_carry_no_values(world):
     """SSE events (and the NOTIFY payloads behind them) name the change, never the JSON."""
     client, services = world.client, world.client.app.state.services

@@ -52,8 +52,8 @@ class ApplicationService:
         token those of its teams."""
         policy.require(actor, Action.LIST_APPLICATIONS)
         member_id = actor.user_id if actor.role == "user" else None
-        with self.db.transaction() as tx:
-            applications = ApplicationRepository(tx)
+        with self.db.read() as statement:
+            applications = ApplicationRepository(statement)
             return keyset_page(
                 lambda n: applications.list(
                     limit=n, after=after, name_prefix=name_prefix, only_id=actor.application_id, member_id=member_id

@@ -81,7 +81,7 @@ class ConfigurationService:
             row = _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
             if not (policy.reveals_secrets(actor, reveal) and row.secret_paths):
                 return _masked(row), row.version
-            clear = replace(row, config=self._clear(row.id, row.config, row.secret_paths))
+            clear = self.rendered(row, revealed=True)
             if actor.is_admin:
                 audit.record(
                     tx, actor, "configuration.reveal", "configuration", row.id,
@@ -89,6 +89,11 @@ class ConfigurationService:
                 )
                 tx.commit()
         return clear, configuration_version(row.id, row.revision, revealed=True)
+
+    def rendered(self, row: Configuration, *, revealed: bool) -> Configuration:
+        """The row as a caller sees it: its secret values in clear when `revealed` (the caller checked
+        `policy.reveals_secrets` and audits), else masked."""
+        return replace(row, config=self._clear(row.id, row.config, row.secret_paths)) if revealed else _masked(row)
 
     def list(
         self,
@@ -398,6 +403,11 @@ class ConfigurationService:
                 f"config does not satisfy its schema: at '{first['path'] or '/'}': {first['message']}{more}",
                 errors=found,
             )
+
+
+def document(configuration: Configuration) -> bytes:
+    """The JSON of a configuration as the API serves it (what its OpenAPI schema documents)."""
+    return orjson.dumps(configuration, option=orjson.OPT_UTC_Z)
 
 
 def _locked(

@@ -79,6 +79,9 @@ class Services:
         authenticator = Authenticator(db)
         keyring = secret_key_ring(settings)  # once per process: the key file's notice is said once
         changes = ChangeFeed(database_url, connect_timeout=settings.connect_timeout)
+        configurations = ConfigurationService(
+            db, keyring, max_config_bytes=settings.max_config_bytes, announce=changes.announce
+        )
         return cls(
             settings=settings,
             db=db,
@@ -93,9 +96,7 @@ class Services:
             catalog=CatalogService(db, content, max_bytes=settings.max_document_bytes),
             bundle=BundleService(db, content),
             applications=ApplicationService(db, announce=changes.announce),
-            configurations=ConfigurationService(
-                db, keyring, max_config_bytes=settings.max_config_bytes, announce=changes.announce
-            ),
+            configurations=configurations,
             listener=ChangeListener(
                 database_url, [CHANGES_CHANNEL, INVALIDATE_CHANNEL], connect_timeout=settings.connect_timeout
             ),
@@ -105,6 +106,7 @@ class Services:
                 keyring,
                 cache_max_bytes=settings.cache_max_bytes,
                 event_retention_hours=settings.event_retention_hours,
+                configurations=configurations,
             ),
             keyring=keyring,
         )

@@ -1,6 +1,7 @@
-"""Configuration delivery: resolve by name from an in-process cache, long-poll for changes,
-and the per-application change stream. Everything here runs on the event loop; only database
-reads go to the thread pool, so thousands of idle waiters cost neither threads nor connections."""
+"""Configuration delivery: every read of one configuration (by names for `/resolve`, by id for
+`GET /configurations/{id}`) through one in-process cache, long-poll for changes, and the
+per-application change stream. Everything here runs on the event loop; only database reads go
+to the thread pool, so thousands of idle waiters cost neither threads nor connections."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import heapq
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 import orjson
 from anyio.to_thread import run_sync as run_in_threadpool
@@ -20,10 +22,12 @@ from svc.db import Database
 from svc.errors import NotFound, SecretUnavailable
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import EVENT_STREAMS, LONG_POLL_WAITERS, RESOLVE_CACHE_HITS, RESOLVE_CACHE_MISSES
+from svc.repositories.configurations import ConfigurationRepository
 from svc.repositories.delivery import ChangeEvent, DeliveryRepository, Resolved
 from svc.services import audit, policy
 from svc.services.auth import Principal
 from svc.services.changes import ChangeFeed
+from svc.services.configurations import ConfigurationService, document
 from svc.services.policy import Action, ApplicationResource
 from svc.services.secret_values import decrypt_at, mask_at
 
@@ -36,15 +40,53 @@ EVENT_BATCH = 500
 # announcement arrives after the replay read them.
 REPLAYED_KEPT = 1_000
 
-# (application name, configuration name, revealed): the masked and the revealed rendering of a
-# configuration are cached apart, and a change drops both.
-Key = tuple[str, str, bool]
+
+@dataclass(frozen=True)
+class ByName:
+    """A configuration as `/resolve` serves it: its JSON alone, addressed by names.
+    `revealed` says which rendering the entry holds (secrets masked or in clear)."""
+
+    application_name: str
+    configuration_name: str
+    revealed: bool = False
+    action = Action.RESOLVE
+
+    def cacheable_for(self, actor: Principal) -> bool:
+        return True
+
+    def not_found(self) -> NotFound:
+        return NotFound(
+            f"configuration '{self.configuration_name}' of application '{self.application_name}' not found"
+        )
 
 
-def _require_visible(actor: Principal, found: Resolved | None, application_name: str, configuration_name: str) -> None:
+@dataclass(frozen=True)
+class ById:
+    """A configuration as `GET /configurations/{id}` serves it: the whole document, by id.
+    `representation` names the form of the body and `revealed` its rendering, so none share an entry."""
+
+    configuration_id: str
+    representation: str = "document"
+    revealed: bool = False
+    action = Action.READ_APPLICATION
+
+    def cacheable_for(self, actor: Principal) -> bool:
+        """A user token reaches an application through its teams, which the cache does not hold;
+        an admin's reveal is audited in the same transaction as its read."""
+        return actor.role != "user" and not (self.revealed and actor.is_admin)
+
+    def not_found(self) -> NotFound:
+        return NotFound(f"configuration {self.configuration_id} not found")
+
+
+Key = ByName | ById
+REPRESENTATIONS = ("document",)  # every `ById.representation`: a change drops them all, in both renderings
+
+
+def _require_visible(actor: Principal, found: Resolved | None, key: Key) -> None:
     """A configuration that does not exist and one the actor may not see look the same (404)."""
-    if found is None or not policy.can(actor, Action.RESOLVE, ApplicationResource(found.application_id)):
-        raise NotFound(f"configuration '{configuration_name}' of application '{application_name}' not found")
+    if found is None or not policy.can(actor, key.action, ApplicationResource(found.application_id)):
+        raise key.not_found()
 
 
 _RESYNC = object()  # queued to streams when the listener comes back: re-read what may have been missed
@@ -52,9 +94,19 @@ _GONE = object()  # queued to the streams of a deleted application: they end
 
 
 class DeliveryService:
-    def __init__(self, db: Database, keyring: KeyRing, *, cache_max_bytes: int, event_retention_hours: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        keyring: KeyRing,
+        *,
+        cache_max_bytes: int,
+        event_retention_hours: int,
+        configurations: ConfigurationService,
+    ) -> None:
         self.db = db
         self.keyring = keyring
+        # Reads by id for a caller the cache cannot judge, and the rendering of a document by id.
+        self.configurations = configurations
         self.event_retention_hours = event_retention_hours
         self.cache: InvalidatingCache[Resolved] = InvalidatingCache(
             max_cost=cache_max_bytes, cost=lambda r: len(r.body) + 256
@@ -73,7 +125,9 @@ class DeliveryService:
 
     def _on_change(self, change: dict[str, Any]) -> None:
         for revealed in (False, True):
-            self.cache.invalidate((change["application_name"], change["configuration_name"], revealed))
+            self.cache.invalidate(ByName(change["application_name"], change["configuration_name"], revealed))
+            for representation in REPRESENTATIONS:
+                self.cache.invalidate(ById(change["configuration_id"], representation, revealed))
         self._wake(self._waiters.pop(change["configuration_id"], ()))
         event = ChangeEvent(
             id=change["id"],
@@ -135,39 +189,59 @@ class DeliveryService:
             if not future.done():
                 future.set_result(None)
 
-    # --- resolve --------------------------------------------------------------------------
+    # --- reads through the cache ------------------------------------------------------------
 
-    def cached(
-        self, actor: Principal, application_name: str, configuration_name: str, *, reveal: bool = False
-    ) -> Resolved | None:
+    def cached(self, actor: Principal, key: Key, *, reveal: bool = False) -> Resolved | None:
         """The configuration from the cache (a hit is counted), or None when the cache does not
-        hold it. Raises as `resolve` does when `actor` may not read it (or ask to `reveal`)."""
+        hold it. Raises as `read` does when `actor` may not read it (or ask to `reveal`)."""
+        key = replace(key, revealed=policy.reveals_secrets(actor, reveal))
+        if not key.cacheable_for(actor):
+            return None
         # Within the caller's own scope: only its role is checked before the lookup.
-        policy.require(actor, Action.RESOLVE, ApplicationResource(actor.application_id))
-        found = self.cache.get((application_name, configuration_name, policy.reveals_secrets(actor, reveal)))
+        policy.require(actor, key.action, ApplicationResource(actor.application_id))
+        found = self.cache.get(key)
         if found is not None:
-            _require_visible(actor, found, application_name, configuration_name)
+            _require_visible(actor, found, key)
             RESOLVE_CACHE_HITS.inc()
+        return found
+
+    async def read(self, actor: Principal, key: Key, *, reveal: bool = False) -> Resolved:
+        """The current configuration, by names or by id: from the cache when it can be trusted,
+        else one statement in the thread pool (the request's only thread hop). Secrets are masked
+        unless `policy.reveals_secrets(actor, reveal)` (see `record_reveal` for an admin's by names)."""
+        key = replace(key, revealed=policy.reveals_secrets(actor, reveal))
+        if not key.cacheable_for(actor):
+            return await run_in_threadpool(self._read_as_member, actor, key)
+        found = self.cached(actor, key, reveal=key.revealed)
+        if found is not None:
+            return found
+        RESOLVE_CACHE_MISSES.inc()
+        try:
+            found = await self._load(key)
+        except SecretUnavailable:
+            # Only a caller who may see the configuration learns that its secret cannot be opened.
+            _require_visible(actor, await run_in_threadpool(self._read, replace(key, revealed=False)), key)
+            raise
+        _require_visible(actor, found, key)
         return found
 
     async def resolve(
         self, actor: Principal, application_name: str, configuration_name: str, *, reveal: bool = False
     ) -> Resolved:
-        """The current configuration, from the cache when it can be trusted; secrets masked unless
-        `policy.reveals_secrets(actor, reveal)` (see `record_reveal` for an admin's)."""
-        found = self.cached(actor, application_name, configuration_name, reveal=reveal)
-        if found is not None:
-            return found
-        RESOLVE_CACHE_MISSES.inc()
-        try:
-            found = await self._load((application_name, configuration_name, policy.reveals_secrets(actor, reveal)))
-        except SecretUnavailable:
-            # Only a caller who may see the configuration learns that its secret cannot be opened.
-            masked = await run_in_threadpool(self._read, (application_name, configuration_name, False))
-            _require_visible(actor, masked, application_name, configuration_name)
-            raise
-        _require_visible(actor, found, application_name, configuration_name)
-        return found
+        """The current configuration's JSON, by names."""
+        return await self.read(actor, ByName(application_name, configuration_name), reveal=reveal)
+
+    def _read_as_member(self, actor: Principal, key: ById) -> Resolved:
+        """By id through the configurations service, which checks the caller's teams and audits a reveal."""
+        configuration, version = self.configurations.get(actor, key.configuration_id, reveal=key.revealed)
+        return Resolved(
+            configuration.id,
+            configuration.application_id,
+            configuration.revision,
+            document(configuration),
+            configuration.secret_paths,
+            revealed=version != configuration.version,  # the service reveals only where there is a secret
+        )
 
     async def _load(self, key: Key) -> Resolved | None:
         # Concurrent misses for one key share one query (1,000 woken waiters make one read),
@@ -192,13 +266,21 @@ class DeliveryService:
         return found
 
     def _read(self, key: Key) -> Resolved | None:
-        application_name, configuration_name, revealed = key
-        with self.db.transaction() as tx:
-            stored = DeliveryRepository(tx).resolve(application_name, configuration_name)
-        return None if stored is None else self._render(stored, revealed)
+        """The key's rendering of the configuration: one statement, then masked or opened
+        (503 naming the key id when a secret cannot be opened)."""
+        with self.db.read() as statement:
+            if isinstance(key, ByName):
+                stored = DeliveryRepository(statement).resolve(key.application_name, key.configuration_name)
+                return None if stored is None else self._render(stored, key.revealed)
+            row = ConfigurationRepository(statement).get(key.configuration_id)
+        if row is None:
+            return None
+        revealed = key.revealed and bool(row.secret_paths)
+        rendered = self.configurations.rendered(row, revealed=revealed)
+        return Resolved(row.id, row.application_id, row.revision, document(rendered), row.secret_paths, revealed)
 
     def _render(self, stored: Resolved, revealed: bool) -> Resolved:
-        """The body a caller gets: secrets masked, or opened (503 naming the key id when one cannot be)."""
+        """The body a caller gets by names: secrets masked, or opened."""
         if not stored.secret_paths:
             return stored
         document = orjson.loads(stored.body)
@@ -209,7 +291,8 @@ class DeliveryService:
         return replace(stored, body=orjson.dumps(document), revealed=revealed)
 
     async def record_reveal(self, actor: Principal, found: Resolved) -> None:
-        """Audit an admin's read of secret values in clear (a reveal-enabled service token's is its purpose)."""
+        """Audit an admin's read of secret values in clear by names (a reveal-enabled service token's
+        is its purpose; by id, the configurations service audits it)."""
         if found.revealed and actor.is_admin:
             await run_in_threadpool(self._record_reveal, actor, found)
 

@@ -201,3 +201,24 @@ def bulk_commits(url: str, repository: Path, scratch: Path, target_total: int) -
         with conn.cursor() as cur:
             cur.execute("ANALYZE users, documents, document_versions")
     return total_commits(url)
+
+
+def bulk_configurations(url: str, application: dict[str, Any], count: int) -> list[str]:
+    """`count` more configurations of `application`, by COPY straight into PostgreSQL (the
+    cold-read figure needs more configurations than it sends requests). Returns their ids."""
+    ids = [new_id() for _ in range(count)]
+    name = application["name"]
+
+    def row(i: int, id_: str) -> str:
+        config = json.dumps(config_document(name, f"cold-{i:06d}"), separators=(",", ":"))
+        return f"{id_}\t{application['id']}\tcold-{i:06d}\t{config}\t1\n"
+
+    say(f"bulk-loading {count:,} configurations (COPY)")
+    buffer = io.StringIO("".join(row(i, id_) for i, id_ in enumerate(ids)))
+    with closing(psycopg2.connect(url)) as conn, conn, conn.cursor() as cur:
+        cur.copy_expert("COPY configurations (id, application_id, name, config, revision) FROM STDIN", buffer)
+    with closing(psycopg2.connect(url)) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("ANALYZE configurations")
+    return ids

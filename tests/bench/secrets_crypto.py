@@ -90,7 +90,7 @@ def service_paths() -> None:
     from svc.services.applications import ApplicationService
     from svc.services.auth import Principal
     from svc.services.configurations import ConfigurationService
-    from svc.services.delivery import DeliveryService
+    from svc.services.delivery import ByName, DeliveryService
 
     with tempfile.TemporaryDirectory(prefix="svc-bench-") as scratch:
         postgres = EmbeddedPostgres(Path(scratch) / "postgres")
@@ -99,7 +99,9 @@ def service_paths() -> None:
         ring = KeyRing.parse(new_key_entry("bench"))
         operator = Principal.operator()
         configurations = ConfigurationService(db, ring, max_config_bytes=1 << 20, announce=lambda payload: None)
-        delivery = DeliveryService(db, ring, cache_max_bytes=1 << 20, event_retention_hours=1)
+        delivery = DeliveryService(
+            db, ring, cache_max_bytes=1 << 20, event_retention_hours=1, configurations=configurations
+        )
         application = ApplicationService(db, announce=lambda payload: None).create(operator, name="bench")
         application_id = application.id
         ids = {
@@ -121,9 +123,9 @@ def service_paths() -> None:
             for label, call in (
                 ("write, no secret paths", lambda: write(())),
                 (f"write, {len(secret)} secrets", lambda: write(secret)),
-                ("resolve miss, no secret paths", lambda: delivery._read(("bench", "plain", False))),
-                (f"resolve miss, {len(secret)} secrets masked", lambda: delivery._read(("bench", "secret", False))),
-                (f"resolve miss, {len(secret)} secrets revealed", lambda: delivery._read(("bench", "secret", True))),
+                ("resolve miss, no secret paths", lambda: delivery._read(ByName("bench", "plain"))),
+                (f"resolve miss, {len(secret)} secrets masked", lambda: delivery._read(ByName("bench", "secret"))),
+                (f"resolve miss, {len(secret)} secrets revealed", lambda: delivery._read(ByName("bench", "secret", revealed=True))),
             ):
                 timings.setdefault(label, []).append(per_call_us(call, batch=20, batches=1))
                 cpu.setdefault(label, []).append(per_call_us(call, batch=20, batches=1, clock=time.process_time_ns))

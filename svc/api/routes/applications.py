@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
+from svc.api.responses import json_response, off_loop
 from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page
 from svc.ids import ULID_PATTERN
 from svc.services.applications import Application
@@ -60,7 +61,7 @@ def create_application(
 
 
 @router.get("", response_model=Page[Application], summary="Applications by id")
-def list_applications(
+async def list_applications(
     principal: PrincipalDep,
     services: ServicesDep,
     limit: Limit = 50,
@@ -68,13 +69,15 @@ def list_applications(
     name_prefix: Annotated[
         str | None, Query(max_length=256, pattern=NO_NUL_PATTERN, description="names starting with this text")
     ] = None,
-):
-    return services.applications.list(principal, limit=limit, after=after, name_prefix=name_prefix)
+) -> Response:
+    return json_response(await off_loop(
+        lambda: services.applications.list(principal, limit=limit, after=after, name_prefix=name_prefix)
+    ))
 
 
 @router.get("/{application_id}", response_model=Application, responses=problem_responses(404))
-def get_application(application_id: IdPath, principal: PrincipalDep, services: ServicesDep):
-    return services.applications.get(principal, application_id)
+async def get_application(application_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
+    return json_response(await off_loop(lambda: services.applications.get(principal, application_id)))
 
 
 @router.patch("/{application_id}", response_model=Application, responses=problem_responses(400, 404, 409, 413))

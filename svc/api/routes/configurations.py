@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -14,13 +15,18 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from svc.api.read_door import doorway
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
-from svc.api.etags import Preconditions, not_modified, not_modified_response, tag
+from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
+from svc.api.responses import json_response, off_loop
 from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page, Reveal, SecretPaths, Text
 from svc.errors import UnsupportedMediaType
+from svc.ids import ULID_ANY_CASE_PATTERN, canonical
 from svc.services.configurations import Configuration, Revision
+from svc.services.delivery import ById, Resolved
+from svc.services.preconditions import Precondition
 from svc.services.json_documents import parse_json
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -40,6 +46,7 @@ JsonSchema = Annotated[
 ConfigJson = Annotated[
     dict[str, Any], Field(description="a JSON object; its text cannot contain \\u0000, which PostgreSQL jsonb refuses")
 ]
+ULID_ANY_CASE = re.compile(ULID_ANY_CASE_PATTERN)
 RevisionPath = Annotated[int, Path(ge=1, le=MAX_REVISION)]
 RevisionQuery = Annotated[int, Query(ge=1, le=MAX_REVISION)]
 
@@ -94,9 +101,12 @@ def _sent_state(body: BaseModel) -> dict[str, Any]:
     return {STATE_FIELDS[f]: getattr(body, f) for f in body.model_fields_set if f in STATE_FIELDS}
 
 
-def _with_etag(response: Response, configuration: Configuration, version: str | None = None) -> Configuration:
-    tag(response, version or configuration.version)
-    return configuration
+def _written(
+    configuration: Configuration, *, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """A configuration as a write returns it, with its new ETag."""
+    headers = {"ETag": etag(configuration.version), **(headers or {})}
+    return json_response(configuration, status_code=status_code, headers=headers)
 
 
 @dataclass(frozen=True)
@@ -143,15 +153,14 @@ PATCH_REQUEST_BODY = {
     response_model=Configuration,
     responses={201: {"headers": ETAG_HEADER}, **problem_responses(400, 404, 409, 413)},
 )
-def create_configuration(
+async def create_configuration(
     application_id: IdPath,
     body: Annotated[ConfigurationCreate, Body()],
     principal: PrincipalDep,
     services: ServicesDep,
     request: Request,
-    response: Response,
-):
-    created = services.configurations.create(
+) -> Response:
+    created = await off_loop(lambda: services.configurations.create(
         principal,
         application_id,
         name=body.name,
@@ -160,9 +169,9 @@ def create_configuration(
         schema=body.json_schema,
         secret_paths=body.secret_paths,
         message=body.message,
-    )
-    response.headers["Location"] = str(request.url_for("get_configuration", configuration_id=created.id))
-    return _with_etag(response, created)
+    ))
+    location = str(request.url_for("get_configuration", configuration_id=created.id))
+    return _written(created, status_code=201, headers={"Location": location})
 
 
 @router.get(
@@ -171,7 +180,7 @@ def create_configuration(
     summary="An application's configurations by id, optionally only those containing some JSON",
     responses=problem_responses(400, 404),
 )
-def list_configurations(
+async def list_configurations(
     application_id: IdPath,
     principal: PrincipalDep,
     services: ServicesDep,
@@ -181,8 +190,10 @@ def list_configurations(
         str | None,
         Query(max_length=8192, description='a JSON object the config must contain, e.g. {"feature":{"beta":true}}'),
     ] = None,
-):
-    return services.configurations.list(principal, application_id, limit=limit, after=after, contains=contains)
+) -> Response:
+    return json_response(await off_loop(
+        lambda: services.configurations.list(principal, application_id, limit=limit, after=after, contains=contains)
+    ))
 
 
 @router.get(
@@ -190,18 +201,29 @@ def list_configurations(
     response_model=Configuration,
     responses={**WITH_ETAG, **NOT_MODIFIED, **problem_responses(404, 412)},
 )
-def get_configuration(
+async def get_configuration(
     configuration_id: IdPath,
     principal: PrincipalDep,
     services: ServicesDep,
-    response: Response,
     expected: Preconditions,
     reveal: Reveal = False,
-):
-    configuration, version = services.configurations.get(principal, configuration_id, reveal=reveal)
-    if not_modified(expected, version, subject=f"configuration {configuration_id}"):
-        return not_modified_response(version)
-    return _with_etag(response, configuration, version)
+) -> Response:
+    # async, and built here from the cached document: at most one thread hop (a cache miss's read)
+    return _answer(await services.delivery.read(principal, ById(configuration_id), reveal=reveal), expected)
+
+
+def _answer(found: Resolved, expected: Precondition) -> Response:
+    """200 with the document and its ETag, 304 when `If-None-Match` names the current version."""
+    if not_modified(expected, found.version, subject=f"configuration {found.configuration_id}"):
+        return not_modified_response(found.version)
+    return Response(found.body, media_type=JSON, headers={"ETag": etag(found.version)})
+
+
+def _by_id(configuration_id: str) -> ById | None:
+    return ById(canonical(configuration_id)) if ULID_ANY_CASE.fullmatch(configuration_id) else None
+
+
+DOORWAY = doorway(router.routes, get_configuration, key=_by_id, answer=_answer)
 
 
 @router.put(
@@ -210,18 +232,16 @@ def get_configuration(
     summary="Replace the JSON (and comments or schema, when sent)",
     responses={**WITH_ETAG, **problem_responses(400, 404, 412, 413)},
 )
-def replace_configuration(
+async def replace_configuration(
     configuration_id: IdPath,
     body: Annotated[ConfigurationReplace, Body()],
     principal: PrincipalDep,
     services: ServicesDep,
-    response: Response,
     expected: Preconditions,
-):
-    updated = services.configurations.update(
+) -> Response:
+    return _written(await off_loop(lambda: services.configurations.update(
         principal, configuration_id, _sent_state(body), message=body.message, expected=expected
-    )
-    return _with_etag(response, updated)
+    )))
 
 
 @router.patch(
@@ -231,27 +251,26 @@ def replace_configuration(
     responses={**WITH_ETAG, **problem_responses(400, 404, 412, 413, 415)},
     openapi_extra={"requestBody": PATCH_REQUEST_BODY},
 )
-def patch_configuration(
+async def patch_configuration(
     configuration_id: IdPath,
     change: Annotated[MergePatch | ConfigurationMetadataPatch, Depends(read_patch)],
     principal: PrincipalDep,
     services: ServicesDep,
-    response: Response,
     expected: Preconditions,
     message: Annotated[
         str | None,
         Query(max_length=1024, pattern=NO_NUL_PATTERN, description="the revision's message (a JSON body has its own)"),
     ] = None,
-):
+) -> Response:
     if isinstance(change, MergePatch):
-        updated = services.configurations.merge(
+        updated = await off_loop(lambda: services.configurations.merge(
             principal, configuration_id, change.document, message=message, expected=expected
-        )
+        ))
     else:
-        updated = services.configurations.update(
+        updated = await off_loop(lambda: services.configurations.update(
             principal, configuration_id, _sent_state(change), message=change.message or message, expected=expected
-        )
-    return _with_etag(response, updated)
+        ))
+    return _written(updated)
 
 
 @router.delete(
@@ -260,10 +279,10 @@ def patch_configuration(
     summary="Delete a configuration and its revisions",
     responses=problem_responses(404, 412),
 )
-def delete_configuration(
+async def delete_configuration(
     configuration_id: IdPath, principal: PrincipalDep, services: ServicesDep, expected: Preconditions
 ) -> Response:
-    services.configurations.delete(principal, configuration_id, expected=expected)
+    await off_loop(lambda: services.configurations.delete(principal, configuration_id, expected=expected))
     return Response(status_code=204)
 
 
@@ -273,14 +292,16 @@ def delete_configuration(
     summary="Revisions, newest first; `after` is a revision number",
     responses=problem_responses(404),
 )
-def list_revisions(
+async def list_revisions(
     configuration_id: IdPath,
     principal: PrincipalDep,
     services: ServicesDep,
     limit: Limit = 50,
     after: Annotated[int | None, Query(ge=1, le=MAX_REVISION, description="the `next` of the previous page")] = None,
-):
-    return services.configurations.revisions(principal, configuration_id, limit=limit, after=after)
+) -> Response:
+    return json_response(await off_loop(
+        lambda: services.configurations.revisions(principal, configuration_id, limit=limit, after=after)
+    ))
 
 
 @router.get(
@@ -288,8 +309,12 @@ def list_revisions(
     response_model=Revision,
     responses=problem_responses(404),
 )
-def get_revision(configuration_id: IdPath, revision: RevisionPath, principal: PrincipalDep, services: ServicesDep):
-    return services.configurations.revision(principal, configuration_id, revision)
+async def get_revision(
+    configuration_id: IdPath, revision: RevisionPath, principal: PrincipalDep, services: ServicesDep
+) -> Response:
+    return json_response(
+        await off_loop(lambda: services.configurations.revision(principal, configuration_id, revision))
+    )
 
 
 @router.get(
@@ -304,14 +329,14 @@ def get_revision(configuration_id: IdPath, revision: RevisionPath, principal: Pr
         **problem_responses(404),
     },
 )
-def diff_revisions(
+async def diff_revisions(
     configuration_id: IdPath,
     from_: Annotated[int, Query(alias="from", ge=1, le=MAX_REVISION)],
     to: RevisionQuery,
     principal: PrincipalDep,
     services: ServicesDep,
 ) -> Response:
-    operations = services.configurations.diff(principal, configuration_id, from_=from_, to=to)
+    operations = await off_loop(lambda: services.configurations.diff(principal, configuration_id, from_=from_, to=to))
     return Response(orjson.dumps(operations), media_type=JSON_PATCH)
 
 
@@ -321,15 +346,13 @@ def diff_revisions(
     summary="Make a new revision whose JSON is that of an earlier one",
     responses={**WITH_ETAG, **problem_responses(400, 404, 412, 413)},
 )
-def rollback_configuration(
+async def rollback_configuration(
     configuration_id: IdPath,
     body: Annotated[RollbackRequest, Body()],
     principal: PrincipalDep,
     services: ServicesDep,
-    response: Response,
     expected: Preconditions,
-):
-    updated = services.configurations.rollback(
+) -> Response:
+    return _written(await off_loop(lambda: services.configurations.rollback(
         principal, configuration_id, body.revision, message=body.message, expected=expected
-    )
-    return _with_etag(response, updated)
+    )))

@@ -8,17 +8,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from fastapi.security.utils import get_authorization_scheme_param
-from starlette.routing import compile_path
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from svc.api.deps import IdPath, PrincipalDep, ServicesDep, services_of
-from svc.api.etags import Preconditions, etag, not_modified, not_modified_response, parse_precondition
+from svc.api.read_door import doorway
+from svc.api.deps import IdPath, PrincipalDep, ServicesDep
+from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
 from svc.api.middleware import hold_open
 from svc.api.problems import problem_responses
 from svc.api.schemas import NAME_PATTERN, Reveal
-from svc.errors import BadRequest, ServiceError
-from svc.services.delivery import ChangeEvent, Resolved
+from svc.errors import BadRequest
+from svc.services.delivery import ByName, ChangeEvent, Resolved
 from svc.services.preconditions import Precondition
 
 router = APIRouter(tags=["delivery"], responses=problem_responses(401, 403, 404, 422, 503))
@@ -94,62 +92,13 @@ async def resolve_configuration(
 _NAME = re.compile(NAME_PATTERN)
 
 
-class ResolveFromCache:
-    """The front door for the hottest request of the service: a resolve without a query whose
-    caller and configuration are both in the in-process caches is answered here, before
-    FastAPI's routing and dependency resolution, which cost several times the work of the answer
-    itself (CPU a request, measured in-process: ~28 µs here; `/health`, FastAPI's cheapest
-    route here, ~77 µs).
-
-    It runs the route's own steps from the caches: the token cache (`Authenticator.cached`),
-    the one access rule and the resolve cache (`DeliveryService.cached`), the same response
-    (`_answer`), labelled as the route. Whatever those cannot answer (a cache miss, a long-poll,
-    a bad name, a token that is not cached, a caller who may not read it, an If-Match) goes on
-    to the route.
-    """
-
-    def __init__(self, app: ASGIApp, *, prefix: str) -> None:
-        self.app = app
-        self.route = next(route for route in router.routes if getattr(route, "endpoint", None) is resolve_configuration)
-        self.path = compile_path(prefix + self.route.path)[0]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
-            names = self.path.match(scope["path"])
-            response = _answer_from_cache(scope, **names.groupdict()) if names else None
-            if response is not None:
-                scope["route"] = self.route
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-def _answer_from_cache(scope: Scope, application_name: str, configuration_name: str) -> Response | None:
+def _names(application_name: str, configuration_name: str) -> ByName | None:
     if not (_NAME.match(application_name) and _NAME.match(configuration_name)):
         return None  # the route refuses such names (422), even where a row holds one
-    authorization = if_match = if_none_match = None
-    for key, value in scope["headers"]:
-        if key == b"authorization":
-            authorization = value.decode("latin-1")
-        elif key == b"if-match":
-            if_match = value.decode("latin-1")
-        elif key == b"if-none-match":
-            if_none_match = value.decode("latin-1")
-    expected = parse_precondition(if_match, if_none_match)
-    if expected.if_match is not None or expected.malformed_field():  # may be a 412: the route answers
-        return None
-    scheme, secret = get_authorization_scheme_param(authorization)  # as HTTPBearer reads it
-    if scheme.lower() != "bearer" or not secret:
-        return None
-    services = services_of(scope["app"])
-    principal = services.authenticator.cached(secret)
-    if principal is None:
-        return None
-    try:
-        found = services.delivery.cached(principal, application_name, configuration_name)
-    except ServiceError:  # the route answers with the problem
-        return None
-    return None if found is None else _answer(found, expected)
+    return ByName(application_name, configuration_name)
+
+
+DOORWAY = doorway(router.routes, resolve_configuration, key=_names, answer=_answer)
 
 
 # One event of the stream, as OpenAPI 3.1 documents Server-Sent Events (`schema` is each event).
