@@ -19,12 +19,12 @@ import pytest
 from svc.config import Settings
 from svc.crypto import InvalidSecretKeys, KeyRing, new_key_entry, parse_sealed
 from svc.errors import SecretUnavailable, Unavailable, Unprocessable
+from svc.json_documents import format_pointer
 from svc.secret_keys import load_or_create_key_file, secret_key_ring
 from svc.services.secret_values import (
     MASK,
     decrypt_at,
     encrypt_at,
-    format_pointer,
     keep_masked,
     mask_at,
     masked_diff,

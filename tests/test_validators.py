@@ -18,7 +18,7 @@ from svc import validators
 from svc.errors import BadRequest, Unprocessable
 from svc.validators.mcp import SERVER_SCHEMA
 from svc.validators.semver import SemVer, latest_release, parse_semver
-from svc.services.json_documents import parse_json
+from svc.json_documents import parse_json
 from svc.validators.violations import walk
 
 CATALOG = Path(__file__).parent / "data" / "catalog"

@@ -1,4 +1,4 @@
-"""Every JSON request body goes through one strict parser, `svc.services.json_documents.parse_json`.
+"""Every JSON request body goes through one strict parser, `svc.json_documents.parse_json`.
 
 FastAPI parses a JSON body with the standard `json.loads`, which takes NaN, Infinity and numbers
 a double cannot hold (`1e400` becomes inf, then null when stored). Routers are built with
@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import Request, Response, params
 from fastapi.routing import APIRoute
 
-from svc.services.json_documents import parse_json
+from svc.json_documents import parse_json
 
 
 def is_json_media_type(content_type: str | None) -> bool:

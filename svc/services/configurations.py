@@ -31,7 +31,7 @@ from svc.repositories.configurations import (
 from svc.services import audit, changes, policy
 from svc.services.applications import reachable_application
 from svc.services.auth import Principal
-from svc.services.json_documents import (
+from svc.json_documents import (
     InvalidSchema,
     UnstorableJson,
     check_schema,

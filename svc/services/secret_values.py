@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -31,7 +31,7 @@ from jsonpointer import JsonPointer, JsonPointerException
 
 from svc.crypto import KeyRing
 from svc.errors import Unprocessable
-from svc.services.json_documents import MAX_REPORTED_VIOLATIONS
+from svc.json_documents import MAX_REPORTED_VIOLATIONS, format_pointer
 
 MASK = "<secret>"
 MAX_SECRET_PATHS = 100
@@ -48,11 +48,6 @@ def parse_pointer(pointer: str) -> Parts:
         return tuple(JsonPointer(pointer).parts)
     except JsonPointerException as exc:
         raise ValueError(str(exc)) from None
-
-
-def format_pointer(parts: Iterable[str | int]) -> str:
-    """The JSON Pointer of a path of keys and indexes, escaped."""
-    return JsonPointer.from_parts([str(part) for part in parts]).path
 
 
 def resolve(document: Any, parts: Parts) -> Any:

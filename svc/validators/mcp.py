@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from svc.services.json_documents import violations
+from svc.json_documents import violations
 from svc.validators.strict_json import validate_json_content
 from svc.validators.violations import Violation, same_name
 

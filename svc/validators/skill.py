@@ -35,7 +35,7 @@ import yaml
 from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 
-from svc.services.secret_values import format_pointer
+from svc.json_documents import format_pointer
 from svc.validators.violations import (
     Violation,
     kind_of,

@@ -1,6 +1,6 @@
 """JSON catalog content (server.json, tool definitions): parsed exactly, then checked by rules.
 
-Parsing is the service's one strict JSON parser, `svc.services.json_documents.parse_json`,
+Parsing is the service's one strict JSON parser, `svc.json_documents.parse_json`,
 with its `integers="double"` rule: catalog content is read by any JSON reader (JavaScript
 included), so an integer a double cannot hold (`9007199254740993`) is refused like any other
 number that would not read back the same; so are NaN, Infinity, `1e400`, `1e-400` and a key
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from svc.services.json_documents import parse_json
+from svc.json_documents import parse_json
 from svc.validators.violations import Violation, nul_in_text, unstorable_strings
 
 

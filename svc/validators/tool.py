@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from svc.services.json_documents import InvalidSchema, check_schema
+from svc.json_documents import InvalidSchema, check_schema
 from svc.validators.strict_json import validate_json_content
 from svc.validators.violations import Violation, kind_of, same_name, string_field, unknown_keys
 

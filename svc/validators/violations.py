@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from svc.errors import Unprocessable
-from svc.services.json_documents import MAX_REPORTED_VIOLATIONS
-from svc.services.secret_values import format_pointer
+from svc.json_documents import MAX_REPORTED_VIOLATIONS
+from svc.json_documents import format_pointer
 
 NUL = "NUL character (U+0000), which cannot be stored"
 _SURROGATE = re.compile("[\ud800-\udfff]")

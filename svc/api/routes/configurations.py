@@ -27,7 +27,7 @@ from svc.ids import ULID_ANY_CASE_PATTERN, canonical
 from svc.services.configurations import Configuration, Revision
 from svc.services.delivery import ById, Resolved
 from svc.services.preconditions import Precondition
-from svc.services.json_documents import parse_json
+from svc.json_documents import parse_json
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON = "application/json"

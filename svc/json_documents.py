@@ -110,7 +110,7 @@ def parse_json(text: bytes | str, what: str = "the request body", *, integers: I
     except RecursionError:
         raise BadRequest(f"{what} nests arrays and objects too deeply to be read") from None
     if refused:
-        errors = [{"path": _pointer(path), "message": marker.reason} for path, marker in _refused_in(value)]
+        errors = [{"path": format_pointer(path), "message": marker.reason} for path, marker in _refused_in(value)]
         first = errors[0]
         more = f" (and {len(errors) - 1} more, listed in errors)" if len(errors) > 1 else ""
         raise BadRequest(f"{what} cannot be read exactly: at '{first['path']}': {first['message']}{more}", errors=errors)
@@ -222,7 +222,7 @@ def check_schema(schema: dict[str, Any]) -> None:
     try:
         _validators.get(schema)
     except SchemaError as exc:
-        path = _pointer(exc.absolute_path)
+        path = format_pointer(exc.absolute_path)
         raise InvalidSchema(
             f"schema is not a valid JSON Schema: at '{path}': {exc.message}",
             [{"path": path, "message": exc.message}],
@@ -242,9 +242,9 @@ def violations(schema: dict[str, Any], document: Any) -> list[dict[str, str]]:
         return [{"path": "", "message": f"the schema's reference cannot be resolved: {exc}"}]
     except RecursionError:
         return [{"path": "", "message": "the schema refers to itself without end"}]
-    return [{"path": _pointer(e.absolute_path), "message": e.message} for e in errors[:MAX_REPORTED_VIOLATIONS]]
+    return [{"path": format_pointer(e.absolute_path), "message": e.message} for e in errors[:MAX_REPORTED_VIOLATIONS]]
 
 
-def _pointer(parts: Any) -> str:
+def format_pointer(parts: Any) -> str:
     """A JSON Pointer (RFC 6901) for a path of keys and indexes."""
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
