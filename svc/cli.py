@@ -8,7 +8,8 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from svc.config import Settings, get_settings
@@ -44,9 +45,14 @@ def runner_for(settings: Settings, url: str) -> Runner:
     )
 
 
-def small_database(url: str) -> Database:
-    """A one-connection pool for a command-line operation."""
-    return Database(url, min_size=0, max_size=1)
+@contextmanager
+def small_database(url: str) -> Iterator[Database]:
+    """A one-connection pool for a command-line operation, closed when it ends."""
+    db = Database(url, min_size=0, max_size=1)
+    try:
+        yield db
+    finally:
+        db.close()
 
 
 # --- serve -------------------------------------------------------------------------------
@@ -77,11 +83,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             say(f"refusing to start: SVC_GIT_REMOTE cannot be used: {exc.detail}")
             return 1
         say(f"git remote: {store.remote.display}")
-    db = small_database(url)
-    try:
+    with small_database(url) as db:
         secret = TokenService(db).bootstrap()
-    finally:
-        db.close()
     if secret is not None:
         say("No API token existed, so one admin token was created. It is shown this once; keep it safe:")
         print(secret, flush=True)
@@ -145,15 +148,12 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_secrets(args: argparse.Namespace, settings: Settings) -> int:
     """`svc secrets rotate`: every stored secret sealed again under the first key of SVC_SECRET_KEYS."""
     keyring = secret_key_ring(settings)
-    db = small_database(database_url(settings))
 
     def report(progress: RotationProgress) -> None:
         say(f"{progress.table}: {progress.rows} row(s) with secrets checked, {progress.values} value(s) re-encrypted")
 
-    try:
+    with small_database(database_url(settings)) as db:
         done = rotate(db, keyring, batch_size=args.batch_size, report=report)
-    finally:
-        db.close()
     total = sum(progress.values for progress in done)
     say(f"done: {total} secret value(s) re-encrypted under key '{keyring.primary_id}'; "
         "every key but the first can now leave SVC_SECRET_KEYS")
@@ -164,10 +164,9 @@ def cmd_secrets(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    db = small_database(database_url(settings))
-    tokens = TokenService(db)
-    operator = Principal.operator()
-    try:
+    with small_database(database_url(settings)) as db:
+        tokens = TokenService(db)
+        operator = Principal.operator()
         if args.action == "create":
             created = tokens.create(
                 operator,
@@ -195,8 +194,6 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
         else:
             token = tokens.revoke(operator, args.id)
             say(f"revoked token {token.id} ({token.name})")
-    finally:
-        db.close()
     return 0
 
 
@@ -204,13 +201,10 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
-    db = small_database(database_url(settings))
-    try:
+    with small_database(database_url(settings)) as db:
         user = UserService(db, content_store_of(settings)).create(
             Principal.operator(), email=args.email, username=args.username, display_name=args.display_name
         )
-    finally:
-        db.close()
     say(f"created user {user.username} <{user.email}>")
     print(user.id)
     return 0
@@ -220,8 +214,7 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_team(args: argparse.Namespace, settings: Settings) -> int:
-    db = small_database(database_url(settings))
-    try:
+    with small_database(database_url(settings)) as db:
         team = TeamService(db, content_store_of(settings)).create(
             Principal.operator(),
             name=args.name,
@@ -229,8 +222,6 @@ def cmd_team(args: argparse.Namespace, settings: Settings) -> int:
             description=args.description,
             owner_id=args.owner,
         )
-    finally:
-        db.close()
     say(f"created team {team.name} owned by user {args.owner}")
     print(team.id)
     return 0
@@ -241,12 +232,9 @@ def cmd_team(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
     """Progress per file and the summary on stderr; exit 1 when a file was invalid."""
-    db = small_database(database_url(settings))
-    try:
+    with small_database(database_url(settings)) as db:
         catalog = CatalogService(db, content_store(settings), max_bytes=settings.max_document_bytes)
         outcome = import_directory(catalog, Principal.operator(), args.owner, Path(args.directory), progress=say)
-    finally:
-        db.close()
     say("imported: " + (", ".join(f"{n} {what}" for what, n in sorted(outcome.counts.items())) or "nothing found"))
     return 1 if outcome.failed else 0
 
@@ -265,11 +253,8 @@ def content_store(settings: Settings) -> ContentStore:
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     """Findings on stdout, one per line; progress and the summary on stderr."""
-    db = small_database(database_url(settings))
-    try:
+    with small_database(database_url(settings)) as db:
         report = VerifyService(db, content_store(settings)).verify(repair=args.repair, progress=say)
-    finally:
-        db.close()
     for finding in report.findings:
         state = "repaired" if finding.repaired else "drift"
         print(f"{finding.document_id}\t{finding.problem}\t{state}\t{finding.detail}")
