@@ -76,7 +76,12 @@ def git(settings: Settings, *args: str) -> str:
 
 
 def sql(settings: Settings, statement: str, params: tuple = ()) -> list[tuple]:
-    conn = psycopg2.connect(settings.database_url.get_secret_value())
+    return rows(settings.database_url.get_secret_value(), statement, params)
+
+
+def rows(url: str, statement: str, params: tuple = ()) -> list[tuple]:
+    """Run one statement on its own connection and commit; its rows, if it returns any."""
+    conn = psycopg2.connect(url)
     try:
         with conn, conn.cursor() as cur:
             cur.execute(statement, params)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from svc.content import Author, ContentStore
@@ -16,18 +15,9 @@ from svc.migrate import MIGRATIONS_DIR, Runner
 from svc.services.auth import Principal
 from svc.services.claude_md import ClaudeMdService
 from svc.services.verify import VerifyService
+from tests.claude_md_helpers import rows
 
 DOCUMENTS_MIGRATION = 6
-
-
-def _rows(url: str, statement: str, params: tuple = ()) -> list[tuple]:
-    conn = psycopg2.connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def _phase_one(url: str, store: ContentStore) -> dict[str, list[str]]:
@@ -35,14 +25,14 @@ def _phase_one(url: str, store: ContentStore) -> dict[str, list[str]]:
     written = {}
     for name in ("ada", "bob"):
         user_id, document_id = new_id(), new_id()
-        _rows(url, "INSERT INTO users (id, email, username) VALUES (%s, %s, %s)", (user_id, f"{name}@example.com", name))
-        _rows(url, "INSERT INTO claude_md_documents (id, user_id) VALUES (%s, %s)", (document_id, user_id))
+        rows(url, "INSERT INTO users (id, email, username) VALUES (%s, %s, %s)", (user_id, f"{name}@example.com", name))
+        rows(url, "INSERT INTO claude_md_documents (id, user_id) VALUES (%s, %s)", (document_id, user_id))
         parent, contents = None, []
         for version in (1, 2, 3):
             content = f"# {name}\n\nversion {version}\n"
             sha = store.save(document_id, content.encode(), parent=parent, author=Author(name, f"{name}@example.com"),
                              message=f"v{version}")
-            _rows(
+            rows(
                 url,
                 "INSERT INTO claude_md_versions (document_id, version, commit_sha, author, message, size_bytes) "
                 "VALUES (%s, %s, %s, %s, %s, %s);"
@@ -73,18 +63,18 @@ def test_documents_migration_keeps_every_version_and_verify_is_clean(empty_db: s
     store = ContentStore(tmp_path / "content.git")
     store.ensure()
     written = _phase_one(url, store)
-    documents = _rows(url, "SELECT id, user_id, head_version, head_sha, created_at, updated_at FROM claude_md_documents")
-    versions = _rows(url, "SELECT * FROM claude_md_versions ORDER BY document_id, version")
+    documents = rows(url, "SELECT id, user_id, head_version, head_sha, created_at, updated_at FROM claude_md_documents")
+    versions = rows(url, "SELECT * FROM claude_md_versions ORDER BY document_id, version")
 
     Runner(url, progress=lambda line: None).up()
 
-    assert _rows(url, "SELECT to_regclass('claude_md_documents'), to_regclass('claude_md_versions')") == [(None, None)]
+    assert rows(url, "SELECT to_regclass('claude_md_documents'), to_regclass('claude_md_versions')") == [(None, None)]
     assert sorted(documents) == sorted(
-        _rows(url, "SELECT id, owner_user_id, head_version, head_sha, created_at, updated_at FROM documents")
+        rows(url, "SELECT id, owner_user_id, head_version, head_sha, created_at, updated_at FROM documents")
     )
-    assert _rows(url, "SELECT DISTINCT kind, owner_team_id FROM documents") == [("claude_md", None)]
-    assert versions == _rows(url, "SELECT * FROM document_versions ORDER BY document_id, version")
-    leftovers = _rows(url, "SELECT conname FROM pg_constraint WHERE conname LIKE 'claude_md%%'")
+    assert rows(url, "SELECT DISTINCT kind, owner_team_id FROM documents") == [("claude_md", None)]
+    assert versions == rows(url, "SELECT * FROM document_versions ORDER BY document_id, version")
+    leftovers = rows(url, "SELECT conname FROM pg_constraint WHERE conname LIKE 'claude_md%%'")
     assert leftovers == []
 
     db = Database(url, min_size=0, max_size=2)
