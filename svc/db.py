@@ -136,6 +136,13 @@ class Transaction:
             yield cur
 
 
+class AutocommitStatements(Transaction):
+    """Statements on a connection in autocommit: each one commits as it returns."""
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        callback()
+
+
 @contextmanager
 def _domain_errors(
     params: dict[str, Any] | None = None, constraints: Constraints = NO_CONSTRAINTS
@@ -222,16 +229,17 @@ class Database:
                     tx.rollback()
 
     @contextmanager
-    def read(self) -> Iterator[Transaction]:
-        """Run single-statement reads in autocommit: no BEGIN and no ROLLBACK round trips.
+    def autocommit(self) -> Iterator[Transaction]:
+        """Run statements each in its own transaction: no BEGIN, COMMIT or ROLLBACK round trips.
 
-        Each statement is its own transaction, so use it only where one statement answers
-        (several would not see one snapshot). Nothing here can be committed.
+        Use it where one statement answers a read (several would not see one snapshot), or where
+        one statement makes a whole change (see `ConfigurationService` writes). Each statement has
+        committed when it returns, so `after_commit` callbacks run at once.
         """
         with self.connection() as conn:
             conn.autocommit = True  # a client-side flag while idle: no round trip
             try:
-                yield Transaction(conn)
+                yield AutocommitStatements(conn)
             finally:
                 if not conn.closed:
                     with suppress(*CONNECTION_ERRORS):  # a broken one is discarded on return

@@ -52,7 +52,7 @@ class ApplicationService:
         token those of its teams."""
         policy.require(actor, Action.LIST_APPLICATIONS)
         member_id = actor.user_id if actor.role == "user" else None
-        with self.db.read() as statement:
+        with self.db.autocommit() as statement:
             applications = ApplicationRepository(statement)
             return keyset_page(
                 lambda n: applications.list(

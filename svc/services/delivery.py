@@ -268,7 +268,7 @@ class DeliveryService:
     def _read(self, key: Key) -> Resolved | None:
         """The key's rendering of the configuration: one statement, then masked or opened
         (503 naming the key id when a secret cannot be opened)."""
-        with self.db.read() as statement:
+        with self.db.autocommit() as statement:
             if isinstance(key, ByName):
                 stored = DeliveryRepository(statement).resolve(key.application_name, key.configuration_name)
                 return None if stored is None else self._render(stored, key.revealed)
