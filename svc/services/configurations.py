@@ -23,13 +23,16 @@ from svc.repositories.applications import ApplicationRepository
 from svc.repositories.configurations import (
     Configuration,
     ConfigurationRepository,
+    Event,
     Revision,
     RevisionRepository,
+    State,
+    WriteTarget,
     configuration_version,
     state_version,
 )
 from svc.services import audit, changes, policy
-from svc.services.applications import reachable_application
+from svc.services.applications import reachable_application, require_reachable
 from svc.services.auth import Principal
 from svc.json_documents import (
     InvalidSchema,
@@ -41,6 +44,7 @@ from svc.json_documents import (
     violations,
 )
 from svc.services.pagination import Page, keyset_page
+from svc.services.policy import TeamResource
 from svc.services.preconditions import Condition, EntityTag, Precondition, require_current
 from svc.services.secret_values import (
     decrypt_at,
@@ -54,6 +58,9 @@ from svc.services.secret_values import (
 
 # The fields a write may change; `config` changes make the interesting revisions.
 STATE_FIELDS = ("config", "schema", "secret_paths", "comments")
+
+# Unlocked tries before a write takes the row lock: each failed one means another writer succeeded.
+OPTIMISTIC_ATTEMPTS = 3
 
 # Computes the changed fields from the current state as the caller sees it (secrets masked),
 # inside the write's transaction; a `config` it returns is clear but for masks that keep values.
@@ -173,17 +180,18 @@ class ConfigurationService:
             reachable_application(tx, actor, application, application_id, write=True)
             clear = self._clear_proposal(config, paths, previous_clear=None, previous_paths=[])
             self._check(clear, schema, paths)
-            created = ConfigurationRepository(tx).insert(
+            recorded = ConfigurationRepository(tx).record_creation(
+                State(self._sealed(configuration_id, clear, paths), schema, paths, comments),
                 id=configuration_id,
                 application_id=application_id,
                 name=name,
-                comments=comments,
-                config=self._sealed(configuration_id, clear, paths),
-                schema=schema,
-                secret_paths=paths,
+                event=_event(actor, "configuration.create", configuration_id, "created", message, {
+                    "application_id": application_id, "name": name, "before_revision": None, "after_revision": 1,
+                }),
             )
-            self._record(tx, actor, created, before=None, message=message, action="configuration.create")
+            tx.after_commit(lambda: self.announce(recorded.payload))
             tx.commit()
+        created = recorded.configuration
         return _masked(created)
 
     def update(
@@ -260,7 +268,9 @@ class ConfigurationService:
         """Delete a configuration and its revisions."""
         with self.db.transaction() as tx:
             configurations = ConfigurationRepository(tx)
-            current = _locked(tx, actor, configurations, configuration_id, expected)
+            current = _current(
+                actor, configurations.for_write(configuration_id, actor.user_id, lock=True), configuration_id, expected
+            )
             changes.publish(
                 tx,
                 self.announce,
@@ -290,11 +300,16 @@ class ConfigurationService:
         audit_detail: dict[str, Any] | None = None,
         proposes_clear: bool = False,
     ) -> Configuration:
-        """Lock, check the preconditions, apply `propose` (to the masked view, unless it `proposes_clear`),
-        validate the clear state, and record the new revision with its secrets sealed."""
-        with self.db.transaction() as tx:
-            configurations = ConfigurationRepository(tx)
-            current = _locked(tx, actor, configurations, configuration_id, expected)
+        """Read the row, check the preconditions, apply `propose` (to the masked view, unless it
+        `proposes_clear`), validate the clear state, and record the new revision with its secrets sealed.
+
+        Optimistic first: the row is read without a lock and the change recorded by one statement
+        that applies only while the row is still at the revision read, in autocommit (two round
+        trips, no lock held between them). When other writers moved the row every time, the write
+        takes the row lock and records the same way, so it cannot be starved."""
+
+        def attempt(tx: Transaction, target: WriteTarget | None) -> Configuration | None:
+            current = _current(actor, target, configuration_id, expected)
             current_clear = self._clear(current.id, current.config, current.secret_paths)
             change = propose(_masked(current), tx)
             proposed = {field: getattr(current, field) for field in STATE_FIELDS} | change
@@ -308,14 +323,34 @@ class ConfigurationService:
             self._check(proposed["config"], proposed["schema"], proposed["secret_paths"])
             before = {field: getattr(current, field) for field in STATE_FIELDS} | {"config": current_clear}
             if not always_new_revision and all(_same(proposed[f], before[f]) for f in STATE_FIELDS):
-                return _masked(current)
-            proposed["config"] = self._sealed(configuration_id, proposed["config"], proposed["secret_paths"])
-            updated = configurations.update(configuration_id, revision=current.revision + 1, **proposed)
-            self._record(
-                tx, actor, updated, before=current.revision, message=message, action=action, extra=audit_detail
+                return current
+            after = current.revision + 1
+            detail = _audit_detail(current, before=current.revision, after=after) | (audit_detail or {})
+            recorded = ConfigurationRepository(tx).record_update(
+                configuration_id,
+                State(
+                    self._sealed(configuration_id, proposed["config"], proposed["secret_paths"]),
+                    proposed["schema"],
+                    proposed["secret_paths"],
+                    proposed["comments"],
+                ),
+                expected_revision=current.revision,
+                event=_event(actor, action, configuration_id, "updated", message, detail),
             )
+            if recorded is None:
+                return None
+            tx.after_commit(lambda: self.announce(recorded.payload))
+            return recorded.configuration
+
+        for _ in range(OPTIMISTIC_ATTEMPTS):
+            with self.db.autocommit() as statements:
+                written = attempt(statements, ConfigurationRepository(statements).for_write(configuration_id, actor.user_id))
+            if written is not None:
+                return _masked(written)
+        with self.db.transaction() as tx:
+            written = attempt(tx, ConfigurationRepository(tx).for_write(configuration_id, actor.user_id, lock=True))
             tx.commit()
-        return _masked(updated)
+        return _masked(written)
 
     # --- secrets -------------------------------------------------------------------------
 
@@ -340,41 +375,6 @@ class ConfigurationService:
         if found:
             listed = "; ".join(f"{v['path'] or '(root)'}: {v['message']}" for v in found)
             raise Unprocessable(f"secret_paths do not fit config: {listed}", errors=found)
-
-    def _record(
-        self,
-        tx: Transaction,
-        actor: Principal,
-        configuration: Configuration,
-        *,
-        before: int | None,
-        message: str | None,
-        action: str,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        """Write the revision row (the whole new state), the change event and the audit event of a create or update."""
-        revision = configuration.revision
-        RevisionRepository(tx).insert(
-            configuration.id,
-            revision=revision,
-            config=configuration.config,
-            schema=configuration.schema,
-            secret_paths=configuration.secret_paths,
-            comments=configuration.comments,
-            author=actor.name,
-            message=message,
-        )
-        changes.publish(
-            tx,
-            self.announce,
-            application_id=configuration.application_id,
-            configuration_id=configuration.id,
-            name=configuration.name,
-            revision=revision,
-            kind="created" if before is None else "updated",
-        )
-        detail = _audit_detail(configuration, before=before, after=revision) | (extra or {})
-        audit.record(tx, actor, action, "configuration", configuration.id, detail)
 
     def _check(self, config: Any, schema: dict[str, Any] | None, secret_paths: list[str]) -> None:
         """Refuse a state that may not be stored: not an object (422), too large (413), breaking its schema (422)."""
@@ -410,17 +410,31 @@ def document(configuration: Configuration) -> bytes:
     return orjson.dumps(configuration, option=orjson.OPT_UTC_Z)
 
 
-def _locked(
-    tx: Transaction,
-    actor: Principal,
-    configurations: ConfigurationRepository,
-    configuration_id: str,
-    expected: Precondition | None,
+def _current(
+    actor: Principal, target: WriteTarget | None, configuration_id: str, expected: Precondition | None
 ) -> Configuration:
-    """The row locked for writing; 404 when invisible, 412 when a precondition fails."""
-    current = _visible(tx, actor, configurations.lock(configuration_id), configuration_id, write=True)
+    """The row a write starts from; 404 when missing or invisible, 403 when visible but not
+    writable, 412 when a precondition fails."""
+    team = None if target is None or target.team_id is None else TeamResource(target.team_id, target.team_role)
+    require_reachable(
+        actor, None if target is None else target.configuration.application_id, team, write=True,
+        missing=NotFound(f"configuration {configuration_id} not found"),
+    )
+    current = target.configuration
     require_current(_any_representation(expected), current.version, subject=f"configuration {configuration_id}")
     return current
+
+
+def _event(
+    actor: Principal, action: str, configuration_id: str, kind: changes.Kind, message: str | None,
+    detail: dict[str, Any],
+) -> Event:
+    return Event(
+        author=actor.name,
+        message=message,
+        kind=kind,
+        audit=audit.entry(actor, action, "configuration", configuration_id, detail),
+    )
 
 
 def _any_representation(expected: Precondition | None) -> Precondition | None:
