@@ -235,6 +235,15 @@ class Event:
         return {"author": self.author, "message": self.message, "kind": self.kind, **self.audit.params()}
 
 
+@dataclass(frozen=True)
+class Planned:
+    """An update to record: the new state, the revision it was worked out from, and its event."""
+
+    state: State
+    expected_revision: int
+    event: Event
+
+
 class ConfigurationRepository:
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
@@ -246,10 +255,13 @@ class ConfigurationRepository:
         params = {**state.params(), **event.params(), "id": id, "application_id": application_id, "name": name}
         return self.tx.fetch_one(RECORD_CREATION, params, row=_recorded, constraints=CONSTRAINTS)
 
-    def record_update(self, configuration_id: str, state: State, *, expected_revision: int, event: Event) -> Recorded | None:
+    def record_update(self, configuration_id: str, change: Planned) -> Recorded | None:
         """The configuration's next revision, with its revision row, change event and audit event;
-        None, recording nothing, when the configuration is no longer at `expected_revision`."""
-        params = {**state.params(), **event.params(), "id": configuration_id, "expected_revision": expected_revision}
+        None, recording nothing, when the configuration is no longer at `change.expected_revision`."""
+        params = {
+            **change.state.params(), **change.event.params(),
+            "id": configuration_id, "expected_revision": change.expected_revision,
+        }
         return self.tx.fetch_one(RECORD_UPDATE, params, row=_recorded)
 
     def get(self, configuration_id: str) -> Configuration | None:

@@ -9,14 +9,16 @@ always does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jsonpatch
 import orjson
 
 from svc.crypto import KeyRing
-from svc.db import Database, Transaction
+from anyio.to_thread import run_sync as run_in_threadpool
+
+from svc.db import AsyncStatements, Database, Transaction
 from svc.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
 from svc.ids import new_id
 from svc.repositories.applications import ApplicationRepository
@@ -24,6 +26,7 @@ from svc.repositories.configurations import (
     Configuration,
     ConfigurationRepository,
     Event,
+    Planned,
     Revision,
     RevisionRepository,
     State,
@@ -67,14 +70,35 @@ OPTIMISTIC_ATTEMPTS = 3
 Proposal = Callable[[Configuration, Transaction], dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class _Write:
+    """Who changes which configuration, under which preconditions, and how the change is recorded."""
+
+    actor: Principal
+    configuration_id: str
+    message: str | None
+    expected: Precondition | None
+    action: str = "configuration.update"
+    always_new_revision: bool = False  # a rollback makes a revision even when the state is the same
+    audit_detail: dict[str, Any] = field(default_factory=dict)
+    proposes_clear: bool = False  # the change's config is clear, not the masked view the caller saw
+
+
 class ConfigurationService:
     """Secret values (at each configuration's `secret_paths`) are sealed in every row written and
     masked in everything returned, but for `get(..., reveal=True)` by a caller the reveal rule allows."""
 
     def __init__(
-        self, db: Database, keyring: KeyRing, *, max_config_bytes: int, announce: changes.Announce
+        self,
+        db: Database,
+        statements: AsyncStatements,
+        keyring: KeyRing,
+        *,
+        max_config_bytes: int,
+        announce: changes.Announce,
     ) -> None:
         self.db = db
+        self.statements = statements
         self.keyring = keyring
         self.max_config_bytes = max_config_bytes
         self.announce = announce
@@ -205,7 +229,19 @@ class ConfigurationService:
     ) -> Configuration:
         """Set the given fields (any of `config`, `schema`, `secret_paths`, `comments`); the others keep
         their values. A mask at a secret path of `config` keeps the stored secret."""
-        return self._write(actor, configuration_id, lambda current, tx: fields, message=message, expected=expected)
+        return self._write(_Write(actor, configuration_id, message, expected), lambda current, tx: fields)
+
+    async def update_async(
+        self,
+        actor: Principal,
+        configuration_id: str,
+        fields: dict[str, Any],
+        *,
+        message: str | None = None,
+        expected: Precondition | None = None,
+    ) -> Configuration:
+        """`update` from the event loop: its statements run on the loop's connections, no thread hop."""
+        return await self._write_async(_Write(actor, configuration_id, message, expected), lambda current: fields)
 
     def merge(
         self,
@@ -217,21 +253,20 @@ class ConfigurationService:
         expected: Precondition | None = None,
     ) -> Configuration:
         """Apply a JSON Merge Patch (RFC 7396) to the configuration's JSON."""
-        if not isinstance(patch, dict):
-            # Refused before the preconditions are looked at: whatever the current state, a
-            # patch that is not an object replaces config with a non-object.
-            raise Unprocessable("a merge patch of config must be a JSON object (any other value would replace it)")
-        try:
-            encode(patch)  # bounds the nesting depth before merge_patch recurses into it
-        except UnstorableJson as exc:
-            raise Unprocessable(f"merge patch cannot be applied: {exc}") from exc
-        return self._write(
-            actor,
-            configuration_id,
-            lambda current, tx: {"config": merge_patch(current.config, patch)},
-            message=message,
-            expected=expected,
-        )
+        merged = _merging(patch)
+        return self._write(_Write(actor, configuration_id, message, expected), lambda current, tx: merged(current))
+
+    async def merge_async(
+        self,
+        actor: Principal,
+        configuration_id: str,
+        patch: Any,
+        *,
+        message: str | None = None,
+        expected: Precondition | None = None,
+    ) -> Configuration:
+        """`merge` from the event loop: its statements run on the loop's connections, no thread hop."""
+        return await self._write_async(_Write(actor, configuration_id, message, expected), _merging(patch))
 
     def rollback(
         self,
@@ -252,25 +287,24 @@ class ConfigurationService:
                 "secret_paths": old.secret_paths,
             }
 
-        return self._write(
+        write = _Write(
             actor,
             configuration_id,
-            old_config,
-            message=message or f"Rollback to revision {revision}",
-            expected=expected,
+            message or f"Rollback to revision {revision}",
+            expected,
             action="configuration.rollback",
             always_new_revision=True,
             audit_detail={"rolled_back_to": revision},
             proposes_clear=True,
         )
+        return self._write(write, old_config)
 
     def delete(self, actor: Principal, configuration_id: str, *, expected: Precondition | None = None) -> None:
         """Delete a configuration and its revisions."""
         with self.db.transaction() as tx:
             configurations = ConfigurationRepository(tx)
-            current = _current(
-                actor, configurations.for_write(configuration_id, actor.user_id, lock=True), configuration_id, expected
-            )
+            write = _Write(actor, configuration_id, None, expected)
+            current = _current(write, _target(tx, write, lock=True))
             changes.publish(
                 tx,
                 self.announce,
@@ -287,20 +321,8 @@ class ConfigurationService:
             )
             tx.commit()
 
-    def _write(
-        self,
-        actor: Principal,
-        configuration_id: str,
-        propose: Proposal,
-        *,
-        message: str | None,
-        expected: Precondition | None,
-        action: str = "configuration.update",
-        always_new_revision: bool = False,
-        audit_detail: dict[str, Any] | None = None,
-        proposes_clear: bool = False,
-    ) -> Configuration:
-        """Read the row, check the preconditions, apply `propose` (to the masked view, unless it
+    def _write(self, write: _Write, propose: Proposal, *, optimistic: bool = True) -> Configuration:
+        """Read the row, check the preconditions, apply `propose` (to the masked view, unless the write
         `proposes_clear`), validate the clear state, and record the new revision with its secrets sealed.
 
         Optimistic first: the row is read without a lock and the change recorded by one statement
@@ -309,48 +331,64 @@ class ConfigurationService:
         takes the row lock and records the same way, so it cannot be starved."""
 
         def attempt(tx: Transaction, target: WriteTarget | None) -> Configuration | None:
-            current = _current(actor, target, configuration_id, expected)
-            current_clear = self._clear(current.id, current.config, current.secret_paths)
-            change = propose(_masked(current), tx)
-            proposed = {field: getattr(current, field) for field in STATE_FIELDS} | change
-            if "config" in change and not proposes_clear:
-                proposed["config"] = self._clear_proposal(
-                    change["config"], proposed["secret_paths"], current_clear, current.secret_paths
-                )
-            else:
-                proposed["config"] = change.get("config", current_clear)
-                self._require_secret_paths(proposed["config"], proposed["secret_paths"])
-            self._check(proposed["config"], proposed["schema"], proposed["secret_paths"])
-            before = {field: getattr(current, field) for field in STATE_FIELDS} | {"config": current_clear}
-            if not always_new_revision and all(_same(proposed[f], before[f]) for f in STATE_FIELDS):
-                return current
-            after = current.revision + 1
-            detail = _audit_detail(current, before=current.revision, after=after) | (audit_detail or {})
-            recorded = ConfigurationRepository(tx).record_update(
-                configuration_id,
-                State(
-                    self._sealed(configuration_id, proposed["config"], proposed["secret_paths"]),
-                    proposed["schema"],
-                    proposed["secret_paths"],
-                    proposed["comments"],
-                ),
-                expected_revision=current.revision,
-                event=_event(actor, action, configuration_id, "updated", message, detail),
-            )
+            current = _current(write, target)
+            planned = self._planned(write, current, propose(_masked(current), tx))
+            if isinstance(planned, Configuration):
+                return planned
+            recorded = ConfigurationRepository(tx).record_update(write.configuration_id, planned)
             if recorded is None:
                 return None
             tx.after_commit(lambda: self.announce(recorded.payload))
             return recorded.configuration
 
-        for _ in range(OPTIMISTIC_ATTEMPTS):
+        for _ in range(OPTIMISTIC_ATTEMPTS if optimistic else 0):
             with self.db.autocommit() as statements:
-                written = attempt(statements, ConfigurationRepository(statements).for_write(configuration_id, actor.user_id))
+                written = attempt(statements, _target(statements, write))
             if written is not None:
                 return _masked(written)
         with self.db.transaction() as tx:
-            written = attempt(tx, ConfigurationRepository(tx).for_write(configuration_id, actor.user_id, lock=True))
+            written = attempt(tx, _target(tx, write, lock=True))
             tx.commit()
         return _masked(written)
+
+    async def _write_async(self, write: _Write, propose: Callable[[Configuration], dict[str, Any]]) -> Configuration:
+        """`_write`'s unlocked tries on the loop's connections; the locked one, if needed, in the thread pool."""
+        for _ in range(OPTIMISTIC_ATTEMPTS):
+            current = _current(write, await _target(self.statements, write))
+            planned = self._planned(write, current, propose(_masked(current)))
+            if isinstance(planned, Configuration):
+                return _masked(planned)
+            recorded = await ConfigurationRepository(self.statements).record_update(write.configuration_id, planned)
+            if recorded is not None:
+                self.announce(recorded.payload)
+                return _masked(recorded.configuration)
+        return await run_in_threadpool(lambda: self._write(write, lambda current, tx: propose(current), optimistic=False))
+
+    def _planned(self, write: _Write, current: Configuration, change: dict[str, Any]) -> Configuration | Planned:
+        """What `change` makes of `current`: the state and event to record (sealed, validated), or
+        `current` itself when nothing would change and the write does not always make a revision."""
+        current_clear = self._clear(current.id, current.config, current.secret_paths)
+        proposed = {field: getattr(current, field) for field in STATE_FIELDS} | change
+        if "config" in change and not write.proposes_clear:
+            proposed["config"] = self._clear_proposal(
+                change["config"], proposed["secret_paths"], current_clear, current.secret_paths
+            )
+        else:
+            proposed["config"] = change.get("config", current_clear)
+            self._require_secret_paths(proposed["config"], proposed["secret_paths"])
+        self._check(proposed["config"], proposed["schema"], proposed["secret_paths"])
+        before = {field: getattr(current, field) for field in STATE_FIELDS} | {"config": current_clear}
+        if not write.always_new_revision and all(_same(proposed[f], before[f]) for f in STATE_FIELDS):
+            return current
+        detail = _audit_detail(current, before=current.revision, after=current.revision + 1) | write.audit_detail
+        state = State(
+            self._sealed(current.id, proposed["config"], proposed["secret_paths"]),
+            proposed["schema"],
+            proposed["secret_paths"],
+            proposed["comments"],
+        )
+        event = _event(write.actor, write.action, current.id, "updated", write.message, detail)
+        return Planned(state, expected_revision=current.revision, event=event)
 
     # --- secrets -------------------------------------------------------------------------
 
@@ -410,19 +448,37 @@ def document(configuration: Configuration) -> bytes:
     return orjson.dumps(configuration, option=orjson.OPT_UTC_Z)
 
 
-def _current(
-    actor: Principal, target: WriteTarget | None, configuration_id: str, expected: Precondition | None
-) -> Configuration:
+def _target(tx: Transaction | AsyncStatements, write: _Write, *, lock: bool = False) -> Any:
+    """The row `write` starts from (an awaitable of it over `AsyncStatements`)."""
+    return ConfigurationRepository(tx).for_write(write.configuration_id, write.actor.user_id, lock=lock)
+
+
+def _current(write: _Write, target: WriteTarget | None) -> Configuration:
     """The row a write starts from; 404 when missing or invisible, 403 when visible but not
     writable, 412 when a precondition fails."""
     team = None if target is None or target.team_id is None else TeamResource(target.team_id, target.team_role)
     require_reachable(
-        actor, None if target is None else target.configuration.application_id, team, write=True,
-        missing=NotFound(f"configuration {configuration_id} not found"),
+        write.actor, None if target is None else target.configuration.application_id, team, write=True,
+        missing=NotFound(f"configuration {write.configuration_id} not found"),
     )
     current = target.configuration
-    require_current(_any_representation(expected), current.version, subject=f"configuration {configuration_id}")
+    require_current(
+        _any_representation(write.expected), current.version, subject=f"configuration {write.configuration_id}"
+    )
     return current
+
+
+def _merging(patch: Any) -> Callable[[Configuration], dict[str, Any]]:
+    """The change a JSON Merge Patch (RFC 7396) of `config` makes to a configuration."""
+    if not isinstance(patch, dict):
+        # Refused before the preconditions are looked at: whatever the current state, a
+        # patch that is not an object replaces config with a non-object.
+        raise Unprocessable("a merge patch of config must be a JSON object (any other value would replace it)")
+    try:
+        encode(patch)  # bounds the nesting depth before merge_patch recurses into it
+    except UnstorableJson as exc:
+        raise Unprocessable(f"merge patch cannot be applied: {exc}") from exc
+    return lambda current: {"config": merge_patch(current.config, patch)}
 
 
 def _event(
