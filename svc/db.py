@@ -1,4 +1,5 @@
-"""Connection pool and transaction context over psycopg2's ThreadedConnectionPool.
+"""Connection pools: transactions over psycopg2's ThreadedConnectionPool (`Database`), and single
+statements on the event loop over psycopg2's asynchronous mode (`AsyncStatements`).
 
 The raw pool has two faults this module removes:
 
@@ -10,10 +11,14 @@ The raw pool has two faults this module removes:
   readable (the server sent its goodbye or closed it) is discarded at
   checkout, and a connection that failed at the protocol level is discarded
   when it is returned, so the service heals itself once PostgreSQL is back.
+
+`AsyncStatements` keeps both promises for its own connections.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import select
 import threading
@@ -81,7 +86,7 @@ class Transaction:
     ) -> int:
         """Run a statement; return the number of rows it touched."""
         with self._run(sql, params, constraints) as cur:
-            return cur.rowcount
+            return _rows_touched(cur)
 
     def fetch_one(
         self, sql: str, params: dict[str, Any] | None = None, *, row: Callable[..., Row] = dict,
@@ -89,10 +94,7 @@ class Transaction:
     ) -> Row | None:
         """The first row, built by `row` from its columns as keyword arguments (a dict by default)."""
         with self._run(sql, params, constraints) as cur:
-            found = cur.fetchone()
-            if found is None:
-                return None
-            return row(**dict(zip([c.name for c in cur.description], found)))
+            return _first_row(cur, row)
 
     def fetch_all(
         self, sql: str, params: dict[str, Any] | None = None, *, row: Callable[..., Row] = dict,
@@ -100,16 +102,14 @@ class Transaction:
     ) -> list[Row]:
         """Every row, each built by `row` from its columns as keyword arguments (a dict by default)."""
         with self._run(sql, params, constraints) as cur:
-            names = [c.name for c in cur.description]
-            return [row(**dict(zip(names, found))) for found in cur.fetchall()]
+            return _every_row(cur, row)
 
     def fetch_value(
         self, sql: str, params: dict[str, Any] | None = None, *, constraints: Constraints = NO_CONSTRAINTS
     ) -> Any:
         """The first column of the first row, or None."""
         with self._run(sql, params, constraints) as cur:
-            found = cur.fetchone()
-            return None if found is None else found[0]
+            return _first_value(cur)
 
     def commit(self) -> None:
         with _domain_errors():
@@ -143,6 +143,27 @@ class AutocommitStatements(Transaction):
         callback()
 
 
+def _rows_touched(cur: psycopg2.extensions.cursor) -> int:
+    return cur.rowcount
+
+
+def _first_row(cur: psycopg2.extensions.cursor, row: Callable[..., Row]) -> Row | None:
+    found = cur.fetchone()
+    if found is None:
+        return None
+    return row(**dict(zip([c.name for c in cur.description], found)))
+
+
+def _every_row(cur: psycopg2.extensions.cursor, row: Callable[..., Row]) -> list[Row]:
+    names = [c.name for c in cur.description]
+    return [row(**dict(zip(names, found))) for found in cur.fetchall()]
+
+
+def _first_value(cur: psycopg2.extensions.cursor) -> Any:
+    found = cur.fetchone()
+    return None if found is None else found[0]
+
+
 @contextmanager
 def _domain_errors(
     params: dict[str, Any] | None = None, constraints: Constraints = NO_CONSTRAINTS
@@ -156,6 +177,48 @@ def _domain_errors(
         if error is None:
             raise InternalError(f"database error: {_first_line(exc)}") from exc
         raise error(params or {}) from exc
+
+
+class _Occupancy:
+    """How many of one pool's connections are checked out and how many callers wait for one,
+    kept in step with the pool gauges under the pool's label."""
+
+    def __init__(self, pool: str) -> None:
+        self._lock = threading.Lock()
+        self.in_use = 0
+        self.waiting = 0
+        self._in_use_gauge = POOL_IN_USE.labels(pool)
+        self._waiting_gauge = POOL_WAITING.labels(pool)
+
+    @contextmanager
+    def waiting_for_slot(self) -> Iterator[None]:
+        """Count the caller as waiting while the block runs."""
+        with self._lock:
+            self.waiting += 1
+        self._waiting_gauge.inc()
+        try:
+            yield
+        finally:
+            self._waiting_gauge.dec()
+            with self._lock:
+                self.waiting -= 1
+
+    def checked_out(self) -> None:
+        with self._lock:
+            self.in_use += 1
+        self._in_use_gauge.inc()
+
+    def checked_in(self) -> None:
+        with self._lock:
+            self.in_use -= 1
+        self._in_use_gauge.dec()
+
+    def stats(self, max_size: int, open_: int) -> PoolStats:
+        return PoolStats(max_size=max_size, open=open_, in_use=self.in_use, waiting=self.waiting)
+
+
+def _overloaded(timeout: float) -> Unavailable:
+    return Unavailable(f"no database connection became free within {timeout:g} s; the service is overloaded")
 
 
 class Database:
@@ -176,8 +239,7 @@ class Database:
         self.timeout = timeout
         self._slots = threading.BoundedSemaphore(max_size)
         self._lock = threading.Lock()
-        self._in_use = 0
-        self._waiting = 0
+        self._occupancy = _Occupancy("transactions")
         # The connections this pool holds open, counted here rather than read from the raw
         # pool's private lists: one is added when getconn() hands out one not seen before, and
         # removed when it is returned with close=True (the only way it closes one, since
@@ -255,12 +317,7 @@ class Database:
 
     def stats(self) -> PoolStats:
         with self._lock:
-            return PoolStats(
-                max_size=self.max_size,
-                open=len(self._open),
-                in_use=self._in_use,
-                waiting=self._waiting,
-            )
+            return self._occupancy.stats(self.max_size, len(self._open))
 
     def close(self) -> None:
         self._pool.closeall()
@@ -280,27 +337,16 @@ class Database:
         self._pool.putconn(conn, close=close)
 
     def _checkout(self) -> psycopg2.extensions.connection:
-        with self._lock:
-            self._waiting += 1
-        POOL_WAITING.inc()
-        try:
+        with self._occupancy.waiting_for_slot():
             acquired = self._slots.acquire(timeout=self.timeout)
-        finally:
-            POOL_WAITING.dec()
-            with self._lock:
-                self._waiting -= 1
         if not acquired:
-            raise Unavailable(
-                f"no database connection became free within {self.timeout:g} s; the service is overloaded"
-            )
+            raise _overloaded(self.timeout)
         try:
             conn = self._healthy_connection()
         except BaseException:
             self._slots.release()
             raise
-        with self._lock:
-            self._in_use += 1
-        POOL_IN_USE.inc()
+        self._occupancy.checked_out()
         return conn
 
     def _healthy_connection(self) -> psycopg2.extensions.connection:
@@ -322,10 +368,198 @@ class Database:
         try:
             self._putconn(conn, close=close)
         finally:
-            with self._lock:
-                self._in_use -= 1
-            POOL_IN_USE.dec()
+            self._occupancy.checked_in()
             self._slots.release()
+
+
+class AsyncStatements:
+    """Single statements on the running event loop, over a small bounded pool of psycopg2
+    connections in asynchronous mode: no thread hop, and a slow statement holds one of these
+    connections, never the loop (other coroutines run while it is in flight).
+
+    Asynchronous mode is autocommit: each statement is its own transaction, so use this only
+    where one statement is the whole unit of work (two statements see two snapshots and commit
+    apart); a transaction goes through `Database`. The methods are `Transaction`'s, awaited.
+    Hence a repository method whose body is `return self.tx.fetch_one(SQL, params, row=X)`
+    returns the row over a `Transaction` and an awaitable of it over an `AsyncStatements`:
+    repositories stay the only place with SQL and serve both.
+
+    It keeps `Database`'s promises for its own connections: at most `size`, opened on demand;
+    a caller waits up to `timeout` for a free one, then `Unavailable` (overloaded); one the server
+    closed is discarded at checkout, and one that failed, or that a cancelled caller left
+    mid-statement, is closed when it comes back (never cancelled: `conn.cancel()` blocks), so
+    the pool heals once PostgreSQL is back; database errors become the same domain errors as a
+    `Transaction`'s (`constraints=` included, for INSERT and UPDATE statements too).
+
+    The pool belongs to the event loop that first waits on it (the worker's): use and close it there.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        size: int = 4,
+        timeout: float = 5.0,
+        connect_timeout: int = 5,
+        statement_timeout_ms: int = 30_000,
+        application_name: str = "svc",
+    ) -> None:
+        self.size = size
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._connect = functools.partial(
+            psycopg2.connect,
+            dsn,
+            async_=True,
+            connect_timeout=connect_timeout,
+            application_name=application_name,
+            options=f"-c statement_timeout={statement_timeout_ms}",
+        )
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[psycopg2.extensions.connection] = []  # the most recently used last
+        self._open: set[psycopg2.extensions.connection] = set()
+        self._occupancy = _Occupancy("statements")
+        self._closed = False
+
+    async def execute(
+        self, sql: str, params: dict[str, Any] | None = None, *, constraints: Constraints = NO_CONSTRAINTS
+    ) -> int:
+        """Run a statement; return the number of rows it touched."""
+        return await self._run(sql, params, constraints, _rows_touched)
+
+    async def fetch_one(
+        self, sql: str, params: dict[str, Any] | None = None, *, row: Callable[..., Row] = dict,
+        constraints: Constraints = NO_CONSTRAINTS,
+    ) -> Row | None:
+        """The first row, built by `row` from its columns as keyword arguments (a dict by default)."""
+        return await self._run(sql, params, constraints, lambda cur: _first_row(cur, row))
+
+    async def fetch_all(
+        self, sql: str, params: dict[str, Any] | None = None, *, row: Callable[..., Row] = dict,
+        constraints: Constraints = NO_CONSTRAINTS,
+    ) -> list[Row]:
+        """Every row, each built by `row` from its columns as keyword arguments (a dict by default)."""
+        return await self._run(sql, params, constraints, lambda cur: _every_row(cur, row))
+
+    async def fetch_value(
+        self, sql: str, params: dict[str, Any] | None = None, *, constraints: Constraints = NO_CONSTRAINTS
+    ) -> Any:
+        """The first column of the first row, or None."""
+        return await self._run(sql, params, constraints, _first_value)
+
+    def stats(self) -> PoolStats:
+        return self._occupancy.stats(self.size, len(self._open))
+
+    def close(self) -> None:
+        """Close the idle connections now, and each one in use when it comes back; later statements get 503."""
+        self._closed = True
+        while self._idle:
+            self._discard(self._idle.pop())
+
+    async def _run(
+        self,
+        sql: str,
+        params: dict[str, Any] | None,
+        constraints: Constraints,
+        result: Callable[[psycopg2.extensions.cursor], Any],
+    ) -> Any:
+        conn = await self._checkout()
+        try:
+            with _domain_errors(params, constraints):
+                # Not closed by a `with`: closing a cursor whose statement is still running (its
+                # caller was cancelled) raises, and the connection is discarded anyway.
+                cur = conn.cursor()
+                cur.execute(sql, params)
+                await _completion(conn)
+                return result(cur)
+        finally:
+            self._checkin(conn)
+
+    async def _checkout(self) -> psycopg2.extensions.connection:
+        if self._closed:
+            raise Unavailable("database unavailable: the service is shutting down")
+        if self._slots.locked():
+            with self._occupancy.waiting_for_slot():
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        await self._slots.acquire()
+                except TimeoutError:
+                    raise _overloaded(self.timeout) from None
+        else:
+            await self._slots.acquire()  # a free slot: taken without suspending
+        try:
+            conn = await self._healthy_connection()
+        except BaseException:
+            self._slots.release()
+            raise
+        self._occupancy.checked_out()
+        return conn
+
+    async def _healthy_connection(self) -> psycopg2.extensions.connection:
+        while self._idle:
+            conn = self._idle.pop()
+            if not _looks_broken(conn):
+                return conn
+            log.info("discarding a pooled connection the server closed")
+            self._discard(conn)
+        return await self._new_connection()
+
+    async def _new_connection(self) -> psycopg2.extensions.connection:
+        conn = None
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                with _domain_errors():
+                    # libpq resolves the host name before connect returns, blocking: in a thread.
+                    conn = await asyncio.get_running_loop().run_in_executor(None, self._connect)
+                    await _completion(conn)  # the handshake, on the loop
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, TimeoutError):
+                raise Unavailable(f"database unavailable: no connection within {self.connect_timeout} s") from exc
+            raise
+        self._open.add(conn)
+        return conn
+
+    def _checkin(self, conn: psycopg2.extensions.connection) -> None:
+        try:
+            if self._closed or _looks_broken(conn):  # failed, or still running a cancelled caller's statement
+                self._discard(conn)
+            else:
+                self._idle.append(conn)
+        finally:
+            self._occupancy.checked_in()
+            self._slots.release()
+
+    def _discard(self, conn: psycopg2.extensions.connection) -> None:
+        self._open.discard(conn)
+        with suppress(*CONNECTION_ERRORS):
+            conn.close()
+
+
+async def _completion(conn: psycopg2.extensions.connection) -> None:
+    """Drive an asynchronous connection's pending work (its handshake, or a statement) to the end,
+    waiting on the running loop for its socket; raises the database's error."""
+    loop = asyncio.get_running_loop()
+    while (state := conn.poll()) != psycopg2.extensions.POLL_OK:
+        if state == psycopg2.extensions.POLL_READ:
+            watch, unwatch = loop.add_reader, loop.remove_reader
+        elif state == psycopg2.extensions.POLL_WRITE:
+            watch, unwatch = loop.add_writer, loop.remove_writer
+        else:
+            raise psycopg2.OperationalError(f"unexpected state {state} of an asynchronous connection")
+        fd = conn.fileno()  # may change during the handshake, when libpq tries another address
+        ready = loop.create_future()
+        watch(fd, _set_done, ready)
+        try:
+            await ready
+        finally:
+            unwatch(fd)
+
+
+def _set_done(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _looks_broken(conn: psycopg2.extensions.connection) -> bool:

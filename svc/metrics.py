@@ -19,8 +19,11 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-POOL_IN_USE = Gauge("svc_db_pool_in_use", "Pooled connections checked out", multiprocess_mode="livesum")
-POOL_WAITING = Gauge("svc_db_pool_waiting", "Callers waiting for a pooled connection", multiprocess_mode="livesum")
+# `pool`: "transactions" (the thread pool's connections) or "statements" (single statements on the loop).
+POOL_IN_USE = Gauge("svc_db_pool_in_use", "Pooled connections checked out", ["pool"], multiprocess_mode="livesum")
+POOL_WAITING = Gauge(
+    "svc_db_pool_waiting", "Callers waiting for a pooled connection", ["pool"], multiprocess_mode="livesum"
+)
 CACHE_LOOKUPS = Counter("svc_cache_lookups_total", "In-process cache lookups", ["cache", "result"])
 LONG_POLL_WAITERS = Gauge("svc_long_poll_waiters", "Requests held waiting for a change", multiprocess_mode="livesum")
 EVENT_STREAMS = Gauge("svc_event_streams", "Open change streams (SSE)", multiprocess_mode="livesum")

@@ -5,9 +5,10 @@ Prometheus parser. A family declared without a test here fails `test_every_decla
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 
+import psycopg2
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.metrics import MetricWrapperBase
@@ -93,19 +94,47 @@ def test_cache_lookups_count_hits_and_misses(client, admin, make_token, services
     assert moved(before, after, "svc_cache_lookups_total", cache="resolve", result="hit") == 1
 
 
-@moves("svc_db_pool_in_use", "svc_db_pool_waiting")
-def test_pool_gauges_follow_checked_out_connections_and_waiters(client, admin, services):
-    idle = scrape(client, admin)
+@contextmanager
+def transactions_held(client, services) -> Iterator[int]:
+    """Every connection of the thread pool's pool in a transaction, and one more caller waiting."""
     with ExitStack() as held:
         for _ in range(services.db.max_size):
             held.enter_context(services.db.transaction())
         waiter = threading.Thread(target=lambda: services.db.ping())
         waiter.start()
-        busy = eventually(lambda: (s := scrape(client, admin)) and value(s, "svc_db_pool_waiting") >= 1 and s)
-        assert busy, "a caller waiting for a connection was not counted"
-        assert value(busy, "svc_db_pool_in_use") == services.db.max_size
+        yield services.db.max_size
     waiter.join(10)
-    assert eventually(lambda: value(scrape(client, admin), "svc_db_pool_waiting") == value(idle, "svc_db_pool_waiting"))
+
+
+@contextmanager
+def statements_held(client, services) -> Iterator[int]:
+    """Every connection of the loop's statement pool in a statement that waits for a lock, and one
+    more caller waiting for a connection."""
+    blocker = psycopg2.connect(services.settings.database_url.get_secret_value())
+    blocker.autocommit = True
+    blocker.cursor().execute("SELECT pg_advisory_lock(15)")
+    statement = "SELECT pg_advisory_xact_lock_shared(15)"
+    calls = [client.portal.start_task_soon(services.statements.execute, statement)
+             for _ in range(services.statements.size + 1)]
+    try:
+        yield services.statements.size
+    finally:
+        blocker.close()  # releases the lock
+        for call in calls:
+            call.result(10)
+
+
+@moves("svc_db_pool_in_use", "svc_db_pool_waiting")
+@pytest.mark.parametrize("pool, held", [("transactions", transactions_held), ("statements", statements_held)])
+def test_pool_gauges_follow_checked_out_connections_and_waiters(client, admin, services, pool, held):
+    idle = scrape(client, admin)
+    with held(client, services) as size:
+        busy = eventually(lambda: (s := scrape(client, admin)) and value(s, "svc_db_pool_waiting", pool=pool) >= 1 and s)
+        assert busy, "a caller waiting for a connection was not counted"
+        assert value(busy, "svc_db_pool_in_use", pool=pool) == size
+    after = eventually(lambda: (s := scrape(client, admin)) and value(s, "svc_db_pool_in_use", pool=pool) == 0 and s)
+    assert after, "connections given back were still counted"
+    assert value(after, "svc_db_pool_waiting", pool=pool) == value(idle, "svc_db_pool_waiting", pool=pool)
 
 
 @moves("svc_long_poll_waiters")

@@ -11,7 +11,7 @@ from anyio.to_thread import run_sync
 from svc.config import Settings
 from svc.content import ContentStore, GitRemote
 from svc.crypto import KeyRing
-from svc.db import Database
+from svc.db import AsyncStatements, Database
 from svc.errors import Unavailable
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.secret_keys import secret_key_ring
@@ -46,6 +46,7 @@ def content_store_of(settings: Settings) -> ContentStore:
 class Services:
     settings: Settings
     db: Database
+    statements: AsyncStatements
     authenticator: Authenticator
     tokens: TokenService
     audit: AuditService
@@ -74,17 +75,26 @@ class Services:
             connect_timeout=settings.connect_timeout,
             statement_timeout_ms=settings.statement_timeout_ms,
         )
+        # Single statements on the worker's event loop; connections open when first used, on that loop.
+        statements = AsyncStatements(
+            database_url,
+            size=settings.read_pool_size,
+            timeout=settings.pool_timeout,
+            connect_timeout=settings.connect_timeout,
+            statement_timeout_ms=settings.statement_timeout_ms,
+        )
         content = content_store_of(settings)
         content.ensure()
         authenticator = Authenticator(db)
         keyring = secret_key_ring(settings)  # once per process: the key file's notice is said once
         changes = ChangeFeed(database_url, connect_timeout=settings.connect_timeout)
         configurations = ConfigurationService(
-            db, keyring, max_config_bytes=settings.max_config_bytes, announce=changes.announce
+            db, statements, keyring, max_config_bytes=settings.max_config_bytes, announce=changes.announce
         )
         return cls(
             settings=settings,
             db=db,
+            statements=statements,
             authenticator=authenticator,
             tokens=TokenService(db, on_revoked=authenticator.forget_all_soon),
             audit=AuditService(db),
@@ -103,6 +113,7 @@ class Services:
             changes=changes,
             delivery=DeliveryService(
                 db,
+                statements,
                 keyring,
                 cache_max_bytes=settings.cache_max_bytes,
                 event_retention_hours=settings.event_retention_hours,
@@ -148,4 +159,5 @@ class Services:
 
     def close(self) -> None:
         self.changes.close()
+        self.statements.close()
         self.db.close()

@@ -1,7 +1,8 @@
 """Configuration delivery: every read of one configuration (by names for `/resolve`, by id for
 `GET /configurations/{id}`) through one in-process cache, long-poll for changes, and the
-per-application change stream. Everything here runs on the event loop; only database reads go
-to the thread pool, so thousands of idle waiters cost neither threads nor connections."""
+per-application change stream. Everything here runs on the event loop, so thousands of idle
+waiters cost neither threads nor connections: a read that misses the cache is one statement on the
+loop's own connections (`AsyncStatements`), and only what needs a transaction goes to the thread pool."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from anyio.to_thread import run_sync as run_in_threadpool
 
 from svc.cache import InvalidatingCache
 from svc.crypto import KeyRing
-from svc.db import Database
+from svc.db import AsyncStatements, Database
 from svc.errors import NotFound, SecretUnavailable
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import EVENT_STREAMS, LONG_POLL_WAITERS, RESOLVE_CACHE_HITS, RESOLVE_CACHE_MISSES
@@ -97,6 +98,7 @@ class DeliveryService:
     def __init__(
         self,
         db: Database,
+        statements: AsyncStatements,
         keyring: KeyRing,
         *,
         cache_max_bytes: int,
@@ -104,6 +106,7 @@ class DeliveryService:
         configurations: ConfigurationService,
     ) -> None:
         self.db = db
+        self.statements = statements  # the cache's misses: one statement each, on the loop
         self.keyring = keyring
         # Reads by id for a caller the cache cannot judge, and the rendering of a document by id.
         self.configurations = configurations
@@ -207,7 +210,8 @@ class DeliveryService:
 
     async def read(self, actor: Principal, key: Key, *, reveal: bool = False) -> Resolved:
         """The current configuration, by names or by id: from the cache when it can be trusted,
-        else one statement in the thread pool (the request's only thread hop). Secrets are masked
+        else one statement on the loop (by id for a user token or an admin's reveal: a transaction
+        in the thread pool, the request's only thread hop). Secrets are masked
         unless `policy.reveals_secrets(actor, reveal)` (see `record_reveal` for an admin's by names)."""
         key = replace(key, revealed=policy.reveals_secrets(actor, reveal))
         if not key.cacheable_for(actor):
@@ -220,7 +224,7 @@ class DeliveryService:
             found = await self._load(key)
         except SecretUnavailable:
             # Only a caller who may see the configuration learns that its secret cannot be opened.
-            _require_visible(actor, await run_in_threadpool(self._read, replace(key, revealed=False)), key)
+            _require_visible(actor, await self._read(replace(key, revealed=False)), key)
             raise
         _require_visible(actor, found, key)
         return found
@@ -260,19 +264,18 @@ class DeliveryService:
             del self._loads[key]
 
     async def _fetch(self, key: Key, generation: int) -> Resolved | None:
-        found = await run_in_threadpool(self._read, key)
+        found = await self._read(key)
         if found is not None:
             self.cache.put(key, found, generation)
         return found
 
-    def _read(self, key: Key) -> Resolved | None:
-        """The key's rendering of the configuration: one statement, then masked or opened
-        (503 naming the key id when a secret cannot be opened)."""
-        with self.db.autocommit() as statement:
-            if isinstance(key, ByName):
-                stored = DeliveryRepository(statement).resolve(key.application_name, key.configuration_name)
-                return None if stored is None else self._render(stored, key.revealed)
-            row = ConfigurationRepository(statement).get(key.configuration_id)
+    async def _read(self, key: Key) -> Resolved | None:
+        """The key's rendering of the configuration: one statement on the loop, then masked or
+        opened (503 naming the key id when a secret cannot be opened)."""
+        if isinstance(key, ByName):
+            stored = await DeliveryRepository(self.statements).resolve(key.application_name, key.configuration_name)
+            return None if stored is None else self._render(stored, key.revealed)
+        row = await ConfigurationRepository(self.statements).get(key.configuration_id)
         if row is None:
             return None
         revealed = key.revealed and bool(row.secret_paths)

@@ -17,6 +17,8 @@ masked or the revealed body), each next to the same configuration without secret
 
 from __future__ import annotations
 
+import asyncio
+
 import argparse
 import statistics
 import tempfile
@@ -84,7 +86,7 @@ def main() -> None:
 
 def service_paths() -> None:
     """Write and resolve through the services, with and without secret paths, alternated in one run."""
-    from svc.db import Database
+    from svc.db import AsyncStatements, Database
     from svc.embedded import EmbeddedPostgres
     from svc.migrate import Runner
     from svc.services.applications import ApplicationService
@@ -96,11 +98,14 @@ def service_paths() -> None:
         postgres = EmbeddedPostgres(Path(scratch) / "postgres")
         Runner(postgres.url, progress=lambda line: None).up()
         db = Database(postgres.url, min_size=1, max_size=2)
+        statements = AsyncStatements(postgres.url, size=2)
         ring = KeyRing.parse(new_key_entry("bench"))
         operator = Principal.operator()
-        configurations = ConfigurationService(db, ring, max_config_bytes=1 << 20, announce=lambda payload: None)
+        configurations = ConfigurationService(
+            db, statements, ring, max_config_bytes=1 << 20, announce=lambda payload: None
+        )
         delivery = DeliveryService(
-            db, ring, cache_max_bytes=1 << 20, event_retention_hours=1, configurations=configurations
+            db, statements, ring, cache_max_bytes=1 << 20, event_retention_hours=1, configurations=configurations
         )
         application = ApplicationService(db, announce=lambda payload: None).create(operator, name="bench")
         application_id = application.id
@@ -116,6 +121,11 @@ def service_paths() -> None:
             config = {**CONFIG, "limits": {**CONFIG["limits"], "burst": next(counter)}}
             configurations.update(operator, ids[paths], {"config": config})
 
+        loop = asyncio.new_event_loop()  # the statements of a read run on an event loop
+
+        def read(key: ByName) -> None:
+            loop.run_until_complete(delivery._read(key))
+
         secret = tuple(SECRET_PATHS)
         timings: dict[str, list[float]] = {}
         cpu: dict[str, list[float]] = {}
@@ -123,12 +133,14 @@ def service_paths() -> None:
             for label, call in (
                 ("write, no secret paths", lambda: write(())),
                 (f"write, {len(secret)} secrets", lambda: write(secret)),
-                ("resolve miss, no secret paths", lambda: delivery._read(ByName("bench", "plain"))),
-                (f"resolve miss, {len(secret)} secrets masked", lambda: delivery._read(ByName("bench", "secret"))),
-                (f"resolve miss, {len(secret)} secrets revealed", lambda: delivery._read(ByName("bench", "secret", revealed=True))),
+                ("resolve miss, no secret paths", lambda: read(ByName("bench", "plain"))),
+                (f"resolve miss, {len(secret)} secrets masked", lambda: read(ByName("bench", "secret"))),
+                (f"resolve miss, {len(secret)} secrets revealed", lambda: read(ByName("bench", "secret", revealed=True))),
             ):
                 timings.setdefault(label, []).append(per_call_us(call, batch=20, batches=1))
                 cpu.setdefault(label, []).append(per_call_us(call, batch=20, batches=1, clock=time.process_time_ns))
+        statements.close()
+        loop.close()
         db.close()
         postgres.stop()
     print(f"\nservice paths on embedded PostgreSQL ({len(secret)} secret paths), medians of 15 alternated batches;")
