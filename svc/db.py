@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import select
 import threading
 import time
@@ -52,6 +53,56 @@ Row = TypeVar("Row")
 # name → a function of the statement's parameters that builds the domain error to raise.
 Constraints = Mapping[str, Callable[[dict[str, Any]], ServiceError]]
 NO_CONSTRAINTS: Constraints = MappingProxyType({})
+
+
+_PARAMETER = re.compile(r"%\((\w+)\)s")
+
+
+class Prepared(str):
+    """SQL that PostgreSQL plans once per connection (PREPARE) and then runs by name (EXECUTE).
+
+    For the hottest statements, whose planning costs PostgreSQL as much as running them (the
+    one-statement record of a configuration change: 0.54 ms of server CPU planned each time,
+    0.28 ms prepared). It is the SQL text itself, with the same named parameters, so a
+    connection that keeps no record of what it prepared (one not from these pools) simply runs
+    the text. A parameter whose type the statement does not imply needs a cast (`%(x)s::text`).
+    Prepared statements live in the server session: not for a pooler in transaction mode.
+    """
+
+    name: str
+    prepare: str
+    execute: str
+
+    def __new__(cls, name: str, sql: str) -> Prepared:
+        self = super().__new__(cls, sql)
+        parameters = list(dict.fromkeys(_PARAMETER.findall(sql)))
+        numbered = _PARAMETER.sub(lambda m: f"${parameters.index(m.group(1)) + 1}", sql).replace("%%", "%")
+        self.name = name
+        self.prepare = f"PREPARE {name} AS {numbered}"
+        self.execute = f"EXECUTE {name}" + (f" ({', '.join(f'%({p})s' for p in parameters)})" if parameters else "")
+        return self
+
+
+class PreparingConnection(psycopg2.extensions.connection):
+    """A connection that remembers which `Prepared` statements its session has prepared."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prepared: set[str] = set()
+
+
+def _to_prepare(conn: psycopg2.extensions.connection, sql: str) -> str | None:
+    """The PREPARE that must run on `conn` before `sql` can (None when it need not, or cannot)."""
+    if isinstance(sql, Prepared) and isinstance(conn, PreparingConnection) and sql.name not in conn.prepared:
+        return sql.prepare
+    return None
+
+
+def _text(conn: psycopg2.extensions.connection, sql: str) -> str:
+    """What to send for `sql` on `conn`: the EXECUTE of a statement it prepared, else the SQL."""
+    if isinstance(sql, Prepared) and isinstance(conn, PreparingConnection) and sql.name in conn.prepared:
+        return sql.execute
+    return sql
 
 
 def jsonb(value: Any) -> psycopg2.extras.Json:
@@ -131,8 +182,12 @@ class Transaction:
     def _run(
         self, sql: str, params: dict[str, Any] | None, constraints: Constraints
     ) -> Iterator[psycopg2.extensions.cursor]:
-        with _domain_errors(params, constraints), self.connection.cursor() as cur:
-            cur.execute(sql, params)
+        conn = self.connection
+        with _domain_errors(params, constraints), conn.cursor() as cur:
+            if prepare := _to_prepare(conn, sql):
+                cur.execute(prepare)
+                conn.prepared.add(sql.name)
+            cur.execute(_text(conn, sql), params)
             yield cur
 
 
@@ -256,6 +311,7 @@ class Database:
             connect_timeout=connect_timeout,
             application_name=application_name,
             options=options,
+            connection_factory=PreparingConnection,
         )
         self._pool.minconn = max_size
         self._prewarm(min(min_size, max_size))
@@ -411,6 +467,7 @@ class AsyncStatements:
             psycopg2.connect,
             dsn,
             async_=True,
+            connection_factory=PreparingConnection,
             connect_timeout=connect_timeout,
             application_name=application_name,
             options=f"-c statement_timeout={statement_timeout_ms}",
@@ -469,7 +526,11 @@ class AsyncStatements:
                 # Not closed by a `with`: closing a cursor whose statement is still running (its
                 # caller was cancelled) raises, and the connection is discarded anyway.
                 cur = conn.cursor()
-                cur.execute(sql, params)
+                if prepare := _to_prepare(conn, sql):
+                    cur.execute(prepare)
+                    await _completion(conn)
+                    conn.prepared.add(sql.name)
+                cur.execute(_text(conn, sql), params)
                 await _completion(conn)
                 return result(cur)
         finally:

@@ -11,8 +11,9 @@ from svc.db import Transaction, jsonb
 COLUMNS = "id, occurred_at, actor_token_id, actor_name, action, resource_type, resource_id, request_id, detail"
 
 INSERT_COLUMNS = "id, actor_token_id, actor_name, action, resource_type, resource_id, request_id, detail"
-ENTRY = ("%(audit_id)s, %(actor_token_id)s, %(actor_name)s, %(action)s, %(resource_type)s, %(resource_id)s, "
-         "%(request_id)s, %(detail)s")
+# Typed, so that a statement that records the entry with INSERT ... SELECT can be prepared.
+ENTRY = ("%(audit_id)s::ulid, %(actor_token_id)s::ulid, %(actor_name)s::text, %(action)s::text, "
+         "%(resource_type)s::text, %(resource_id)s::text, %(request_id)s::text, %(detail)s::jsonb")
 
 INSERT = f"INSERT INTO audit_events ({INSERT_COLUMNS}) VALUES ({ENTRY})"
 

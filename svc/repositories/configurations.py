@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from svc.db import Constraints, Transaction, jsonb
+from svc.db import Constraints, Prepared, Transaction, jsonb
 from svc.repositories.audit import ENTRY as AUDIT_ENTRY
 from svc.repositories.audit import INSERT_COLUMNS as AUDIT_COLUMNS
 from svc.repositories.audit import AuditEntry
@@ -15,20 +15,20 @@ from svc.errors import Conflict, NotFound
 
 COLUMNS = "id, application_id, name, comments, config, schema, secret_paths, revision, created_at, updated_at"
 
-GET = f"SELECT {COLUMNS} FROM configurations WHERE id = %(id)s"
+GET = Prepared("svc_configuration", f"SELECT {COLUMNS} FROM configurations WHERE id = %(id)s")
 
 # A writer's starting point in one round trip: the row, and what the access rule needs of its
 # application (its team, and the writing user's role in that team).
-FOR_WRITE = f"""
+_FOR_WRITE = f"""
 SELECT {', '.join(f'c.{c}' for c in COLUMNS.split(', '))}, a.team_id, m.role AS team_role
 FROM configurations c
 JOIN applications a ON a.id = c.application_id
-LEFT JOIN team_members m ON m.team_id = a.team_id AND m.user_id = %(user_id)s
+LEFT JOIN team_members m ON m.team_id = a.team_id AND m.user_id = %(user_id)s::ulid
 WHERE c.id = %(id)s
 """
-
+FOR_WRITE = Prepared("svc_configuration_for_write", _FOR_WRITE)
 # The same, locked against other writers until the transaction ends.
-LOCK_FOR_WRITE = FOR_WRITE + "FOR UPDATE OF c\n"
+LOCK_FOR_WRITE = _FOR_WRITE + "FOR UPDATE OF c\n"
 
 # `config @> %(contains)s` is what the GIN index (jsonb_path_ops) serves.
 LIST = f"""
@@ -63,11 +63,11 @@ WITH written AS ({change}),
 revision AS (
     INSERT INTO configuration_revisions
         (configuration_id, revision, config, schema, secret_paths, comments, author, message)
-    SELECT id, revision, config, schema, secret_paths, comments, %(author)s, %(message)s FROM written
+    SELECT id, revision, config, schema, secret_paths, comments, %(author)s::text, %(message)s::text FROM written
 ),
 event AS (
     INSERT INTO configuration_events ({EVENT_COLUMNS})
-    SELECT application_id, id, name, revision, %(kind)s FROM written
+    SELECT application_id, id, name, revision, %(kind)s::text FROM written
     RETURNING id, {EVENT_COLUMNS}
 ),
 audit AS (
@@ -85,13 +85,13 @@ RECORD_CREATION = _recording(f"""
 
 # Applies only while the row is at `expected_revision`: the writer's If-Match check and its
 # new revision number were worked out from that state.
-RECORD_UPDATE = _recording(f"""
+RECORD_UPDATE = Prepared("svc_configuration_update", _recording(f"""
     UPDATE configurations
     SET (config, schema, secret_paths, comments) = ({STATE}),
         revision = revision + 1,
         updated_at = now()
     WHERE id = %(id)s AND revision = %(expected_revision)s
-    RETURNING {COLUMNS}""")
+    RETURNING {COLUMNS}"""))
 
 GET_REVISION = f"""
 SELECT {REVISION_COLUMNS} FROM configuration_revisions
