@@ -7,28 +7,26 @@ in) while each request runs, and fails for a route without a row, so a new route
 the day it is added. A JSON answer must also be exactly what the route's documented
 `response_model` writes for it: the bytes a client got when FastAPI serialised it.
 
-One database and one app serve the module; every row makes the resources it changes.
+One database and one app serve the module (test_http_standards' `world`); every row makes the
+resources it changes.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from anyio._backends._asyncio import AsyncIOBackend
 from fastapi.routing import APIRoute, iter_route_contexts
-from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
 
-from svc.api.app import create_app
-from svc.config import Settings
 from svc.ids import new_id
 from svc.services.auth import Authenticator, Principal
-from svc.services.container import Services
-from tests.conftest import Cluster, bearer
+from tests.conftest import bearer
+from tests.test_http_standards import World, world  # noqa: F401 (the module's app and callers: a fixture)
 
 API = "/api/v1"
 OPERATOR = Principal.operator()
@@ -48,39 +46,22 @@ class Request:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class World:
-    client: TestClient
-    admin: dict[str, str]
-    user: dict[str, str]  # the token of `user_id`, for /me
-    user_id: str
+def new_user(world: World) -> str:
+    tag = new_id().lower()
+    return world.services.users.create(OPERATOR, email=f"{tag}@example.com", username=tag).id
 
-    @property
-    def services(self) -> Services:
-        return self.client.app.state.services
 
-    def new_user(self) -> str:
-        tag = new_id().lower()
-        return self.services.users.create(OPERATOR, email=f"{tag}@example.com", username=tag).id
+def new_team(world: World) -> str:
+    return world.services.teams.create(OPERATOR, name=f"team-{new_id().lower()}", owner_id=world.user_id).id
 
-    def application(self) -> Any:
-        return self.services.applications.create(OPERATOR, name=f"app-{new_id().lower()}")
 
-    def configuration(self) -> Any:
-        """A configuration at revision 2 of a fresh application."""
-        created = self.services.configurations.create(OPERATOR, self.application().id, name="main", config={"v": 1})
-        return self.services.configurations.update(OPERATOR, created.id, {"config": {"v": 2}})
-
-    def team(self) -> str:
-        return self.services.teams.create(OPERATOR, name=f"team-{new_id().lower()}", owner_id=self.user_id).id
-
-    def item(self, owner_id: str | None = None) -> str:
-        """A catalog tool of a fresh user (or of `owner_id`, named afresh)."""
-        name = TOOL_NAME if owner_id is None else f"tool_{new_id().lower()}"
-        return self.services.catalog.create(
-            OPERATOR, type="tool", name=name, owner={"user_id": owner_id or self.new_user()}, description="d",
-            tags=[], content=_tool("v0", name),
-        )["id"]
+def new_item(world: World, owner_id: str | None = None) -> str:
+    """A catalog tool of a fresh user (or of `owner_id`, named afresh)."""
+    name = TOOL_NAME if owner_id is None else f"tool_{new_id().lower()}"
+    return world.services.catalog.create(
+        OPERATOR, type="tool", name=name, owner={"user_id": owner_id or new_user(world)}, description="d",
+        tags=[], content=_tool("v0", name),
+    )["id"]
 
 
 # --- the documents, mounted once per kind of owner ---------------------------------------------
@@ -100,17 +81,17 @@ class Document:
 def _document(world: World, mount: str) -> Document:
     """A fresh document of the mount (`/users/{user_id}/claude-md`, …) with versions and a proposal."""
     if mount == f"{API}/me/claude-md":
-        user_id = world.new_user()
+        user_id = new_user(world)
         headers = bearer(world.services.tokens.create(OPERATOR, name="me", role="user", user_id=user_id).secret)
         documents, owner, url = world.services.claude_md, user_id, mount
     elif "{item_id}" in mount:
-        owner = world.item()
+        owner = new_item(world)
         documents, headers, url = world.services.catalog.documents["tool"], world.admin, mount.format(item_id=owner)
     elif "{team_id}" in mount:
-        owner = world.team()
+        owner = new_team(world)
         documents, headers, url = world.services.team_claude_md, world.admin, mount.format(team_id=owner)
     else:
-        owner = world.new_user()
+        owner = new_user(world)
         documents, headers, url = world.services.claude_md, world.admin, mount.format(user_id=owner)
     text = _tool if "{item_id}" in mount else (lambda words: f"{words}\n")
     shas = [documents.save(OPERATOR, owner, content=text(f"v{n}"), message=None, expected=None)["commit_sha"]
@@ -164,29 +145,29 @@ def _admin(url: str, **kwargs: Any) -> Callable[[World], Request]:
 
 
 def _configuration_row(suffix: str = "", **kwargs: Any) -> Callable[[World], Request]:
-    return lambda w: Request(f"{API}/configurations/{w.configuration().id}{suffix}", w.admin, kwargs)
+    return lambda w: Request(f"{API}/configurations/{w.configuration()['id']}{suffix}", w.admin, kwargs)
 
 
 def _application_row(suffix: str = "", **kwargs: Any) -> Callable[[World], Request]:
-    return lambda w: Request(f"{API}/applications/{w.application().id}{suffix}", w.admin, kwargs)
+    return lambda w: Request(f"{API}/applications/{w.application()['id']}{suffix}", w.admin, kwargs)
 
 
 def _team_member(w: World) -> Request:
-    team_id = w.team()
-    w.services.teams.put_member(OPERATOR, team_id, member := w.new_user(), role="member")
+    team_id = new_team(w)
+    w.services.teams.put_member(OPERATOR, team_id, member := new_user(w), role="member")
     return Request(f"{API}/teams/{team_id}/members/{member}", w.admin)
 
 
 def _installed(w: World) -> Request:
-    url = f"{API}/catalog/{w.item(w.user_id)}/install"
+    url = f"{API}/catalog/{new_item(w, w.user_id)}/install"
     assert w.client.post(url, headers=w.user).status_code == 200
     return Request(url, w.user)
 
 
 def _resolve(w: World) -> Request:
     configuration = w.configuration()
-    application = w.services.applications.get(OPERATOR, configuration.application_id)
-    return Request(f"{API}/resolve/{application.name}/{configuration.name}", w.admin)
+    application = w.services.applications.get(OPERATOR, configuration["application_id"])
+    return Request(f"{API}/resolve/{application.name}/{configuration['name']}", w.admin)
 
 
 def _token(w: World) -> Request:
@@ -232,43 +213,43 @@ ROUTES: dict[tuple[str, str], Callable[[World], Request]] = {
         "json": {"email": f"{(tag := new_id().lower())}@example.com", "username": tag}
     }),
     ("GET", f"{API}/users"): _admin(f"{API}/users"),
-    ("GET", f"{API}/users/{{user_id}}"): lambda w: Request(f"{API}/users/{w.new_user()}", w.admin),
-    ("PATCH", f"{API}/users/{{user_id}}"): lambda w: Request(f"{API}/users/{w.new_user()}", w.admin, {
+    ("GET", f"{API}/users/{{user_id}}"): lambda w: Request(f"{API}/users/{new_user(w)}", w.admin),
+    ("PATCH", f"{API}/users/{{user_id}}"): lambda w: Request(f"{API}/users/{new_user(w)}", w.admin, {
         "json": {"display_name": "Ada"}
     }),
-    ("DELETE", f"{API}/users/{{user_id}}"): lambda w: Request(f"{API}/users/{w.new_user()}", w.admin),
+    ("DELETE", f"{API}/users/{{user_id}}"): lambda w: Request(f"{API}/users/{new_user(w)}", w.admin),
     ("GET", f"{API}/me"): lambda w: Request(f"{API}/me", w.user),
     ("POST", f"{API}/teams"): lambda w: Request(f"{API}/teams", w.admin, {
         "json": {"name": f"team-{new_id().lower()}", "owner_id": w.user_id}
     }),
     ("GET", f"{API}/teams"): _admin(f"{API}/teams"),
     ("GET", f"{API}/me/teams"): lambda w: Request(f"{API}/me/teams", w.user),
-    ("GET", f"{API}/teams/{{team_id}}"): lambda w: Request(f"{API}/teams/{w.team()}", w.admin),
-    ("PATCH", f"{API}/teams/{{team_id}}"): lambda w: Request(f"{API}/teams/{w.team()}", w.admin, {
+    ("GET", f"{API}/teams/{{team_id}}"): lambda w: Request(f"{API}/teams/{new_team(w)}", w.admin),
+    ("PATCH", f"{API}/teams/{{team_id}}"): lambda w: Request(f"{API}/teams/{new_team(w)}", w.admin, {
         "json": {"description": "d"}
     }),
-    ("DELETE", f"{API}/teams/{{team_id}}"): lambda w: Request(f"{API}/teams/{w.team()}", w.admin),
-    ("GET", f"{API}/teams/{{team_id}}/members"): lambda w: Request(f"{API}/teams/{w.team()}/members", w.admin),
+    ("DELETE", f"{API}/teams/{{team_id}}"): lambda w: Request(f"{API}/teams/{new_team(w)}", w.admin),
+    ("GET", f"{API}/teams/{{team_id}}/members"): lambda w: Request(f"{API}/teams/{new_team(w)}/members", w.admin),
     ("PUT", f"{API}/teams/{{team_id}}/members/{{user_id}}"): lambda w: Request(
-        f"{API}/teams/{w.team()}/members/{w.new_user()}", w.admin, {"json": {"role": "member"}}
+        f"{API}/teams/{new_team(w)}/members/{new_user(w)}", w.admin, {"json": {"role": "member"}}
     ),
     ("DELETE", f"{API}/teams/{{team_id}}/members/{{user_id}}"): _team_member,
     ("POST", f"{API}/catalog"): lambda w: Request(f"{API}/catalog", w.admin, {"json": {
-        "type": "tool", "name": TOOL_NAME, "owner": {"user_id": w.new_user()}, "content": _tool("d"),
+        "type": "tool", "name": TOOL_NAME, "owner": {"user_id": new_user(w)}, "content": _tool("d"),
     }}),
     ("GET", f"{API}/catalog"): _admin(f"{API}/catalog", params={"q": "weather"}),
-    ("GET", f"{API}/catalog/{{item_id}}"): lambda w: Request(f"{API}/catalog/{w.item()}", w.admin),
-    ("PATCH", f"{API}/catalog/{{item_id}}"): lambda w: Request(f"{API}/catalog/{w.item()}", w.admin, {
+    ("GET", f"{API}/catalog/{{item_id}}"): lambda w: Request(f"{API}/catalog/{new_item(w)}", w.admin),
+    ("PATCH", f"{API}/catalog/{{item_id}}"): lambda w: Request(f"{API}/catalog/{new_item(w)}", w.admin, {
         "json": {"tags": ["x"]}
     }),
-    ("DELETE", f"{API}/catalog/{{item_id}}"): lambda w: Request(f"{API}/catalog/{w.item()}", w.admin),
-    ("POST", f"{API}/catalog/{{item_id}}/releases"): lambda w: Request(f"{API}/catalog/{w.item()}/releases", w.admin, {
+    ("DELETE", f"{API}/catalog/{{item_id}}"): lambda w: Request(f"{API}/catalog/{new_item(w)}", w.admin),
+    ("POST", f"{API}/catalog/{{item_id}}/releases"): lambda w: Request(f"{API}/catalog/{new_item(w)}/releases", w.admin, {
         "json": {"version": "1.0.0", "notes": "n"}
     }),
-    ("GET", f"{API}/catalog/{{item_id}}/releases"): lambda w: Request(f"{API}/catalog/{w.item()}/releases", w.admin),
-    ("GET", f"{API}/catalog/{{item_id}}/content"): lambda w: Request(f"{API}/catalog/{w.item()}/content", w.admin),
+    ("GET", f"{API}/catalog/{{item_id}}/releases"): lambda w: Request(f"{API}/catalog/{new_item(w)}/releases", w.admin),
+    ("GET", f"{API}/catalog/{{item_id}}/content"): lambda w: Request(f"{API}/catalog/{new_item(w)}/content", w.admin),
     ("POST", f"{API}/catalog/{{item_id}}/install"): lambda w: Request(
-        f"{API}/catalog/{w.item(w.user_id)}/install", w.user
+        f"{API}/catalog/{new_item(w, w.user_id)}/install", w.user
     ),
     ("DELETE", f"{API}/catalog/{{item_id}}/install"): _installed,
     ("GET", f"{API}/me/installs"): lambda w: Request(f"{API}/me/installs", w.user),
@@ -283,27 +264,6 @@ ROUTES: dict[tuple[str, str], Callable[[World], Request]] = {
         for (method, suffix), row in DOCUMENT_ROUTES.items()
     },
 }
-
-
-@pytest.fixture(scope="module")
-def world(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    database = cluster.create_database()
-    settings = Settings(
-        _env_file=None,
-        database_url=cluster.url(database),
-        data_dir=tmp_path_factory.mktemp("one-hop") / "data",
-        pool_min_size=1,
-        pool_max_size=8,
-        access_log=False,
-        sse_keepalive_seconds=0.2,
-    )
-    with TestClient(create_app(settings)) as client:
-        services: Services = client.app.state.services
-        admin = bearer(services.tokens.create(OPERATOR, name="admin", role="admin").secret)
-        user_id = services.users.create(OPERATOR, email="ada@example.com", username="ada").id
-        user = bearer(services.tokens.create(OPERATOR, name="ada", role="user", user_id=user_id).secret)
-        yield World(client, admin, user, user_id)
-    cluster.drop_database(database)
 
 
 @pytest.fixture
@@ -375,7 +335,7 @@ def test_every_route_hops_at_most_once(world: World, hops: list[int]):
 
 
 def test_the_counter_sees_the_one_hop_of_a_read_and_none_of_a_probe(world: World, hops: list[int]):
-    user_id = world.new_user()
+    user_id = new_user(world)
     hops[0] = 0
     assert world.client.get(f"{API}/users/{user_id}", headers=world.admin).status_code == 200
     assert hops[0] == 1
