@@ -18,6 +18,7 @@ masked or the revealed body), each next to the same configuration without secret
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import tempfile
 import time
@@ -84,7 +85,7 @@ def main() -> None:
 
 def service_paths() -> None:
     """Write and resolve through the services, with and without secret paths, alternated in one run."""
-    from svc.db import Database
+    from svc.db import AsyncStatements, Database
     from svc.embedded import EmbeddedPostgres
     from svc.migrate import Runner
     from svc.services.applications import ApplicationService
@@ -99,8 +100,10 @@ def service_paths() -> None:
         ring = KeyRing.parse(new_key_entry("bench"))
         operator = Principal.operator()
         configurations = ConfigurationService(db, ring, max_config_bytes=1 << 20, announce=lambda payload: None)
+        statements = AsyncStatements(postgres.url, size=1)
+        loop = asyncio.new_event_loop()  # a miss runs its statement on the loop, as in a worker
         delivery = DeliveryService(
-            db, ring, cache_max_bytes=1 << 20, event_retention_hours=1, configurations=configurations
+            db, statements, ring, cache_max_bytes=1 << 20, event_retention_hours=1, configurations=configurations
         )
         application = ApplicationService(db, announce=lambda payload: None).create(operator, name="bench")
         application_id = application.id
@@ -111,6 +114,9 @@ def service_paths() -> None:
             for name, paths in (("plain", ()), ("secret", tuple(SECRET_PATHS)))
         }
         counter = iter(range(10**9))
+
+        def miss(key: ByName) -> None:
+            loop.run_until_complete(delivery._read(key))
 
         def write(paths: tuple[str, ...]) -> None:
             config = {**CONFIG, "limits": {**CONFIG["limits"], "burst": next(counter)}}
@@ -123,12 +129,14 @@ def service_paths() -> None:
             for label, call in (
                 ("write, no secret paths", lambda: write(())),
                 (f"write, {len(secret)} secrets", lambda: write(secret)),
-                ("resolve miss, no secret paths", lambda: delivery._read(ByName("bench", "plain"))),
-                (f"resolve miss, {len(secret)} secrets masked", lambda: delivery._read(ByName("bench", "secret"))),
-                (f"resolve miss, {len(secret)} secrets revealed", lambda: delivery._read(ByName("bench", "secret", revealed=True))),
+                ("resolve miss, no secret paths", lambda: miss(ByName("bench", "plain"))),
+                (f"resolve miss, {len(secret)} secrets masked", lambda: miss(ByName("bench", "secret"))),
+                (f"resolve miss, {len(secret)} secrets revealed", lambda: miss(ByName("bench", "secret", revealed=True))),
             ):
                 timings.setdefault(label, []).append(per_call_us(call, batch=20, batches=1))
                 cpu.setdefault(label, []).append(per_call_us(call, batch=20, batches=1, clock=time.process_time_ns))
+        statements.close()
+        loop.close()
         db.close()
         postgres.stop()
     print(f"\nservice paths on embedded PostgreSQL ({len(secret)} secret paths), medians of 15 alternated batches;")
