@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import select
 import threading
 import time
@@ -52,6 +53,56 @@ Row = TypeVar("Row")
 # name → a function of the statement's parameters that builds the domain error to raise.
 Constraints = Mapping[str, Callable[[dict[str, Any]], ServiceError]]
 NO_CONSTRAINTS: Constraints = MappingProxyType({})
+
+
+_PARAMETER = re.compile(r"%\((\w+)\)s")
+
+
+class Prepared(str):
+    """SQL that PostgreSQL plans once per connection (PREPARE) and then runs by name (EXECUTE).
+
+    For the hottest statements, whose planning costs PostgreSQL as much as running them (the
+    one-statement record of a configuration change: 0.54 ms of server CPU planned each time,
+    0.28 ms prepared). It is the SQL text itself, with the same named parameters, so a
+    connection that keeps no record of what it prepared (one not from these pools) simply runs
+    the text. A parameter whose type the statement does not imply needs a cast (`%(x)s::text`).
+    Prepared statements live in the server session: not for a pooler in transaction mode.
+    """
+
+    name: str
+    prepare: str
+    execute: str
+
+    def __new__(cls, name: str, sql: str) -> Prepared:
+        self = super().__new__(cls, sql)
+        parameters = list(dict.fromkeys(_PARAMETER.findall(sql)))
+        numbered = _PARAMETER.sub(lambda m: f"${parameters.index(m.group(1)) + 1}", sql).replace("%%", "%")
+        self.name = name
+        self.prepare = f"PREPARE {name} AS {numbered}"
+        self.execute = f"EXECUTE {name}" + (f" ({', '.join(f'%({p})s' for p in parameters)})" if parameters else "")
+        return self
+
+
+class PreparingConnection(psycopg2.extensions.connection):
+    """A connection that remembers which `Prepared` statements its session has prepared."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prepared: set[str] = set()
+
+
+def _to_prepare(conn: psycopg2.extensions.connection, sql: str) -> str | None:
+    """The PREPARE that must run on `conn` before `sql` can (None when it need not, or cannot)."""
+    if isinstance(sql, Prepared) and isinstance(conn, PreparingConnection) and sql.name not in conn.prepared:
+        return sql.prepare
+    return None
+
+
+def _text(conn: psycopg2.extensions.connection, sql: str) -> str:
+    """What to send for `sql` on `conn`: the EXECUTE of a statement it prepared, else the SQL."""
+    if isinstance(sql, Prepared) and isinstance(conn, PreparingConnection) and sql.name in conn.prepared:
+        return sql.execute
+    return sql
 
 
 def jsonb(value: Any) -> psycopg2.extras.Json:
@@ -131,9 +182,20 @@ class Transaction:
     def _run(
         self, sql: str, params: dict[str, Any] | None, constraints: Constraints
     ) -> Iterator[psycopg2.extensions.cursor]:
-        with _domain_errors(params, constraints), self.connection.cursor() as cur:
-            cur.execute(sql, params)
+        conn = self.connection
+        with _domain_errors(params, constraints), conn.cursor() as cur:
+            if prepare := _to_prepare(conn, sql):
+                cur.execute(prepare)
+                conn.prepared.add(sql.name)
+            cur.execute(_text(conn, sql), params)
             yield cur
+
+
+class AutocommitStatements(Transaction):
+    """Statements on a connection in autocommit: each one commits as it returns."""
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        callback()
 
 
 def _rows_touched(cur: psycopg2.extensions.cursor) -> int:
@@ -255,6 +317,7 @@ class Database:
             connect_timeout=connect_timeout,
             application_name=application_name,
             options=options,
+            connection_factory=PreparingConnection,
         )
         self._pool.minconn = max_size
         self._prewarm(min(min_size, max_size))
@@ -290,16 +353,17 @@ class Database:
                     tx.rollback()
 
     @contextmanager
-    def read(self) -> Iterator[Transaction]:
-        """Run single-statement reads in autocommit: no BEGIN and no ROLLBACK round trips.
+    def autocommit(self) -> Iterator[Transaction]:
+        """Run statements each in its own transaction: no BEGIN, COMMIT or ROLLBACK round trips.
 
-        Each statement is its own transaction, so use it only where one statement answers
-        (several would not see one snapshot). Nothing here can be committed.
+        Use it where one statement answers a read (several would not see one snapshot), or where
+        one statement makes a whole change (see `ConfigurationService` writes). Each statement has
+        committed when it returns, so `after_commit` callbacks run at once.
         """
         with self.connection() as conn:
             conn.autocommit = True  # a client-side flag while idle: no round trip
             try:
-                yield Transaction(conn)
+                yield AutocommitStatements(conn)
             finally:
                 if not conn.closed:
                     with suppress(*CONNECTION_ERRORS):  # a broken one is discarded on return
@@ -409,6 +473,7 @@ class AsyncStatements:
             psycopg2.connect,
             dsn,
             async_=True,
+            connection_factory=PreparingConnection,
             connect_timeout=connect_timeout,
             application_name=application_name,
             options=f"-c statement_timeout={statement_timeout_ms}",
@@ -467,7 +532,11 @@ class AsyncStatements:
             # Not closed by a `with`: closing a cursor whose statement is still running (its
             # caller was cancelled) raises, and the connection is discarded anyway.
             cur = conn.cursor()
-            cur.execute(sql, params)
+            if prepare := _to_prepare(conn, sql):
+                cur.execute(prepare)
+                await _completion(conn)
+                conn.prepared.add(sql.name)
+            cur.execute(_text(conn, sql), params)
             await _completion(conn)
             completed = True
             return result(cur)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import psycopg2
 import pytest
 
-from svc.db import AsyncStatements, PoolStats
+from svc.db import AsyncStatements, Database, PoolStats, Prepared
 from svc.errors import Conflict, InternalError, Unavailable
 from svc.ids import new_id
 
@@ -165,3 +165,44 @@ def test_a_cancelled_caller_costs_its_connection_and_nothing_else(make_statement
             await statements.fetch_value("SELECT 1")
 
     asyncio.run(scenario())
+
+
+# --- prepared statements ---------------------------------------------------------------------------
+
+SESSION_PREPARED = "SELECT name, parameter_types::text[] AS types FROM pg_prepared_statements ORDER BY name"
+ADD = Prepared("svc_test_add", "SELECT %(a)s::int + %(b)s::int + %(a)s::int AS total, '100%%' AS literal")
+
+
+def test_a_prepared_statement_is_planned_once_per_connection_then_executed_by_name(make_statements):
+    statements = make_statements(size=1)
+
+    async def twice() -> list:
+        first = await statements.fetch_one(ADD, {"a": 1, "b": 2})
+        second = await statements.fetch_one(ADD, {"a": 10, "b": 20})
+        return [first, second, await statements.fetch_all(SESSION_PREPARED)]
+
+    first, second, prepared = asyncio.run(twice())
+    # Each named parameter is one positional one, however often it appears; %% is a literal %.
+    assert (first, second) == ({"total": 4, "literal": "100%"}, {"total": 40, "literal": "100%"})
+    assert prepared == [{"name": "svc_test_add", "types": ["integer", "integer"]}]
+
+
+def test_a_transaction_prepares_on_its_own_connections_and_keeps_them_after_a_rollback(cluster):
+    db = Database(cluster.admin_url, min_size=1, max_size=1)
+    try:
+        with db.transaction() as tx:  # rolled back: a prepared statement outlives its transaction
+            assert tx.fetch_value(ADD, {"a": 2, "b": 3}) == 7
+        with db.transaction() as tx:
+            assert tx.fetch_value(ADD, {"a": 1, "b": 1}) == 3
+            assert [r["name"] for r in tx.fetch_all(SESSION_PREPARED)] == ["svc_test_add"]
+    finally:
+        db.close()
+    plain = psycopg2.connect(cluster.admin_url)  # a connection from elsewhere runs the text itself
+    try:
+        with plain.cursor() as cur:
+            cur.execute(ADD, {"a": 1, "b": 2})
+            assert cur.fetchone() == (4, "100%")
+            cur.execute(SESSION_PREPARED)
+            assert cur.fetchall() == []
+    finally:
+        plain.close()

@@ -8,9 +8,16 @@ not repeated here.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import psycopg2
+
+from svc.api.etags import parse_precondition
+from svc.errors import PreconditionFailed
+from svc.services import configurations as configurations_service
+from svc.services.auth import Principal
 
 from tests.claude_md_helpers import API, create_user
 from tests.configuration_helpers import create_application, create_configuration
@@ -91,3 +98,113 @@ def test_if_match_read_modify_write_loses_no_update(client, admin, live_server):
     refused = sum(n for _, n in counted + appended)
     print(f"\nconcurrency: {2 * total} updates with If-Match by {2 * CLIENTS} clients on 4 workers, "
           f"{refused} stale writes refused with 412 and retried, none lost")
+
+
+# --- a write overtaken between its read and its record ------------------------------------------
+
+
+def _hold_row_then_move_it(database_url: str, configuration_id: str, write) -> tuple[object, int]:
+    """Run `write` (in a thread) while this test holds the row lock; once the write waits for that
+    lock, move the row on by one revision as another writer would, and commit. `write`'s result."""
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT revision FROM configurations WHERE id = %s FOR UPDATE", (configuration_id,))
+            (revision,) = cur.fetchone()
+            with ThreadPoolExecutor(1) as pool:
+                writing = pool.submit(write)
+                _wait_for_a_lock_waiter(database_url)
+                cur.execute(
+                    "UPDATE configurations SET revision = revision + 1, config = config || '{\"other\": 1}' "
+                    "WHERE id = %s",
+                    (configuration_id,),
+                )
+                cur.execute(
+                    "INSERT INTO configuration_revisions (configuration_id, revision, config, secret_paths, author) "
+                    "SELECT id, revision, config, secret_paths, 'other writer' FROM configurations WHERE id = %s",
+                    (configuration_id,),
+                )
+                conn.commit()
+                try:
+                    return writing.result(timeout=30), revision
+                except Exception as exc:  # noqa: BLE001 - the caller asserts on what the write raised
+                    return exc, revision
+    finally:
+        conn.close()
+
+
+def _wait_for_a_lock_waiter(database_url: str) -> None:
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for _ in range(1000):
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                if cur.fetchone()[0]:
+                    return
+                time.sleep(0.01)
+        raise AssertionError("the write never waited for the row lock")
+    finally:
+        conn.close()
+
+
+def test_a_write_overtaken_after_its_read_lands_on_top_of_the_other(services, client, admin, database_url):
+    application = create_application(client, admin, "overtaken")
+    configuration = create_configuration(client, admin, application["id"], "main", {"mine": 0})
+    operator = Principal.operator()
+    result, read_at = _hold_row_then_move_it(
+        database_url, configuration["id"],
+        lambda: services.configurations.update(operator, configuration["id"], {"config": {"mine": 1}}),
+    )
+    # The write read revision 1, lost the race to the other writer's revision 2, read again, and
+    # recorded revision 3: nothing lost, nothing recorded twice.
+    assert (read_at, result.revision, result.config) == (1, 3, {"mine": 1})
+    revisions = client.get(f"{API}/configurations/{configuration['id']}/revisions", headers=admin).json()["items"]
+    assert [(r["revision"], r["author"]) for r in revisions][:2] == [(3, operator.name), (2, "other writer")]
+    audited = client.get(f"{API}/audit?resource_id={configuration['id']}", headers=admin).json()["items"]
+    assert [(a["action"], a["detail"]["before_revision"], a["detail"]["after_revision"]) for a in audited] == [
+        ("configuration.update", 2, 3), ("configuration.create", None, 1),
+    ]
+
+
+def test_a_conditional_write_overtaken_after_its_read_fails_its_precondition(services, client, admin, database_url):
+    application = create_application(client, admin, "overtaken")
+    configuration = create_configuration(client, admin, application["id"], "main", {"mine": 0})
+    url = f"{API}/configurations/{configuration['id']}"
+    tag = client.get(url, headers=admin).headers["etag"]
+    result, _ = _hold_row_then_move_it(
+        database_url, configuration["id"],
+        lambda: services.configurations.update(
+            Principal.operator(), configuration["id"], {"config": {"mine": 1}},
+            expected=parse_precondition(tag, None),
+        ),
+    )
+    assert isinstance(result, PreconditionFailed)
+    conn = psycopg2.connect(database_url)  # the other writer announced nothing: read the table, not the cache
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT revision, config FROM configurations WHERE id = %s", (configuration["id"],))
+            assert cur.fetchone() == (2, {"mine": 0, "other": 1})
+    finally:
+        conn.close()
+    audited = client.get(f"{API}/audit?resource_id={configuration['id']}", headers=admin).json()["items"]
+    assert [a["action"] for a in audited] == ["configuration.create"]
+
+
+def test_writers_that_keep_losing_the_race_take_the_row_lock(services, client, admin, monkeypatch):
+    """Unconditional writes from many threads on one row: with no unlocked try at all every write
+    takes the lock, and with the default some do; either way each gets its own revision."""
+    application = create_application(client, admin, "contended")
+    operator = Principal.operator()
+    for attempts in (0, configurations_service.OPTIMISTIC_ATTEMPTS):
+        monkeypatch.setattr(configurations_service, "OPTIMISTIC_ATTEMPTS", attempts)
+        configuration = create_configuration(client, admin, application["id"], f"tries-{attempts}", {"n": 0})
+
+        def write(n: int) -> int:
+            return services.configurations.update(operator, configuration["id"], {"config": {"n": n}}).revision
+
+        with ThreadPoolExecutor(8) as pool:
+            revisions = list(pool.map(write, range(1, 41)))
+        assert sorted(revisions) == list(range(2, 42))
+        stored = client.get(f"{API}/configurations/{configuration['id']}/revisions?limit=100", headers=admin).json()
+        assert [r["revision"] for r in stored["items"]] == list(range(41, 0, -1))

@@ -76,7 +76,7 @@ def restart_or_skip(cluster):
 
 
 def slow_read(db: Database) -> int:
-    with db.read() as statement:
+    with db.autocommit() as statement:
         return statement.fetch_value("SELECT 1 FROM pg_sleep(0.05)")
 
 
@@ -95,15 +95,15 @@ def test_pool_heals_after_postgres_restart(cluster, db, query):
 def test_a_single_statement_read_opens_no_transaction_and_leaves_none_behind(database_url):
     db = Database(database_url, min_size=1, max_size=1, timeout=0.3, statement_timeout_ms=200)
     try:
-        with db.read() as statement:
+        with db.autocommit() as statement:
             statement.fetch_value("SELECT 1")
             assert statement.connection.info.transaction_status == 0  # idle: no BEGIN was sent
             with pytest.raises(Unavailable, match="no database connection became free within 0.3 s"):
-                with db.read():
+                with db.autocommit():
                     pass
         with db.transaction() as tx:
             tx.execute("CREATE TABLE scratch (n int)")  # the same connection, transactional again
-        with db.read() as statement:
+        with db.autocommit() as statement:
             assert statement.fetch_value("SELECT to_regclass('scratch')") is None  # rolled back
             with pytest.raises(Unavailable, match="canceling statement due to statement timeout"):
                 statement.fetch_value("SELECT pg_sleep(1)")

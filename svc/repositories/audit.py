@@ -10,11 +10,12 @@ from svc.db import Transaction, jsonb
 
 COLUMNS = "id, occurred_at, actor_token_id, actor_name, action, resource_type, resource_id, request_id, detail"
 
-INSERT = """
-INSERT INTO audit_events (id, actor_token_id, actor_name, action, resource_type, resource_id, request_id, detail)
-VALUES (%(id)s, %(actor_token_id)s, %(actor_name)s, %(action)s, %(resource_type)s, %(resource_id)s,
-        %(request_id)s, %(detail)s)
-"""
+INSERT_COLUMNS = "id, actor_token_id, actor_name, action, resource_type, resource_id, request_id, detail"
+# Typed, so that a statement that records the entry with INSERT ... SELECT can be prepared.
+ENTRY = ("%(audit_id)s::ulid, %(actor_token_id)s::ulid, %(actor_name)s::text, %(action)s::text, "
+         "%(resource_type)s::text, %(resource_id)s::text, %(request_id)s::text, %(detail)s::jsonb")
+
+INSERT = f"INSERT INTO audit_events ({INSERT_COLUMNS}) VALUES ({ENTRY})"
 
 # Newest first; the cursor is the id of the last event of the previous page.
 LIST = f"""
@@ -44,6 +45,33 @@ class AuditEvent:
 
 
 @dataclass(frozen=True)
+class AuditEntry:
+    """One audit event to record."""
+
+    id: str
+    actor_token_id: str | None
+    actor_name: str
+    action: str
+    resource_type: str
+    resource_id: str
+    request_id: str | None
+    detail: dict[str, Any]
+
+    def params(self) -> dict[str, Any]:
+        """The parameters of `ENTRY`, for this table's INSERT or a statement that records it with another change."""
+        return {
+            "audit_id": self.id,
+            "actor_token_id": self.actor_token_id,
+            "actor_name": self.actor_name,
+            "action": self.action,
+            "resource_type": self.resource_type,
+            "resource_id": self.resource_id,
+            "request_id": self.request_id,
+            "detail": jsonb(self.detail),
+        }
+
+
+@dataclass(frozen=True)
 class AuditFilter:
     """Which audit events to list; None leaves a criterion out. `until` is exclusive."""
 
@@ -58,29 +86,8 @@ class AuditRepository:
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
 
-    def insert(
-        self,
-        *,
-        id: str,
-        actor_token_id: str | None,
-        actor_name: str,
-        action: str,
-        resource_type: str,
-        resource_id: str,
-        request_id: str | None,
-        detail: dict[str, Any],
-    ) -> None:
-        params = {
-            "id": id,
-            "actor_token_id": actor_token_id,
-            "actor_name": actor_name,
-            "action": action,
-            "resource_type": resource_type,
-            "resource_id": resource_id,
-            "request_id": request_id,
-            "detail": jsonb(detail),
-        }
-        self.tx.execute(INSERT, params)
+    def insert(self, entry: AuditEntry) -> None:
+        self.tx.execute(INSERT, entry.params())
 
     def list(self, where: AuditFilter, *, limit: int, after: str | None) -> list[AuditEvent]:
         return self.tx.fetch_all(LIST, {**asdict(where), "limit": limit, "after": after}, row=AuditEvent)

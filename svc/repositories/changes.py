@@ -19,13 +19,15 @@ PAYLOAD = """json_build_object(
     'kind', event.kind
 )::text"""
 
+EVENT_COLUMNS = "application_id, configuration_id, name, revision, kind"
+
 # One round trip: record the event (its xid defaults to the writing transaction's) and build
 # the payload to announce once the transaction has committed.
 RECORD = f"""
 WITH event AS (
-    INSERT INTO configuration_events (application_id, configuration_id, name, revision, kind)
+    INSERT INTO configuration_events ({EVENT_COLUMNS})
     VALUES (%(application_id)s, %(configuration_id)s, %(name)s, %(revision)s, %(kind)s)
-    RETURNING id, application_id, configuration_id, name, revision, kind
+    RETURNING id, {EVENT_COLUMNS}
 )
 SELECT event.id, {PAYLOAD} AS payload
 FROM event LEFT JOIN applications ON applications.id = event.application_id

@@ -6,21 +6,29 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from svc.db import Constraints, Transaction, jsonb
+from svc.db import Constraints, Prepared, Transaction, jsonb
+from svc.repositories.audit import ENTRY as AUDIT_ENTRY
+from svc.repositories.audit import INSERT_COLUMNS as AUDIT_COLUMNS
+from svc.repositories.audit import AuditEntry
+from svc.repositories.changes import EVENT_COLUMNS, PAYLOAD
 from svc.errors import Conflict, NotFound
 
 COLUMNS = "id, application_id, name, comments, config, schema, secret_paths, revision, created_at, updated_at"
 
-INSERT = f"""
-INSERT INTO configurations (id, application_id, name, comments, config, schema, secret_paths, revision)
-VALUES (%(id)s, %(application_id)s, %(name)s, %(comments)s, %(config)s, %(schema)s, %(secret_paths)s, 1)
-RETURNING {COLUMNS}
+GET = Prepared("svc_configuration", f"SELECT {COLUMNS} FROM configurations WHERE id = %(id)s")
+
+# A writer's starting point in one round trip: the row, and what the access rule needs of its
+# application (its team, and the writing user's role in that team).
+_FOR_WRITE = f"""
+SELECT {', '.join(f'c.{c}' for c in COLUMNS.split(', '))}, a.team_id, m.role AS team_role
+FROM configurations c
+JOIN applications a ON a.id = c.application_id
+LEFT JOIN team_members m ON m.team_id = a.team_id AND m.user_id = %(user_id)s::ulid
+WHERE c.id = %(id)s
 """
-
-GET = f"SELECT {COLUMNS} FROM configurations WHERE id = %(id)s"
-
-# Writers lock the row first: the revision counter and the If-Match check happen under this lock.
-LOCK = f"SELECT {COLUMNS} FROM configurations WHERE id = %(id)s FOR UPDATE"
+FOR_WRITE = Prepared("svc_configuration_for_write", _FOR_WRITE)
+# The same, locked against other writers until the transaction ends.
+LOCK_FOR_WRITE = _FOR_WRITE + "FOR UPDATE OF c\n"
 
 # `config @> %(contains)s` is what the GIN index (jsonb_path_ops) serves.
 LIST = f"""
@@ -39,25 +47,51 @@ ORDER BY id
 FOR UPDATE
 """
 
-UPDATE = f"""
-UPDATE configurations
-SET config = %(config)s, schema = %(schema)s, secret_paths = %(secret_paths)s, comments = %(comments)s,
-    revision = %(revision)s,
-    updated_at = now()
-WHERE id = %(id)s
-RETURNING {COLUMNS}
-"""
-
 DELETE = "DELETE FROM configurations WHERE id = %(id)s"
 
 REVISION_COLUMNS = "revision, config, schema, secret_paths, comments, author, message, created_at"
 
-INSERT_REVISION = """
-INSERT INTO configuration_revisions
-    (configuration_id, revision, config, schema, secret_paths, comments, author, message)
-VALUES (%(configuration_id)s, %(revision)s, %(config)s, %(schema)s, %(secret_paths)s, %(comments)s, %(author)s,
-        %(message)s)
+STATE = "%(config)s, %(schema)s, %(secret_paths)s, %(comments)s"
+
+# A change is recorded by one statement, one round trip and one transaction even in autocommit:
+# the configuration's new state (`written`), its revision row, its change event and its audit
+# event. Every part reads `written`, so when the change touches no row (an update whose
+# expected revision is no longer current), nothing at all is recorded and no row is returned.
+def _recording(change: str) -> str:
+    return f"""
+WITH written AS ({change}),
+revision AS (
+    INSERT INTO configuration_revisions
+        (configuration_id, revision, config, schema, secret_paths, comments, author, message)
+    SELECT id, revision, config, schema, secret_paths, comments, %(author)s::text, %(message)s::text FROM written
+),
+event AS (
+    INSERT INTO configuration_events ({EVENT_COLUMNS})
+    SELECT application_id, id, name, revision, %(kind)s::text FROM written
+    RETURNING id, {EVENT_COLUMNS}
+),
+audit AS (
+    INSERT INTO audit_events ({AUDIT_COLUMNS}) SELECT {AUDIT_ENTRY} FROM written
+)
+SELECT {', '.join(f'written.{c}' for c in COLUMNS.split(', '))}, event.id AS event_id, {PAYLOAD} AS payload
+FROM written CROSS JOIN event LEFT JOIN applications ON applications.id = event.application_id
 """
+
+
+RECORD_CREATION = _recording(f"""
+    INSERT INTO configurations (id, application_id, name, config, schema, secret_paths, comments, revision)
+    VALUES (%(id)s, %(application_id)s, %(name)s, {STATE}, 1)
+    RETURNING {COLUMNS}""")
+
+# Applies only while the row is at `expected_revision`: the writer's If-Match check and its
+# new revision number were worked out from that state.
+RECORD_UPDATE = Prepared("svc_configuration_update", _recording(f"""
+    UPDATE configurations
+    SET (config, schema, secret_paths, comments) = ({STATE}),
+        revision = revision + 1,
+        updated_at = now()
+    WHERE id = %(id)s AND revision = %(expected_revision)s
+    RETURNING {COLUMNS}"""))
 
 GET_REVISION = f"""
 SELECT {REVISION_COLUMNS} FROM configuration_revisions
@@ -118,6 +152,32 @@ class Configuration:
 
 
 @dataclass(frozen=True)
+class WriteTarget:
+    """A configuration as a writer reads it, with its application's team and the writer's role in it."""
+
+    configuration: Configuration
+    team_id: str | None
+    team_role: str | None
+
+
+def _write_target(team_id: str | None, team_role: str | None, **columns: Any) -> WriteTarget:
+    return WriteTarget(Configuration(**columns), team_id, team_role)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A change as one statement recorded it: the configuration's new state, and its change event."""
+
+    configuration: Configuration
+    event_id: int
+    payload: str  # the event's announcement (svc/services/changes.py)
+
+
+def _recorded(event_id: int, payload: str, **columns: Any) -> Recorded:
+    return Recorded(Configuration(**columns), event_id, payload)
+
+
+@dataclass(frozen=True)
 class ConfigurationHead:
     """What deleting an application needs of each of its configurations."""
 
@@ -144,38 +204,74 @@ class Revision:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class State:
+    """What a write stores of a configuration (secret values sealed)."""
+
+    config: dict[str, Any]
+    schema: dict[str, Any] | None
+    secret_paths: list[str]
+    comments: str | None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "config": jsonb(self.config),
+            "schema": _nullable_jsonb(self.schema),
+            "secret_paths": jsonb(self.secret_paths),
+            "comments": self.comments,
+        }
+
+
+@dataclass(frozen=True)
+class Event:
+    """Who made a change and why: the revision's author and message, the change event's kind, the audit event."""
+
+    author: str
+    message: str | None
+    kind: str
+    audit: AuditEntry
+
+    def params(self) -> dict[str, Any]:
+        return {"author": self.author, "message": self.message, "kind": self.kind, **self.audit.params()}
+
+
+@dataclass(frozen=True)
+class Planned:
+    """An update to record: the new state, the revision it was worked out from, and its event."""
+
+    state: State
+    expected_revision: int
+    event: Event
+
+
 class ConfigurationRepository:
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
 
-    def insert(
-        self,
-        *,
-        id: str,
-        application_id: str,
-        name: str,
-        comments: str | None,
-        config: dict[str, Any],
-        schema: dict[str, Any] | None,
-        secret_paths: list[str],
-    ) -> Configuration:
+    def record_creation(
+        self, state: State, *, id: str, application_id: str, name: str, event: Event
+    ) -> Recorded:
+        """Insert a configuration at revision 1, with its revision, change event and audit event."""
+        params = {**state.params(), **event.params(), "id": id, "application_id": application_id, "name": name}
+        return self.tx.fetch_one(RECORD_CREATION, params, row=_recorded, constraints=CONSTRAINTS)
+
+    def record_update(self, configuration_id: str, change: Planned) -> Recorded | None:
+        """The configuration's next revision, with its revision row, change event and audit event;
+        None, recording nothing, when the configuration is no longer at `change.expected_revision`."""
         params = {
-            "id": id,
-            "application_id": application_id,
-            "name": name,
-            "comments": comments,
-            "config": jsonb(config),
-            "schema": _nullable_jsonb(schema),
-            "secret_paths": jsonb(secret_paths),
+            **change.state.params(), **change.event.params(),
+            "id": configuration_id, "expected_revision": change.expected_revision,
         }
-        return self.tx.fetch_one(INSERT, params, row=Configuration, constraints=CONSTRAINTS)
+        return self.tx.fetch_one(RECORD_UPDATE, params, row=_recorded)
 
     def get(self, configuration_id: str) -> Configuration | None:
         return self.tx.fetch_one(GET, {"id": configuration_id}, row=Configuration)
 
-    def lock(self, configuration_id: str) -> Configuration | None:
-        """The row, locked against other writers until the transaction ends."""
-        return self.tx.fetch_one(LOCK, {"id": configuration_id}, row=Configuration)
+    def for_write(self, configuration_id: str, user_id: str | None, *, lock: bool = False) -> WriteTarget | None:
+        """The row a write starts from (locked against other writers until the transaction ends,
+        with `lock`), and the access rule's facts for `user_id`."""
+        params = {"id": configuration_id, "user_id": user_id}
+        return self.tx.fetch_one(LOCK_FOR_WRITE if lock else FOR_WRITE, params, row=_write_target)
 
     def list(
         self, application_id: str, *, limit: int, after: str | None, contains: Any | None
@@ -192,26 +288,6 @@ class ConfigurationRepository:
         """Id, name and revision of every configuration of an application, locked."""
         return self.tx.fetch_all(LOCK_OF_APPLICATION, {"application_id": application_id}, row=ConfigurationHead)
 
-    def update(
-        self,
-        configuration_id: str,
-        *,
-        config: dict[str, Any],
-        schema: dict[str, Any] | None,
-        secret_paths: list[str],
-        comments: str | None,
-        revision: int,
-    ) -> Configuration:
-        params = {
-            "id": configuration_id,
-            "config": jsonb(config),
-            "schema": _nullable_jsonb(schema),
-            "secret_paths": jsonb(secret_paths),
-            "comments": comments,
-            "revision": revision,
-        }
-        return self.tx.fetch_one(UPDATE, params, row=Configuration)
-
     def delete(self, configuration_id: str) -> None:
         self.tx.execute(DELETE, {"id": configuration_id})
 
@@ -219,30 +295,6 @@ class ConfigurationRepository:
 class RevisionRepository:
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
-
-    def insert(
-        self,
-        configuration_id: str,
-        *,
-        revision: int,
-        config: dict[str, Any],
-        schema: dict[str, Any] | None,
-        secret_paths: list[str],
-        comments: str | None,
-        author: str,
-        message: str | None,
-    ) -> None:
-        params = {
-            "configuration_id": configuration_id,
-            "revision": revision,
-            "config": jsonb(config),
-            "schema": _nullable_jsonb(schema),
-            "secret_paths": jsonb(secret_paths),
-            "comments": comments,
-            "author": author,
-            "message": message,
-        }
-        self.tx.execute(INSERT_REVISION, params)
 
     def get(self, configuration_id: str, revision: int) -> Revision | None:
         params = {"configuration_id": configuration_id, "revision": revision}

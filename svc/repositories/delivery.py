@@ -6,16 +6,16 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from svc.db import Transaction
+from svc.db import Prepared, Transaction
 from svc.repositories.configurations import configuration_version
 
 # config::text is PostgreSQL's own JSON rendering: valid JSON, served as is, never parsed in Python.
-RESOLVE = """
+RESOLVE = Prepared("svc_resolve", """
 SELECT c.id AS configuration_id, c.application_id, c.revision, c.config::text AS body, c.secret_paths
 FROM configurations c
 JOIN applications a ON a.id = c.application_id
 WHERE a.name = %(application_name)s AND c.name = %(configuration_name)s
-"""
+""")
 
 APPLICATION_EXISTS = "SELECT EXISTS (SELECT 1 FROM applications WHERE id = %(application_id)s)"
 

@@ -13,7 +13,7 @@ from svc.repositories.configurations import ConfigurationRepository
 from svc.services import audit, changes, policy
 from svc.services.auth import Principal
 from svc.services.pagination import Page, keyset_page
-from svc.services.policy import Action, ApplicationResource
+from svc.services.policy import Action, ApplicationResource, TeamResource
 from svc.services.teams import membership
 
 EDITABLE_FIELDS = ("name", "comments", "team_id")
@@ -52,7 +52,7 @@ class ApplicationService:
         token those of its teams."""
         policy.require(actor, Action.LIST_APPLICATIONS)
         member_id = actor.user_id if actor.role == "user" else None
-        with self.db.read() as statement:
+        with self.db.autocommit() as statement:
             applications = ApplicationRepository(statement)
             return keyset_page(
                 lambda n: applications.list(
@@ -125,12 +125,23 @@ def reachable_application(
     missing or outside a scoped token's application, which must look the same. The team's
     membership is looked up in the caller's transaction."""
     team = None if row is None else membership(tx, actor, row.team_id)
-    resource = ApplicationResource(None if row is None else application_id, team)
-    missing = missing or NotFound(f"application {application_id} not found")
+    require_reachable(
+        actor, None if row is None else application_id, team, write=write,
+        missing=missing or NotFound(f"application {application_id} not found"),
+    )
+    return row
+
+
+def require_reachable(
+    actor: Principal, application_id: str | None, team: TeamResource | None, *, write: bool, missing: NotFound
+) -> None:
+    """Raise `missing` unless the application exists (`application_id` is not None) and the caller
+    may read (or write) it, its team being `team` with the caller's role; Forbidden where it may see
+    but not write it."""
     try:
-        policy.require(actor, Action.WRITE_APPLICATION if write else Action.READ_APPLICATION, resource)
+        policy.require(actor, Action.WRITE_APPLICATION if write else Action.READ_APPLICATION,
+                       ApplicationResource(application_id, team))
     except NotFound:
         raise missing from None
-    if row is None:
+    if application_id is None:
         raise missing
-    return row

@@ -7,7 +7,7 @@ from typing import Any
 from svc.db import Database, Transaction
 from svc.ids import new_id
 from svc.log import request_id_var
-from svc.repositories.audit import AuditEvent, AuditFilter, AuditRepository
+from svc.repositories.audit import AuditEntry, AuditEvent, AuditFilter, AuditRepository
 from svc.services import policy
 from svc.services.auth import Principal
 from svc.services.pagination import Page, keyset_page
@@ -23,8 +23,15 @@ def record(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """Append one audit event inside the caller's transaction (never commits)."""
+    AuditRepository(tx).insert(entry(actor, action, resource_type, resource_id, detail))
+
+
+def entry(
+    actor: Principal, action: str, resource_type: str, resource_id: str, detail: dict[str, Any] | None = None
+) -> AuditEntry:
+    """The audit event of `actor` doing `action` in this request, for a statement to record."""
     request_id = request_id_var.get()
-    AuditRepository(tx).insert(
+    return AuditEntry(
         id=new_id(),
         actor_token_id=actor.token_id,
         actor_name=actor.name,

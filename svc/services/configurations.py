@@ -9,27 +9,33 @@ always does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jsonpatch
 import orjson
 
 from svc.crypto import KeyRing
-from svc.db import Database, Transaction
+from anyio.to_thread import run_sync as run_in_threadpool
+
+from svc.db import AsyncStatements, Database, Transaction
 from svc.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
 from svc.ids import new_id
 from svc.repositories.applications import ApplicationRepository
 from svc.repositories.configurations import (
     Configuration,
     ConfigurationRepository,
+    Event,
+    Planned,
     Revision,
     RevisionRepository,
+    State,
+    WriteTarget,
     configuration_version,
     state_version,
 )
 from svc.services import audit, changes, policy
-from svc.services.applications import reachable_application
+from svc.services.applications import reachable_application, require_reachable
 from svc.services.auth import Principal
 from svc.json_documents import (
     InvalidSchema,
@@ -41,6 +47,7 @@ from svc.json_documents import (
     violations,
 )
 from svc.services.pagination import Page, keyset_page
+from svc.services.policy import TeamResource
 from svc.services.preconditions import Condition, EntityTag, Precondition, require_current
 from svc.services.secret_values import (
     decrypt_at,
@@ -55,9 +62,26 @@ from svc.services.secret_values import (
 # The fields a write may change; `config` changes make the interesting revisions.
 STATE_FIELDS = ("config", "schema", "secret_paths", "comments")
 
+# Unlocked tries before a write takes the row lock: each failed one means another writer succeeded.
+OPTIMISTIC_ATTEMPTS = 3
+
 # Computes the changed fields from the current state as the caller sees it (secrets masked),
 # inside the write's transaction; a `config` it returns is clear but for masks that keep values.
 Proposal = Callable[[Configuration, Transaction], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Write:
+    """Who changes which configuration, under which preconditions, and how the change is recorded."""
+
+    actor: Principal
+    configuration_id: str
+    message: str | None
+    expected: Precondition | None
+    action: str = "configuration.update"
+    always_new_revision: bool = False  # a rollback makes a revision even when the state is the same
+    audit_detail: dict[str, Any] = field(default_factory=dict)
+    proposes_clear: bool = False  # the change's config is clear, not the masked view the caller saw
 
 
 class ConfigurationService:
@@ -65,9 +89,16 @@ class ConfigurationService:
     masked in everything returned, but for `get(..., reveal=True)` by a caller the reveal rule allows."""
 
     def __init__(
-        self, db: Database, keyring: KeyRing, *, max_config_bytes: int, announce: changes.Announce
+        self,
+        db: Database,
+        statements: AsyncStatements,
+        keyring: KeyRing,
+        *,
+        max_config_bytes: int,
+        announce: changes.Announce,
     ) -> None:
         self.db = db
+        self.statements = statements
         self.keyring = keyring
         self.max_config_bytes = max_config_bytes
         self.announce = announce
@@ -173,17 +204,18 @@ class ConfigurationService:
             reachable_application(tx, actor, application, application_id, write=True)
             clear = self._clear_proposal(config, paths, previous_clear=None, previous_paths=[])
             self._check(clear, schema, paths)
-            created = ConfigurationRepository(tx).insert(
+            recorded = ConfigurationRepository(tx).record_creation(
+                State(self._sealed(configuration_id, clear, paths), schema, paths, comments),
                 id=configuration_id,
                 application_id=application_id,
                 name=name,
-                comments=comments,
-                config=self._sealed(configuration_id, clear, paths),
-                schema=schema,
-                secret_paths=paths,
+                event=_event(actor, "configuration.create", configuration_id, "created", message, {
+                    "application_id": application_id, "name": name, "before_revision": None, "after_revision": 1,
+                }),
             )
-            self._record(tx, actor, created, before=None, message=message, action="configuration.create")
+            tx.after_commit(lambda: self.announce(recorded.payload))
             tx.commit()
+        created = recorded.configuration
         return _masked(created)
 
     def update(
@@ -197,7 +229,19 @@ class ConfigurationService:
     ) -> Configuration:
         """Set the given fields (any of `config`, `schema`, `secret_paths`, `comments`); the others keep
         their values. A mask at a secret path of `config` keeps the stored secret."""
-        return self._write(actor, configuration_id, lambda current, tx: fields, message=message, expected=expected)
+        return self._write(_Write(actor, configuration_id, message, expected), lambda current, tx: fields)
+
+    async def update_async(
+        self,
+        actor: Principal,
+        configuration_id: str,
+        fields: dict[str, Any],
+        *,
+        message: str | None = None,
+        expected: Precondition | None = None,
+    ) -> Configuration:
+        """`update` from the event loop: its statements run on the loop's connections, no thread hop."""
+        return await self._write_async(_Write(actor, configuration_id, message, expected), lambda current: fields)
 
     def merge(
         self,
@@ -209,21 +253,20 @@ class ConfigurationService:
         expected: Precondition | None = None,
     ) -> Configuration:
         """Apply a JSON Merge Patch (RFC 7396) to the configuration's JSON."""
-        if not isinstance(patch, dict):
-            # Refused before the preconditions are looked at: whatever the current state, a
-            # patch that is not an object replaces config with a non-object.
-            raise Unprocessable("a merge patch of config must be a JSON object (any other value would replace it)")
-        try:
-            encode(patch)  # bounds the nesting depth before merge_patch recurses into it
-        except UnstorableJson as exc:
-            raise Unprocessable(f"merge patch cannot be applied: {exc}") from exc
-        return self._write(
-            actor,
-            configuration_id,
-            lambda current, tx: {"config": merge_patch(current.config, patch)},
-            message=message,
-            expected=expected,
-        )
+        merged = _merging(patch)
+        return self._write(_Write(actor, configuration_id, message, expected), lambda current, tx: merged(current))
+
+    async def merge_async(
+        self,
+        actor: Principal,
+        configuration_id: str,
+        patch: Any,
+        *,
+        message: str | None = None,
+        expected: Precondition | None = None,
+    ) -> Configuration:
+        """`merge` from the event loop: its statements run on the loop's connections, no thread hop."""
+        return await self._write_async(_Write(actor, configuration_id, message, expected), _merging(patch))
 
     def rollback(
         self,
@@ -244,23 +287,24 @@ class ConfigurationService:
                 "secret_paths": old.secret_paths,
             }
 
-        return self._write(
+        write = _Write(
             actor,
             configuration_id,
-            old_config,
-            message=message or f"Rollback to revision {revision}",
-            expected=expected,
+            message or f"Rollback to revision {revision}",
+            expected,
             action="configuration.rollback",
             always_new_revision=True,
             audit_detail={"rolled_back_to": revision},
             proposes_clear=True,
         )
+        return self._write(write, old_config)
 
     def delete(self, actor: Principal, configuration_id: str, *, expected: Precondition | None = None) -> None:
         """Delete a configuration and its revisions."""
         with self.db.transaction() as tx:
             configurations = ConfigurationRepository(tx)
-            current = _locked(tx, actor, configurations, configuration_id, expected)
+            write = _Write(actor, configuration_id, None, expected)
+            current = _current(write, _target(tx, write, lock=True))
             changes.publish(
                 tx,
                 self.announce,
@@ -277,45 +321,74 @@ class ConfigurationService:
             )
             tx.commit()
 
-    def _write(
-        self,
-        actor: Principal,
-        configuration_id: str,
-        propose: Proposal,
-        *,
-        message: str | None,
-        expected: Precondition | None,
-        action: str = "configuration.update",
-        always_new_revision: bool = False,
-        audit_detail: dict[str, Any] | None = None,
-        proposes_clear: bool = False,
-    ) -> Configuration:
-        """Lock, check the preconditions, apply `propose` (to the masked view, unless it `proposes_clear`),
-        validate the clear state, and record the new revision with its secrets sealed."""
+    def _write(self, write: _Write, propose: Proposal, *, optimistic: bool = True) -> Configuration:
+        """Read the row, check the preconditions, apply `propose` (to the masked view, unless the write
+        `proposes_clear`), validate the clear state, and record the new revision with its secrets sealed.
+
+        Optimistic first: the row is read without a lock and the change recorded by one statement
+        that applies only while the row is still at the revision read, in autocommit (two round
+        trips, no lock held between them). When other writers moved the row every time, the write
+        takes the row lock and records the same way, so it cannot be starved."""
+
+        def attempt(tx: Transaction, target: WriteTarget | None) -> Configuration | None:
+            current = _current(write, target)
+            planned = self._planned(write, current, propose(_masked(current), tx))
+            if isinstance(planned, Configuration):
+                return planned
+            recorded = ConfigurationRepository(tx).record_update(write.configuration_id, planned)
+            if recorded is None:
+                return None
+            tx.after_commit(lambda: self.announce(recorded.payload))
+            return recorded.configuration
+
+        for _ in range(OPTIMISTIC_ATTEMPTS if optimistic else 0):
+            with self.db.autocommit() as statements:
+                written = attempt(statements, _target(statements, write))
+            if written is not None:
+                return _masked(written)
         with self.db.transaction() as tx:
-            configurations = ConfigurationRepository(tx)
-            current = _locked(tx, actor, configurations, configuration_id, expected)
-            current_clear = self._clear(current.id, current.config, current.secret_paths)
-            change = propose(_masked(current), tx)
-            proposed = {field: getattr(current, field) for field in STATE_FIELDS} | change
-            if "config" in change and not proposes_clear:
-                proposed["config"] = self._clear_proposal(
-                    change["config"], proposed["secret_paths"], current_clear, current.secret_paths
-                )
-            else:
-                proposed["config"] = change.get("config", current_clear)
-                self._require_secret_paths(proposed["config"], proposed["secret_paths"])
-            self._check(proposed["config"], proposed["schema"], proposed["secret_paths"])
-            before = {field: getattr(current, field) for field in STATE_FIELDS} | {"config": current_clear}
-            if not always_new_revision and all(_same(proposed[f], before[f]) for f in STATE_FIELDS):
-                return _masked(current)
-            proposed["config"] = self._sealed(configuration_id, proposed["config"], proposed["secret_paths"])
-            updated = configurations.update(configuration_id, revision=current.revision + 1, **proposed)
-            self._record(
-                tx, actor, updated, before=current.revision, message=message, action=action, extra=audit_detail
-            )
+            written = attempt(tx, _target(tx, write, lock=True))
             tx.commit()
-        return _masked(updated)
+        return _masked(written)
+
+    async def _write_async(self, write: _Write, propose: Callable[[Configuration], dict[str, Any]]) -> Configuration:
+        """`_write`'s unlocked tries on the loop's connections; the locked one, if needed, in the thread pool."""
+        for _ in range(OPTIMISTIC_ATTEMPTS):
+            current = _current(write, await _target(self.statements, write))
+            planned = self._planned(write, current, propose(_masked(current)))
+            if isinstance(planned, Configuration):
+                return _masked(planned)
+            recorded = await ConfigurationRepository(self.statements).record_update(write.configuration_id, planned)
+            if recorded is not None:
+                self.announce(recorded.payload)
+                return _masked(recorded.configuration)
+        return await run_in_threadpool(lambda: self._write(write, lambda current, tx: propose(current), optimistic=False))
+
+    def _planned(self, write: _Write, current: Configuration, change: dict[str, Any]) -> Configuration | Planned:
+        """What `change` makes of `current`: the state and event to record (sealed, validated), or
+        `current` itself when nothing would change and the write does not always make a revision."""
+        current_clear = self._clear(current.id, current.config, current.secret_paths)
+        proposed = {field: getattr(current, field) for field in STATE_FIELDS} | change
+        if "config" in change and not write.proposes_clear:
+            proposed["config"] = self._clear_proposal(
+                change["config"], proposed["secret_paths"], current_clear, current.secret_paths
+            )
+        else:
+            proposed["config"] = change.get("config", current_clear)
+            self._require_secret_paths(proposed["config"], proposed["secret_paths"])
+        self._check(proposed["config"], proposed["schema"], proposed["secret_paths"])
+        before = {field: getattr(current, field) for field in STATE_FIELDS} | {"config": current_clear}
+        if not write.always_new_revision and all(_same(proposed[f], before[f]) for f in STATE_FIELDS):
+            return current
+        detail = _audit_detail(current, before=current.revision, after=current.revision + 1) | write.audit_detail
+        state = State(
+            self._sealed(current.id, proposed["config"], proposed["secret_paths"]),
+            proposed["schema"],
+            proposed["secret_paths"],
+            proposed["comments"],
+        )
+        event = _event(write.actor, write.action, current.id, "updated", write.message, detail)
+        return Planned(state, expected_revision=current.revision, event=event)
 
     # --- secrets -------------------------------------------------------------------------
 
@@ -340,41 +413,6 @@ class ConfigurationService:
         if found:
             listed = "; ".join(f"{v['path'] or '(root)'}: {v['message']}" for v in found)
             raise Unprocessable(f"secret_paths do not fit config: {listed}", errors=found)
-
-    def _record(
-        self,
-        tx: Transaction,
-        actor: Principal,
-        configuration: Configuration,
-        *,
-        before: int | None,
-        message: str | None,
-        action: str,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        """Write the revision row (the whole new state), the change event and the audit event of a create or update."""
-        revision = configuration.revision
-        RevisionRepository(tx).insert(
-            configuration.id,
-            revision=revision,
-            config=configuration.config,
-            schema=configuration.schema,
-            secret_paths=configuration.secret_paths,
-            comments=configuration.comments,
-            author=actor.name,
-            message=message,
-        )
-        changes.publish(
-            tx,
-            self.announce,
-            application_id=configuration.application_id,
-            configuration_id=configuration.id,
-            name=configuration.name,
-            revision=revision,
-            kind="created" if before is None else "updated",
-        )
-        detail = _audit_detail(configuration, before=before, after=revision) | (extra or {})
-        audit.record(tx, actor, action, "configuration", configuration.id, detail)
 
     def _check(self, config: Any, schema: dict[str, Any] | None, secret_paths: list[str]) -> None:
         """Refuse a state that may not be stored: not an object (422), too large (413), breaking its schema (422)."""
@@ -410,17 +448,49 @@ def document(configuration: Configuration) -> bytes:
     return orjson.dumps(configuration, option=orjson.OPT_UTC_Z)
 
 
-def _locked(
-    tx: Transaction,
-    actor: Principal,
-    configurations: ConfigurationRepository,
-    configuration_id: str,
-    expected: Precondition | None,
-) -> Configuration:
-    """The row locked for writing; 404 when invisible, 412 when a precondition fails."""
-    current = _visible(tx, actor, configurations.lock(configuration_id), configuration_id, write=True)
-    require_current(_any_representation(expected), current.version, subject=f"configuration {configuration_id}")
+def _target(tx: Transaction | AsyncStatements, write: _Write, *, lock: bool = False) -> Any:
+    """The row `write` starts from (an awaitable of it over `AsyncStatements`)."""
+    return ConfigurationRepository(tx).for_write(write.configuration_id, write.actor.user_id, lock=lock)
+
+
+def _current(write: _Write, target: WriteTarget | None) -> Configuration:
+    """The row a write starts from; 404 when missing or invisible, 403 when visible but not
+    writable, 412 when a precondition fails."""
+    team = None if target is None or target.team_id is None else TeamResource(target.team_id, target.team_role)
+    require_reachable(
+        write.actor, None if target is None else target.configuration.application_id, team, write=True,
+        missing=NotFound(f"configuration {write.configuration_id} not found"),
+    )
+    current = target.configuration
+    require_current(
+        _any_representation(write.expected), current.version, subject=f"configuration {write.configuration_id}"
+    )
     return current
+
+
+def _merging(patch: Any) -> Callable[[Configuration], dict[str, Any]]:
+    """The change a JSON Merge Patch (RFC 7396) of `config` makes to a configuration."""
+    if not isinstance(patch, dict):
+        # Refused before the preconditions are looked at: whatever the current state, a
+        # patch that is not an object replaces config with a non-object.
+        raise Unprocessable("a merge patch of config must be a JSON object (any other value would replace it)")
+    try:
+        encode(patch)  # bounds the nesting depth before merge_patch recurses into it
+    except UnstorableJson as exc:
+        raise Unprocessable(f"merge patch cannot be applied: {exc}") from exc
+    return lambda current: {"config": merge_patch(current.config, patch)}
+
+
+def _event(
+    actor: Principal, action: str, configuration_id: str, kind: changes.Kind, message: str | None,
+    detail: dict[str, Any],
+) -> Event:
+    return Event(
+        author=actor.name,
+        message=message,
+        kind=kind,
+        audit=audit.entry(actor, action, "configuration", configuration_id, detail),
+    )
 
 
 def _any_representation(expected: Precondition | None) -> Precondition | None:

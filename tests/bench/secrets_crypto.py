@@ -17,8 +17,9 @@ masked or the revealed body), each next to the same configuration without secret
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+
+import argparse
 import statistics
 import tempfile
 import time
@@ -97,11 +98,12 @@ def service_paths() -> None:
         postgres = EmbeddedPostgres(Path(scratch) / "postgres")
         Runner(postgres.url, progress=lambda line: None).up()
         db = Database(postgres.url, min_size=1, max_size=2)
+        statements = AsyncStatements(postgres.url, size=2)
         ring = KeyRing.parse(new_key_entry("bench"))
         operator = Principal.operator()
-        configurations = ConfigurationService(db, ring, max_config_bytes=1 << 20, announce=lambda payload: None)
-        statements = AsyncStatements(postgres.url, size=1)
-        loop = asyncio.new_event_loop()  # a miss runs its statement on the loop, as in a worker
+        configurations = ConfigurationService(
+            db, statements, ring, max_config_bytes=1 << 20, announce=lambda payload: None
+        )
         delivery = DeliveryService(
             db, statements, ring, cache_max_bytes=1 << 20, event_retention_hours=1, configurations=configurations
         )
@@ -115,12 +117,14 @@ def service_paths() -> None:
         }
         counter = iter(range(10**9))
 
-        def miss(key: ByName) -> None:
-            loop.run_until_complete(delivery._read(key))
-
         def write(paths: tuple[str, ...]) -> None:
             config = {**CONFIG, "limits": {**CONFIG["limits"], "burst": next(counter)}}
             configurations.update(operator, ids[paths], {"config": config})
+
+        loop = asyncio.new_event_loop()  # the statements of a read run on an event loop
+
+        def read(key: ByName) -> None:
+            loop.run_until_complete(delivery._read(key))
 
         secret = tuple(SECRET_PATHS)
         timings: dict[str, list[float]] = {}
@@ -129,9 +133,9 @@ def service_paths() -> None:
             for label, call in (
                 ("write, no secret paths", lambda: write(())),
                 (f"write, {len(secret)} secrets", lambda: write(secret)),
-                ("resolve miss, no secret paths", lambda: miss(ByName("bench", "plain"))),
-                (f"resolve miss, {len(secret)} secrets masked", lambda: miss(ByName("bench", "secret"))),
-                (f"resolve miss, {len(secret)} secrets revealed", lambda: miss(ByName("bench", "secret", revealed=True))),
+                ("resolve miss, no secret paths", lambda: read(ByName("bench", "plain"))),
+                (f"resolve miss, {len(secret)} secrets masked", lambda: read(ByName("bench", "secret"))),
+                (f"resolve miss, {len(secret)} secrets revealed", lambda: read(ByName("bench", "secret", revealed=True))),
             ):
                 timings.setdefault(label, []).append(per_call_us(call, batch=20, batches=1))
                 cpu.setdefault(label, []).append(per_call_us(call, batch=20, batches=1, clock=time.process_time_ns))
