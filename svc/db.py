@@ -225,13 +225,19 @@ def _domain_errors(
 ) -> Iterator[None]:
     try:
         yield
-    except CONNECTION_ERRORS as exc:
-        raise Unavailable(f"database unavailable: {_first_line(exc)}") from exc
     except psycopg2.Error as exc:
-        error = constraints.get(getattr(exc.diag, "constraint_name", None) or "")
-        if error is None:
-            raise InternalError(f"database error: {_first_line(exc)}") from exc
-        raise error(params or {}) from exc
+        raise _domain_error(exc, params, constraints) from exc
+
+
+def _domain_error(exc: psycopg2.Error, params: dict[str, Any] | None, constraints: Constraints) -> Exception:
+    """The domain error a database error means: a lost connection or a cancelled statement is
+    `Unavailable`, a declared constraint its error, anything else `InternalError`."""
+    if isinstance(exc, CONNECTION_ERRORS):
+        return Unavailable(f"database unavailable: {_first_line(exc)}")
+    error = constraints.get(getattr(exc.diag, "constraint_name", None) or "")
+    if error is None:
+        return InternalError(f"database error: {_first_line(exc)}")
+    return error(params or {})
 
 
 class _Occupancy:
@@ -521,20 +527,23 @@ class AsyncStatements:
         result: Callable[[psycopg2.extensions.cursor], Any],
     ) -> Any:
         conn = await self._checkout()
+        completed = False
         try:
-            with _domain_errors(params, constraints):
-                # Not closed by a `with`: closing a cursor whose statement is still running (its
-                # caller was cancelled) raises, and the connection is discarded anyway.
-                cur = conn.cursor()
-                if prepare := _to_prepare(conn, sql):
-                    cur.execute(prepare)
-                    await _completion(conn)
-                    conn.prepared.add(sql.name)
-                cur.execute(_text(conn, sql), params)
+            # Not closed by a `with`: closing a cursor whose statement is still running (its
+            # caller was cancelled) raises, and the connection is discarded anyway.
+            cur = conn.cursor()
+            if prepare := _to_prepare(conn, sql):
+                cur.execute(prepare)
                 await _completion(conn)
-                return result(cur)
+                conn.prepared.add(sql.name)
+            cur.execute(_text(conn, sql), params)
+            await _completion(conn)
+            completed = True
+            return result(cur)
+        except psycopg2.Error as exc:
+            raise _domain_error(exc, params, constraints) from exc
         finally:
-            self._checkin(conn)
+            self._checkin(conn, completed)
 
     async def _checkout(self) -> psycopg2.extensions.connection:
         if self._closed:
@@ -582,9 +591,11 @@ class AsyncStatements:
         self._open.add(conn)
         return conn
 
-    def _checkin(self, conn: psycopg2.extensions.connection) -> None:
+    def _checkin(self, conn: psycopg2.extensions.connection, completed: bool) -> None:
+        """Back to the pool, unless the statement failed in a way that broke its connection or its
+        caller was cancelled while it ran (the connection is still busy with it)."""
         try:
-            if self._closed or _looks_broken(conn):  # failed, or still running a cancelled caller's statement
+            if self._closed or (not completed and _looks_broken(conn)):
                 self._discard(conn)
             else:
                 self._idle.append(conn)
@@ -632,7 +643,7 @@ def _looks_broken(conn: psycopg2.extensions.connection) -> bool:
     """
     if conn.closed:
         return True
-    if conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+    if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
         return True
     try:
         readable, _, _ = select.select([conn.fileno()], [], [], 0)

@@ -63,9 +63,15 @@ class Unprocessable(ServiceError):
 
 
 class Unavailable(ServiceError):
-    """A dependency (the database, the content store) cannot be reached right now."""
+    """A dependency (the database, the content store, the git remote) cannot be reached right now.
+    `retry_after` is the seconds a client should wait before trying again (None: retrying will
+    not help until an operator acts)."""
+
+    retry_after: int | None = 1
 
 
 class SecretUnavailable(Unavailable):
     """A secret value cannot be decrypted (its key is missing or the ciphertext fails authentication),
     or cannot be encrypted (no key is configured). `detail` names the key id, never key or value."""
+
+    retry_after = None

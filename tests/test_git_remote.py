@@ -201,7 +201,9 @@ def test_a_remote_that_goes_away_fails_saves_with_503_until_it_is_back(client, a
     first = save(client, ada.document, ada.headers, "one")
     away = remote.with_name("remote-away.git")
     remote.rename(away)
-    assert_problem(client.put(ada.document, json={"content": "two"}, headers=ada.headers), 503, "remote")
+    refused = client.put(ada.document, json={"content": "two"}, headers=ada.headers)
+    assert_problem(refused, 503, "remote")
+    assert refused.headers["retry-after"] == "1"  # RFC 9110 §10.2.3: try again shortly
     assert history(client, ada) == [(1, first["commit_sha"])]
     assert git(settings, "rev-parse", f"refs/docs/{document_id(settings, ada)}").strip() == first["commit_sha"]
     assert client.get(ada.document, headers=ada.headers).json()["content"] == "one"  # reads stay local

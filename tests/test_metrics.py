@@ -128,10 +128,10 @@ def statements_held(client, services) -> Iterator[int]:
 @pytest.mark.parametrize("pool, held", [("transactions", transactions_held), ("statements", statements_held)])
 def test_pool_gauges_follow_checked_out_connections_and_waiters(client, admin, services, pool, held):
     idle = scrape(client, admin)
-    with held(client, services) as size:
-        busy = eventually(lambda: (s := scrape(client, admin)) and value(s, "svc_db_pool_waiting", pool=pool) >= 1 and s)
-        assert busy, "a caller waiting for a connection was not counted"
-        assert value(busy, "svc_db_pool_in_use", pool=pool) == size
+    with held(client, services) as size:  # the statement pool opens its connections meanwhile
+        assert eventually(lambda: (s := scrape(client, admin)) and value(s, "svc_db_pool_waiting", pool=pool) >= 1
+                          and value(s, "svc_db_pool_in_use", pool=pool) == size), \
+            "the connections checked out and a caller waiting for one were not counted"
     after = eventually(lambda: (s := scrape(client, admin)) and value(s, "svc_db_pool_in_use", pool=pool) == 0 and s)
     assert after, "connections given back were still counted"
     assert value(after, "svc_db_pool_waiting", pool=pool) == value(idle, "svc_db_pool_waiting", pool=pool)

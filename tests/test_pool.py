@@ -121,6 +121,7 @@ def test_service_answers_503_while_postgres_is_down_and_recovers(cluster, client
         down = client.get("/api/v1/tokens", headers=admin)
         assert down.status_code == 503
         assert down.headers["content-type"] == "application/problem+json"
+        assert down.headers["retry-after"] == "1"  # RFC 9110 §10.2.3: delay-seconds
         assert "database unavailable" in down.json()["detail"]
         assert client.get("/ready").status_code == 503
         assert client.get("/health").status_code == 200

@@ -334,5 +334,6 @@ def test_a_value_that_cannot_be_opened_is_a_503_naming_the_key(world, settings):
     with TestClient(create_app(keyed(settings, KEY_B))) as without_a:
         missing = without_a.get(f"{API}/configurations/{other['id']}", params={"reveal": "true"}, headers=admin)
         assert missing.status_code == 503 and "'a'" in missing.json()["detail"]
+        assert "retry-after" not in missing.headers  # a missing key needs an operator, not a retry
         ready = without_a.get("/ready").json()
         assert ready["checks"]["secret_keys"] is False and list(ready["unreadable_secret_keys"]) == ["a"]

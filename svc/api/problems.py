@@ -116,7 +116,9 @@ async def _service_error(request: Request, exc: errors.ServiceError) -> JSONResp
 def _headers_for(request: Request, exc: errors.ServiceError) -> dict[str, str] | None:
     """RFC 6750 §3.1: a challenge on every 401, with `invalid_token` when a token was sent but is
     no good (none when the request carried no bearer token). RFC 5789 §2.2: a 415 to a PATCH
-    names the patch formats accepted."""
+    names the patch formats accepted. RFC 9110 §10.2.3: a 503 says when to try again, where that helps."""
+    if isinstance(exc, errors.Unavailable):
+        return None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
     if isinstance(exc, errors.InvalidToken):
         return {"WWW-Authenticate": 'Bearer error="invalid_token"'}
     if isinstance(exc, errors.Unauthenticated):

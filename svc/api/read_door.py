@@ -7,7 +7,7 @@ One door for every read of one configuration (`/resolve/{app}/{config}` by names
 `/configurations/{id}` by id, GET and HEAD): each route declares a `Doorway` (how its path
 becomes a cache key, and its own answer), and the door runs the route's own steps: the token
 cache (`Authenticator.cached`), the one access rule and the read cache (`DeliveryService.read`:
-from the cache, else one statement in the thread pool), the route's response, labelled as the
+from the cache, else one statement on the event loop), the route's response, labelled as the
 route; an error goes to the exception handler the route's would reach. What the door does not
 take (a query string, a path the route refuses, no bearer token or one not cached) goes on to
 the route, which answers it the same way.

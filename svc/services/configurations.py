@@ -16,9 +16,7 @@ import jsonpatch
 import orjson
 
 from svc.crypto import KeyRing
-from anyio.to_thread import run_sync as run_in_threadpool
-
-from svc.db import AsyncStatements, Database, Transaction
+from svc.db import Database, Transaction
 from svc.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
 from svc.ids import new_id
 from svc.repositories.applications import ApplicationRepository
@@ -91,14 +89,12 @@ class ConfigurationService:
     def __init__(
         self,
         db: Database,
-        statements: AsyncStatements,
         keyring: KeyRing,
         *,
         max_config_bytes: int,
         announce: changes.Announce,
     ) -> None:
         self.db = db
-        self.statements = statements
         self.keyring = keyring
         self.max_config_bytes = max_config_bytes
         self.announce = announce
@@ -231,18 +227,6 @@ class ConfigurationService:
         their values. A mask at a secret path of `config` keeps the stored secret."""
         return self._write(_Write(actor, configuration_id, message, expected), lambda current, tx: fields)
 
-    async def update_async(
-        self,
-        actor: Principal,
-        configuration_id: str,
-        fields: dict[str, Any],
-        *,
-        message: str | None = None,
-        expected: Precondition | None = None,
-    ) -> Configuration:
-        """`update` from the event loop: its statements run on the loop's connections, no thread hop."""
-        return await self._write_async(_Write(actor, configuration_id, message, expected), lambda current: fields)
-
     def merge(
         self,
         actor: Principal,
@@ -253,20 +237,7 @@ class ConfigurationService:
         expected: Precondition | None = None,
     ) -> Configuration:
         """Apply a JSON Merge Patch (RFC 7396) to the configuration's JSON."""
-        merged = _merging(patch)
-        return self._write(_Write(actor, configuration_id, message, expected), lambda current, tx: merged(current))
-
-    async def merge_async(
-        self,
-        actor: Principal,
-        configuration_id: str,
-        patch: Any,
-        *,
-        message: str | None = None,
-        expected: Precondition | None = None,
-    ) -> Configuration:
-        """`merge` from the event loop: its statements run on the loop's connections, no thread hop."""
-        return await self._write_async(_Write(actor, configuration_id, message, expected), _merging(patch))
+        return self._write(_Write(actor, configuration_id, message, expected), _merging(patch))
 
     def rollback(
         self,
@@ -321,7 +292,7 @@ class ConfigurationService:
             )
             tx.commit()
 
-    def _write(self, write: _Write, propose: Proposal, *, optimistic: bool = True) -> Configuration:
+    def _write(self, write: _Write, propose: Proposal) -> Configuration:
         """Read the row, check the preconditions, apply `propose` (to the masked view, unless the write
         `proposes_clear`), validate the clear state, and record the new revision with its secrets sealed.
 
@@ -341,7 +312,7 @@ class ConfigurationService:
             tx.after_commit(lambda: self.announce(recorded.payload))
             return recorded.configuration
 
-        for _ in range(OPTIMISTIC_ATTEMPTS if optimistic else 0):
+        for _ in range(OPTIMISTIC_ATTEMPTS):
             with self.db.autocommit() as statements:
                 written = attempt(statements, _target(statements, write))
             if written is not None:
@@ -350,19 +321,6 @@ class ConfigurationService:
             written = attempt(tx, _target(tx, write, lock=True))
             tx.commit()
         return _masked(written)
-
-    async def _write_async(self, write: _Write, propose: Callable[[Configuration], dict[str, Any]]) -> Configuration:
-        """`_write`'s unlocked tries on the loop's connections; the locked one, if needed, in the thread pool."""
-        for _ in range(OPTIMISTIC_ATTEMPTS):
-            current = _current(write, await _target(self.statements, write))
-            planned = self._planned(write, current, propose(_masked(current)))
-            if isinstance(planned, Configuration):
-                return _masked(planned)
-            recorded = await ConfigurationRepository(self.statements).record_update(write.configuration_id, planned)
-            if recorded is not None:
-                self.announce(recorded.payload)
-                return _masked(recorded.configuration)
-        return await run_in_threadpool(lambda: self._write(write, lambda current, tx: propose(current), optimistic=False))
 
     def _planned(self, write: _Write, current: Configuration, change: dict[str, Any]) -> Configuration | Planned:
         """What `change` makes of `current`: the state and event to record (sealed, validated), or
@@ -448,8 +406,8 @@ def document(configuration: Configuration) -> bytes:
     return orjson.dumps(configuration, option=orjson.OPT_UTC_Z)
 
 
-def _target(tx: Transaction | AsyncStatements, write: _Write, *, lock: bool = False) -> Any:
-    """The row `write` starts from (an awaitable of it over `AsyncStatements`)."""
+def _target(tx: Transaction, write: _Write, *, lock: bool = False) -> WriteTarget | None:
+    """The row `write` starts from, with what the access rule needs."""
     return ConfigurationRepository(tx).for_write(write.configuration_id, write.actor.user_id, lock=lock)
 
 
@@ -468,7 +426,7 @@ def _current(write: _Write, target: WriteTarget | None) -> Configuration:
     return current
 
 
-def _merging(patch: Any) -> Callable[[Configuration], dict[str, Any]]:
+def _merging(patch: Any) -> Proposal:
     """The change a JSON Merge Patch (RFC 7396) of `config` makes to a configuration."""
     if not isinstance(patch, dict):
         # Refused before the preconditions are looked at: whatever the current state, a
@@ -478,7 +436,7 @@ def _merging(patch: Any) -> Callable[[Configuration], dict[str, Any]]:
         encode(patch)  # bounds the nesting depth before merge_patch recurses into it
     except UnstorableJson as exc:
         raise Unprocessable(f"merge patch cannot be applied: {exc}") from exc
-    return lambda current: {"config": merge_patch(current.config, patch)}
+    return lambda current, tx: {"config": merge_patch(current.config, patch)}
 
 
 def _event(

@@ -272,6 +272,18 @@ class Bench:
         self.rows.append(Row("Configuration writes/s through the service layer (16 threads in one process, no HTTP)",
                              f"{direct:,.0f} writes/s ({direct_count:,} writes)", "the same `pgbench -N`", r, "—",
                              None))
+        script = self.data_dir / "record.sql"
+        text, defines = service_writes.record_workload(
+            [c["id"] for c in targets], bench_data.config_document("bench", "ceiling"))
+        script.write_text(text)
+        alone = self.pgbench(self.url, clients=16, seconds=half,
+                             workload=("-n", "-M", "prepared", *defines, "-f", str(script)))
+        r = ratio(alone.tps, tps)
+        self.rows.append(Row("PostgreSQL's ceiling: the one statement that records a configuration change (new state, "
+                             "revision, event, audit), alone through `pgbench -M prepared`, 16 clients over the same "
+                             "16 configurations: no HTTP, no Python",
+                             f"{alone.tps:,.0f} statements/s (CPU/statement: PostgreSQL {alone.postgres_ms:.2f} ms)",
+                             "the same `pgbench -N`", r, "—", None))
 
         loaded: list[Result] = []
         writing = threading.Thread(target=lambda: loaded.append(
@@ -305,11 +317,11 @@ class Bench:
                        timeout=300)
         return url
 
-    def pgbench(self, url: str, *, clients: int, seconds: int) -> Pgbench:
-        """`pgbench -N` transactions/s on the pgbench database."""
-        say(f"pgbench -N: {clients} clients, {seconds} s")
+    def pgbench(self, url: str, *, clients: int, seconds: int, workload: tuple[str, ...] = ("-N",)) -> Pgbench:
+        """pgbench transactions/s: `pgbench -N` on the pgbench database, or `workload`."""
+        say(f"pgbench {' '.join(w for w in workload if len(w) < 80)}: {clients} clients, {seconds} s")
         postgres_before = postgres_cpu_seconds(self.pgdata)
-        completed = subprocess.run([str(postgres_bin("pgbench")), "-N", "-c", str(clients),
+        completed = subprocess.run([str(postgres_bin("pgbench")), *workload, "-c", str(clients),
                                     "-j", str(min(clients, os.cpu_count() or 1)), "-T", str(seconds), url],
                                    capture_output=True, text=True, timeout=seconds + 120)
         if completed.returncode != 0:

@@ -102,7 +102,7 @@ def service_paths() -> None:
         ring = KeyRing.parse(new_key_entry("bench"))
         operator = Principal.operator()
         configurations = ConfigurationService(
-            db, statements, ring, max_config_bytes=1 << 20, announce=lambda payload: None
+            db, ring, max_config_bytes=1 << 20, announce=lambda payload: None
         )
         delivery = DeliveryService(
             db, statements, ring, cache_max_bytes=1 << 20, event_retention_hours=1, configurations=configurations
