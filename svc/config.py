@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     pool_max_size: int = Field(default=10, ge=1)
     pool_timeout: float = Field(default=5.0, gt=0, description="seconds to wait for a free connection")
     read_pool_size: int = Field(
-        default=4, ge=1, description="connections per worker for single-statement reads on the event loop"
+        default=8, ge=1, description="connections per worker for single-statement reads on the event loop"
     )
     connect_timeout: int = Field(default=5, ge=1, description="seconds to wait for PostgreSQL to answer a connect")
     statement_timeout_ms: int = Field(default=30_000, ge=0)

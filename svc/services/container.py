@@ -67,22 +67,14 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings, database_url: str) -> Services:
-        db = Database(
-            database_url,
-            min_size=settings.pool_min_size,
-            max_size=settings.pool_max_size,
-            timeout=settings.pool_timeout,
-            connect_timeout=settings.connect_timeout,
-            statement_timeout_ms=settings.statement_timeout_ms,
-        )
+        sessions = {  # what both pools' connections and callers are held to
+            "timeout": settings.pool_timeout,
+            "connect_timeout": settings.connect_timeout,
+            "statement_timeout_ms": settings.statement_timeout_ms,
+        }
+        db = Database(database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size, **sessions)
         # Single statements on the worker's event loop; connections open when first used, on that loop.
-        statements = AsyncStatements(
-            database_url,
-            size=settings.read_pool_size,
-            timeout=settings.pool_timeout,
-            connect_timeout=settings.connect_timeout,
-            statement_timeout_ms=settings.statement_timeout_ms,
-        )
+        statements = AsyncStatements(database_url, size=settings.read_pool_size, **sessions)
         content = content_store_of(settings)
         content.ensure()
         authenticator = Authenticator(db)
