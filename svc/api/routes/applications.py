@@ -46,18 +46,14 @@ class ApplicationUpdate(BaseModel):
 
 
 @router.post("", status_code=201, response_model=Application, responses=problem_responses(400, 409, 413))
-def create_application(
-    body: Annotated[ApplicationCreate, Body()],
-    principal: PrincipalDep,
-    services: ServicesDep,
-    request: Request,
-    response: Response,
-):
-    application = services.applications.create(
+async def create_application(
+    body: Annotated[ApplicationCreate, Body()], principal: PrincipalDep, services: ServicesDep, request: Request
+) -> Response:
+    application = await off_loop(lambda: services.applications.create(
         principal, name=body.name, comments=body.comments, team_id=body.team_id
-    )
-    response.headers["Location"] = str(request.url_for("get_application", application_id=application.id))
-    return application
+    ))
+    location = str(request.url_for("get_application", application_id=application.id))
+    return json_response(application, status_code=201, headers={"Location": location})
 
 
 @router.get("", response_model=Page[Application], summary="Applications by id")
@@ -81,14 +77,14 @@ async def get_application(application_id: IdPath, principal: PrincipalDep, servi
 
 
 @router.patch("/{application_id}", response_model=Application, responses=problem_responses(400, 404, 409, 413))
-def update_application(
+async def update_application(
     application_id: IdPath,
     body: Annotated[ApplicationUpdate, Body()],
     principal: PrincipalDep,
     services: ServicesDep,
-):
+) -> Response:
     fields = body.model_dump(include=body.model_fields_set)
-    return services.applications.update(principal, application_id, fields)
+    return json_response(await off_loop(lambda: services.applications.update(principal, application_id, fields)))
 
 
 @router.delete(
@@ -97,6 +93,6 @@ def update_application(
     summary="Delete an application with its configurations and their revisions",
     responses=problem_responses(404),
 )
-def delete_application(application_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
-    services.applications.delete(principal, application_id)
+async def delete_application(application_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
+    await off_loop(lambda: services.applications.delete(principal, application_id))
     return Response(status_code=204)

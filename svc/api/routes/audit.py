@@ -6,11 +6,12 @@ import re
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
 from svc.api.deps import After, Limit, PrincipalDep, ServicesDep
 from svc.api.problems import problem_responses
+from svc.api.responses import json_response, off_loop
 from svc.api.schemas import NO_NUL_PATTERN, Page
 from svc.ids import ULID_PATTERN
 from svc.services.audit import AuditEvent, AuditFilter
@@ -43,7 +44,7 @@ router = APIRouter(prefix="/audit", tags=["audit"], responses=problem_responses(
 
 
 @router.get("", response_model=Page[AuditEvent], summary="Audit events, newest first")
-def list_audit_events(
+async def list_audit_events(
     principal: PrincipalDep,
     services: ServicesDep,
     limit: Limit = 50,
@@ -53,8 +54,8 @@ def list_audit_events(
     actor: Annotated[str | None, Query(pattern=ULID_PATTERN, description="the acting token's id")] = None,
     since: Timestamp = None,
     until: Timestamp = None,
-):
+) -> Response:
     where = AuditFilter(
         resource_type=resource_type, resource_id=resource_id, actor_token_id=actor, since=since, until=until
     )
-    return services.audit.list(principal, where, limit=limit, after=after)
+    return json_response(await off_loop(lambda: services.audit.list(principal, where, limit=limit, after=after)))

@@ -4,6 +4,7 @@ document."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
 from svc.api.problems import problem_responses
+from svc.api.responses import json_response, off_loop
 from svc.api.routes.documents import Message, document_routes
 from svc.api.schemas import NO_NUL_PATTERN, Text
 from svc.ids import ULID_PATTERN
@@ -127,18 +129,17 @@ class Releases(BaseModel):
 
 
 @router.post("/catalog", status_code=201, response_model=Item, responses=problem_responses(400, 409, 413))
-def create_item(
-    body: Annotated[ItemCreate, Body()], principal: PrincipalDep, services: ServicesDep, request: Request,
-    response: Response,
-):
+async def create_item(
+    body: Annotated[ItemCreate, Body()], principal: PrincipalDep, services: ServicesDep, request: Request
+) -> Response:
     """Create an item and its first version; the content must pass the rules of its type."""
-    item = services.catalog.create(principal, **body.model_dump())
-    response.headers["Location"] = str(request.url_for("get_item", item_id=item["id"]))
-    return item
+    item = await off_loop(lambda: services.catalog.create(principal, **body.model_dump()))
+    location = str(request.url_for("get_item", item_id=item["id"]))
+    return json_response(item, status_code=201, headers={"Location": location})
 
 
 @router.get("/catalog", response_model=SearchPage, responses=problem_responses(400))
-def search_items(
+async def search_items(
     principal: PrincipalDep,
     services: ServicesDep,
     q: Annotated[str | None, Query(max_length=500, pattern=NO_NUL_PATTERN, description="words, \"phrases\", -not, or")] = None,
@@ -148,44 +149,50 @@ def search_items(
     status: Annotated[Literal["active", "deprecated", "all"], Query(description="deprecated items only when asked")] = "active",
     limit: Limit = 50,
     after: Cursor = None,
-):
+) -> Response:
     """Items the caller may see, best match first (websearch syntax; no query: by id)."""
-    return services.catalog.search(
+    return json_response(await off_loop(lambda: services.catalog.search(
         principal, q=q, type=type, tag=tag, owner=owner, status=status, limit=limit, after=after
-    )
+    )))
 
 
 @router.get("/catalog/{item_id}", response_model=Item)
-def get_item(item_id: IdPath, principal: PrincipalDep, services: ServicesDep):
-    return services.catalog.get(principal, item_id)
+async def get_item(item_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
+    return json_response(await off_loop(lambda: services.catalog.get(principal, item_id)))
 
 
 @router.patch("/catalog/{item_id}", response_model=Item, responses=problem_responses(400, 413))
-def update_item(item_id: IdPath, body: Annotated[ItemUpdate, Body()], principal: PrincipalDep, services: ServicesDep):
+async def update_item(
+    item_id: IdPath, body: Annotated[ItemUpdate, Body()], principal: PrincipalDep, services: ServicesDep
+) -> Response:
     """Change description, tags or status; the name and type are fixed (the name is in the content)."""
-    return services.catalog.update(principal, item_id, body.model_dump(exclude_unset=True))
+    fields = body.model_dump(exclude_unset=True)
+    return json_response(await off_loop(lambda: services.catalog.update(principal, item_id, fields)))
 
 
 @router.delete("/catalog/{item_id}", status_code=204, response_class=Response)
-def delete_item(item_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
+async def delete_item(item_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
     """Delete the item, its releases and installs (its history stays in git under refs/deleted/)."""
-    services.catalog.delete(principal, item_id)
+    await off_loop(lambda: services.catalog.delete(principal, item_id))
     return Response(status_code=204)
 
 
 @router.post(
     "/catalog/{item_id}/releases", status_code=201, response_model=Release, responses=problem_responses(400, 409, 413)
 )
-def create_release(
+async def create_release(
     item_id: IdPath, body: Annotated[ReleaseCreate, Body()], principal: PrincipalDep, services: ServicesDep
-):
+) -> Response:
     """Pin a semantic version to a version of the content; 409 when the version exists (releases are immutable)."""
-    return services.catalog.create_release(principal, item_id, version=body.version, sha=body.sha, notes=body.notes)
+    release = await off_loop(lambda: services.catalog.create_release(
+        principal, item_id, version=body.version, sha=body.sha, notes=body.notes
+    ))
+    return json_response(release, status_code=201)
 
 
 @router.get("/catalog/{item_id}/releases", response_model=Releases)
-def list_releases(item_id: IdPath, principal: PrincipalDep, services: ServicesDep):
-    return services.catalog.releases(principal, item_id)
+async def list_releases(item_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
+    return json_response(await off_loop(lambda: services.catalog.releases(principal, item_id)))
 
 
 @router.get(
@@ -198,7 +205,7 @@ def list_releases(item_id: IdPath, principal: PrincipalDep, services: ServicesDe
         **problem_responses(412),
     },
 )
-def get_content(
+async def get_content(
     item_id: IdPath,
     principal: PrincipalDep,
     services: ServicesDep,
@@ -209,27 +216,29 @@ def get_content(
     expected: Preconditions,
 ) -> Response:
     """The bytes of a release or of the current version, with the type's content type."""
-    data, commit_sha, content_type = services.catalog.content(principal, item_id, release)
+    data, commit_sha, content_type = await off_loop(lambda: services.catalog.content(principal, item_id, release))
     if not_modified(expected, commit_sha, subject="the content"):
         return not_modified_response(commit_sha)
     return Response(content=data, media_type=content_type, headers={"ETag": etag(commit_sha)})
 
 
 @router.post("/catalog/{item_id}/install", response_model=Item)
-def install_item(item_id: IdPath, principal: PrincipalDep, services: ServicesDep):
+async def install_item(item_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
     """Record that the caller uses the item (idempotent); it goes into `GET /me/bundle`."""
-    return services.catalog.install(principal, item_id)
+    return json_response(await off_loop(lambda: services.catalog.install(principal, item_id)))
 
 
 @router.delete("/catalog/{item_id}/install", response_model=Item)
-def uninstall_item(item_id: IdPath, principal: PrincipalDep, services: ServicesDep):
+async def uninstall_item(item_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
     """Undo an install (idempotent)."""
-    return services.catalog.uninstall(principal, item_id)
+    return json_response(await off_loop(lambda: services.catalog.uninstall(principal, item_id)))
 
 
 @router.get("/me/installs", response_model=InstalledPage)
-def my_installs(principal: PrincipalDep, services: ServicesDep, limit: Limit = 50, after: After = None):
-    return services.catalog.installs(principal, limit=limit, after=after)
+async def my_installs(
+    principal: PrincipalDep, services: ServicesDep, limit: Limit = 50, after: After = None
+) -> Response:
+    return json_response(await off_loop(lambda: services.catalog.installs(principal, limit=limit, after=after)))
 
 
 @router.get(
@@ -239,9 +248,9 @@ def my_installs(principal: PrincipalDep, services: ServicesDep, limit: Limit = 5
                      "content": {"application/gzip": {}}}, 304: {"description": "Not Modified"},
                **problem_responses(412)},
 )
-def my_bundle(principal: PrincipalDep, services: ServicesDep, expected: Preconditions) -> Response:
+async def my_bundle(principal: PrincipalDep, services: ServicesDep, expected: Preconditions) -> Response:
     """Everything the caller installed, as Claude Code reads it: `curl … | tar xz -C .claude`."""
-    bundle = services.bundle.build(principal, expected=expected)
+    bundle = await off_loop(lambda: services.bundle.build(principal, expected=expected))
     if bundle.data is None:
         return not_modified_response(bundle.etag)
     headers = {"ETag": etag(bundle.etag), "Content-Disposition": 'attachment; filename="claude-bundle.tar.gz"'}
@@ -252,9 +261,9 @@ async def _item_in_path(item_id: IdPath) -> str:
     return item_id
 
 
-def _item_documents(item_id: IdPath, services: ServicesDep) -> DocumentService:
-    # Not async: on a cache miss it reads the item's type from the database.
-    return services.catalog.documents_of(item_id)
+async def _item_documents(item_id: IdPath, services: ServicesDep) -> Callable[[], DocumentService]:
+    # Found in the request's one hop: on a cache miss it reads the item's type from the database.
+    return lambda: services.catalog.documents_of(item_id)
 
 
 router.include_router(

@@ -13,11 +13,13 @@ from fastapi import APIRouter, Body, Depends, File, Path, Query, Response, Uploa
 from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
-from svc.api.etags import Preconditions, not_modified, not_modified_response, tag
+from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
+from svc.api.responses import json_response, off_loop
 from svc.api.schemas import Text
 from svc.services.documents import DocumentService
+from svc.services.preconditions import Precondition
 
 SHA_PATTERN = r"^[0-9a-fA-F]{7,40}$"
 SHA_DESCRIPTION = "the commit sha of a version of this document (7 to 40 hex digits)"
@@ -112,76 +114,75 @@ class Accepted(DocumentState):
 def document_routes(
     prefix: str,
     owner: Callable[..., str | None],
-    pick: Callable[..., DocumentService],
+    pick: Callable[..., Callable[[], DocumentService]],
     *,
     tag: str,
     noun: str,
 ) -> APIRouter:
     """The document routes under `prefix` (such as `/teams/{team_id}/claude-md`): `owner`
-    names the owner from the request (a path id, or None for the caller); `pick`, a
-    dependency, chooses the mounted service (`mounted(name)`, or by the request: a catalog
-    item's type decides the file its document has); `noun` names its routes (`get_claude_md`,
-    …: their operation ids)."""
+    names the owner from the request (a path id, or None for the caller); `pick`, an async
+    dependency, says how to find the mounted service: a call made in the request's one thread
+    hop (`mounted(name)`, or by the request: a catalog item's type, which may take a query,
+    decides the file its document has); `noun` names its routes (`get_claude_md`, …: their
+    operation ids)."""
     router = APIRouter(
         prefix=prefix, tags=[tag], responses=problem_responses(401, 403, 404, 422, 503), route_class=JsonBodyRoute
     )
     Owner = Annotated[str | None, Depends(owner)]
-    Documents = Annotated[DocumentService, Depends(pick)]
+    Documents = Annotated[Callable[[], DocumentService], Depends(pick)]
 
     @router.get("", response_model=DocumentState, responses=READ_RESPONSES, name=f"get_{noun}")
-    def get_document(
-        owner_id: Owner, principal: PrincipalDep, documents: Documents, response: Response, expected: Preconditions,
-    ):
+    async def get_document(
+        owner_id: Owner, principal: PrincipalDep, documents: Documents, expected: Preconditions
+    ) -> Response:
         """The current document (empty content and version 0 when none was saved yet)."""
-        document = documents.get(principal, owner_id)
-        return _read(document, response, expected)
+        return _read(await off_loop(lambda: documents().get(principal, owner_id)), expected)
 
     @router.put(
         "", response_model=DocumentState, responses={**WRITE_RESPONSES, **problem_responses(400)}, name=f"save_{noun}"
     )
-    def save_document(
+    async def save_document(
         owner_id: Owner, body: Annotated[DocumentSave, Body()], principal: PrincipalDep, documents: Documents,
-        response: Response, expected: Preconditions,
-    ):
+        expected: Preconditions,
+    ) -> Response:
         """Save the whole document as a new version."""
-        document = documents.save(principal, owner_id, content=body.content, message=body.message, expected=expected)
-        return _current(document, response)
+        return _current(await off_loop(lambda: documents().save(
+            principal, owner_id, content=body.content, message=body.message, expected=expected
+        )))
 
     @router.get("/history", response_model=History, name=f"{noun}_history")
-    def document_history(
+    async def document_history(
         owner_id: Owner, principal: PrincipalDep, documents: Documents, limit: Limit = 50,
         after: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="cursor: `next` of the last page")] = None,
-    ):
+    ) -> Response:
         """Versions, newest first."""
-        return documents.history(principal, owner_id, limit=limit, before=after)
+        history = await off_loop(lambda: documents().history(principal, owner_id, limit=limit, before=after))
+        return json_response({**history, "versions": [_shaped(VersionEntry, v) for v in history["versions"]]})
 
     @router.get("/versions/{sha}", response_model=DocumentVersion, responses=READ_RESPONSES, name=f"get_{noun}_version")
-    def get_document_version(
-        owner_id: Owner, sha: Sha, principal: PrincipalDep, documents: Documents, response: Response,
-        expected: Preconditions,
-    ):
+    async def get_document_version(
+        owner_id: Owner, sha: Sha, principal: PrincipalDep, documents: Documents, expected: Preconditions
+    ) -> Response:
         """One version with its content. A commit that is not a version of this document is 404."""
-        version = documents.version(principal, owner_id, sha)
-        return _read(version, response, expected)
+        version = await off_loop(lambda: documents().version(principal, owner_id, sha))
+        return _read(_shaped(DocumentVersion, version), expected)
 
     @router.get("/diff", response_class=Response, responses=DIFF_RESPONSES, name=f"diff_{noun}")
-    def diff_document(
+    async def diff_document(
         owner_id: Owner, principal: PrincipalDep, documents: Documents,
         from_: Annotated[str, Query(alias="from", pattern=SHA_PATTERN, description=SHA_DESCRIPTION)],
         to: Annotated[str, Query(pattern=SHA_PATTERN, description=SHA_DESCRIPTION)],
     ) -> Response:
         """Unified diff between two versions."""
-        text = documents.diff(principal, owner_id, from_, to)
+        text = await off_loop(lambda: documents().diff(principal, owner_id, from_, to))
         return Response(content=text, media_type="text/x-diff; charset=utf-8")
 
     @router.post("/rollback/{sha}", response_model=DocumentState, responses=WRITE_RESPONSES, name=f"rollback_{noun}")
-    def rollback_document(
-        owner_id: Owner, sha: Sha, principal: PrincipalDep, documents: Documents, response: Response,
-        expected: Preconditions,
-    ):
+    async def rollback_document(
+        owner_id: Owner, sha: Sha, principal: PrincipalDep, documents: Documents, expected: Preconditions
+    ) -> Response:
         """Save the content of an earlier version as a new version ("Rollback to version <sha7>")."""
-        document = documents.rollback(principal, owner_id, sha, expected=expected)
-        return _current(document, response)
+        return _current(await off_loop(lambda: documents().rollback(principal, owner_id, sha, expected=expected)))
 
     @router.post(
         "/import",
@@ -189,24 +190,22 @@ def document_routes(
         responses={**WRITE_RESPONSES, **problem_responses(400, 415)},
         name=f"import_{noun}",
     )
-    def import_document(
+    async def import_document(
         owner_id: Owner,
         file: Annotated[UploadFile, File(description="a UTF-8 file (`.md` for claude.md); BOM dropped, CRLF → LF")],
         principal: PrincipalDep,
         documents: Documents,
-        response: Response,
         expected: Preconditions,
-    ):
+    ) -> Response:
         """Save an uploaded Markdown file as a new version ("Import <file name> from <upload name>")."""
-        document = documents.import_file(
+        return _current(await off_loop(lambda: documents().import_file(
             principal,
             owner_id,
             filename=file.filename or "",
             content_type=file.content_type,
             stream=file.file,
             expected=expected,
-        )
-        return _current(document, response)
+        )))
 
     @router.post(
         "/proposals",
@@ -215,24 +214,31 @@ def document_routes(
         responses=problem_responses(400, 413),
         name=f"propose_{noun}_change",
     )
-    def propose(
+    async def propose(
         owner_id: Owner, body: Annotated[ProposalCreate, Body()], principal: PrincipalDep, documents: Documents
-    ):
+    ) -> Response:
         """Propose a new content, based on the current version, for a writer to accept or reject."""
-        return documents.propose(principal, owner_id, content=body.content, message=body.message)
+        proposal = await off_loop(
+            lambda: documents().propose(principal, owner_id, content=body.content, message=body.message)
+        )
+        return json_response(proposal, status_code=201)
 
     @router.get("/proposals", response_model=ProposalPage, name=f"list_{noun}_proposals")
-    def list_proposals(
+    async def list_proposals(
         owner_id: Owner, principal: PrincipalDep, documents: Documents, limit: Limit = 50, after: After = None,
         status: Annotated[ProposalStatus | None, Query(description="only proposals in this state")] = None,
-    ):
+    ) -> Response:
         """Proposals, oldest first."""
-        return documents.proposals(principal, owner_id, status=status, limit=limit, after=after)
+        return json_response(await off_loop(
+            lambda: documents().proposals(principal, owner_id, status=status, limit=limit, after=after)
+        ))
 
     @router.get("/proposals/{proposal_id}", response_model=ProposalWithDiff, name=f"get_{noun}_proposal")
-    def get_proposal(owner_id: Owner, proposal_id: IdPath, principal: PrincipalDep, documents: Documents):
+    async def get_proposal(
+        owner_id: Owner, proposal_id: IdPath, principal: PrincipalDep, documents: Documents
+    ) -> Response:
         """One proposal with the unified diff from its base to its content."""
-        return documents.proposal(principal, owner_id, proposal_id)
+        return json_response(await off_loop(lambda: documents().proposal(principal, owner_id, proposal_id)))
 
     @router.post(
         "/proposals/{proposal_id}/accept",
@@ -240,14 +246,14 @@ def document_routes(
         responses={**WRITE_RESPONSES, **problem_responses(409)},
         name=f"accept_{noun}_proposal",
     )
-    def accept_proposal(
-        owner_id: Owner, proposal_id: IdPath, principal: PrincipalDep, documents: Documents, response: Response,
-        expected: Preconditions,
-    ):
+    async def accept_proposal(
+        owner_id: Owner, proposal_id: IdPath, principal: PrincipalDep, documents: Documents, expected: Preconditions
+    ) -> Response:
         """Make the proposal the next version (authored by the proposer); 409 when the document
         is no longer at the proposal's base, or the proposal is not open."""
-        document = documents.accept(principal, owner_id, proposal_id, expected=expected)
-        return _current(document, response)
+        return _current(
+            await off_loop(lambda: documents().accept(principal, owner_id, proposal_id, expected=expected))
+        )
 
     @router.post(
         "/proposals/{proposal_id}/reject",
@@ -255,12 +261,13 @@ def document_routes(
         responses=problem_responses(400, 409, 413),
         name=f"reject_{noun}_proposal",
     )
-    def reject_proposal(
+    async def reject_proposal(
         owner_id: Owner, proposal_id: IdPath, principal: PrincipalDep, documents: Documents,
         body: Annotated[ProposalReject | None, Body()] = None,
-    ):
+    ) -> Response:
         """Close an open proposal without taking it, with an optional reason."""
-        return documents.reject(principal, owner_id, proposal_id, reason=body.reason if body else None)
+        reason = body.reason if body else None
+        return json_response(await off_loop(lambda: documents().reject(principal, owner_id, proposal_id, reason=reason)))
 
     @router.delete(
         "/proposals/{proposal_id}",
@@ -268,9 +275,11 @@ def document_routes(
         responses=problem_responses(409),
         name=f"withdraw_{noun}_proposal",
     )
-    def withdraw_proposal(owner_id: Owner, proposal_id: IdPath, principal: PrincipalDep, documents: Documents):
+    async def withdraw_proposal(
+        owner_id: Owner, proposal_id: IdPath, principal: PrincipalDep, documents: Documents
+    ) -> Response:
         """The proposer withdraws their own open proposal."""
-        return documents.withdraw(principal, owner_id, proposal_id)
+        return json_response(await off_loop(lambda: documents().withdraw(principal, owner_id, proposal_id)))
 
     return router
 
@@ -291,22 +300,28 @@ async def _team_in_path(team_id: IdPath) -> str:
 def mounted(name: str) -> Callable[..., Any]:
     """The dependency that picks the document service `Services.<name>`."""
 
-    async def pick(services: ServicesDep) -> DocumentService:
-        return getattr(services, name)
+    async def pick(services: ServicesDep) -> Callable[[], DocumentService]:
+        return lambda: getattr(services, name)
 
     return pick
 
 
-def _current(document: dict[str, Any], response: Response) -> Any:
-    tag(response, document["commit_sha"])
-    return document
+def _shaped(model: type[BaseModel], view: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a service's view that the documented model has, in its order."""
+    return {name: view[name] for name in model.model_fields}
 
 
-def _read(document: dict[str, Any], response: Response, expected: Preconditions) -> Any:
+def _current(document: dict[str, Any]) -> Response:
+    """A document (or a version of it) with the ETag of its commit, when it has one."""
+    sha = document["commit_sha"]
+    return json_response(document, headers=None if sha is None else {"ETag": etag(sha)})
+
+
+def _read(document: dict[str, Any], expected: Precondition) -> Response:
     """A read's answer: 412 when If-Match fails, 304 when If-None-Match does, else the body with its ETag."""
     if not_modified(expected, document["commit_sha"], subject="the document"):
         return not_modified_response(document["commit_sha"])
-    return _current(document, response)
+    return _current(document)
 
 
 router = APIRouter()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from svc.api.deps import ServicesDep
 from svc.api.problems import problem_responses
+from svc.api.responses import json_response, off_loop
 from svc.errors import Unavailable
+from svc.services.container import Services
 
 router = APIRouter(tags=["health"])
 
@@ -18,8 +21,12 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="Dependencies are reachable", responses=problem_responses(503))
-def ready(services: ServicesDep) -> dict:
+@router.get("/ready", summary="Dependencies are reachable", response_model=dict, responses=problem_responses(503))
+async def ready(services: ServicesDep) -> Response:
+    return json_response(await off_loop(lambda: _readiness(services)))
+
+
+def _readiness(services: Services) -> dict[str, Any]:
     checks = services.readiness()
     failed = [name for name, ok in checks.items() if not ok]
     if failed:

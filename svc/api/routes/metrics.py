@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from svc import metrics
 from svc.api.deps import BearerCredentials, ServicesDep
 from svc.api.problems import problem_responses
+from svc.api.responses import off_loop
 from svc.errors import NotFound
 from svc.services import policy
 from svc.services.policy import Action
@@ -30,5 +31,6 @@ async def _metrics_access(services: ServicesDep, credentials: BearerCredentials)
     dependencies=[Depends(_metrics_access)],
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}} | problem_responses(401, 403, 404, 503),
 )
-def prometheus_metrics() -> Response:
-    return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
+async def prometheus_metrics() -> Response:
+    # off the loop: in multiprocess mode the figures are read from every worker's files
+    return Response(await off_loop(metrics.render), media_type=metrics.CONTENT_TYPE)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
+from svc.api.responses import json_response, off_loop
 from svc.api.schemas import NAME_DESCRIPTION, NAME_PATTERN, Page, Text
 from svc.services.teams import Member, Team
 
@@ -47,62 +48,70 @@ class MemberPut(BaseModel):
 
 
 @router.post("/teams", status_code=201, response_model=Team, responses=problem_responses(400, 409, 413))
-def create_team(
-    body: Annotated[TeamCreate, Body()], principal: PrincipalDep, services: ServicesDep, request: Request,
-    response: Response,
-):
+async def create_team(
+    body: Annotated[TeamCreate, Body()], principal: PrincipalDep, services: ServicesDep, request: Request
+) -> Response:
     """Create a team; the caller (or, for an admin, `owner_id`) becomes its owner."""
-    team = services.teams.create(principal, **body.model_dump())
-    response.headers["Location"] = str(request.url_for("get_team", team_id=team.id))
-    return team
+    team = await off_loop(lambda: services.teams.create(principal, **body.model_dump()))
+    location = str(request.url_for("get_team", team_id=team.id))
+    return json_response(team, status_code=201, headers={"Location": location})
 
 
 @router.get("/teams", response_model=Page[Team])
-def list_teams(principal: PrincipalDep, services: ServicesDep, limit: Limit = 50, after: After = None):
+async def list_teams(principal: PrincipalDep, services: ServicesDep, limit: Limit = 50, after: After = None) -> Response:
     """Admins see every team; a user sees the teams it belongs to."""
-    return services.teams.list(principal, limit=limit, after=after)
+    return json_response(await off_loop(lambda: services.teams.list(principal, limit=limit, after=after)))
 
 
 @router.get("/me/teams", response_model=Page[Team])
-def list_my_teams(principal: PrincipalDep, services: ServicesDep, limit: Limit = 50, after: After = None):
+async def list_my_teams(
+    principal: PrincipalDep, services: ServicesDep, limit: Limit = 50, after: After = None
+) -> Response:
     """The teams the calling user belongs to."""
-    return services.teams.list(principal, limit=limit, after=after, mine=True)
+    return json_response(await off_loop(lambda: services.teams.list(principal, limit=limit, after=after, mine=True)))
 
 
 @router.get("/teams/{team_id}", response_model=Team)
-def get_team(team_id: IdPath, principal: PrincipalDep, services: ServicesDep):
-    return services.teams.get(principal, team_id)
+async def get_team(team_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
+    return json_response(await off_loop(lambda: services.teams.get(principal, team_id)))
 
 
 @router.patch("/teams/{team_id}", response_model=Team, responses=problem_responses(400, 409, 413))
-def update_team(team_id: IdPath, body: Annotated[TeamUpdate, Body()], principal: PrincipalDep, services: ServicesDep):
+async def update_team(
+    team_id: IdPath, body: Annotated[TeamUpdate, Body()], principal: PrincipalDep, services: ServicesDep
+) -> Response:
     """Rename or describe a team (owners)."""
-    return services.teams.update(principal, team_id, body.model_dump(include=body.model_fields_set))
+    fields = body.model_dump(include=body.model_fields_set)
+    return json_response(await off_loop(lambda: services.teams.update(principal, team_id, fields)))
 
 
 @router.delete("/teams/{team_id}", status_code=204)
-def delete_team(team_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
+async def delete_team(team_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
     """Delete a team (owners). Its documents' git history stays under refs/deleted/<document id>."""
-    services.teams.delete(principal, team_id)
+    await off_loop(lambda: services.teams.delete(principal, team_id))
     return Response(status_code=204)
 
 
 @router.get("/teams/{team_id}/members", response_model=Page[Member])
-def list_members(team_id: IdPath, principal: PrincipalDep, services: ServicesDep, limit: Limit = 50, after: After = None):
-    return services.teams.members(principal, team_id, limit=limit, after=after)
+async def list_members(
+    team_id: IdPath, principal: PrincipalDep, services: ServicesDep, limit: Limit = 50, after: After = None
+) -> Response:
+    return json_response(await off_loop(lambda: services.teams.members(principal, team_id, limit=limit, after=after)))
 
 
 @router.put("/teams/{team_id}/members/{user_id}", response_model=Member, responses=problem_responses(400, 409, 413))
-def put_member(
+async def put_member(
     team_id: IdPath, user_id: IdPath, body: Annotated[MemberPut, Body()], principal: PrincipalDep,
     services: ServicesDep,
-):
+) -> Response:
     """Add a member or change its role; 409 when that would leave the team without an owner."""
-    return services.teams.put_member(principal, team_id, user_id, role=body.role)
+    return json_response(
+        await off_loop(lambda: services.teams.put_member(principal, team_id, user_id, role=body.role))
+    )
 
 
 @router.delete("/teams/{team_id}/members/{user_id}", status_code=204, responses=problem_responses(409))
-def remove_member(team_id: IdPath, user_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
+async def remove_member(team_id: IdPath, user_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
     """Remove a member; 409 for the last owner."""
-    services.teams.remove_member(principal, team_id, user_id)
+    await off_loop(lambda: services.teams.remove_member(principal, team_id, user_id))
     return Response(status_code=204)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
+from svc.api.responses import json_response, off_loop
 from svc.api.schemas import Page, Text
 from svc.ids import ULID_PATTERN
 from svc.services.tokens import Token
@@ -39,16 +40,16 @@ class CreatedToken(Token):
 
 
 @router.post("", status_code=201, response_model=CreatedToken, responses=problem_responses(400, 413))
-def create_token(body: Annotated[TokenCreate, Body()], principal: PrincipalDep, services: ServicesDep):
-    created = services.tokens.create(principal, **body.model_dump())
-    return CreatedToken(**asdict(created.token), token=created.secret)
+async def create_token(body: Annotated[TokenCreate, Body()], principal: PrincipalDep, services: ServicesDep) -> Response:
+    created = await off_loop(lambda: services.tokens.create(principal, **body.model_dump()))
+    return json_response(CreatedToken(**asdict(created.token), token=created.secret), status_code=201)
 
 
 @router.get("", response_model=Page[Token])
-def list_tokens(principal: PrincipalDep, services: ServicesDep, limit: Limit = 50, after: After = None):
-    return services.tokens.list(principal, limit=limit, after=after)
+async def list_tokens(principal: PrincipalDep, services: ServicesDep, limit: Limit = 50, after: After = None) -> Response:
+    return json_response(await off_loop(lambda: services.tokens.list(principal, limit=limit, after=after)))
 
 
 @router.delete("/{token_id}", response_model=Token, responses=problem_responses(404))
-def revoke_token(token_id: IdPath, principal: PrincipalDep, services: ServicesDep):
-    return services.tokens.revoke(principal, token_id)
+async def revoke_token(token_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
+    return json_response(await off_loop(lambda: services.tokens.revoke(principal, token_id)))

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
+from svc.api.responses import json_response, off_loop
 from svc.api.schemas import Name, Page, Text
 from svc.services.users import User
 
@@ -49,39 +50,38 @@ class UserUpdate(BaseModel):
 
 
 @router.post("/users", status_code=201, response_model=User, responses=problem_responses(400, 409, 413))
-def create_user(
-    body: Annotated[UserCreate, Body()],
-    principal: PrincipalDep,
-    services: ServicesDep,
-    request: Request,
-    response: Response,
-):
-    user = services.users.create(principal, **body.model_dump())
-    response.headers["Location"] = str(request.url_for("get_user", user_id=user.id))
-    return user
+async def create_user(
+    body: Annotated[UserCreate, Body()], principal: PrincipalDep, services: ServicesDep, request: Request
+) -> Response:
+    user = await off_loop(lambda: services.users.create(principal, **body.model_dump()))
+    location = str(request.url_for("get_user", user_id=user.id))
+    return json_response(user, status_code=201, headers={"Location": location})
 
 
 @router.get("/users", response_model=Page[User])
-def list_users(principal: PrincipalDep, services: ServicesDep, limit: Limit = 50, after: After = None):
-    return services.users.list(principal, limit=limit, after=after)
+async def list_users(principal: PrincipalDep, services: ServicesDep, limit: Limit = 50, after: After = None) -> Response:
+    return json_response(await off_loop(lambda: services.users.list(principal, limit=limit, after=after)))
 
 
 @router.get("/users/{user_id}", response_model=User, responses=problem_responses(404))
-def get_user(user_id: IdPath, principal: PrincipalDep, services: ServicesDep):
-    return services.users.get(principal, user_id)
+async def get_user(user_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
+    return json_response(await off_loop(lambda: services.users.get(principal, user_id)))
 
 
 @router.patch("/users/{user_id}", response_model=User, responses=problem_responses(400, 404, 409, 413))
-def update_user(user_id: IdPath, body: Annotated[UserUpdate, Body()], principal: PrincipalDep, services: ServicesDep):
-    return services.users.update(principal, user_id, **body.model_dump(exclude_unset=True))
+async def update_user(
+    user_id: IdPath, body: Annotated[UserUpdate, Body()], principal: PrincipalDep, services: ServicesDep
+) -> Response:
+    fields = body.model_dump(exclude_unset=True)
+    return json_response(await off_loop(lambda: services.users.update(principal, user_id, **fields)))
 
 
 @router.delete("/users/{user_id}", status_code=204, responses=problem_responses(404))
-def delete_user(user_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
-    services.users.delete(principal, user_id)
+async def delete_user(user_id: IdPath, principal: PrincipalDep, services: ServicesDep) -> Response:
+    await off_loop(lambda: services.users.delete(principal, user_id))
     return Response(status_code=204)
 
 
 @router.get("/me", response_model=User, responses=problem_responses(404))
-def get_me(principal: PrincipalDep, services: ServicesDep):
-    return services.users.me(principal)
+async def get_me(principal: PrincipalDep, services: ServicesDep) -> Response:
+    return json_response(await off_loop(lambda: services.users.me(principal)))
