@@ -78,8 +78,3 @@ def not_modified_response(current: str, headers: dict[str, str] | None = None) -
     """A 304 with the ETag (and any other header the 200 would have carried)."""
     return Response(status_code=304, headers={"ETag": etag(current), **(headers or {})})
 
-
-def tag(response: Response, current: str | None) -> None:
-    """Set the ETag of a response whose representation has a version."""
-    if current is not None:
-        response.headers["ETag"] = etag(current)
