@@ -1,9 +1,9 @@
 """Configurations: versioned JSON objects of an application, with optional JSON Schema.
 
 Every change that takes effect (to the JSON, its schema or its comments) makes a new
-revision under a row lock, so the revision number, and with it the ETag, identifies one
-state of the configuration. A write that would change nothing makes none; a rollback
-always does.
+revision, recorded by one statement that applies only to the revision it was worked out
+from (see `_write`), so the revision number, and with it the ETag, identifies one state of
+the configuration. A write that would change nothing makes none; a rollback always does.
 """
 
 from __future__ import annotations
