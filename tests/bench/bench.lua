@@ -1,7 +1,8 @@
 -- wrk script driven by a request plan that the harness writes (tests/bench/load.py):
 --   wrk ... -s tests/bench/bench.lua <url> -- <plan.lua>
 -- The plan returns { threads = T, headers = {...}, partition = bool, stop_after = N|nil,
---   done_dir = "..."|nil, requests = { { method = "GET", path = "/x" [, prefix = "...", suffix = "..."] }, ... } }.
+--   done_dir = "..."|nil, requests = { { method = "GET", path = "/x" [, prefix = "...", suffix = "..."] }, ... } }
+--   or, when no request has a body, lines = "GET /x\nGET /y\n..." instead of requests.
 -- A request with prefix/suffix gets a unique body: prefix .. "<thread>-<n>" .. suffix, so that
 -- every write really changes something. Every response that is not 2xx is counted (wrk itself
 -- counts only >= 400), and so is every status, for the summary line printed by done().
@@ -33,6 +34,12 @@ end
 function init(args)
   plan = dofile(args[1])
   local id = thread_id or 0
+  if plan.lines ~= nil then  -- requests without bodies, as "METHOD PATH" lines
+    plan.requests = {}
+    for method, path in string.gmatch(plan.lines, "(%S+) (%S+)\n") do
+      table.insert(plan.requests, { method = method, path = path })
+    end
+  end
   for i, request in ipairs(plan.requests) do
     if not plan.partition or (i - 1) % plan.threads == id then
       local entry = { request = request }

@@ -198,12 +198,18 @@ def plan_as_lua(plan: Plan, threads: int, done_dir: Path) -> str:
     for name, value in plan.headers.items():
         lines.append(f"    [{_lua_string(name)}] = {_lua_string(value)},")
     lines.append("  },")
-    lines.append("  requests = {")
-    for request in plan.requests:
-        fields = [f"method = {_lua_string(request.method)}", f"path = {_lua_string(request.path)}"]
-        if request.body is not None:
-            fields += [f"prefix = {_lua_string(request.body[0])}", f"suffix = {_lua_string(request.body[1])}"]
-        lines.append("    { " + ", ".join(fields) + " },")
-    lines.append("  },")
+    if all(request.body is None for request in plan.requests):
+        # One string of "METHOD PATH" lines, split by bench.lua: a Lua chunk holds at most 2^16
+        # constants, and a cold-read plan has more requests than that.
+        listed = "".join(f"{request.method} {request.path}\n" for request in plan.requests)
+        lines.append(f"  lines = {_lua_string(listed)},")
+    else:
+        lines.append("  requests = {")
+        for request in plan.requests:
+            fields = [f"method = {_lua_string(request.method)}", f"path = {_lua_string(request.path)}"]
+            if request.body is not None:
+                fields += [f"prefix = {_lua_string(request.body[0])}", f"suffix = {_lua_string(request.body[1])}"]
+            lines.append("    { " + ", ".join(fields) + " },")
+        lines.append("  },")
     lines.append("}")
     return "\n".join(lines) + "\n"

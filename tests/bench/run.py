@@ -52,7 +52,7 @@ class Sizes:
 
 FULL = Sizes(seconds=10, applications=10, configurations_per_application=10, users=100, history_versions=60,
              small_total_commits=1_000, large_total_commits=100_000, waiters=1_000, rss_small=1_000,
-             rss_large=50_000, cold_configurations=60_000)
+             rss_large=50_000, cold_configurations=150_000)
 QUICK = Sizes(seconds=3, applications=4, configurations_per_application=8, users=100, history_versions=60,
               small_total_commits=1_000, large_total_commits=10_000, waiters=1_000, rss_small=1_000,
               rss_large=10_000, cold_configurations=30_000)
