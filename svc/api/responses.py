@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import orjson
 from anyio.to_thread import run_sync
-from fastapi import Response
+from fastapi import Request, Response
 
 Result = TypeVar("Result")
 
@@ -31,3 +31,8 @@ def render(value: Any) -> bytes:
 
 def json_response(value: Any, *, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(render(value), status_code=status_code, headers=headers, media_type="application/json")
+
+
+def created(request: Request, value: Any, route: str, **path: str) -> Response:
+    """201 with the new resource and its `Location`: the URL of the route named `route` at `path`."""
+    return json_response(value, status_code=201, headers={"Location": str(request.url_for(route, **path))})

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
-from svc.api.responses import json_response, off_loop
+from svc.api.responses import created, json_response, off_loop
 from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page
 from svc.ids import ULID_PATTERN
 from svc.services.applications import Application
@@ -52,8 +52,7 @@ async def create_application(
     application = await off_loop(lambda: services.applications.create(
         principal, name=body.name, comments=body.comments, team_id=body.team_id
     ))
-    location = str(request.url_for("get_application", application_id=application.id))
-    return json_response(application, status_code=201, headers={"Location": location})
+    return created(request, application, "get_application", application_id=application.id)
 
 
 @router.get("", response_model=Page[Application], summary="Applications by id")

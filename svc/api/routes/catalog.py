@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
 from svc.api.problems import problem_responses
-from svc.api.responses import json_response, off_loop
+from svc.api.responses import created, json_response, off_loop
 from svc.api.routes.documents import Message, document_routes
 from svc.api.schemas import NO_NUL_PATTERN, Text
 from svc.ids import ULID_PATTERN
@@ -134,8 +134,7 @@ async def create_item(
 ) -> Response:
     """Create an item and its first version; the content must pass the rules of its type."""
     item = await off_loop(lambda: services.catalog.create(principal, **body.model_dump()))
-    location = str(request.url_for("get_item", item_id=item["id"]))
-    return json_response(item, status_code=201, headers={"Location": location})
+    return created(request, item, "get_item", item_id=item["id"])
 
 
 @router.get("/catalog", response_model=SearchPage, responses=problem_responses(400))

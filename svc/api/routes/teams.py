@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
-from svc.api.responses import json_response, off_loop
+from svc.api.responses import created, json_response, off_loop
 from svc.api.schemas import NAME_DESCRIPTION, NAME_PATTERN, Page, Text
 from svc.services.teams import Member, Team
 
@@ -53,8 +53,7 @@ async def create_team(
 ) -> Response:
     """Create a team; the caller (or, for an admin, `owner_id`) becomes its owner."""
     team = await off_loop(lambda: services.teams.create(principal, **body.model_dump()))
-    location = str(request.url_for("get_team", team_id=team.id))
-    return json_response(team, status_code=201, headers={"Location": location})
+    return created(request, team, "get_team", team_id=team.id)
 
 
 @router.get("/teams", response_model=Page[Team])

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
-from svc.api.responses import json_response, off_loop
+from svc.api.responses import created, json_response, off_loop
 from svc.api.schemas import Name, Page, Text
 from svc.services.users import User
 
@@ -54,8 +54,7 @@ async def create_user(
     body: Annotated[UserCreate, Body()], principal: PrincipalDep, services: ServicesDep, request: Request
 ) -> Response:
     user = await off_loop(lambda: services.users.create(principal, **body.model_dump()))
-    location = str(request.url_for("get_user", user_id=user.id))
-    return json_response(user, status_code=201, headers={"Location": location})
+    return created(request, user, "get_user", user_id=user.id)
 
 
 @router.get("/users", response_model=Page[User])
