@@ -1,4 +1,5 @@
-"""SQL for `configurations` and `configuration_revisions`."""
+"""SQL for `configurations` and `configuration_revisions`; a change is recorded with its
+`configuration_events` and `audit_events` rows by one statement."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from svc.db import Constraints, Prepared, Transaction, jsonb
+from svc.errors import Conflict, NotFound
 from svc.repositories.audit import ENTRY as AUDIT_ENTRY
 from svc.repositories.audit import INSERT_COLUMNS as AUDIT_COLUMNS
 from svc.repositories.audit import AuditEntry
 from svc.repositories.changes import EVENT_COLUMNS, PAYLOAD
-from svc.errors import Conflict, NotFound
 
 COLUMNS = "id, application_id, name, comments, config, schema, secret_paths, revision, created_at, updated_at"
 
@@ -53,11 +54,12 @@ REVISION_COLUMNS = "revision, config, schema, secret_paths, comments, author, me
 
 STATE = "%(config)s, %(schema)s, %(secret_paths)s, %(comments)s"
 
-# A change is recorded by one statement, one round trip and one transaction even in autocommit:
-# the configuration's new state (`written`), its revision row, its change event and its audit
-# event. Every part reads `written`, so when the change touches no row (an update whose
-# expected revision is no longer current), nothing at all is recorded and no row is returned.
 def _recording(change: str) -> str:
+    """The statement that records a change (`change`: an INSERT or UPDATE of `configurations`
+    RETURNING its columns) in one round trip and one transaction, even in autocommit: the new
+    state (`written`), its revision row, its change event and its audit event. Every part reads
+    `written`, so when the change touches no row (an update whose expected revision is no
+    longer current) nothing at all is recorded and no row is returned."""
     return f"""
 WITH written AS ({change}),
 revision AS (
