@@ -87,12 +87,7 @@ class ConfigurationService:
     masked in everything returned, but for `get(..., reveal=True)` by a caller the reveal rule allows."""
 
     def __init__(
-        self,
-        db: Database,
-        keyring: KeyRing,
-        *,
-        max_config_bytes: int,
-        announce: changes.Announce,
+        self, db: Database, keyring: KeyRing, *, max_config_bytes: int, announce: changes.Announce
     ) -> None:
         self.db = db
         self.keyring = keyring
@@ -205,14 +200,12 @@ class ConfigurationService:
                 id=configuration_id,
                 application_id=application_id,
                 name=name,
-                event=_event(actor, "configuration.create", configuration_id, "created", message, {
-                    "application_id": application_id, "name": name, "before_revision": None, "after_revision": 1,
-                }),
+                event=_event(actor, "configuration.create", configuration_id, "created", message,
+                             _audit_detail(application_id, name, before=None, after=1)),
             )
             tx.after_commit(lambda: self.announce(recorded.payload))
             tx.commit()
-        created = recorded.configuration
-        return _masked(created)
+        return _masked(recorded.configuration)
 
     def update(
         self,
@@ -288,7 +281,7 @@ class ConfigurationService:
             configurations.delete(configuration_id)
             audit.record(
                 tx, actor, "configuration.delete", "configuration", configuration_id,
-                _audit_detail(current, before=current.revision, after=None),
+                _audit_detail(current.application_id, current.name, before=current.revision, after=None),
             )
             tx.commit()
 
@@ -338,7 +331,9 @@ class ConfigurationService:
         before = {field: getattr(current, field) for field in STATE_FIELDS} | {"config": current_clear}
         if not write.always_new_revision and all(_same(proposed[f], before[f]) for f in STATE_FIELDS):
             return current
-        detail = _audit_detail(current, before=current.revision, after=current.revision + 1) | write.audit_detail
+        detail = _audit_detail(
+            current.application_id, current.name, before=current.revision, after=current.revision + 1
+        ) | write.audit_detail
         state = State(
             self._sealed(current.id, proposed["config"], proposed["secret_paths"]),
             proposed["schema"],
@@ -508,10 +503,10 @@ def _containment_filter(text: str | None) -> dict[str, Any] | None:
     return value
 
 
-def _audit_detail(configuration: Configuration, *, before: int | None, after: int | None) -> dict[str, Any]:
+def _audit_detail(application_id: str, name: str, *, before: int | None, after: int | None) -> dict[str, Any]:
     return {
-        "application_id": configuration.application_id,
-        "name": configuration.name,
+        "application_id": application_id,
+        "name": name,
         "before_revision": before,
         "after_revision": after,
     }
