@@ -448,3 +448,32 @@ def test_a_catalog_release_is_on_the_remote_and_served_by_a_host_that_never_saw_
     assert host_b.delete(f"{API}/catalog/{item['id']}", headers=crew.owner.headers).status_code == 204
     assert not run_git(remote, "for-each-ref", f"refs/releases/{item['id']}/")
     run_git(remote, "fsck", "--strict")
+
+
+def test_verify_puts_back_proposal_and_release_refs_the_remote_lost(client, crew, remote, remote_cli):
+    document = f"{crew.url}/claude-md"
+    save(client, document, crew.owner.headers, "# Platform\n")
+    proposed = client.post(f"{document}/proposals", json={"content": "# Platform!\n", "message": "louder"},
+                           headers=crew.member.headers)
+    assert proposed.status_code == 201, proposed.text
+    proposal = proposed.json()
+    content = "---\nname: deploy-notes\ndescription: Writes deploy notes\n---\n\n# Deploy notes\n"
+    item = client.post(f"{API}/catalog", headers=crew.owner.headers, json={
+        "type": "skill", "name": "deploy-notes", "owner": {"team_id": crew.team["id"]},
+        "description": "Writes deploy notes", "content": content,
+    }).json()
+    release = client.post(f"{API}/catalog/{item['id']}/releases", json={"version": "1.0.0"}, headers=crew.owner.headers)
+    assert release.status_code == 201, release.text
+    refs = {f"refs/proposals/{proposal['id']}": proposal["commit_sha"],
+            f"refs/releases/{item['id']}/1.0.0": release.json()["commit_sha"]}
+    assert remote_cli("verify").code == 0
+    for ref in refs:  # the remote restored from a backup older than both
+        run_git(remote, "update-ref", "-d", ref)
+
+    found = remote_cli("verify")
+    assert found.code == 1
+    assert found.stdout.count("remote_published_ref_drift") == 2, found.stdout
+    assert remote_cli("verify", "--repair").code == 0
+    assert {ref: run_git(remote, "rev-parse", ref) for ref in refs} == refs
+    assert remote_cli("verify").code == 0
+    run_git(remote, "fsck", "--strict")

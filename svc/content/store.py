@@ -325,20 +325,28 @@ class ContentStore:
         except GitCommandError:
             return False
 
-    @git_operation("set_remote_head")
-    def set_remote_head(self, document_id: str, new: str | None, old: str | None) -> None:
-        """Compare-and-swap a document's ref on the remote (None = absent), sending what it lacks."""
+    @git_operation("set_remote_ref")
+    def set_remote_ref(self, ref: str, new: str | None, old: str | None) -> None:
+        """Compare-and-swap any ref on the remote (None = absent), sending what it lacks."""
         assert self.remote is not None
         if new is not None:
             with self._git() as git:
                 self._ensure_local(git, new)  # git pushes only what it has
-        self.remote.push(self.path, [RefUpdate(ref_name(document_id), new, old)])
+        self.remote.push(self.path, [RefUpdate(ref, new, old)])
 
-    @git_operation("remote_head")
+    def set_remote_head(self, document_id: str, new: str | None, old: str | None) -> None:
+        """Compare-and-swap a document's ref on the remote (None = absent), sending what it lacks."""
+        self.set_remote_ref(ref_name(document_id), new, old)
+
     def remote_head(self, document_id: str) -> str | None:
         """Where a document's ref points on the remote, or None when it has none there."""
+        return self.remote_ref(ref_name(document_id))
+
+    @git_operation("remote_ref")
+    def remote_ref(self, ref: str) -> str | None:
+        """Where any ref points on the remote, or None when it is not there."""
         assert self.remote is not None
-        return self.remote.head(self.path, ref_name(document_id))
+        return self.remote.head(self.path, ref)
 
     @git_operation("fetch")
     def fetch(self, commit_shas: Iterable[str]) -> None:
@@ -358,13 +366,15 @@ class ContentStore:
             except GitCommandError:
                 return None
 
-    @git_operation("remote_heads")
     def remote_heads(self) -> dict[str, str]:
         """Every document ref on the remote: document id → commit sha."""
+        return {name.removeprefix(DOCUMENT_REFS): sha for name, sha in self.remote_refs(DOCUMENT_REFS).items()}
+
+    @git_operation("remote_refs")
+    def remote_refs(self, prefix: str) -> dict[str, str]:
+        """Every ref under `prefix` on the remote: full ref name → commit sha."""
         assert self.remote is not None
-        return {
-            name.removeprefix(DOCUMENT_REFS): sha for name, sha in self.remote.heads(self.path, DOCUMENT_REFS).items()
-        }
+        return self.remote.heads(self.path, prefix)
 
     @git_operation("create_release_ref")
     def create_release_ref(self, item_id: str, version: str, commit_sha: str) -> None:

@@ -143,6 +143,7 @@ RETURNING {RELEASE_COLUMNS}
 """
 GET_RELEASE = f"SELECT {RELEASE_COLUMNS} FROM catalog_releases WHERE item_id = %(item_id)s AND version = %(version)s"
 RELEASES_OF = f"SELECT {RELEASE_COLUMNS} FROM catalog_releases WHERE item_id = ANY(%(item_ids)s)"
+ALL_RELEASES = f"SELECT {RELEASE_COLUMNS} FROM catalog_releases ORDER BY item_id, version"
 
 INSTALL = """
 INSERT INTO catalog_installs (item_id, user_id) VALUES (%(item_id)s, %(user_id)s)
@@ -239,6 +240,9 @@ class CatalogRepository:
 
     def releases(self, item_ids: list[str]) -> list[Release]:
         return self.tx.fetch_all(RELEASES_OF, {"item_ids": item_ids}, row=Release)
+
+    def all_releases(self) -> list[Release]:
+        return self.tx.fetch_all(ALL_RELEASES, row=Release)
 
     def install(self, item_id: str, user_id: str) -> bool:
         """Record the install; False when the user had it already."""

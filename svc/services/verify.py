@@ -15,8 +15,9 @@ proposal (its document was deleted, or its creation was cut short) is removed, a
 never a version.
 
 With a git remote (`SVC_GIT_REMOTE`) it also compares the remote: each document's ref
-there is at the database head, and no remote ref belongs to a document the database
-does not know. A version this host's repository lacks (another host saved it) is
+there is at the database head, no remote ref belongs to a document the database does not
+know, and each proposal's and release's ref is there at its commit (other hosts read them
+from there). A version this host's repository lacks (another host saved it) is
 fetched from the remote by `--repair`; a remote ref that lacks the database head, is
 ahead of it or was moved elsewhere is set to the head by compare-and-swap, pushing
 what the remote lacks.
@@ -34,8 +35,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from svc.content import ContentStore
-from svc.db import Database
+from svc.content.store import PROPOSAL_REFS, RELEASE_REFS, proposal_ref_name, release_ref_name
+from svc.db import Database, Transaction
 from svc.errors import ServiceError, Unavailable
+from svc.repositories.catalog import CatalogRepository, Release
 from svc.repositories.documents import DocumentRepository, ProposalSha
 from svc.services import catalog, claude_md  # noqa: F401  (define, and so register, their document kinds)
 from svc.services.documents import KINDS
@@ -56,6 +59,36 @@ class RefSide:
     where: str  # after the ref name in details
     read: Callable[[ContentStore, str], str | None]
     move: Callable[[ContentStore, str, str, str | None], None]
+
+
+@dataclass(frozen=True)
+class PublishedRef:
+    """A ref other hosts read from the remote (a proposal's, a release's), where the database
+    says it stands; `locked_commit` reads that again holding its owner's row lock (None: gone)."""
+
+    ref: str
+    owner_id: str  # the proposal's document, or the release's catalog item
+    commit_sha: str
+    locked_commit: Callable[[Transaction], str | None]
+
+
+def _proposal_ref(proposal: ProposalSha) -> PublishedRef:
+    def locked_commit(tx: Transaction) -> str | None:
+        documents = DocumentRepository(tx)
+        found = documents.lock(proposal.document_id) and documents.proposal(proposal.document_id, proposal.id)
+        return found.commit_sha if found else None
+
+    return PublishedRef(proposal_ref_name(proposal.id), proposal.document_id, proposal.commit_sha, locked_commit)
+
+
+def _release_ref(release: Release) -> PublishedRef:
+    def locked_commit(tx: Transaction) -> str | None:
+        items = CatalogRepository(tx)
+        found = items.get(release.item_id, lock="change") and items.release(release.item_id, release.version)
+        return found.commit_sha if found else None
+
+    return PublishedRef(release_ref_name(release.item_id, release.version), release.item_id, release.commit_sha,
+                        locked_commit)
 
 
 LOCAL = RefSide("", "", ContentStore.head, ContentStore.set_head)
@@ -114,7 +147,42 @@ class VerifyService:
         for document_id in sorted(set(remote_refs or {}) - known):
             report.findings += self._check_remote_orphan(document_id, remote_refs[document_id], repair)
         report.findings += self._check_proposals(repair)
+        if self.store.remote is not None:
+            report.findings += self._check_published_refs(repair)
         return report
+
+    def _check_published_refs(self, repair: bool) -> list[Finding]:
+        """Each proposal's and release's ref on the remote, at the commit the database holds: a
+        remote restored from an old backup, or a ref removed by hand, hides it from every other
+        host. Looked at again under the owner's row lock, then set by compare-and-swap."""
+        with self.db.transaction() as tx:
+            published = [_proposal_ref(p) for p in DocumentRepository(tx).proposal_shas()]
+            published += [_release_ref(r) for r in CatalogRepository(tx).all_releases()]
+        on_remote = self.store.remote_refs(PROPOSAL_REFS) | self.store.remote_refs(RELEASE_REFS)
+        return [
+            finding
+            for wanted in published
+            if on_remote.get(wanted.ref) != wanted.commit_sha
+            for finding in self._check_published_ref(wanted, repair)
+        ]
+
+    def _check_published_ref(self, wanted: PublishedRef, repair: bool) -> list[Finding]:
+        with self.db.transaction() as tx:
+            commit_sha = wanted.locked_commit(tx)
+            current = self.store.remote_ref(wanted.ref)
+            if commit_sha is None or current == commit_sha:
+                return []  # decided, deleted or repaired meanwhile
+            detail = f"{wanted.ref} on the remote is at {current or 'nothing'}, not at {commit_sha}"
+            repaired = False
+            if repair:
+                try:
+                    self.store.set_remote_ref(wanted.ref, commit_sha, current)
+                    repaired = True
+                    detail += "; reset"
+                except ServiceError as exc:
+                    detail += f"; could not reset it: {exc.detail}"
+            tx.commit()
+        return [Finding(wanted.owner_id, "remote_published_ref_drift", detail, repaired)]
 
     def _check_proposals(self, repair: bool) -> list[Finding]:
         refs = self.store.proposal_refs()
