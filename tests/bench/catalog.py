@@ -20,17 +20,13 @@ import argparse
 import json
 import random
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from svc.api.etags import etag, parse_precondition
 from svc.content import ContentStore
 from svc.db import Database
-from svc.embedded import EmbeddedPostgres
 from svc.ids import new_id
-from svc.migrate import Runner
 from svc.repositories import catalog as catalog_sql
 from svc.services.auth import Principal
 from svc.services.bundle import BundleService
@@ -38,6 +34,7 @@ from svc.services.catalog import CatalogService
 from svc.services.claude_md import ClaudeMdService
 from svc.services.teams import TeamService
 from svc.services.users import UserService
+from tests.bench.processes import scratch_database
 
 WORDS = (
     "review deploy migration database rollback flag lint test security incident postgres kubernetes docker "
@@ -149,11 +146,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=300)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="svc-bench-") as scratch:
-        root = Path(scratch)
-        postgres = EmbeddedPostgres(root / "postgres")
-        Runner(postgres.url, progress=lambda line: None).up()
-        db = Database(postgres.url, min_size=2, max_size=4)
+    with scratch_database(min_size=2, max_size=4) as (root, _, db):
         store = ContentStore(root / "content.git")
         store.ensure()
         operator = Principal.operator()
@@ -169,8 +162,6 @@ def main() -> None:
         print(f"{args.items} items in 40 teams; the searcher is a member of 5 (sees ~{args.items // 8})\n")
         bench_search(db, catalog, member, args.runs)
         bench_bundle(db, store, catalog, member, team_ids[0], min(args.runs, 100))
-        db.close()
-        postgres.stop()
 
 
 if __name__ == "__main__":

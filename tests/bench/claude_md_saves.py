@@ -28,7 +28,6 @@ import argparse
 import os
 import statistics
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,12 +36,11 @@ from pathlib import Path
 from svc.content import Author, ContentStore, GitRemote
 from svc.content.store import ZERO_SHA
 from svc.db import Database
-from svc.embedded import EmbeddedPostgres
 from svc.ids import new_id
-from svc.migrate import Runner
 from svc.services.auth import Principal
 from svc.services.claude_md import ClaudeMdService
 from svc.services.users import UserService
+from tests.bench.processes import scratch_database
 
 AUTHOR = Author("bench", "bench@svc.invalid")
 PLUMBING_ENV = {
@@ -128,11 +126,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="svc-bench-") as scratch:
-        root = Path(scratch)
-        postgres = EmbeddedPostgres(root / "postgres")
-        Runner(postgres.url, progress=lambda line: None).up()
-        db = Database(postgres.url, min_size=4, max_size=8)
+    with scratch_database(min_size=4, max_size=8) as (root, _, db):
         store = ContentStore(root / "content.git")
         store.ensure()
         plumbing_repo = ContentStore(root / "plumbing.git")
@@ -149,7 +143,7 @@ def main() -> None:
 
         def new_users(prefix: str) -> list[str]:
             return [
-                users.create(Principal.operator(), email=f"{prefix}{i}@example.com", username=f"{prefix}{i}")["id"]
+                users.create(Principal.operator(), email=f"{prefix}{i}@example.com", username=f"{prefix}{i}").id
                 for i in range(4)
             ]
 
@@ -179,7 +173,6 @@ def main() -> None:
         for label in ("service + remote (push before COMMIT)", "two hosts + remote (fetch, push)"):
             with_one, with_four = measured[label]
             print(f"{label} / service: one document {with_one / one:.2f}, four documents {with_four / four:.2f}")
-        db.close()
 
 
 if __name__ == "__main__":

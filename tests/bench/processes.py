@@ -12,14 +12,21 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import psutil
+
+from svc.db import Database
+from svc.embedded import EmbeddedPostgres
+from svc.migrate import Runner
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -219,6 +226,25 @@ def postgres_bin(name: str) -> Path:
         warnings.simplefilter("ignore")
         from pgserver._commands import POSTGRES_BIN_PATH
     return POSTGRES_BIN_PATH / name
+
+
+@contextmanager
+def scratch_database(*, min_size: int, max_size: int) -> Iterator[tuple[Path, str, Database]]:
+    """A temporary directory holding a migrated embedded PostgreSQL, and a pool on it: (the
+    directory, the database URL, the pool). The pool is closed, the server stopped and the
+    directory removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="svc-bench-") as scratch:
+        root = Path(scratch)
+        postgres = EmbeddedPostgres(root / "postgres")
+        try:
+            Runner(postgres.url, progress=lambda line: None).up()
+            db = Database(postgres.url, min_size=min_size, max_size=max_size)
+            try:
+                yield root, postgres.url, db
+            finally:
+                db.close()
+        finally:
+            postgres.stop()
 
 
 def stop_postgres_if_running(pgdata: Path) -> None:

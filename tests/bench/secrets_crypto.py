@@ -21,9 +21,7 @@ import asyncio
 
 import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +29,7 @@ import orjson
 
 from svc.crypto import KeyRing, new_key_entry
 from svc.services.secret_values import decrypt_at, encrypt_at, mask_at
+from tests.bench.processes import scratch_database
 
 CONFIGURATION_ID = "01JCONFIGURATION0000000000"
 PASSWORD = "x7!Qm2#Lp9@vR4$tW8^zN3&k"
@@ -86,19 +85,14 @@ def main() -> None:
 
 def service_paths() -> None:
     """Write and resolve through the services, with and without secret paths, alternated in one run."""
-    from svc.db import AsyncStatements, Database
-    from svc.embedded import EmbeddedPostgres
-    from svc.migrate import Runner
+    from svc.db import AsyncStatements
     from svc.services.applications import ApplicationService
     from svc.services.auth import Principal
     from svc.services.configurations import ConfigurationService
     from svc.services.delivery import ByName, DeliveryService
 
-    with tempfile.TemporaryDirectory(prefix="svc-bench-") as scratch:
-        postgres = EmbeddedPostgres(Path(scratch) / "postgres")
-        Runner(postgres.url, progress=lambda line: None).up()
-        db = Database(postgres.url, min_size=1, max_size=2)
-        statements = AsyncStatements(postgres.url, size=2)
+    with scratch_database(min_size=1, max_size=2) as (_, url, db):
+        statements = AsyncStatements(url, size=2)
         ring = KeyRing.parse(new_key_entry("bench"))
         operator = Principal.operator()
         configurations = ConfigurationService(
@@ -141,8 +135,6 @@ def service_paths() -> None:
                 cpu.setdefault(label, []).append(per_call_us(call, batch=20, batches=1, clock=time.process_time_ns))
         statements.close()
         loop.close()
-        db.close()
-        postgres.stop()
     print(f"\nservice paths on embedded PostgreSQL ({len(secret)} secret paths), medians of 15 alternated batches;")
     print("wall time includes the database (a write's commit fsync is noisy), CPU time is this process's")
     print(f"{'path':<40} {'wall µs':>9} {'CPU µs':>8} {'CPU µs/secret over baseline':>28}")
