@@ -33,6 +33,9 @@ def json_response(value: Any, *, status_code: int = 200, headers: dict[str, str]
     return Response(render(value), status_code=status_code, headers=headers, media_type="application/json")
 
 
-def created(request: Request, value: Any, route: str, **path: str) -> Response:
+def created(
+    request: Request, value: Any, route: str, *, headers: dict[str, str] | None = None, **path: str
+) -> Response:
     """201 with the new resource and its `Location`: the URL of the route named `route` at `path`."""
-    return json_response(value, status_code=201, headers={"Location": str(request.url_for(route, **path))})
+    location = {"Location": str(request.url_for(route, **path))}
+    return json_response(value, status_code=201, headers={**(headers or {}), **location})

@@ -20,7 +20,7 @@ from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
-from svc.api.responses import json_response, off_loop
+from svc.api.responses import created, json_response, off_loop
 from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page, Reveal, SecretPaths, Text
 from svc.errors import UnsupportedMediaType
 from svc.ids import ULID_ANY_CASE_PATTERN, canonical
@@ -101,12 +101,9 @@ def _sent_state(body: BaseModel) -> dict[str, Any]:
     return {STATE_FIELDS[f]: getattr(body, f) for f in body.model_fields_set if f in STATE_FIELDS}
 
 
-def _written(
-    configuration: Configuration, *, status_code: int = 200, headers: dict[str, str] | None = None
-) -> Response:
+def _written(configuration: Configuration) -> Response:
     """A configuration as a write returns it, with its new ETag."""
-    headers = {"ETag": etag(configuration.version), **(headers or {})}
-    return json_response(configuration, status_code=status_code, headers=headers)
+    return json_response(configuration, headers={"ETag": etag(configuration.version)})
 
 
 @dataclass(frozen=True)
@@ -160,7 +157,7 @@ async def create_configuration(
     services: ServicesDep,
     request: Request,
 ) -> Response:
-    created = await off_loop(lambda: services.configurations.create(
+    configuration = await off_loop(lambda: services.configurations.create(
         principal,
         application_id,
         name=body.name,
@@ -170,8 +167,10 @@ async def create_configuration(
         secret_paths=body.secret_paths,
         message=body.message,
     ))
-    location = str(request.url_for("get_configuration", configuration_id=created.id))
-    return _written(created, status_code=201, headers={"Location": location})
+    return created(
+        request, configuration, "get_configuration",
+        headers={"ETag": etag(configuration.version)}, configuration_id=configuration.id,
+    )
 
 
 @router.get(
