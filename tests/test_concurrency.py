@@ -21,6 +21,7 @@ from svc.services.auth import Principal
 
 from tests.claude_md_helpers import API, create_user
 from tests.configuration_helpers import create_application, create_configuration
+from tests.conftest import on_app_loop
 
 CLIENTS = 6
 UPDATES_EACH = 8
@@ -154,7 +155,8 @@ def test_a_write_overtaken_after_its_read_lands_on_top_of_the_other(services, cl
     operator = Principal.operator()
     result, read_at = _hold_row_then_move_it(
         database_url, configuration["id"],
-        lambda: services.configurations.update(operator, configuration["id"], {"config": {"mine": 1}}),
+        lambda: on_app_loop(client, lambda: services.configurations.update(
+            operator, configuration["id"], {"config": {"mine": 1}})),
     )
     # The write read revision 1, lost the race to the other writer's revision 2, read again, and
     # recorded revision 3: nothing lost, nothing recorded twice.
@@ -174,10 +176,10 @@ def test_a_conditional_write_overtaken_after_its_read_fails_its_precondition(ser
     tag = client.get(url, headers=admin).headers["etag"]
     result, _ = _hold_row_then_move_it(
         database_url, configuration["id"],
-        lambda: services.configurations.update(
+        lambda: on_app_loop(client, lambda: services.configurations.update(
             Principal.operator(), configuration["id"], {"config": {"mine": 1}},
             expected=parse_precondition(tag, None),
-        ),
+        )),
     )
     assert isinstance(result, PreconditionFailed)
     conn = psycopg2.connect(database_url)  # the other writer announced nothing: read the table, not the cache
@@ -201,7 +203,8 @@ def test_writers_that_keep_losing_the_race_take_the_row_lock(services, client, a
         configuration = create_configuration(client, admin, application["id"], f"tries-{attempts}", {"n": 0})
 
         def write(n: int) -> int:
-            return services.configurations.update(operator, configuration["id"], {"config": {"n": n}}).revision
+            return on_app_loop(client, lambda: services.configurations.update(
+                operator, configuration["id"], {"config": {"n": n}})).revision
 
         with ThreadPoolExecutor(8) as pool:
             revisions = list(pool.map(write, range(1, 41)))

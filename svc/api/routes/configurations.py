@@ -238,9 +238,9 @@ async def replace_configuration(
     services: ServicesDep,
     expected: Preconditions,
 ) -> Response:
-    return _written(await off_loop(lambda: services.configurations.update(
+    return _written(await services.configurations.update(
         principal, configuration_id, _sent_state(body), message=body.message, expected=expected
-    )))
+    ))
 
 
 @router.patch(
@@ -262,13 +262,13 @@ async def patch_configuration(
     ] = None,
 ) -> Response:
     if isinstance(change, MergePatch):
-        updated = await off_loop(lambda: services.configurations.merge(
+        updated = await services.configurations.merge(
             principal, configuration_id, change.document, message=message, expected=expected
-        ))
+        )
     else:
-        updated = await off_loop(lambda: services.configurations.update(
+        updated = await services.configurations.update(
             principal, configuration_id, _sent_state(change), message=change.message or message, expected=expected
-        ))
+        )
     return _written(updated)
 
 
