@@ -10,9 +10,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import psycopg2
@@ -27,6 +28,8 @@ from svc.ids import new_id
 from svc.migrate import Runner
 from svc.services.auth import Principal
 from svc.services.container import Services
+
+T = TypeVar("T")
 
 TEMPLATE = "svc_test_template"
 
@@ -110,6 +113,12 @@ def client(settings: Settings) -> Iterator[TestClient]:
 @pytest.fixture
 def services(client: TestClient) -> Services:
     return client.app.state.services
+
+
+def on_app_loop(client: TestClient, call: Callable[[], Awaitable[T]]) -> T:
+    """Await `call()` on the application's event loop, where its asynchronous services belong
+    (the configurations' write batches, the statement pool), from a test's thread."""
+    return client.portal.call(call)
 
 
 MakeToken = Callable[..., str]

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from svc.ids import new_id
 from svc.services.auth import Principal
 from tests.claude_md_helpers import API, PROBLEM
-from tests.conftest import bearer
+from tests.conftest import bearer, on_app_loop
 
 TEAM_CALLERS = ("team_owner", "team_admin", "team_member")
 CALLERS = ("none", "revoked", "admin", "service", "scoped", "read_only", "user", "other_user", *TEAM_CALLERS)
@@ -89,7 +89,8 @@ class Cell:
         created = self.services.configurations.create(
             self.operator, application["id"], name="main", config={"port": 1}
         )
-        return asdict(self.services.configurations.update(self.operator, created.id, {"config": {"port": 2}}))
+        return asdict(on_app_loop(self.client, lambda: self.services.configurations.update(
+            self.operator, created.id, {"config": {"port": 2}})))
 
     def named_configuration(self) -> tuple[str, str]:
         """The names of a fresh configuration, already in the resolve cache (served by it)."""

@@ -16,11 +16,14 @@ import psycopg2
 
 from svc.api.etags import parse_precondition
 from svc.errors import PreconditionFailed
+from svc.repositories.configurations import ConfigurationRepository, Event, Planned, State
+from svc.services import audit
 from svc.services import configurations as configurations_service
 from svc.services.auth import Principal
 
 from tests.claude_md_helpers import API, create_user
 from tests.configuration_helpers import create_application, create_configuration
+from tests.conftest import on_app_loop
 
 CLIENTS = 6
 UPDATES_EACH = 8
@@ -154,7 +157,8 @@ def test_a_write_overtaken_after_its_read_lands_on_top_of_the_other(services, cl
     operator = Principal.operator()
     result, read_at = _hold_row_then_move_it(
         database_url, configuration["id"],
-        lambda: services.configurations.update(operator, configuration["id"], {"config": {"mine": 1}}),
+        lambda: on_app_loop(client, lambda: services.configurations.update(
+            operator, configuration["id"], {"config": {"mine": 1}})),
     )
     # The write read revision 1, lost the race to the other writer's revision 2, read again, and
     # recorded revision 3: nothing lost, nothing recorded twice.
@@ -174,10 +178,10 @@ def test_a_conditional_write_overtaken_after_its_read_fails_its_precondition(ser
     tag = client.get(url, headers=admin).headers["etag"]
     result, _ = _hold_row_then_move_it(
         database_url, configuration["id"],
-        lambda: services.configurations.update(
+        lambda: on_app_loop(client, lambda: services.configurations.update(
             Principal.operator(), configuration["id"], {"config": {"mine": 1}},
             expected=parse_precondition(tag, None),
-        ),
+        )),
     )
     assert isinstance(result, PreconditionFailed)
     conn = psycopg2.connect(database_url)  # the other writer announced nothing: read the table, not the cache
@@ -201,10 +205,68 @@ def test_writers_that_keep_losing_the_race_take_the_row_lock(services, client, a
         configuration = create_configuration(client, admin, application["id"], f"tries-{attempts}", {"n": 0})
 
         def write(n: int) -> int:
-            return services.configurations.update(operator, configuration["id"], {"config": {"n": n}}).revision
+            return on_app_loop(client, lambda: services.configurations.update(
+                operator, configuration["id"], {"config": {"n": n}})).revision
 
         with ThreadPoolExecutor(8) as pool:
             revisions = list(pool.map(write, range(1, 41)))
         assert sorted(revisions) == list(range(2, 42))
         stored = client.get(f"{API}/configurations/{configuration['id']}/revisions?limit=100", headers=admin).json()
         assert [r["revision"] for r in stored["items"]] == list(range(41, 0, -1))
+
+
+# --- writes of one worker recorded together -----------------------------------------------------
+
+
+def test_concurrent_writes_recorded_together_keep_each_its_own_revision_and_audit(client, admin, services):
+    """Sixteen PUTs at once, two per configuration, share the worker's statements: each is its
+    configuration's next revision, and its audit event names its own request."""
+    application = create_application(client, admin, "together")
+    ids = [create_configuration(client, admin, application["id"], f"c{n}", {"n": 0})["id"] for n in range(8)]
+    writes = [(ids[n % 8], n) for n in range(16)]
+
+    def put(write: tuple[str, int]) -> tuple[str, int]:
+        configuration_id, n = write
+        response = client.put(f"{API}/configurations/{configuration_id}", json={"config": {"n": n + 100}},
+                              headers={**admin, "X-Request-ID": f"write-{n}"})
+        assert response.status_code == 200, response.text
+        return configuration_id, response.json()["revision"]
+
+    with ThreadPoolExecutor(16) as pool:
+        written = list(pool.map(put, writes))
+    for configuration_id in ids:
+        assert sorted(revision for id_, revision in written if id_ == configuration_id) == [2, 3]
+        audited = client.get(f"{API}/audit?resource_id={configuration_id}", headers=admin).json()["items"]
+        updates = {a["request_id"]: a["detail"]["after_revision"] for a in audited if a["action"] == "configuration.update"}
+        mine = {f"write-{n}": revision for (id_, n), (_, revision) in zip(writes, written) if id_ == configuration_id}
+        assert updates == mine
+        final = client.get(f"{API}/configurations/{configuration_id}", headers=admin).json()
+        last = next(n for (id_, n), (_, revision) in zip(writes, written) if id_ == configuration_id and revision == 3)
+        assert (final["revision"], final["config"]) == (3, {"n": last + 100})
+
+
+def test_one_statement_records_the_changes_still_current_and_nothing_of_the_others(services, client, admin):
+    """A change worked out from a revision that is no longer current records nothing (no state,
+    revision, event or audit), and does not stop the others of its statement."""
+    application = create_application(client, admin, "statement")
+    current, moved = (create_configuration(client, admin, application["id"], name, {"v": 1}) for name in ("a", "b"))
+    operator = Principal.operator()
+    with services.db.autocommit() as statements:
+        repository = ConfigurationRepository(statements)
+        targets = {t.configuration.id: t.configuration for t in repository.for_writes(
+            [(current["id"], None), (moved["id"], None)])}
+        planned = [
+            Planned(id_, State({"v": 2}, None, [], None), expected_revision=revision, event=Event(
+                operator.name, None, "updated", audit.entry(operator, "configuration.update", "configuration", id_)))
+            for id_, revision in ((current["id"], targets[current["id"]].revision), (moved["id"], 7))
+        ]
+        recorded = repository.record_updates(planned)
+    assert [(r.configuration.id, r.configuration.revision, r.configuration.config) for r in recorded] == [
+        (current["id"], 2, {"v": 2})
+    ]
+    for configuration, revisions in ((current, [2, 1]), (moved, [1])):
+        url = f"{API}/configurations/{configuration['id']}"
+        stored = client.get(f"{url}/revisions", headers=admin).json()["items"]
+        assert [r["revision"] for r in stored] == revisions
+        audited = client.get(f"{API}/audit?resource_id={configuration['id']}", headers=admin).json()["items"]
+        assert len(audited) == len(revisions)

@@ -25,7 +25,7 @@ from svc.config import Settings
 from svc.ids import new_id
 from svc.services.auth import Principal
 from svc.services.container import Services
-from tests.conftest import Cluster, bearer
+from tests.conftest import Cluster, bearer, on_app_loop
 
 API = "/api/v1"
 OPERATOR = Principal.operator()
@@ -48,7 +48,8 @@ class World:
     def configuration(self) -> dict[str, Any]:
         """A configuration at revision 2 of a fresh application."""
         created = self.services.configurations.create(OPERATOR, self.application()["id"], name="main", config={"v": 1})
-        return asdict(self.services.configurations.update(OPERATOR, created.id, {"config": {"v": 2}}))
+        return asdict(on_app_loop(self.client, lambda: self.services.configurations.update(
+            OPERATOR, created.id, {"config": {"v": 2}})))
 
     def document(self, user_id: str | None = None) -> tuple[str, list[str]]:
         """A claude.md URL (of a fresh user by default) with two more versions; their shas, oldest first."""

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from svc.db import Constraints, Prepared, Transaction, jsonb
 from svc.errors import Conflict, NotFound
-from svc.repositories.audit import ENTRY as AUDIT_ENTRY
 from svc.repositories.audit import INSERT_COLUMNS as AUDIT_COLUMNS
 from svc.repositories.audit import AuditEntry
 from svc.repositories.changes import EVENT_COLUMNS, PAYLOAD
@@ -18,16 +18,17 @@ COLUMNS = "id, application_id, name, comments, config, schema, secret_paths, rev
 
 GET = Prepared("svc_configuration", f"SELECT {COLUMNS} FROM configurations WHERE id = %(id)s")
 
-# A writer's starting point in one round trip: the row, and what the access rule needs of its
+# Writers' starting points in one round trip, for several writes at once (`targets`: a JSON
+# array of {"id", "user_id"}, ids distinct): each row, and what the access rule needs of its
 # application (its team, and the writing user's role in that team).
 _FOR_WRITE = f"""
 SELECT {', '.join(f'c.{c}' for c in COLUMNS.split(', '))}, a.team_id, m.role AS team_role
-FROM configurations c
+FROM jsonb_to_recordset(%(targets)s::jsonb) AS target(id text, user_id text)
+JOIN configurations c ON c.id = target.id
 JOIN applications a ON a.id = c.application_id
-LEFT JOIN team_members m ON m.team_id = a.team_id AND m.user_id = %(user_id)s::ulid
-WHERE c.id = %(id)s
+LEFT JOIN team_members m ON m.team_id = a.team_id AND m.user_id = target.user_id::ulid
 """
-FOR_WRITE = Prepared("svc_configuration_for_write", _FOR_WRITE)
+FOR_WRITE = Prepared("svc_configurations_for_write", _FOR_WRITE)
 # The same, locked against other writers until the transaction ends.
 LOCK_FOR_WRITE = _FOR_WRITE + "FOR UPDATE OF c\n"
 
@@ -52,48 +53,61 @@ DELETE = "DELETE FROM configurations WHERE id = %(id)s"
 
 REVISION_COLUMNS = "revision, config, schema, secret_paths, comments, author, message, created_at"
 
-STATE = "%(config)s, %(schema)s, %(secret_paths)s, %(comments)s"
+
 
 def _recording(change: str) -> str:
-    """The statement that records a change (`change`: an INSERT or UPDATE of `configurations`
-    RETURNING its columns) in one round trip and one transaction, even in autocommit: the new
-    state (`written`), its revision row, its change event and its audit event. Every part reads
-    `written`, so when the change touches no row (an update whose expected revision is no
-    longer current) nothing at all is recorded and no row is returned."""
+    """The statement that records changes (`change`: an INSERT or UPDATE of `configurations` from
+    the rows of `change`, RETURNING its columns; `%(changes)s`: a JSON array of `Change.fields`) in one round trip and one transaction, even in autocommit:
+    for each, the new state (`written`), its revision row, its change event and its audit event.
+    Every part reads `written`, so a change that touches no row (an update whose expected
+    revision is no longer current) records nothing at all and returns no row; the others do."""
     return f"""
-WITH written AS ({change}),
+WITH change AS MATERIALIZED (
+    SELECT * FROM jsonb_to_recordset(%(changes)s::jsonb) AS change(
+        id text, application_id text, name text, expected_revision integer,
+        config jsonb, schema jsonb, secret_paths jsonb, comments text,
+        author text, message text, kind text, audit jsonb
+    )
+),
+written AS ({change}),
+recorded AS (SELECT written.*, change.author, change.message, change.kind, change.audit
+             FROM written JOIN change ON change.id = written.id),
 revision AS (
     INSERT INTO configuration_revisions
         (configuration_id, revision, config, schema, secret_paths, comments, author, message)
-    SELECT id, revision, config, schema, secret_paths, comments, %(author)s::text, %(message)s::text FROM written
+    SELECT id, revision, config, schema, secret_paths, comments, author, message FROM recorded
 ),
 event AS (
     INSERT INTO configuration_events ({EVENT_COLUMNS})
-    SELECT application_id, id, name, revision, %(kind)s::text FROM written
+    SELECT application_id, id, name, revision, kind FROM recorded
     RETURNING id, {EVENT_COLUMNS}
 ),
 audit AS (
-    INSERT INTO audit_events ({AUDIT_COLUMNS}) SELECT {AUDIT_ENTRY} FROM written
+    INSERT INTO audit_events ({AUDIT_COLUMNS})
+    SELECT {', '.join(f'entry.{c}' for c in AUDIT_COLUMNS.split(', '))}
+    FROM recorded CROSS JOIN jsonb_populate_record(NULL::audit_events, recorded.audit) AS entry
 )
 SELECT {', '.join(f'written.{c}' for c in COLUMNS.split(', '))}, event.id AS event_id, {PAYLOAD} AS payload
-FROM written CROSS JOIN event LEFT JOIN applications ON applications.id = event.application_id
+FROM written JOIN event ON event.configuration_id = written.id
+LEFT JOIN applications ON applications.id = event.application_id
 """
 
 
 RECORD_CREATION = _recording(f"""
     INSERT INTO configurations (id, application_id, name, config, schema, secret_paths, comments, revision)
-    VALUES (%(id)s, %(application_id)s, %(name)s, {STATE}, 1)
+    SELECT id, application_id, name, config, schema, secret_paths, comments, 1 FROM change
     RETURNING {COLUMNS}""")
 
-# Applies only while the row is at `expected_revision`: the writer's If-Match check and its
-# new revision number were worked out from that state.
-RECORD_UPDATE = Prepared("svc_configuration_update", _recording(f"""
-    UPDATE configurations
-    SET (config, schema, secret_paths, comments) = ({STATE}),
-        revision = revision + 1,
+# Each change applies only while its row is at its `expected_revision`: the writer's If-Match
+# check and its new revision number were worked out from that state.
+RECORD_UPDATES = Prepared("svc_configuration_updates", _recording(f"""
+    UPDATE configurations c
+    SET (config, schema, secret_paths, comments) = (change.config, change.schema, change.secret_paths, change.comments),
+        revision = c.revision + 1,
         updated_at = now()
-    WHERE id = %(id)s AND revision = %(expected_revision)s
-    RETURNING {COLUMNS}"""))
+    FROM change
+    WHERE c.id = change.id AND c.revision = change.expected_revision
+    RETURNING {', '.join(f'c.{c}' for c in COLUMNS.split(', '))}"""))
 
 GET_REVISION = f"""
 SELECT {REVISION_COLUMNS} FROM configuration_revisions
@@ -215,14 +229,6 @@ class State:
     secret_paths: list[str]
     comments: str | None
 
-    def params(self) -> dict[str, Any]:
-        return {
-            "config": jsonb(self.config),
-            "schema": _nullable_jsonb(self.schema),
-            "secret_paths": jsonb(self.secret_paths),
-            "comments": self.comments,
-        }
-
 
 @dataclass(frozen=True)
 class Event:
@@ -233,17 +239,21 @@ class Event:
     kind: str
     audit: AuditEntry
 
-    def params(self) -> dict[str, Any]:
-        return {"author": self.author, "message": self.message, "kind": self.kind, **self.audit.params()}
-
 
 @dataclass(frozen=True)
 class Planned:
-    """An update to record: the new state, the revision it was worked out from, and its event."""
+    """An update to record: the configuration, its new state, the revision that was worked out
+    from, and its event."""
 
+    configuration_id: str
     state: State
     expected_revision: int
     event: Event
+
+
+def _change(configuration_id: str, state: State, event: Event, **more: Any) -> dict[str, Any]:
+    """One element of the recording statement's `changes` (serialised by orjson, dataclasses as objects)."""
+    return {"id": configuration_id, **vars(state), **vars(event), **more}
 
 
 class ConfigurationRepository:
@@ -254,26 +264,27 @@ class ConfigurationRepository:
         self, state: State, *, id: str, application_id: str, name: str, event: Event
     ) -> Recorded:
         """Insert a configuration at revision 1, with its revision, change event and audit event."""
-        params = {**state.params(), **event.params(), "id": id, "application_id": application_id, "name": name}
+        changes = [_change(id, state, event, application_id=application_id, name=name)]
+        params = {"changes": jsonb(changes), "application_id": application_id, "name": name}  # names for CONSTRAINTS
         return self.tx.fetch_one(RECORD_CREATION, params, row=_recorded, constraints=CONSTRAINTS)
 
-    def record_update(self, configuration_id: str, change: Planned) -> Recorded | None:
-        """The configuration's next revision, with its revision row, change event and audit event;
-        None, recording nothing, when the configuration is no longer at `change.expected_revision`."""
-        params = {
-            **change.state.params(), **change.event.params(),
-            "id": configuration_id, "expected_revision": change.expected_revision,
-        }
-        return self.tx.fetch_one(RECORD_UPDATE, params, row=_recorded)
+    def record_updates(self, changes: Sequence[Planned]) -> list[Recorded]:
+        """Each configuration's next revision (configurations distinct), with its revision row, change
+        event and audit event, all in one statement; a configuration no longer at its change's
+        `expected_revision` records nothing and has no row in the result."""
+        planned = [_change(c.configuration_id, c.state, c.event, expected_revision=c.expected_revision)
+                   for c in changes]
+        return self.tx.fetch_all(RECORD_UPDATES, {"changes": jsonb(planned)}, row=_recorded)
 
     def get(self, configuration_id: str) -> Configuration | None:
         return self.tx.fetch_one(GET, {"id": configuration_id}, row=Configuration)
 
-    def for_write(self, configuration_id: str, user_id: str | None, *, lock: bool = False) -> WriteTarget | None:
-        """The row a write starts from (locked against other writers until the transaction ends,
-        with `lock`), and the access rule's facts for `user_id`."""
-        params = {"id": configuration_id, "user_id": user_id}
-        return self.tx.fetch_one(LOCK_FOR_WRITE if lock else FOR_WRITE, params, row=_write_target)
+    def for_writes(self, targets: Sequence[tuple[str, str | None]], *, lock: bool = False) -> list[WriteTarget]:
+        """The rows writes start from, for (configuration id, writing user id) pairs (ids distinct;
+        a missing configuration has no row), each with the access rule's facts for its user;
+        with `lock`, locked against other writers until the transaction ends."""
+        params = {"targets": jsonb([{"id": id_, "user_id": user_id} for id_, user_id in targets])}
+        return self.tx.fetch_all(LOCK_FOR_WRITE if lock else FOR_WRITE, params, row=_write_target)
 
     def list(
         self, application_id: str, *, limit: int, after: str | None, contains: Any | None

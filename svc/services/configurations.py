@@ -14,9 +14,11 @@ from typing import Any
 
 import jsonpatch
 import orjson
+from anyio.to_thread import run_sync
 
+from svc.batching import Batched
 from svc.crypto import KeyRing
-from svc.db import Database, Transaction
+from svc.db import AsyncStatements, Database, Transaction
 from svc.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
 from svc.ids import new_id
 from svc.repositories.applications import ApplicationRepository
@@ -25,6 +27,7 @@ from svc.repositories.configurations import (
     ConfigurationRepository,
     Event,
     Planned,
+    Recorded,
     Revision,
     RevisionRepository,
     State,
@@ -63,9 +66,11 @@ STATE_FIELDS = ("config", "schema", "secret_paths", "comments")
 # Unlocked tries before a write takes the row lock: each failed one means another writer succeeded.
 OPTIMISTIC_ATTEMPTS = 3
 
-# Computes the changed fields from the current state as the caller sees it (secrets masked),
-# inside the write's transaction; a `config` it returns is clear but for masks that keep values.
-Proposal = Callable[[Configuration, Transaction], dict[str, Any]]
+# Computes the changed fields from the current state as the caller sees it (secrets masked);
+# a `config` it returns is clear but for masks that keep values.
+Proposal = Callable[[Configuration], dict[str, Any]]
+# The same, for a write that reads more in its transaction (a rollback, its old revision).
+ReadingProposal = Callable[[Configuration, Transaction], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -87,12 +92,25 @@ class ConfigurationService:
     masked in everything returned, but for `get(..., reveal=True)` by a caller the reveal rule allows."""
 
     def __init__(
-        self, db: Database, keyring: KeyRing, *, max_config_bytes: int, announce: changes.Announce
+        self,
+        db: Database,
+        statements: AsyncStatements,
+        keyring: KeyRing,
+        *,
+        max_config_bytes: int,
+        announce: changes.Announce,
     ) -> None:
         self.db = db
         self.keyring = keyring
         self.max_config_bytes = max_config_bytes
         self.announce = announce
+        repository = ConfigurationRepository(statements)
+        # Concurrent writes of one worker share their round trips (svc/batching.py).
+        self._targets = Batched(
+            repository.for_writes, key=lambda target: target[0], result_key=lambda t: t.configuration.id
+        )
+        self._records = Batched(self._record, key=lambda c: c.configuration_id, result_key=lambda r: r.configuration.id)
+        self._repository = repository
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -207,7 +225,7 @@ class ConfigurationService:
             tx.commit()
         return _masked(recorded.configuration)
 
-    def update(
+    async def update(
         self,
         actor: Principal,
         configuration_id: str,
@@ -218,9 +236,9 @@ class ConfigurationService:
     ) -> Configuration:
         """Set the given fields (any of `config`, `schema`, `secret_paths`, `comments`); the others keep
         their values. A mask at a secret path of `config` keeps the stored secret."""
-        return self._write(_Write(actor, configuration_id, message, expected), lambda current, tx: fields)
+        return await self._write(_Write(actor, configuration_id, message, expected), lambda current: fields)
 
-    def merge(
+    async def merge(
         self,
         actor: Principal,
         configuration_id: str,
@@ -230,7 +248,7 @@ class ConfigurationService:
         expected: Precondition | None = None,
     ) -> Configuration:
         """Apply a JSON Merge Patch (RFC 7396) to the configuration's JSON."""
-        return self._write(_Write(actor, configuration_id, message, expected), _merging(patch))
+        return await self._write(_Write(actor, configuration_id, message, expected), _merging(patch))
 
     def rollback(
         self,
@@ -261,14 +279,14 @@ class ConfigurationService:
             audit_detail={"rolled_back_to": revision},
             proposes_clear=True,
         )
-        return self._write(write, old_config)
+        return self._write_locked(write, old_config)
 
     def delete(self, actor: Principal, configuration_id: str, *, expected: Precondition | None = None) -> None:
         """Delete a configuration and its revisions."""
         with self.db.transaction() as tx:
             configurations = ConfigurationRepository(tx)
             write = _Write(actor, configuration_id, None, expected)
-            current = _current(write, _target(tx, write, lock=True))
+            current = _current(write, _locked_target(tx, write))
             changes.publish(
                 tx,
                 self.announce,
@@ -285,35 +303,43 @@ class ConfigurationService:
             )
             tx.commit()
 
-    def _write(self, write: _Write, propose: Proposal) -> Configuration:
+    async def _write(self, write: _Write, propose: Proposal) -> Configuration:
         """Read the row, check the preconditions, apply `propose` (to the masked view, unless the write
         `proposes_clear`), validate the clear state, and record the new revision with its secrets sealed.
 
-        Optimistic first: the row is read without a lock and the change recorded by one statement
-        that applies only while the row is still at the revision read, in autocommit (two round
-        trips, no lock held between them). When other writers moved the row every time, the write
-        takes the row lock and records the same way, so it cannot be starved."""
+        Optimistic, on the event loop: the row is read without a lock and the change recorded by one
+        statement that applies only while the row is still at the revision read (two round trips,
+        each shared with the worker's other writes of the moment, no lock held between them). When
+        other writers moved the row every time, the write takes the row lock (`_write_locked`), so it
+        cannot be starved."""
+        for _ in range(OPTIMISTIC_ATTEMPTS):
+            current = _current(write, await self._targets((write.configuration_id, write.actor.user_id)))
+            planned = self._planned(write, current, propose(_masked(current)))
+            if isinstance(planned, Configuration):
+                return _masked(planned)
+            recorded = await self._records(planned)
+            if recorded is not None:
+                return _masked(recorded.configuration)
+        return await run_sync(lambda: self._write_locked(write, lambda current, tx: propose(current)))
 
-        def attempt(tx: Transaction, target: WriteTarget | None) -> Configuration | None:
-            current = _current(write, target)
+    async def _record(self, changes_: list[Planned]) -> list[Recorded]:
+        """Record planned updates in one statement (autocommit: committed when it returns) and announce them."""
+        recorded = await self._repository.record_updates(changes_)
+        for change in recorded:
+            self.announce(change.payload)
+        return recorded
+
+    def _write_locked(self, write: _Write, propose: ReadingProposal) -> Configuration:
+        """`_write` in one transaction that holds the row lock from its read to its commit."""
+        with self.db.transaction() as tx:
+            current = _current(write, _locked_target(tx, write))
             planned = self._planned(write, current, propose(_masked(current), tx))
             if isinstance(planned, Configuration):
-                return planned
-            recorded = ConfigurationRepository(tx).record_update(write.configuration_id, planned)
-            if recorded is None:
-                return None
+                return _masked(planned)
+            (recorded,) = ConfigurationRepository(tx).record_updates([planned])
             tx.after_commit(lambda: self.announce(recorded.payload))
-            return recorded.configuration
-
-        for _ in range(OPTIMISTIC_ATTEMPTS):
-            with self.db.autocommit() as statements:
-                written = attempt(statements, _target(statements, write))
-            if written is not None:
-                return _masked(written)
-        with self.db.transaction() as tx:
-            written = attempt(tx, _target(tx, write, lock=True))
             tx.commit()
-        return _masked(written)
+        return _masked(recorded.configuration)
 
     def _planned(self, write: _Write, current: Configuration, change: dict[str, Any]) -> Configuration | Planned:
         """What `change` makes of `current`: the state and event to record (sealed, validated), or
@@ -341,7 +367,7 @@ class ConfigurationService:
             proposed["comments"],
         )
         event = _event(write.actor, write.action, current.id, "updated", write.message, detail)
-        return Planned(state, expected_revision=current.revision, event=event)
+        return Planned(current.id, state, expected_revision=current.revision, event=event)
 
     # --- secrets -------------------------------------------------------------------------
 
@@ -401,9 +427,10 @@ def document(configuration: Configuration) -> bytes:
     return orjson.dumps(configuration, option=orjson.OPT_UTC_Z)
 
 
-def _target(tx: Transaction, write: _Write, *, lock: bool = False) -> WriteTarget | None:
-    """The row `write` starts from, with what the access rule needs."""
-    return ConfigurationRepository(tx).for_write(write.configuration_id, write.actor.user_id, lock=lock)
+def _locked_target(tx: Transaction, write: _Write) -> WriteTarget | None:
+    """The row `write` starts from, locked until the transaction ends, with what the access rule needs."""
+    targets = ConfigurationRepository(tx).for_writes([(write.configuration_id, write.actor.user_id)], lock=True)
+    return next(iter(targets), None)
 
 
 def _current(write: _Write, target: WriteTarget | None) -> Configuration:
@@ -431,7 +458,7 @@ def _merging(patch: Any) -> Proposal:
         encode(patch)  # bounds the nesting depth before merge_patch recurses into it
     except UnstorableJson as exc:
         raise Unprocessable(f"merge patch cannot be applied: {exc}") from exc
-    return lambda current, tx: {"config": merge_patch(current.config, patch)}
+    return lambda current: {"config": merge_patch(current.config, patch)}
 
 
 def _event(

@@ -81,7 +81,7 @@ class Services:
         keyring = secret_key_ring(settings)  # once per process: the key file's notice is said once
         changes = ChangeFeed(database_url, connect_timeout=settings.connect_timeout)
         configurations = ConfigurationService(
-            db, keyring, max_config_bytes=settings.max_config_bytes, announce=changes.announce
+            db, statements, keyring, max_config_bytes=settings.max_config_bytes, announce=changes.announce
         )
         return cls(
             settings=settings,

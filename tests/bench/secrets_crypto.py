@@ -96,7 +96,7 @@ def service_paths() -> None:
         ring = KeyRing.parse(new_key_entry("bench"))
         operator = Principal.operator()
         configurations = ConfigurationService(
-            db, ring, max_config_bytes=1 << 20, announce=lambda payload: None
+            db, statements, ring, max_config_bytes=1 << 20, announce=lambda payload: None
         )
         delivery = DeliveryService(
             db, statements, ring, cache_max_bytes=1 << 20, event_retention_hours=1, configurations=configurations
@@ -111,11 +111,11 @@ def service_paths() -> None:
         }
         counter = iter(range(10**9))
 
+        loop = asyncio.new_event_loop()  # writes and the statements of a read run on an event loop
+
         def write(paths: tuple[str, ...]) -> None:
             config = {**CONFIG, "limits": {**CONFIG["limits"], "burst": next(counter)}}
-            configurations.update(operator, ids[paths], {"config": config})
-
-        loop = asyncio.new_event_loop()  # the statements of a read run on an event loop
+            loop.run_until_complete(configurations.update(operator, ids[paths], {"config": config}))
 
         def read(key: ByName) -> None:
             loop.run_until_complete(delivery._read(key))

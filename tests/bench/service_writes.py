@@ -1,48 +1,48 @@
-"""Configuration writes through the service layer alone: threads calling `ConfigurationService.update`
-in this process, no HTTP. It shows what the database side of a write allows (transactions, commit,
-announcement) apart from the per-request CPU of the web stack."""
+"""Configuration writes through the service layer alone: concurrent writers calling
+`ConfigurationService.update` on one event loop in this process, no HTTP. It shows what the
+database side of a write allows (batched round trips, commit, announcement) apart from the
+per-request CPU of the web stack."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from svc.config import Settings
-from svc.repositories.configurations import RECORD_UPDATE
+from svc.repositories.configurations import RECORD_UPDATES
 from svc.services.auth import Principal
 from svc.services.container import Services
 
 
 def rate(database_url: str, configuration_ids: list[str], *, seconds: float) -> tuple[float, int]:
-    """Writes/s with one thread per configuration for `seconds`; and how many writes that was."""
+    """Writes/s with one writer per configuration for `seconds`; and how many writes that was."""
     with tempfile.TemporaryDirectory(prefix="svc-bench-service-writes-") as scratch:
-        settings = Settings(_env_file=None, database_url=database_url, data_dir=Path(scratch),
-                            pool_min_size=len(configuration_ids), pool_max_size=len(configuration_ids))
+        settings = Settings(_env_file=None, database_url=database_url, data_dir=Path(scratch))
         services = Services.build(settings, database_url)
         try:
-            actor = Principal.operator()
-            done: list[int] = []
-            deadline = time.monotonic() + seconds
-
-            def write(configuration_id: str) -> None:
-                n = 0
-                while time.monotonic() < deadline:
-                    n += 1
-                    services.configurations.update(actor, configuration_id, {"config": {"service_writes": n}})
-                done.append(n)
-
-            threads = [threading.Thread(target=write, args=(c,)) for c in configuration_ids]
-            started = time.monotonic()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            elapsed = time.monotonic() - started
+            return asyncio.run(_write_for(services, configuration_ids, seconds))
         finally:
             services.close()
+
+
+async def _write_for(services: Services, configuration_ids: list[str], seconds: float) -> tuple[float, int]:
+    actor = Principal.operator()
+    deadline = time.monotonic() + seconds
+
+    async def write(configuration_id: str) -> int:
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            await services.configurations.update(actor, configuration_id, {"config": {"service_writes": n}})
+        return n
+
+    started = time.monotonic()
+    done = await asyncio.gather(*(write(c) for c in configuration_ids))
+    elapsed = time.monotonic() - started
+    services.statements.close()  # on the loop it belongs to
     return sum(done) / elapsed, sum(done)
 
 
@@ -53,13 +53,13 @@ def record_workload(configuration_ids: list[str], config: dict) -> tuple[str, li
     in the way. The JSON is a variable, so it is sent and parsed with every statement."""
     ids = ", ".join(f"'{id_}'" for id_ in configuration_ids)
     mine = f"(ARRAY[{ids}])[:client_id % {len(configuration_ids)} + 1]"
-    values = {
-        "config": ":config", "schema": "NULL", "secret_paths": "'[]'", "comments": "NULL",
-        "id": mine, "expected_revision": f"(SELECT revision FROM configurations WHERE id = {mine})",
-        "author": "'pgbench'", "message": "NULL", "kind": "'updated'",
-        "audit_id": "'01' || lpad(upper(to_hex((random() * 1e15)::bigint)), 24, '0')",
-        "actor_token_id": "NULL", "actor_name": "'pgbench'", "action": "'configuration.update'",
-        "resource_type": "'configuration'", "resource_id": mine, "request_id": "NULL", "detail": "'{}'",
-    }
-    statement = RECORD_UPDATE % {name: f"({value})" for name, value in values.items()}  # (x)::type casts all of x
+    audit_id = "'01' || lpad(upper(to_hex((random() * 1e15)::bigint)), 24, '0')"
+    audit = (f"jsonb_build_object('id', {audit_id}, 'actor_token_id', NULL, 'actor_name', 'pgbench', "
+             f"'action', 'configuration.update', 'resource_type', 'configuration', 'resource_id', {mine}, "
+             "'request_id', NULL, 'detail', '{}'::jsonb)")
+    change = (f"jsonb_build_object('id', {mine}, "
+              f"'expected_revision', (SELECT revision FROM configurations WHERE id = {mine}), "
+              "'config', (:config)::jsonb, 'schema', NULL, 'secret_paths', '[]'::jsonb, 'comments', NULL, "
+              f"'author', 'pgbench', 'message', NULL, 'kind', 'updated', 'audit', {audit})")
+    statement = RECORD_UPDATES % {"changes": f"(jsonb_build_array({change}))"}  # (x)::jsonb casts all of x
     return " ".join(statement.split()) + ";\n", ["-D", f"config={json.dumps(config)}"]

@@ -250,9 +250,9 @@ async def _replace(
     services: Services, principal: Principal, configuration_id: str, body: ConfigurationReplace, expected: Precondition
 ) -> Response:
     """PUT's steps once its inputs are read, whether the route or the door (`svc.api.door`) read them."""
-    return _written(await off_loop(lambda: services.configurations.update(
+    return _written(await services.configurations.update(
         principal, configuration_id, _sent_state(body), message=body.message, expected=expected
-    )))
+    ))
 
 
 DOORWAYS = [
@@ -281,13 +281,13 @@ async def patch_configuration(
     ] = None,
 ) -> Response:
     if isinstance(change, MergePatch):
-        updated = await off_loop(lambda: services.configurations.merge(
+        updated = await services.configurations.merge(
             principal, configuration_id, change.document, message=message, expected=expected
-        ))
+        )
     else:
-        updated = await off_loop(lambda: services.configurations.update(
+        updated = await services.configurations.update(
             principal, configuration_id, _sent_state(change), message=change.message or message, expected=expected
-        ))
+        )
     return _written(updated)
 
 

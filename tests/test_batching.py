@@ -1,0 +1,113 @@
+"""Group commit (`svc.batching.Batched`): which items share a run, in which order, and what each
+caller gets back. Pure asyncio: the statement here records the batches it was given."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from svc.batching import Batched
+
+
+class Recorder:
+    """A statement that returns every item it is given (but those in `drop`), and remembers its batches."""
+
+    def __init__(self, *, drop: frozenset[str] = frozenset(), fail: bool = False) -> None:
+        self.batches: list[list[tuple[str, int]]] = []
+        self.drop = drop
+        self.fail = fail
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def __call__(self, items: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        self.batches.append(items)
+        await self.release.wait()
+        if self.fail:
+            raise RuntimeError("the statement failed")
+        return [item for item in items if item[0] not in self.drop]
+
+
+def batched(recorder: Recorder, limit: int = 64) -> Batched[tuple[str, int], tuple[str, int]]:
+    return Batched(recorder, key=lambda item: item[0], result_key=lambda result: result[0], limit=limit)
+
+
+def test_items_submitted_while_a_run_is_in_flight_go_together_in_the_next():
+    async def scenario() -> tuple[list, list]:
+        recorder = Recorder()
+        run = batched(recorder)
+        recorder.release.clear()
+        first = asyncio.create_task(run(("a", 1)))
+        await asyncio.sleep(0)  # the first run starts and waits for its statement
+        await asyncio.sleep(0)
+        later = [asyncio.create_task(run((key, 1))) for key in "bcd"]
+        await asyncio.sleep(0)
+        recorder.release.set()
+        return await asyncio.gather(first, *later), recorder.batches
+
+    results, batches = asyncio.run(scenario())
+    assert results == [("a", 1), ("b", 1), ("c", 1), ("d", 1)]
+    assert batches == [[("a", 1)], [("b", 1), ("c", 1), ("d", 1)]]
+
+
+def test_a_key_runs_once_per_batch_and_its_items_keep_their_order():
+    async def scenario() -> tuple[list, list]:
+        recorder = Recorder()
+        run = batched(recorder)
+        items = [("a", 1), ("b", 1), ("a", 2), ("a", 3), ("c", 1), ("b", 2)]
+        return await asyncio.gather(*(run(item) for item in items)), recorder.batches
+
+    results, batches = asyncio.run(scenario())
+    assert results == [("a", 1), ("b", 1), ("a", 2), ("a", 3), ("c", 1), ("b", 2)]
+    assert batches == [[("a", 1), ("b", 1), ("c", 1)], [("a", 2), ("b", 2)], [("a", 3)]]
+
+
+def test_a_run_takes_at_most_limit_items():
+    async def scenario() -> list:
+        recorder = Recorder()
+        run = batched(recorder, limit=2)
+        await asyncio.gather(*(run((key, 1)) for key in "abcde"))
+        return recorder.batches
+
+    assert [len(batch) for batch in asyncio.run(scenario())] == [2, 2, 1]
+
+
+def test_an_item_without_a_result_gets_none_and_the_others_theirs():
+    async def scenario() -> list:
+        run = batched(Recorder(drop=frozenset({"b"})))
+        return await asyncio.gather(*(run((key, 1)) for key in "abc"))
+
+    assert asyncio.run(scenario()) == [("a", 1), None, ("c", 1)]
+
+
+def test_the_statements_error_reaches_every_caller_of_that_run_and_the_next_run_still_happens():
+    async def scenario() -> tuple[list, object]:
+        recorder = Recorder(fail=True)
+        run = batched(recorder)
+        failed = await asyncio.gather(*(run((key, 1)) for key in "ab"), return_exceptions=True)
+        recorder.fail = False
+        return failed, await run(("c", 1))
+
+    failed, after = asyncio.run(scenario())
+    assert [str(e) for e in failed] == ["the statement failed"] * 2
+    assert after == ("c", 1)
+
+
+def test_a_caller_that_stops_waiting_does_not_stop_the_run_of_the_others():
+    async def scenario() -> tuple[object, list]:
+        recorder = Recorder()
+        run = batched(recorder)
+        recorder.release.clear()
+        leaving = asyncio.create_task(run(("a", 1)))
+        staying = asyncio.create_task(run(("b", 1)))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # both are in the run, waiting for the statement
+        leaving.cancel()
+        recorder.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        return await staying, recorder.batches
+
+    result, batches = asyncio.run(scenario())
+    assert result == ("b", 1)
+    assert batches == [[("a", 1), ("b", 1)]]  # the leaving caller's item was still recorded
