@@ -1,6 +1,6 @@
 """In-process worker CPU of one configuration PUT (and, for comparison, one warm GET): the app is
 called as an ASGI application on an embedded PostgreSQL, without a socket or an HTTP client, so
-the figure is the worker's own work (the event loop, its thread hop and psycopg2's side of the
+the figure is the worker's own work (the event loop, any thread hop and psycopg2's side of the
 statements); PostgreSQL's CPU is another process and not counted.
 
     uv run python -m tests.bench.put_cpu [--requests 2000] [--rounds 5]
