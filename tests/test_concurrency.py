@@ -270,3 +270,28 @@ def test_one_statement_records_the_changes_still_current_and_nothing_of_the_othe
         assert [r["revision"] for r in stored] == revisions
         audited = client.get(f"{API}/audit?resource_id={configuration['id']}", headers=admin).json()["items"]
         assert len(audited) == len(revisions)
+
+
+def test_a_row_another_transaction_holds_is_skipped_not_waited_for(services, client, admin, database_url):
+    """The recording statement does not wait for a row another writer holds (that row is about to
+    move on): it records the other changes at once and nothing for the held one."""
+    application = create_application(client, admin, "held")
+    free, held = (create_configuration(client, admin, application["id"], name, {"v": 1}) for name in ("free", "held"))
+    operator = Principal.operator()
+    other = psycopg2.connect(database_url)
+    try:
+        with other.cursor() as cur:
+            cur.execute("SELECT 1 FROM configurations WHERE id = %s FOR UPDATE", (held["id"],))
+            with services.db.autocommit() as statements:
+                planned = [
+                    Planned(id_, State({"v": 2}, None, [], None), expected_revision=1, event=Event(
+                        operator.name, None, "updated",
+                        audit.entry(operator, "configuration.update", "configuration", id_)))
+                    for id_ in (free["id"], held["id"])
+                ]
+                recorded = ConfigurationRepository(statements).record_updates(planned)
+        other.rollback()
+    finally:
+        other.close()
+    assert [(r.configuration.id, r.configuration.revision) for r in recorded] == [(free["id"], 2)]
+    assert client.get(f"{API}/configurations/{held['id']}", headers=admin).json()["revision"] == 1

@@ -99,14 +99,21 @@ RECORD_CREATION = _recording(f"""
     RETURNING {COLUMNS}""")
 
 # Each change applies only while its row is at its `expected_revision`: the writer's If-Match
-# check and its new revision number were worked out from that state.
+# check and its new revision number were worked out from that state. A row another transaction
+# holds is about to move on, so it is skipped (recording nothing, as a moved row) rather than
+# waited for: one busy row does not hold up the other changes of the statement, and two
+# statements that take the same rows in different orders cannot deadlock.
 RECORD_UPDATES = Prepared("svc_configuration_updates", _recording(f"""
     UPDATE configurations c
     SET (config, schema, secret_paths, comments) = (change.config, change.schema, change.secret_paths, change.comments),
         revision = c.revision + 1,
         updated_at = now()
-    FROM change
-    WHERE c.id = change.id AND c.revision = change.expected_revision
+    FROM (
+        SELECT change.* FROM change
+        JOIN configurations current ON current.id = change.id AND current.revision = change.expected_revision
+        FOR UPDATE OF current SKIP LOCKED
+    ) AS change
+    WHERE c.id = change.id
     RETURNING {', '.join(f'c.{c}' for c in COLUMNS.split(', '))}"""))
 
 GET_REVISION = f"""

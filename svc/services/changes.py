@@ -98,6 +98,7 @@ class ChangeFeed:
         self._epoch = 0  # bumped when LISTEN comes up: only a read started after that may set `connected`
         self._connected_event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         # Thread side.
         self._outbox: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -125,6 +126,7 @@ class ChangeFeed:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._ensure_thread()
         self._catch_up_soon.set()
         self._wake.set()
@@ -152,7 +154,11 @@ class ChangeFeed:
         self._outbox.put(payload)
         self._ensure_thread()
         self._wake.set()
-        if self._loop is not None:
+        if self._loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:  # a write recorded on the loop: no wake-up needed
+            self._loop.call_soon(self._deliver, payload)
+        else:
             self._to_loop(self._deliver, payload)
 
     def _ensure_thread(self) -> None:

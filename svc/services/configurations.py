@@ -308,10 +308,10 @@ class ConfigurationService:
         `proposes_clear`), validate the clear state, and record the new revision with its secrets sealed.
 
         Optimistic, on the event loop: the row is read without a lock and the change recorded by one
-        statement that applies only while the row is still at the revision read (two round trips,
-        each shared with the worker's other writes of the moment, no lock held between them). When
-        other writers moved the row every time, the write takes the row lock (`_write_locked`), so it
-        cannot be starved."""
+        statement that applies only while the row is still at the revision read and no other
+        transaction holds it (two round trips, each shared with the worker's other writes of the
+        moment, no lock held between them, none waited for). When other writers moved or held the
+        row every time, the write waits for the row lock (`_write_locked`), so it cannot be starved."""
         for _ in range(OPTIMISTIC_ATTEMPTS):
             current = _current(write, await self._targets((write.configuration_id, write.actor.user_id)))
             planned = self._planned(write, current, propose(_masked(current)))

@@ -146,6 +146,7 @@ def claude_md_body(label: str) -> tuple[str, str]:
 
 
 def configuration_body(configuration: dict[str, Any]) -> tuple[str, str]:
+    """A PUT body for `configuration` (its `application_name` and `name`): a new `rollout` each request."""
     document = config_document(configuration["application_name"], configuration["name"])
     document["rollout"] = SEQUENCE
     return with_sequence({"config": document})
@@ -203,15 +204,16 @@ def bulk_commits(url: str, repository: Path, scratch: Path, target_total: int) -
     return total_commits(url)
 
 
-def bulk_configurations(url: str, application: dict[str, Any], count: int) -> list[str]:
-    """`count` more configurations of `application`, by COPY straight into PostgreSQL (the
-    cold-read figure needs more configurations than it sends requests). Returns their ids."""
+def bulk_configurations(url: str, application: dict[str, Any], count: int, *, label: str = "cold") -> list[str]:
+    """`count` more configurations of `application`, named `<label>-<n>`, by COPY straight into
+    PostgreSQL (the cold-read figure needs more configurations than it sends requests, the
+    write figure spreads its writes over many). Returns their ids."""
     ids = [new_id() for _ in range(count)]
     name = application["name"]
 
     def row(i: int, id_: str) -> str:
-        config = json.dumps(config_document(name, f"cold-{i:06d}"), separators=(",", ":"))
-        return f"{id_}\t{application['id']}\tcold-{i:06d}\t{config}\t1\n"
+        config = json.dumps(config_document(name, f"{label}-{i:06d}"), separators=(",", ":"))
+        return f"{id_}\t{application['id']}\t{label}-{i:06d}\t{config}\t1\n"
 
     say(f"bulk-loading {count:,} configurations (COPY)")
     buffer = io.StringIO("".join(row(i, id_) for i, id_ in enumerate(ids)))
