@@ -1,7 +1,7 @@
 """The front door for the hottest requests on one configuration: one whose caller is in the token
 cache is answered here, before FastAPI's routing, dependency resolution and body handling, which
 cost several times the work of the answer itself (µs of worker CPU in-process: a warm read ~45
-here, ~600 through FastAPI; a PUT ~720–850 here, ~1,230 through FastAPI).
+here, ~600 through FastAPI; a PUT ~800 here, ~1,200 through FastAPI).
 
 Each route the door serves declares a `Doorway`: the methods it takes, how its path's parameters
 become the key its answer takes, the JSON body it validates (if any), and its answer: the route's
