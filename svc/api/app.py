@@ -11,8 +11,8 @@ from fastapi import Depends, FastAPI
 
 from svc import metrics
 from svc.api import operations, problems
-from svc.api.read_door import ReadDoor
 from svc.api.deps import get_principal
+from svc.api.door import Door
 from svc.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from svc.api.routes import (
     applications, audit, catalog, configurations, delivery, documents, health, teams, tokens, users,
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     operations.document_without_head(app)
-    app.add_middleware(ReadDoor, prefix=API_PREFIX, doorways=[delivery.DOORWAY, configurations.DOORWAY])
+    app.add_middleware(Door, prefix=API_PREFIX, doorways=[delivery.DOORWAY, *configurations.DOORWAYS])
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
 

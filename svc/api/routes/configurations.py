@@ -15,8 +15,8 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from svc.api.read_door import doorway
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
+from svc.api.door import doorway, reading
 from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
@@ -24,7 +24,9 @@ from svc.api.responses import created, json_response, off_loop
 from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page, Reveal, SecretPaths, Text
 from svc.errors import UnsupportedMediaType
 from svc.ids import ULID_ANY_CASE_PATTERN, canonical
+from svc.services.auth import Principal
 from svc.services.configurations import Configuration, Revision
+from svc.services.container import Services
 from svc.services.delivery import ById, Resolved
 from svc.services.preconditions import Precondition
 from svc.json_documents import parse_json
@@ -218,11 +220,14 @@ def _answer(found: Resolved, expected: Precondition) -> Response:
     return Response(found.body, media_type=JSON, headers={"ETag": etag(found.version)})
 
 
+def _canonical_id(configuration_id: str) -> str | None:
+    """The id in the path as the route reads it (`IdPath`); None where the route refuses it."""
+    return canonical(configuration_id) if ULID_ANY_CASE.fullmatch(configuration_id) else None
+
+
 def _by_id(configuration_id: str) -> ById | None:
-    return ById(canonical(configuration_id)) if ULID_ANY_CASE.fullmatch(configuration_id) else None
-
-
-DOORWAY = doorway(router.routes, get_configuration, key=_by_id, answer=_answer)
+    found = _canonical_id(configuration_id)
+    return None if found is None else ById(found)
 
 
 @router.put(
@@ -238,9 +243,23 @@ async def replace_configuration(
     services: ServicesDep,
     expected: Preconditions,
 ) -> Response:
+    return await _replace(services, principal, configuration_id, body, expected)
+
+
+async def _replace(
+    services: Services, principal: Principal, configuration_id: str, body: ConfigurationReplace, expected: Precondition
+) -> Response:
+    """PUT's steps once its inputs are read, whether the route or the door (`svc.api.door`) read them."""
     return _written(await services.configurations.update(
         principal, configuration_id, _sent_state(body), message=body.message, expected=expected
     ))
+
+
+DOORWAYS = [
+    doorway(router.routes, get_configuration, key=_by_id, answer=reading(_answer)),
+    doorway(router.routes, replace_configuration, methods=("PUT",), key=_canonical_id, body=ConfigurationReplace,
+            answer=_replace),
+]
 
 
 @router.patch(

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from svc.api.read_door import doorway
 from svc.api.deps import IdPath, PrincipalDep, ServicesDep
+from svc.api.door import doorway, reading
 from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
 from svc.api.middleware import hold_open
 from svc.api.problems import problem_responses
@@ -98,7 +98,7 @@ def _names(application_name: str, configuration_name: str) -> ByName | None:
     return ByName(application_name, configuration_name)
 
 
-DOORWAY = doorway(router.routes, resolve_configuration, key=_names, answer=_answer)
+DOORWAY = doorway(router.routes, resolve_configuration, key=_names, answer=reading(_answer))
 
 
 # One event of the stream, as OpenAPI 3.1 documents Server-Sent Events (`schema` is each event).
