@@ -1,11 +1,11 @@
-"""Group commit on the event loop: one statement for every caller that asked while the previous
-one was in flight.
+"""Group commit on the event loop: one statement for every caller that asked while earlier
+ones were in flight.
 
 A write of one configuration costs PostgreSQL a round trip, a plan's execution and a commit for
 its read and again for its record; for sixteen concurrent writers the same statements taking
-sixteen rows each cost little more than for one. `Batched` gathers the callers: the first
-caller's item runs at once (on the next turn of the loop, so that items submitted in the same
-turn join it); items submitted while it runs wait and go together in the next run.
+sixteen rows each cost little more than for one. `Batched` gathers the callers: an item runs on
+the loop's next turn (with the items submitted in the same turn) when fewer than `concurrency`
+runs are in flight; otherwise it waits, and goes with the others waiting in the next run.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ class Batched(Generic[Item, Result]):
     """`await batched(item)` runs `statement` on a batch of items and returns the result for `item`
     (matched by key), or None when the statement returned none for it.
 
-    A run takes at most `limit` waiting items, in order, and at most one per key: an item whose key
-    is already in the run waits for the next one (a statement may touch each row once), so items
-    with one key run in the order they came. An error of the statement reaches every caller of
-    that run. A caller that stops waiting (cancelled) does not stop the run its item is in.
+    At most `concurrency` runs are in flight; while they all are, items wait, and the first run to
+    finish takes those waiting. A run takes at most `limit` of them, in order, and at most one per
+    key, whose key no run in flight has either: an item with the key of one already taken waits for
+    a later run (a statement may touch each row once, and two statements in flight may not meet on
+    a row), so items with one key run in the order they came. An error of the statement reaches
+    every caller of that run. A caller that stops waiting (cancelled) does not stop the run its item
+    is in. A run starts on the loop's next turn, so items submitted in the same turn go together.
     The instance belongs to the event loop that first awaits it.
     """
 
@@ -37,32 +40,40 @@ class Batched(Generic[Item, Result]):
         key: Callable[[Item], Hashable],
         result_key: Callable[[Result], Hashable],
         limit: int = 64,
+        concurrency: int = 1,
     ) -> None:
         self._statement = statement
         self._key = key
         self._result_key = result_key
         self._limit = limit
+        self._concurrency = concurrency
         self._waiting: deque[tuple[Item, asyncio.Future[Result | None]]] = deque()
-        self._running: asyncio.Task[None] | None = None
+        self._in_flight: set[Hashable] = set()  # the keys of the runs in flight
+        self._runs: set[asyncio.Task[None]] = set()
+        self._starting = False
 
     async def __call__(self, item: Item) -> Result | None:
-        result: asyncio.Future[Result | None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[Result | None] = loop.create_future()
         self._waiting.append((item, result))
-        if self._running is None:
-            self._running = asyncio.create_task(self._run_while_waiting(), name="svc-batched")
+        if not self._starting and len(self._runs) < self._concurrency:
+            self._starting = True  # on the loop's next turn, so that items submitted in this one join
+            loop.call_soon(self._start_runs)
         return await result
 
-    async def _run_while_waiting(self) -> None:
-        batch: list[tuple[Item, asyncio.Future[Result | None]]] = []
-        try:
-            while self._waiting:
-                batch = self._take()
-                if batch:
-                    await self._run(batch)
-        finally:
-            self._running = None
-            for _, result in [*batch, *self._waiting]:  # only when this task itself was cancelled
-                result.cancel()
+    def _start_runs(self) -> None:
+        self._starting = False
+        while self._waiting and len(self._runs) < self._concurrency:
+            batch = self._take()
+            if not batch:
+                return
+            run = asyncio.create_task(self._run(batch), name="svc-batched")
+            self._runs.add(run)
+            run.add_done_callback(self._finished)
+
+    def _finished(self, run: asyncio.Task[None]) -> None:
+        self._runs.discard(run)
+        self._start_runs()
 
     def _take(self) -> list[tuple[Item, asyncio.Future[Result | None]]]:
         batch, keys, later = [], set(), []
@@ -71,22 +82,29 @@ class Batched(Generic[Item, Result]):
             if result.done():  # its caller stopped waiting before the run
                 continue
             key = self._key(item)
-            if key in keys:
+            if key in keys or key in self._in_flight:
                 later.append((item, result))
             else:
                 keys.add(key)
                 batch.append((item, result))
         self._waiting.extendleft(reversed(later))
+        self._in_flight |= keys
         return batch
 
     async def _run(self, batch: list[tuple[Item, asyncio.Future[Result | None]]]) -> None:
         try:
             results = await self._statement([item for item, _ in batch])
+        except asyncio.CancelledError:
+            for _, result in batch:
+                result.cancel()
+            raise
         except Exception as exc:  # noqa: BLE001 - each caller receives the statement's error
             for _, result in batch:
                 if not result.done():
                     result.set_exception(exc)
             return
+        finally:
+            self._in_flight -= {self._key(item) for item, _ in batch}
         by_key = {self._result_key(r): r for r in results}
         for item, result in batch:
             if not result.done():

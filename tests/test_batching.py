@@ -111,3 +111,25 @@ def test_a_caller_that_stops_waiting_does_not_stop_the_run_of_the_others():
     result, batches = asyncio.run(scenario())
     assert result == ("b", 1)
     assert batches == [[("a", 1), ("b", 1)]]  # the leaving caller's item was still recorded
+
+
+def test_runs_in_flight_are_at_most_concurrency_and_never_share_a_key():
+    async def scenario() -> list:
+        recorder = Recorder()
+        run = Batched(recorder, key=lambda item: item[0], result_key=lambda result: result[0], concurrency=2)
+        recorder.release.clear()
+        first = [asyncio.create_task(run((key, 1))) for key in "ab"]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # [a, b] in flight
+        second = asyncio.create_task(run(("c", 1)))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # [c] in flight beside it: two runs, the most there may be
+        waiting = [asyncio.create_task(run(item)) for item in (("a", 2), ("d", 1))]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert len(recorder.batches) == 2  # a third run waits for one of the two
+        recorder.release.set()
+        await asyncio.gather(*first, second, *waiting)
+        return recorder.batches
+
+    assert asyncio.run(scenario()) == [[("a", 1), ("b", 1)], [("c", 1)], [("a", 2), ("d", 1)]]

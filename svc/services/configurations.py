@@ -109,7 +109,10 @@ class ConfigurationService:
         self._targets = Batched(
             repository.for_writes, key=lambda target: target[0], result_key=lambda t: t.configuration.id
         )
-        self._records = Batched(self._record, key=lambda c: c.configuration_id, result_key=lambda r: r.configuration.id)
+        # Two records in flight: one can wait for its commit's WAL flush while the next gathers.
+        self._records = Batched(
+            self._record, key=lambda c: c.configuration_id, result_key=lambda r: r.configuration.id, concurrency=2
+        )
         self._repository = repository
 
     # --- reads ---------------------------------------------------------------------------
