@@ -67,8 +67,13 @@ class ChangeListener:
         LISTENER_CONNECTED.set(0)
 
     def backend_pid(self) -> int | None:
-        """Server pid of the LISTEN connection (for diagnostics, and tests that cut it)."""
-        return self._conn.get_backend_pid() if self._conn is not None else None
+        """Server pid of the LISTEN connection (for diagnostics, and tests that cut it); None while
+        there is none. Safe from another thread: the loop may close the connection meanwhile."""
+        conn = self._conn
+        try:
+            return None if conn is None else conn.get_backend_pid()
+        except psycopg2.InterfaceError:  # closed since it was read
+            return None
 
     async def _run(self) -> None:
         delay = 0.1

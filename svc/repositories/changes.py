@@ -33,8 +33,13 @@ SELECT event.id, {PAYLOAD} AS payload
 FROM event LEFT JOIN applications ON applications.id = event.application_id
 """
 
-# Many notifications in one (autocommit) transaction: one pass through the notify lock.
-ANNOUNCE = "SELECT count(pg_notify(%(channel)s, payload)) FROM unnest(%(payloads)s::text[]) AS payload"
+# Many notifications in one transaction: one pass through the notify lock. Sent alone (the two
+# statements of one query string are one transaction), not waiting for its WAL flush: a
+# notification is a hint, the event row is the record.
+ANNOUNCE = (
+    "SET LOCAL synchronous_commit TO off; "
+    "SELECT count(pg_notify(%(channel)s, payload)) FROM unnest(%(payloads)s::text[]) AS payload"
+)
 
 # One statement, so the events and the snapshot's xmin come from the same snapshot. Every
 # transaction below xmin has finished, so an event not visible now has xid >= xmin: the next
@@ -80,9 +85,9 @@ class ChangeRepository:
         }
         return self.tx.fetch_one(RECORD, params, row=RecordedChange)
 
-    def announce(self, channel: str, payloads: list[str]) -> None:
-        """NOTIFY `channel` of every payload (the transaction must then commit)."""
-        self.tx.fetch_value(ANNOUNCE, {"channel": channel, "payloads": payloads})
+    def announce(self, channel: str, payloads: list[str]) -> int:
+        """NOTIFY `channel` of every payload, in a transaction of its own (autocommit); how many."""
+        return self.tx.fetch_value(ANNOUNCE, {"channel": channel, "payloads": payloads})
 
     def catch_up(self, since: int | None) -> CaughtUp:
         """Every event of a transaction that had not finished at the read that returned `since`."""

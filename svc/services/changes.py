@@ -7,8 +7,9 @@ payload `{"id", "application_id", "application_name", "configuration_id",
 
 The writing transaction only records the event. PostgreSQL serialises committing transactions
 that sent NOTIFY, database-wide and through their WAL flush, so the NOTIFY is sent once the
-write has committed, by the worker's `ChangeFeed`, from its own connection: many events in one
-transaction, with `synchronous_commit` off (a notification is a hint; the row is the record).
+write has committed, by the worker's `ChangeFeed`: from the event loop, one statement at a time
+for every change announced meanwhile, with `synchronous_commit` off (a notification is a hint;
+the row is the record).
 A change is therefore never announced before it commits, and one that rolls back never is.
 
 An announcement is lost when a process dies between its commit and its NOTIFY, so every
@@ -34,8 +35,9 @@ from typing import Any, Literal
 import orjson
 import psycopg2
 import psycopg2.extensions
+from anyio.to_thread import run_sync
 
-from svc.db import Transaction
+from svc.db import AsyncStatements, Transaction
 from svc.listener import ChangeListener
 from svc.repositories.changes import ChangeRepository
 
@@ -86,8 +88,16 @@ class ChangeFeed:
     only then may caches trust that every change reaches them.
     """
 
-    def __init__(self, dsn: str, *, connect_timeout: int = 5, catch_up_seconds: float = CATCH_UP_SECONDS) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        statements: AsyncStatements,
+        *,
+        connect_timeout: int = 5,
+        catch_up_seconds: float = CATCH_UP_SECONDS,
+    ) -> None:
         self.dsn = dsn
+        self.statements = statements  # the loop's connections, for the NOTIFYs once the feed has started
         self.connect_timeout = connect_timeout
         self.catch_up_seconds = catch_up_seconds
         self.connected = False
@@ -99,6 +109,8 @@ class ChangeFeed:
         self._connected_event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
+        self._unannounced: list[str] = []  # on the loop, for the next NOTIFY statement
+        self._announcing: asyncio.Task[None] | None = None
         # Thread side.
         self._outbox: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -131,8 +143,14 @@ class ChangeFeed:
         self._catch_up_soon.set()
         self._wake.set()
 
+    async def stop(self) -> None:
+        """Send what is still to be announced, then stop the thread."""
+        if self._announcing is not None:
+            await asyncio.shield(self._announcing)
+        await run_sync(self.close)
+
     def close(self) -> None:
-        """Send what is still to be announced, then stop the thread (blocks up to 10 s)."""
+        """Send what the thread still has to announce, then stop it (blocks up to 10 s)."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
@@ -149,17 +167,35 @@ class ChangeFeed:
     # --- announcing (any thread) --------------------------------------------------------------
 
     def announce(self, payload: str) -> None:
-        """Queue one committed change's NOTIFY (the feed's thread sends it at once), and deliver it
-        in this worker at once: queued on the event loop before the writer's response is sent."""
-        self._outbox.put(payload)
-        self._ensure_thread()
-        self._wake.set()
+        """NOTIFY one committed change soon, and deliver it in this worker at once: queued on the
+        event loop before the writer's response is sent. Before the feed has started (no loop),
+        the feed's thread sends it."""
         if self._loop is None:
-            return
-        if threading.get_ident() == self._loop_thread:  # a write recorded on the loop: no wake-up needed
-            self._loop.call_soon(self._deliver, payload)
+            self._outbox.put(payload)
+            self._ensure_thread()
+            self._wake.set()
+        elif threading.get_ident() == self._loop_thread:
+            self._announce_on_loop(payload)
         else:
-            self._to_loop(self._deliver, payload)
+            self._to_loop(self._announce_on_loop, payload)
+
+    def _announce_on_loop(self, payload: str) -> None:
+        self._unannounced.append(payload)
+        self._deliver(payload)
+        if self._announcing is None:
+            self._announcing = asyncio.create_task(self._send_unannounced(), name="svc-announce")
+
+    async def _send_unannounced(self) -> None:
+        """Send what was announced, in one statement for all that gathered while the last one ran."""
+        try:
+            while self._unannounced:
+                payloads, self._unannounced = self._unannounced[:ANNOUNCE_BATCH], self._unannounced[ANNOUNCE_BATCH:]
+                try:
+                    await ChangeRepository(self.statements).announce(CHANNEL, payloads)
+                except Exception as exc:  # noqa: BLE001 - dropped: every worker's catch-up delivers them
+                    log.warning("change feed: could not announce %d changes: %s", len(payloads), _reason(exc))
+        finally:
+            self._announcing = None
 
     def _ensure_thread(self) -> None:
         with self._thread_lock:
@@ -182,7 +218,7 @@ class ChangeFeed:
                     next_read = time.monotonic() + self.catch_up_seconds
                     self._catch_up()
             except Exception as exc:  # the database is down, or a bug: keep the thread alive either way
-                log.warning("change feed: %s; catching up again shortly", str(exc).strip() or type(exc).__name__)
+                log.warning("change feed: %s; catching up again shortly", _reason(exc))
                 self._close()
                 if stopping:
                     break
@@ -288,3 +324,7 @@ class ChangeFeed:
                 handler(connected)
             except Exception:
                 log.exception("change feed state handler failed")
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc).strip() or type(exc).__name__

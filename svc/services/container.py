@@ -79,7 +79,7 @@ class Services:
         content.ensure()
         authenticator = Authenticator(db)
         keyring = secret_key_ring(settings)  # once per process: the key file's notice is said once
-        changes = ChangeFeed(database_url, connect_timeout=settings.connect_timeout)
+        changes = ChangeFeed(database_url, statements, connect_timeout=settings.connect_timeout)
         configurations = ConfigurationService(
             db, statements, keyring, max_config_bytes=settings.max_config_bytes, announce=changes.announce
         )
@@ -128,7 +128,7 @@ class Services:
     async def stop(self) -> None:
         for task in self._background:
             task.cancel()
-        await run_sync(self.changes.close)
+        await self.changes.stop()
         await self.listener.stop()
 
     async def _prune_events_hourly(self) -> None:
