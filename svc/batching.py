@@ -11,9 +11,14 @@ runs are in flight; otherwise it waits, and goes with the others waiting in the 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Generic, TypeVar
+
+# A run that would start within BUSY × gather seconds of the previous one's start waits `gather`
+# first: the instance is busy, and waiting costs less than running twice. An idle one does not.
+BUSY = 5
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -29,8 +34,10 @@ class Batched(Generic[Item, Result]):
     a later run (a statement may touch each row once, and two statements in flight may not meet on
     a row), so items with one key run in the order they came. An error of the statement reaches
     every caller of that run. A caller that stops waiting (cancelled) does not stop the run its item
-    is in. A run starts on the loop's next turn, so items submitted in the same turn go together.
-    The instance belongs to the event loop that first awaits it.
+    is in. A run starts on the loop's next turn, so items submitted in the same turn go together;
+    while the instance is busy (its last run started less than `BUSY` × `gather` seconds ago), a
+    run that is free to start first waits up to `gather` seconds for as many items as the last run
+    took. The instance belongs to the event loop that first awaits it.
     """
 
     def __init__(
@@ -41,12 +48,17 @@ class Batched(Generic[Item, Result]):
         result_key: Callable[[Result], Hashable],
         limit: int = 64,
         concurrency: int = 1,
+        gather: float = 0.0,
     ) -> None:
         self._statement = statement
         self._key = key
         self._result_key = result_key
         self._limit = limit
         self._concurrency = concurrency
+        self._gather = gather
+        self._last_started = -math.inf  # loop time
+        self._last_size = 1
+        self._gathering: asyncio.TimerHandle | None = None
         self._waiting: deque[tuple[Item, asyncio.Future[Result | None]]] = deque()
         self._in_flight: set[Hashable] = set()  # the keys of the runs in flight
         self._runs: set[asyncio.Task[None]] = set()
@@ -56,17 +68,29 @@ class Batched(Generic[Item, Result]):
         loop = asyncio.get_running_loop()
         result: asyncio.Future[Result | None] = loop.create_future()
         self._waiting.append((item, result))
-        if not self._starting and len(self._runs) < self._concurrency:
-            self._starting = True  # on the loop's next turn, so that items submitted in this one join
+        if self._gathering is not None and len(self._waiting) >= self._last_size:
+            self._gathering.cancel()  # as many as the last run took: no need to wait longer
+            self._gathering = None
             loop.call_soon(self._start_runs)
+        elif not self._starting and len(self._runs) < self._concurrency:
+            self._starting = True  # on the loop's next turn, so that items submitted in this one join
+            if loop.time() - self._last_started < BUSY * self._gather:
+                self._gathering = loop.call_later(self._gather, self._start_runs)
+            else:
+                loop.call_soon(self._start_runs)
         return await result
 
     def _start_runs(self) -> None:
         self._starting = False
+        if self._gathering is not None:
+            self._gathering.cancel()
+            self._gathering = None
         while self._waiting and len(self._runs) < self._concurrency:
             batch = self._take()
             if not batch:
                 return
+            self._last_started = asyncio.get_running_loop().time()
+            self._last_size = len(batch)
             run = asyncio.create_task(self._run(batch), name="svc-batched")
             self._runs.add(run)
             run.add_done_callback(self._finished)

@@ -133,3 +133,17 @@ def test_runs_in_flight_are_at_most_concurrency_and_never_share_a_key():
         return recorder.batches
 
     assert asyncio.run(scenario()) == [[("a", 1), ("b", 1)], [("c", 1)], [("a", 2), ("d", 1)]]
+
+
+def test_a_busy_instance_waits_to_gather_and_an_idle_one_does_not():
+    async def scenario() -> list:
+        recorder = Recorder()
+        run = Batched(recorder, key=lambda item: item[0], result_key=lambda result: result[0], gather=0.5)
+        await run(("a", 1))  # idle: runs at once, alone
+        first = asyncio.create_task(run(("b", 1)))  # busy now: waits 0.5 s for more
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(run(("c", 1)))
+        await asyncio.gather(first, second)
+        return recorder.batches
+
+    assert asyncio.run(scenario()) == [[("a", 1)], [("b", 1), ("c", 1)]]
