@@ -54,11 +54,11 @@ DELETE = "DELETE FROM configurations WHERE id = %(id)s"
 REVISION_COLUMNS = "revision, config, schema, secret_paths, comments, author, message, created_at"
 
 
-
 def _recording(change: str) -> str:
-    """The statement that records changes (`change`: an INSERT or UPDATE of `configurations` from
-    the rows of `change`, RETURNING its columns; `%(changes)s`: a JSON array of `Change.fields`) in one round trip and one transaction, even in autocommit:
-    for each, the new state (`written`), its revision row, its change event and its audit event.
+    """The statement that records changes (`%(changes)s`: a JSON array of `_change` objects;
+    `change`: an INSERT or UPDATE of `configurations` from the rows of `change`, RETURNING its
+    columns) in one round trip and one transaction, even in autocommit: for each, the new state
+    (`written`), its revision row, its change event and its audit event.
     Every part reads `written`, so a change that touches no row (an update whose expected
     revision is no longer current) records nothing at all and returns no row; the others do."""
     return f"""
