@@ -22,6 +22,8 @@ BUSY = 5
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+# An item waiting for its run: its key (worked out once), the item, and its caller's result.
+Waiting = tuple[Hashable, Item, "asyncio.Future[Result | None]"]
 
 
 class Batched(Generic[Item, Result]):
@@ -59,7 +61,7 @@ class Batched(Generic[Item, Result]):
         self._last_started = -math.inf  # loop time
         self._last_size = 1
         self._gathering: asyncio.TimerHandle | None = None
-        self._waiting: deque[tuple[Item, asyncio.Future[Result | None]]] = deque()
+        self._waiting: deque[Waiting[Item, Result]] = deque()
         self._in_flight: set[Hashable] = set()  # the keys of the runs in flight
         self._runs: set[asyncio.Task[None]] = set()
         self._starting = False
@@ -67,7 +69,7 @@ class Batched(Generic[Item, Result]):
     async def __call__(self, item: Item) -> Result | None:
         loop = asyncio.get_running_loop()
         result: asyncio.Future[Result | None] = loop.create_future()
-        self._waiting.append((item, result))
+        self._waiting.append((self._key(item), item, result))
         if self._gathering is not None and len(self._waiting) >= self._last_size:
             self._gathering.cancel()  # as many as the last run took: no need to wait longer
             self._gathering = None
@@ -99,37 +101,37 @@ class Batched(Generic[Item, Result]):
         self._runs.discard(run)
         self._start_runs()
 
-    def _take(self) -> list[tuple[Item, asyncio.Future[Result | None]]]:
+    def _take(self) -> list[Waiting[Item, Result]]:
         batch, keys, later = [], set(), []
         while self._waiting and len(batch) < self._limit:
-            item, result = self._waiting.popleft()
+            waiting = self._waiting.popleft()
+            key, _, result = waiting
             if result.done():  # its caller stopped waiting before the run
                 continue
-            key = self._key(item)
             if key in keys or key in self._in_flight:
-                later.append((item, result))
+                later.append(waiting)
             else:
                 keys.add(key)
-                batch.append((item, result))
+                batch.append(waiting)
         self._waiting.extendleft(reversed(later))
         self._in_flight |= keys
         return batch
 
-    async def _run(self, batch: list[tuple[Item, asyncio.Future[Result | None]]]) -> None:
+    async def _run(self, batch: list[Waiting[Item, Result]]) -> None:
         try:
-            results = await self._statement([item for item, _ in batch])
+            results = await self._statement([item for _, item, _ in batch])
         except asyncio.CancelledError:
-            for _, result in batch:
+            for _, _, result in batch:
                 result.cancel()
             raise
         except Exception as exc:  # noqa: BLE001 - each caller receives the statement's error
-            for _, result in batch:
+            for _, _, result in batch:
                 if not result.done():
                     result.set_exception(exc)
             return
         finally:
-            self._in_flight -= {self._key(item) for item, _ in batch}
+            self._in_flight -= {key for key, _, _ in batch}
         by_key = {self._result_key(r): r for r in results}
-        for item, result in batch:
+        for key, _, result in batch:
             if not result.done():
-                result.set_result(by_key.get(self._key(item)))
+                result.set_result(by_key.get(key))
