@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from svc import serving
 from svc.config import Settings, get_settings
 from svc.crypto import InvalidSecretKeys
 from svc.content import ContentStore
@@ -97,7 +98,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into a normal exit so
     # that exit handlers run and the embedded PostgreSQL is stopped cleanly.
     signal.signal(signal.SIGTERM, _exit_normally)
-    uvicorn.run(
+    config = uvicorn.Config(
         "svc.api.app:create_app",
         factory=True,
         host=host,
@@ -107,6 +108,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+    try:
+        serving.run(config)
+    except OSError as exc:  # the address is taken or cannot be bound
+        say(f"refusing to start: cannot listen on {host}:{port}: {exc.strerror or exc}")
+        return 1
     return 0
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from tests.conftest import bearer, free_port
 
@@ -129,3 +132,119 @@ def test_psql_runs_against_the_configured_database(settings, client):
                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0"
+
+
+# --- several workers: each listens on its own socket (svc/serving.py) ---------------------
+
+
+def serve_workers(settings, tmp_path: Path, port: int, workers: int = 2) -> subprocess.Popen:
+    env = env_for(tmp_path / "svc-data", DATABASE_URL=settings.database_url.get_secret_value())
+    return svc("serve", "--port", str(port), "--workers", str(workers), env=env)
+
+
+def connections_by_worker(server: subprocess.Popen, port: int) -> dict[int, int]:
+    """How many connections to `port` each worker process holds."""
+    held = {}
+    for child in psutil.Process(server.pid).children():
+        try:
+            held[child.pid] = sum(1 for c in child.net_connections("tcp")
+                                  if c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+        except psutil.NoSuchProcess:
+            continue
+    return {pid: n for pid, n in held.items() if n or _is_worker(pid)}
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        return "multiprocessing.spawn" in " ".join(psutil.Process(pid).cmdline()) and any(
+            c.status == psutil.CONN_LISTEN for c in psutil.Process(pid).net_connections("tcp"))
+    except psutil.NoSuchProcess:
+        return False
+
+
+def listening_workers(server: subprocess.Popen, port: int, count: int = 2) -> list[int]:
+    """The workers' pids, once `count` of them listen (the supervisor's socket does not)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        workers = [pid for pid in connections_by_worker(server, port) if _is_worker(pid)]
+        if len(workers) == count:
+            return workers
+        time.sleep(0.2)
+    raise AssertionError(f"{count} workers did not listen within 30 s")
+
+
+def open_served_connections(port: int, count: int) -> list[socket.socket]:
+    """`count` keep-alive connections opened at once, as a load balancer or wrk opens its pool
+    (connects started together, not one after the other), each answered once: a worker took it."""
+    connections = [socket.socket() for _ in range(count)]
+    for conn in connections:
+        conn.setblocking(False)
+        conn.connect_ex(("127.0.0.1", port))
+    for conn in connections:
+        select.select([], [conn], [], 10)
+        conn.setblocking(True)
+        conn.settimeout(10)
+        conn.sendall(b"GET /health HTTP/1.1\r\nHost: svc\r\n\r\n")
+    for conn in connections:
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200"), "a connection was not answered"
+    return connections
+
+
+def test_keep_alive_connections_opened_together_reach_every_worker(settings, tmp_path):
+    # One shared socket lets the first worker to wake accept all of them (measured: 16/0 and 15/1
+    # splits over two workers); with a socket per worker the kernel spreads them (all 16 on one
+    # of two workers: probability 2^-15).
+    port = free_port()
+    server = serve_workers(settings, tmp_path, port)
+    connections = []
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", server, within=30)
+        listening_workers(server, port)
+        connections = open_served_connections(port, 16)
+        held = connections_by_worker(server, port)
+        assert sum(held.values()) == 16, held
+        assert len(held) == 2 and all(held.values()), f"connections per worker: {held}"
+    finally:
+        for conn in connections:
+            conn.close()
+        stop(server)
+
+
+def test_a_killed_worker_is_replaced_by_one_listening_on_its_own_socket(settings, tmp_path):
+    port = free_port()
+    server = serve_workers(settings, tmp_path, port)
+    base = f"http://127.0.0.1:{port}"
+    connections = []
+    try:
+        wait_healthy(base, server, within=30)
+        workers = listening_workers(server, port)
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while workers[0] in (replaced := listening_workers(server, port)):
+            assert time.monotonic() < deadline, "the killed worker was not replaced"
+            time.sleep(0.2)
+        (replacement,) = set(replaced) - {workers[1]}
+        connections = open_served_connections(port, 16)
+        held = connections_by_worker(server, port)
+        assert held.get(replacement, 0) > 0 and held.get(workers[1], 0) > 0, f"connections per worker: {held}"
+    finally:
+        for conn in connections:
+            conn.close()
+        stop(server)
+
+
+@pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "reuse-port"])
+def test_serve_refuses_an_address_something_else_listens_on(settings, tmp_path, reuse_port):
+    # A forgotten `svc serve` listens with SO_REUSEPORT: joining it would split the traffic
+    # with it silently, so that is refused like any other listener.
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        server = serve_workers(settings, tmp_path, port)
+        out, err = server.communicate(timeout=60)
+    assert server.returncode == 1, err
+    assert f"refusing to start: cannot listen on 127.0.0.1:{port}: Address already in use" in err

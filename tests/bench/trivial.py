@@ -1,7 +1,7 @@
 """The baseline server: a trivial FastAPI endpoint under the same uvicorn settings as `svc serve`.
 
 `python -m tests.bench.trivial --host H --port P --workers N` runs it the way `svc serve`
-runs the service (uvicorn.run with the same options), so the ratio of the two measures
+runs the service (`svc.serving.run` with the same options), so the ratio of the two measures
 what the service adds on top of FastAPI + uvicorn on this machine.
 """
 
@@ -11,6 +11,8 @@ import argparse
 
 import uvicorn
 from fastapi import FastAPI
+
+from svc import serving
 
 app = FastAPI()
 
@@ -27,7 +29,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     # The same options cmd_serve passes (svc/cli.py).
-    uvicorn.run(
+    serving.run(uvicorn.Config(
         "tests.bench.trivial:app",
         host=args.host,
         port=args.port,
@@ -35,7 +37,7 @@ def main() -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
-    )
+    ))
 
 
 if __name__ == "__main__":
