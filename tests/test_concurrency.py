@@ -16,6 +16,7 @@ import psycopg2
 
 from svc.api.etags import parse_precondition
 from svc.errors import PreconditionFailed
+from svc.ids import new_id
 from svc.repositories.configurations import ConfigurationRepository, Event, Planned, State
 from svc.services import audit
 from svc.services import configurations as configurations_service
@@ -295,3 +296,41 @@ def test_a_row_another_transaction_holds_is_skipped_not_waited_for(services, cli
         other.close()
     assert [(r.configuration.id, r.configuration.revision) for r in recorded] == [(free["id"], 2)]
     assert client.get(f"{API}/configurations/{held['id']}", headers=admin).json()["revision"] == 1
+
+
+def test_a_write_reads_a_few_pages_of_the_table_however_many_configurations_there_are(services, client, admin):
+    """The write statements find their rows by index: a write among 2,000 other configurations reads
+    a few pages of `configurations`, not all of them. (A plain join with jsonb_to_recordset, which
+    PostgreSQL guesses at 100 rows, was planned as a scan of the whole table whenever that looked
+    cheaper than 100 index lookups: on every write of a site with a few thousand configurations.)"""
+    application = create_application(client, admin, "pages")
+    mine = create_configuration(client, admin, application["id"], "mine", {"v": 1})
+    others = create_application(client, admin, "others")
+    with services.db.transaction() as tx:
+        tx.execute(
+            "INSERT INTO configurations (id, application_id, name, config, revision) "
+            "SELECT id, %(application_id)s, 'other-' || n, jsonb_build_object('n', n, 'padding', repeat('x', 1200)), 1 "
+            "FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS other(id, n)",
+            {"application_id": others["id"], "ids": [new_id() for _ in range(2000)]},
+        )
+        tx.commit()
+    with services.db.transaction() as tx:
+        tx.execute("ANALYZE configurations")
+        tx.commit()
+    operator = Principal.operator()
+    pages = "SELECT pg_stat_get_xact_blocks_fetched('configurations'::regclass)"
+    with services.db.transaction() as tx:  # rolled back
+        repository = ConfigurationRepository(tx)
+        before = tx.fetch_value(pages)
+        (target,) = repository.for_writes([(mine["id"], None)])
+        read = tx.fetch_value(pages) - before
+        (recorded,) = repository.record_updates([Planned(
+            mine["id"], State({"v": 2}, None, [], None), expected_revision=target.configuration.revision,
+            event=Event(operator.name, None, "updated",
+                        audit.entry(operator, "configuration.update", "configuration", mine["id"])))])
+        written = tx.fetch_value(pages) - before - read
+    assert recorded.configuration.revision == 2
+    with services.db.autocommit() as statements:
+        table_pages = statements.fetch_value("SELECT relpages FROM pg_class WHERE relname = 'configurations'")
+    assert table_pages > 200  # what a scan of the whole table would read
+    assert read <= 4 and written <= 20, f"pages read: {read} to find the row, {written} to record the change"
