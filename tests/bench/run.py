@@ -28,7 +28,9 @@ import psycopg2
 from tests.bench import data as bench_data
 from tests.bench import gitbench, load, longpoll, service_writes, staleness
 from tests.bench.load import Plan, Request, Result, fmt_ms
-from tests.bench.processes import Processes, Server, database_url, postgres_bin, postgres_cpu_seconds, say
+from tests.bench.processes import (
+    Processes, Server, backend_count, database_url, postgres_bin, postgres_cpu_seconds, say, settled_backends,
+)
 from tests.bench.profile import Profiler
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -338,12 +340,14 @@ class Bench:
     def pgbench(self, url: str, *, clients: int, seconds: int, workload: tuple[str, ...] = ("-N",)) -> Pgbench:
         """pgbench transactions/s: `pgbench -N` on the pgbench database, or `workload`."""
         say(f"pgbench {' '.join(w for w in workload if len(w) < 80)}: {clients} clients, {seconds} s")
+        backends = backend_count(self.pgdata)
         postgres_before = postgres_cpu_seconds(self.pgdata)
         completed = subprocess.run([str(postgres_bin("pgbench")), *workload, "-c", str(clients),
                                     "-j", str(min(clients, os.cpu_count() or 1)), "-T", str(seconds), url],
                                    capture_output=True, text=True, timeout=seconds + 120)
         if completed.returncode != 0:
             raise RuntimeError(f"pgbench failed: {completed.stderr}")
+        settled_backends(self.pgdata, backends)
         tps = float(completed.stdout.split("tps = ")[1].split()[0])
         transactions = int(completed.stdout.split("number of transactions actually processed: ")[1].split()[0])
         postgres_ms = (postgres_cpu_seconds(self.pgdata) - postgres_before) * 1000 / max(1, transactions)
