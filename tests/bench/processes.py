@@ -214,26 +214,21 @@ def postgres_cpu_seconds(pgdata: Path) -> float:
     return total
 
 
-def settled_backends(pgdata: Path, count: int, within: float = 2.0) -> None:
-    """Wait until the server has no more than `count` child processes again: a backend that
-    exits while `postgres_cpu_seconds` reads is counted neither live nor reaped."""
-    info = postmaster(pgdata)
-    deadline = time.monotonic() + within
-    while info is not None and time.monotonic() < deadline:
-        try:
-            if len(psutil.Process(info.pid).children()) <= count:
-                return
-        except psutil.NoSuchProcess:
-            return
-        time.sleep(0.02)
-
-
 def backend_count(pgdata: Path) -> int:
+    """How many processes the server runs now (its backends and its own)."""
     info = postmaster(pgdata)
     try:
         return len(psutil.Process(info.pid).children()) if info is not None else 0
     except psutil.NoSuchProcess:
         return 0
+
+
+def settled_backends(pgdata: Path, count: int, within: float = 2.0) -> None:
+    """Wait until the server runs no more than `count` processes again: a backend that exits
+    while `postgres_cpu_seconds` reads is counted neither live nor reaped."""
+    deadline = time.monotonic() + within
+    while backend_count(pgdata) > count and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def database_url(pgdata: Path, database: str) -> str:
