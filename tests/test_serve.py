@@ -162,11 +162,11 @@ def _is_worker(pid: int) -> bool:
         return False
 
 
-def listening_workers(server: subprocess.Popen, port: int, count: int = 2) -> list[int]:
+def listening_workers(server: subprocess.Popen, count: int = 2) -> list[int]:
     """The workers' pids, once `count` of them listen (the supervisor's socket does not)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        workers = [pid for pid in connections_by_worker(server, port) if _is_worker(pid)]
+        workers = [child.pid for child in psutil.Process(server.pid).children() if _is_worker(child.pid)]
         if len(workers) == count:
             return workers
         time.sleep(0.2)
@@ -199,7 +199,7 @@ def test_keep_alive_connections_opened_together_reach_every_worker(settings, tmp
     connections = []
     try:
         wait_healthy(f"http://127.0.0.1:{port}", server, within=30)
-        listening_workers(server, port)
+        listening_workers(server)
         connections = open_served_connections(port, 16)
         held = connections_by_worker(server, port)
         assert sum(held.values()) == 16, held
@@ -217,10 +217,10 @@ def test_a_killed_worker_is_replaced_by_one_listening_on_its_own_socket(settings
     connections = []
     try:
         wait_healthy(base, server, within=30)
-        workers = listening_workers(server, port)
+        workers = listening_workers(server)
         os.kill(workers[0], signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while workers[0] in (replaced := listening_workers(server, port)):
+        while workers[0] in (replaced := listening_workers(server)):
             assert time.monotonic() < deadline, "the killed worker was not replaced"
             time.sleep(0.2)
         (replacement,) = set(replaced) - {workers[1]}
