@@ -32,19 +32,6 @@ LIMIT %(limit)s
 
 
 @dataclass(frozen=True)
-class AuditEvent:
-    id: str
-    occurred_at: datetime
-    actor_token_id: str | None
-    actor_name: str
-    action: str
-    resource_type: str
-    resource_id: str
-    request_id: str | None
-    detail: dict[str, Any]
-
-
-@dataclass(frozen=True)
 class AuditEntry:
     """One audit event to record."""
 
@@ -69,6 +56,13 @@ class AuditEntry:
             "request_id": self.request_id,
             "detail": jsonb(self.detail),
         }
+
+
+@dataclass(frozen=True)
+class AuditEvent(AuditEntry):
+    """An audit event as recorded: the entry, and when it happened."""
+
+    occurred_at: datetime
 
 
 @dataclass(frozen=True)
