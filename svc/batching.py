@@ -16,8 +16,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
-# A run that would start within BUSY × gather seconds of the previous one's start waits `gather`
-# first: the instance is busy, and waiting costs less than running twice. An idle one does not.
+# A run that would start within BUSY × gather seconds of the previous one's start waits up to
+# `gather` for as many items as that one took: the instance is busy, and waiting costs less than
+# running twice. An idle one does not wait.
 BUSY = 5
 
 Item = TypeVar("Item")
@@ -39,7 +40,8 @@ class Batched(Generic[Item, Result]):
     is in. A run starts on the loop's next turn, so items submitted in the same turn go together;
     while the instance is busy (its last run started less than `BUSY` × `gather` seconds ago), a
     run that is free to start first waits up to `gather` seconds for as many items as the last run
-    took. The instance belongs to the event loop that first awaits it.
+    took (not at all when that many are waiting). The instance belongs to the event loop that
+    first awaits it.
     """
 
     def __init__(
@@ -76,7 +78,8 @@ class Batched(Generic[Item, Result]):
             loop.call_soon(self._start_runs)
         elif not self._starting and len(self._runs) < self._concurrency:
             self._starting = True  # on the loop's next turn, so that items submitted in this one join
-            if loop.time() - self._last_started < BUSY * self._gather:
+            busy = loop.time() - self._last_started < BUSY * self._gather
+            if busy and len(self._waiting) < self._last_size:
                 self._gathering = loop.call_later(self._gather, self._start_runs)
             else:
                 loop.call_soon(self._start_runs)

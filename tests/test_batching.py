@@ -135,15 +135,30 @@ def test_runs_in_flight_are_at_most_concurrency_and_never_share_a_key():
     assert asyncio.run(scenario()) == [[("a", 1), ("b", 1)], [("c", 1)], [("a", 2), ("d", 1)]]
 
 
-def test_a_busy_instance_waits_to_gather_and_an_idle_one_does_not():
-    async def scenario() -> list:
+def test_a_busy_instance_waits_to_gather_as_many_as_its_last_run_took_and_an_idle_one_does_not():
+    async def scenario() -> tuple[list, list]:
         recorder = Recorder()
         run = Batched(recorder, key=lambda item: item[0], result_key=lambda result: result[0], gather=0.5)
-        await run(("a", 1))  # idle: runs at once, alone
-        first = asyncio.create_task(run(("b", 1)))  # busy now: waits 0.5 s for more
-        await asyncio.sleep(0.01)
-        second = asyncio.create_task(run(("c", 1)))
+        await asyncio.gather(run(("a", 1)), run(("b", 1)))  # idle: runs at once, the two together
+        first = asyncio.create_task(run(("c", 1)))  # busy now: waits up to 0.5 s for a second item
+        await asyncio.sleep(0.05)
+        before_second = list(recorder.batches)
+        second = asyncio.create_task(run(("d", 1)))
         await asyncio.gather(first, second)
+        return before_second, recorder.batches
+
+    before_second, batches = asyncio.run(scenario())
+    assert before_second == [[("a", 1), ("b", 1)]]
+    assert batches == [[("a", 1), ("b", 1)], [("c", 1), ("d", 1)]]
+
+
+def test_a_busy_instance_whose_last_run_took_one_item_runs_the_next_without_waiting():
+    async def scenario() -> list:
+        recorder = Recorder()
+        run = Batched(recorder, key=lambda item: item[0], result_key=lambda result: result[0], gather=60)
+        await run(("a", 1))
+        # As many as the last run took are already waiting: no reason to wait the 60 s for more.
+        await asyncio.wait_for(run(("b", 1)), 10)
         return recorder.batches
 
-    assert asyncio.run(scenario()) == [[("a", 1)], [("b", 1), ("c", 1)]]
+    assert asyncio.run(scenario()) == [[("a", 1)], [("b", 1)]]
