@@ -418,12 +418,42 @@ PUT_CASES = [
     ("no token", "nobody", "billing", "{id}", {}, b'{"config": {}}', 401, False),
 ]
 
+MERGE = {"Content-Type": "application/merge-patch+json"}
+PATCH_CASES = [
+    ("merge", "admin", "billing", "{id}", MERGE, b'{"rate": 2, "tier": {"name": "gold"}}', 200, True),
+    ("merge deleting a key", "admin", "billing", "{id}", MERGE, b'{"rate": null}', 200, True),
+    ("merge changing nothing", "admin", "billing", "{id}", MERGE, b'{"rate": 1}', 200, True),
+    ("merge with parameters", "admin", "billing", "{id}", {"Content-Type": "Application/Merge-Patch+JSON; x=y"},
+     b'{"rate": 3}', 200, True),
+    ("merge not an object", "admin", "billing", "{id}", MERGE, b'[1]', 422, True),
+    ("metadata", "admin", "billing", "{id}", {}, b'{"comments": "c", "message": "why"}', 200, True),
+    ("metadata with a schema", "admin", "billing", "{id}", {},
+     b'{"schema": {"properties": {"rate": {"type": "integer"}}}}', 200, True),
+    ("metadata the config fails", "admin", "billing", "{id}", {},
+     b'{"schema": {"properties": {"rate": {"type": "string"}}}}', 422, True),
+    ("If-Match current", "admin", "billing", "{id}", {**MERGE, "If-Match": "{etag}"}, b'{"rate": 2}', 200, True),
+    ("If-Match stale", "admin", "billing", "{id}", {**MERGE, "If-Match": '"{id}.9"'}, b'{"rate": 2}', 412, True),
+    ("lower-case id", "admin", "billing", "{lower}", MERGE, b'{"rate": 2}', 200, True),
+    ("unknown id", "admin", "billing", "0" * 26, MERGE, b'{"rate": 2}', 404, True),
+    ("out of a scoped token's reach", "scoped", "search", "{id}", MERGE, b'{"rate": 2}', 404, True),
+    ("read-only token", "read-only", "billing", "{id}", MERGE, b'{"rate": 2}', 403, True),
+    ("over the body limit", "admin", "billing", "{id}", MERGE, oversized, 413, True),
+    ("metadata with config", "admin", "billing", "{id}", {}, b'{"config": {}}', 422, False),
+    ("NaN", "admin", "billing", "{id}", MERGE, b'{"rate": NaN}', 400, False),
+    ("another +json type", "admin", "billing", "{id}", {"Content-Type": "application/json-patch+json"},
+     b'[{"op": "remove", "path": "/rate"}]', 415, False),
+    ("text/plain", "admin", "billing", "{id}", {"Content-Type": "text/plain"}, b'{"rate": 2}', 415, False),
+    ("a query string", "admin", "billing", "{id}?message=q", MERGE, b'{"rate": 2}', 200, False),
+    ("unknown token", "unknown", "billing", "{id}", MERGE, b'{"rate": 2}', 401, False),
+]
 
-def test_the_door_replaces_exactly_as_the_route(client, admin, make_token, passed_on):
-    """Each PUT is sent twice, to two configurations made alike: first with the token cache empty
-    (the route answers), then with the caller's token cached (the door answers what it takes):
-    status, body, headers and metric labels must be the same, but for the configurations' ids
-    and names."""
+
+@pytest.mark.parametrize("method,cases", [("PUT", PUT_CASES), ("PATCH", PATCH_CASES)])
+def test_the_door_writes_exactly_as_the_route(client, admin, make_token, passed_on, method, cases):
+    """Each PUT or PATCH is sent twice, to two configurations made alike: first with the token cache
+    empty (the route answers), then with the caller's token cached (the door answers what it
+    takes): status, body, headers and metric labels must be the same, but for the configurations'
+    ids and names."""
     applications = {name: create_application(client, admin, name)["id"] for name in ("billing", "search")}
     callers = {
         "admin": admin,
@@ -433,7 +463,7 @@ def test_the_door_replaces_exactly_as_the_route(client, admin, make_token, passe
         "nobody": {},
     }
     services = client.app.state.services
-    for number, (what, caller, application, path, extra, body, status, by_door) in enumerate(PUT_CASES):
+    for number, (what, caller, application, path, extra, body, status, by_door) in enumerate(cases):
         twins = [create_in(client, admin, applications[application], name=f"{side}-{number}", config={"rate": 1},
                            comments="made alike") for side in ("route", "door")]
         before = scrape(client, admin)
@@ -447,15 +477,15 @@ def test_the_door_replaces_exactly_as_the_route(client, admin, make_token, passe
             headers = {k: v.format(**values) for k, v in headers.items() if v is not None}
             content = body(services.settings.max_request_bytes) if callable(body) else body
             passed_on.clear()
-            answers.append(client.put("/api/v1/configurations/" + path.format(**values), headers=headers,
-                                      content=content))
+            answers.append(client.request(method, "/api/v1/configurations/" + path.format(**values),
+                                          headers=headers, content=content))
             passes.append(len(passed_on))
         route, door = answers
         assert route.status_code == door.status_code == status, (what, route.text, door.text)
         assert passes == [1, 0 if by_door else 1], what
         same_answer(route, door, ID=tuple(t["id"] for t in twins), NAME=tuple(t["name"] for t in twins))
         after = scrape(client, admin)
-        assert moved(before, after, "svc_http_requests_total", method="PUT", route=BY_ID_ROUTE,
+        assert moved(before, after, "svc_http_requests_total", method=method, route=BY_ID_ROUTE,
                      status=str(status)) == 2, what
 
 

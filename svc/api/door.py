@@ -4,13 +4,14 @@ cost several times the work of the answer itself (µs of worker CPU in-process: 
 here, ~600 through FastAPI; a PUT ~800 here, ~1,200 through FastAPI).
 
 Each route the door serves declares a `Doorway`: the methods it takes, how its path's parameters
-become the key its answer takes, the JSON body it validates (if any), and its answer: the route's
-own steps, the one function the route's endpoint calls too. The door runs what the route would:
-the token cache (`Authenticator.cached`), the body through the strict parser (`parse_json`) and
-the route's model, the preconditions, then the answer, labelled as the route; an error goes to the
-exception handler the route's would reach. What the door does not take (a query string, a path
-the route refuses, no bearer token or one not cached, a body that is not JSON or fails the model)
-goes on to the route, with any body it read given back, and the route answers it as always.
+become the key its answer takes, how it reads its JSON body (if it takes one), and its answer: the
+route's own steps, the one function the route's endpoint calls too. The door runs what the route
+would: the token cache (`Authenticator.cached`), the body through the strict parser (`parse_json`)
+and the route's reader (its model, say), the preconditions, then the answer, labelled as the route;
+an error goes to the exception handler the route's would reach. What the door does not take (a
+query string, a path the route refuses, no bearer token or one not cached, a body that is not JSON
+or that the reader refuses) goes on to the route, with any body it read given back, and the route
+answers it as always.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from svc.api.deps import services_of
 from svc.api.etags import parse_precondition
-from svc.api.json_body import is_json_media_type
+from svc.api.json_body import is_json_media_type, media_type_of
 from svc.errors import ServiceError
 from svc.json_documents import parse_json
 from svc.services.auth import Principal
@@ -43,6 +44,9 @@ READ_METHODS = ("GET", "HEAD")
 
 # The route's steps once its inputs are read: (services, principal, key, body, preconditions).
 Answer = Callable[[Services, Principal, Any, Any, Precondition], Awaitable[Response]]
+# The route's body from the request's media type and its JSON document: None (or a ValidationError)
+# where the route refuses it, and says why.
+BodyReader = Callable[[str, Any], Any]
 
 
 @dataclass(frozen=True)
@@ -53,14 +57,19 @@ class Doorway:
     methods: tuple[str, ...]
     key: Callable[..., Any]  # the path's parameters → the answer's key; None where the route refuses the path
     answer: Answer
-    body: type[BaseModel] | None  # the JSON body the route takes, or None for a route without one
+    body: BodyReader | None  # how the route reads its JSON body; None for a route without one
 
 
 def doorway(routes: Sequence, endpoint: Callable, *, key: Callable[..., Any], answer: Answer,
-            methods: tuple[str, ...] = READ_METHODS, body: type[BaseModel] | None = None) -> Doorway:
+            methods: tuple[str, ...] = READ_METHODS, body: BodyReader | None = None) -> Doorway:
     """The doorway of the route in `routes` whose endpoint is `endpoint`."""
     route = next(route for route in routes if getattr(route, "endpoint", None) is endpoint)
     return Doorway(route, methods, key, answer, body)
+
+
+def model_body(model: type[BaseModel]) -> BodyReader:
+    """The reader of a route whose body is `model`, whatever JSON media type it comes as."""
+    return lambda media_type, document: model.model_validate(document)
 
 
 def reading(answer: Callable[[Resolved, Precondition], Response]) -> Answer:
@@ -123,7 +132,8 @@ async def _answer(scope: Scope, receive: Receive, door: Doorway, parameters: dic
     scheme, secret = get_authorization_scheme_param(_text(headers.get(b"authorization")))  # as HTTPBearer reads it
     if scheme.lower() != "bearer" or not secret:
         return None
-    if door.body is not None and not is_json_media_type(_text(headers.get(b"content-type"))):
+    media_type = media_type_of(_text(headers.get(b"content-type")))
+    if door.body is not None and not is_json_media_type(media_type):
         return None
     services = services_of(scope["app"])
     principal = services.authenticator.cached(secret)
@@ -133,7 +143,7 @@ async def _answer(scope: Scope, receive: Receive, door: Doorway, parameters: dic
     try:
         body = None
         if door.body is not None:
-            body = await _json_body(receive, door.body)
+            body = await _json_body(receive, door.body, media_type)
             if body is None:
                 return None
         expected = parse_precondition(_text(headers.get(b"if-match")), _text(headers.get(b"if-none-match")))
@@ -142,14 +152,14 @@ async def _answer(scope: Scope, receive: Receive, door: Doorway, parameters: dic
         return await _handler_of(scope["app"], exc)(Request(scope), exc)
 
 
-async def _json_body(receive: Rereadable, model: type[BaseModel]) -> BaseModel | None:
-    """The body as `model`; None if it is not one (the route says why) or the client left.
-    An oversized body raises the body limit's 413 (HTTPException) here."""
+async def _json_body(receive: Rereadable, read: BodyReader, media_type: str) -> Any | None:
+    """The body as the route reads it; None if the route refuses it (and says why) or the client
+    left. An oversized body raises the body limit's 413 (HTTPException) here."""
     text = await receive.body()
     if text is None:
         return None
     try:
-        return model.model_validate(parse_json(text))
+        return read(media_type, parse_json(text))
     except (ServiceError, ValidationError):
         return None
 

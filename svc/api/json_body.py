@@ -17,9 +17,14 @@ from fastapi.routing import APIRoute
 from svc.json_documents import parse_json
 
 
+def media_type_of(content_type: str | None) -> str:
+    """The media type of a Content-Type field, without its parameters, in lower case ("" for none)."""
+    return (content_type or "").split(";")[0].strip().lower()
+
+
 def is_json_media_type(content_type: str | None) -> bool:
     """application/json or application/<anything>+json, as FastAPI decides what to parse as JSON."""
-    media_type = (content_type or "").split(";")[0].strip().lower()
+    media_type = media_type_of(content_type)
     return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
 
 

@@ -16,9 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
-from svc.api.door import doorway, reading
+from svc.api.door import doorway, model_body, reading
 from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
-from svc.api.json_body import JsonBodyRoute
+from svc.api.json_body import JsonBodyRoute, media_type_of
 from svc.api.problems import problem_responses
 from svc.api.responses import created, json_response, off_loop
 from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page, Reveal, SecretPaths, Text
@@ -113,9 +113,12 @@ class MergePatch:
     document: Any
 
 
-async def read_patch(request: Request) -> MergePatch | ConfigurationMetadataPatch:
+Patch = MergePatch | ConfigurationMetadataPatch
+
+
+async def read_patch(request: Request) -> Patch:
     """The PATCH body, by content type: a JSON Merge Patch of `config`, or metadata as JSON."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type = media_type_of(request.headers.get("content-type"))
     if media_type not in (MERGE_PATCH, JSON):
         raise UnsupportedMediaType(
             f"PATCH takes {MERGE_PATCH} (a JSON Merge Patch of config) or {JSON} "
@@ -123,13 +126,20 @@ async def read_patch(request: Request) -> MergePatch | ConfigurationMetadataPatc
             accepted=(MERGE_PATCH, JSON),
         )
     document = parse_json(await request.body())
-    if media_type == MERGE_PATCH:
-        return MergePatch(document)
     try:
-        return ConfigurationMetadataPatch.model_validate(document)
+        return _patch_body(media_type, document)
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
         raise RequestValidationError(errors, body=document) from exc
+
+
+def _patch_body(media_type: str, document: Any) -> Patch | None:
+    """The PATCH body from its media type and JSON document; None for a media type PATCH does not take."""
+    if media_type == MERGE_PATCH:
+        return MergePatch(document)
+    if media_type == JSON:
+        return ConfigurationMetadataPatch.model_validate(document)
+    return None
 
 
 PATCH_REQUEST_BODY = {
@@ -255,13 +265,6 @@ async def _replace(
     ))
 
 
-DOORWAYS = [
-    doorway(router.routes, get_configuration, key=_by_id, answer=reading(_answer)),
-    doorway(router.routes, replace_configuration, methods=("PUT",), key=_canonical_id, body=ConfigurationReplace,
-            answer=_replace),
-]
-
-
 @router.patch(
     "/configurations/{configuration_id}",
     response_model=Configuration,
@@ -271,7 +274,7 @@ DOORWAYS = [
 )
 async def patch_configuration(
     configuration_id: IdPath,
-    change: Annotated[MergePatch | ConfigurationMetadataPatch, Depends(read_patch)],
+    change: Annotated[Patch, Depends(read_patch)],
     principal: PrincipalDep,
     services: ServicesDep,
     expected: Preconditions,
@@ -280,6 +283,14 @@ async def patch_configuration(
         Query(max_length=1024, pattern=NO_NUL_PATTERN, description="the revision's message (a JSON body has its own)"),
     ] = None,
 ) -> Response:
+    return await _patch(services, principal, configuration_id, change, expected, message)
+
+
+async def _patch(
+    services: Services, principal: Principal, configuration_id: str, change: Patch, expected: Precondition,
+    message: str | None = None,
+) -> Response:
+    """PATCH's steps once its inputs are read, whether the route or the door (`svc.api.door`) read them."""
     if isinstance(change, MergePatch):
         updated = await services.configurations.merge(
             principal, configuration_id, change.document, message=message, expected=expected
@@ -289,6 +300,15 @@ async def patch_configuration(
             principal, configuration_id, _sent_state(change), message=change.message or message, expected=expected
         )
     return _written(updated)
+
+
+DOORWAYS = [
+    doorway(router.routes, get_configuration, key=_by_id, answer=reading(_answer)),
+    doorway(router.routes, replace_configuration, methods=("PUT",), key=_canonical_id,
+            body=model_body(ConfigurationReplace), answer=_replace),
+    doorway(router.routes, patch_configuration, methods=("PATCH",), key=_canonical_id, body=_patch_body,
+            answer=_patch),
+]
 
 
 @router.delete(
