@@ -132,9 +132,11 @@ async def _answer(scope: Scope, receive: Receive, door: Doorway, parameters: dic
     scheme, secret = get_authorization_scheme_param(_text(headers.get(b"authorization")))  # as HTTPBearer reads it
     if scheme.lower() != "bearer" or not secret:
         return None
-    media_type = media_type_of(_text(headers.get(b"content-type")))
-    if door.body is not None and not is_json_media_type(media_type):
-        return None
+    media_type = ""
+    if door.body is not None:
+        media_type = media_type_of(_text(headers.get(b"content-type")))
+        if not is_json_media_type(media_type):
+            return None
     services = services_of(scope["app"])
     principal = services.authenticator.cached(secret)
     if principal is None:
