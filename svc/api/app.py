@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,9 +53,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = Services.build(settings, database_url(settings))
         app.state.services = services
         await services.start()
+        # What exists now lives as long as the worker: kept out of the collector's full passes,
+        # each of which would otherwise walk it again (measured: a full pass with a full read cache
+        # 46-70 ms, a pause for every request in flight; 7-11 ms without the ~120,000 frozen objects).
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()  # collectable again once this app is dropped (tests start many in one process)
             await services.stop()
             services.close()
             metrics.mark_worker_exited()
