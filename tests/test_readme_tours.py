@@ -1,0 +1,144 @@
+"""The README's tours run as written: every block fenced as ```sh tour=<name>, in order, one bash
+session per tour under `set -euo pipefail`, against a live server; each `# => …` comment is
+compared with what its command printed."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from svc.config import Settings
+from tests.conftest import LiveServer
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+FENCE = re.compile(r"^```sh tour=(?P<tour>[\w-]+)\n(?P<body>.*?)^```$", re.MULTILINE | re.DOTALL)
+EXPECTED = re.compile(r"(?:^|\s)# => (?P<text>.*)$")
+WILDCARD = "..."
+TOUR_SECONDS = 60
+
+
+@dataclass
+class Step:
+    """Lines of shell run together, and the last lines they must print (none: not compared)."""
+
+    code: list[str] = field(default_factory=list)
+    expected: list[str] = field(default_factory=list)
+
+
+def tours(readme: str) -> dict[str, list[Step]]:
+    """The tours in README order, each cut into steps that end where a `# =>` comment ends."""
+    found: dict[str, list[Step]] = {}
+    for block in FENCE.finditer(readme):
+        steps = found.setdefault(block["tour"], [])
+        step = Step()
+        for line in block["body"].splitlines():
+            marked = EXPECTED.search(line)
+            standalone = line.lstrip().startswith("# => ")
+            if step.expected and not standalone:
+                steps.append(step)
+                step = Step()
+            if not standalone:
+                step.code.append(line)
+            if marked:
+                step.expected.append(marked["text"].rstrip())
+        steps.append(step)
+    return found
+
+
+def matches(expected: str, printed: str) -> bool:
+    pattern = ".*".join(re.escape(part) for part in expected.split(WILDCARD))
+    return re.fullmatch(pattern, printed.rstrip()) is not None
+
+
+def script(steps: list[Step], outputs: Path) -> str:
+    """One bash script: each step sourced with its stdout captured apart, so that variables
+    carry over and the first failing command stops the tour."""
+    lines = ["set -euo pipefail"]
+    for number, step in enumerate(steps):
+        (outputs / f"{number}.sh").write_text("\n".join(step.code) + "\n")
+        lines.append(f"echo '--- step {number}' >&2")
+        lines.append(f"source {outputs / f'{number}.sh'} > {outputs / f'{number}.out'}")
+    return "\n".join(lines) + "\n"
+
+
+README_TOURS = tours(README.read_text())
+
+
+def test_the_readme_has_the_four_tours() -> None:
+    assert list(README_TOURS) == ["owner", "lead", "developer", "operator"]
+    assert len(README.read_text().splitlines()) <= 700
+
+
+@pytest.mark.parametrize("name", list(README_TOURS))
+def test_no_tour_hides_a_failure(name: str) -> None:
+    """Each curl either fails on an error status, or is a step whose output is compared."""
+    for step in README_TOURS[name]:
+        code = "\n".join(step.code)
+        for call in re.findall(r"curl [^|]*", code):
+            assert "--fail-with-body" in call or step.expected, (
+                f"tour {name}: this curl neither fails on an error status nor has its output compared: {call}"
+            )
+        assert "localhost" not in code and "127.0.0.1" not in code, f"tour {name} names a host: use $API"
+        assert "/dev/null" not in code.replace("-o /dev/null", ""), f"tour {name} throws output away"
+
+
+def test_tours_run_as_written(live_server: Callable[..., LiveServer], settings: Settings, tmp_path: Path) -> None:
+    """All tours in README order against one server (each its own shell), as a reader pastes them."""
+    work = tmp_path / "tour"
+    work.mkdir()
+    (work / "tests").mkdir()
+    (work / "tests" / "data").symlink_to(ROOT / "tests" / "data")
+    key = base64.b64encode(os.urandom(32)).decode()
+    env_overrides = {"SVC_DATA_DIR": str(work / ".svc"), "SVC_SECRET_KEYS": f"k1:{key}"}
+    server = live_server(workers=1, **env_overrides)
+    svc = Path(sys.executable).parent / "svc"
+    env = {**os.environ, "DATABASE_URL": settings.database_url.get_secret_value(), **env_overrides}
+    token = subprocess.run(
+        [str(svc), "token", "create", "--role", "admin", "--name", "readme-tours"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    bin_dir = work / "bin"
+    bin_dir.mkdir()
+    # `uv run X` as a reader types it, run from the tours' scratch directory with this venv.
+    (bin_dir / "uv").write_text(f'#!/bin/sh\n[ "$1" = run ] || exit 2\nshift\nPATH="{svc.parent}:$PATH" exec "$@"\n')
+    (bin_dir / "uv").chmod(0o755)
+    env.update(API=f"{server.base_url}/api/v1", TOKEN=token, PATH=f"{bin_dir}:{env['PATH']}")
+    env.pop("VIRTUAL_ENV", None)
+
+    for name, steps in README_TOURS.items():
+        outputs = tmp_path / f"out-{name}"
+        outputs.mkdir()
+        run = subprocess.run(
+            ["bash", "-c", script(steps, outputs)], cwd=work, env=env,
+            capture_output=True, text=True, timeout=TOUR_SECONDS,
+        )
+        reached = [int(n) for n in re.findall(r"^--- step (\d+)$", run.stderr, re.MULTILINE)]
+        if run.returncode != 0:
+            failed = steps[reached[-1]] if reached else Step()
+            printed = (outputs / f"{reached[-1]}.out").read_text() if reached else ""
+            pytest.fail(
+                f"tour {name} stopped (exit {run.returncode}) in:\n" + "\n".join(failed.code)
+                + f"\n--- stdout:\n{printed}\n--- stderr:\n{run.stderr[-3000:]}"
+            )
+        mismatches = []
+        for number, step in enumerate(steps):
+            if not step.expected:
+                continue
+            printed = (outputs / f"{number}.out").read_text().splitlines()
+            tail = printed[-len(step.expected):]
+            if len(tail) != len(step.expected) or not all(map(matches, step.expected, tail)):
+                mismatches.append(
+                    "\n".join(step.code) + "\n--- expected (last lines):\n" + "\n".join(step.expected)
+                    + "\n--- printed:\n" + "\n".join(printed)
+                )
+        if mismatches:
+            pytest.fail(f"tour {name} printed what the README does not say:\n\n" + "\n\n".join(mismatches))
