@@ -144,43 +144,69 @@ def ready(url: str) -> bool:
         return False
 
 
+def run_tour(name: str, steps: list[Step], work: Path, env: dict[str, str], outputs: Path) -> str | None:
+    """Run one tour in one bash session; say what went wrong, or None."""
+    outputs.mkdir()
+    log = outputs / "stderr"
+    with open(log, "w") as stderr:
+        shell = subprocess.Popen(
+            ["bash", "-c", script(steps, outputs)], cwd=work, env=env,
+            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+        )
+        try:
+            status: int | str = shell.wait(TOUR_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(shell.pid, signal.SIGKILL)
+            shell.wait()
+            status = f"killed after {TOUR_SECONDS} s"
+    said = log.read_text()
+    if status != 0:
+        reached = [int(n) for n in re.findall(r"^--- step (\d+)$", said, re.MULTILINE)]
+        failed = steps[reached[-1]] if reached else Step()
+        printed = (outputs / f"{reached[-1]}.out").read_text() if reached else ""
+        return (
+            f"tour {name} stopped ({status}) in:\n" + "\n".join(failed.code)
+            + f"\n--- stdout:\n{printed}\n--- stderr:\n{said[-3000:]}"
+        )
+    mismatches = []
+    for number, step in enumerate(steps):
+        if not step.expected:
+            continue
+        printed = (outputs / f"{number}.out").read_text().splitlines()
+        tail = printed[-len(step.expected):]
+        if len(tail) != len(step.expected) or not all(map(matches, step.expected, tail)):
+            mismatches.append(
+                "\n".join(step.code) + "\n--- expected (last lines):\n" + "\n".join(step.expected)
+                + "\n--- printed:\n" + "\n".join(printed)
+            )
+    if mismatches:
+        return f"tour {name} printed what the README does not say:\n\n" + "\n\n".join(mismatches)
+    return None
+
+
+def test_a_tour_that_breaks_fails(tmp_path: Path) -> None:
+    """Variables carry over between blocks; a failing command, a failing stage of a pipeline
+    and a wrong `# =>` each make the tour fail."""
+    fence = "```"
+    sample = tours(
+        f"{fence}sh tour=ok\nNAME=svc\n{fence}\n\n{fence}sh tour=ok\necho \"$NAME\"   # => svc\n"
+        "printf 'a\\nb\\n'\n# => a\n# => b\n"
+        f"{fence}\n{fence}sh tour=fails\nfalse\necho never\n{fence}\n"
+        f"{fence}sh tour=pipe\nfalse | cat\n{fence}\n"
+        f"{fence}sh tour=wrong\necho 201   # => 200\n{fence}\n"
+    )
+    env = dict(os.environ)
+    results = {name: run_tour(name, steps, tmp_path, env, tmp_path / name) for name, steps in sample.items()}
+    assert results["ok"] is None
+    assert results["fails"] is not None and "stopped" in results["fails"]
+    assert results["pipe"] is not None and "stopped" in results["pipe"]
+    assert results["wrong"] is not None and "printed what the README does not say" in results["wrong"]
+
+
 def test_tours_run_as_written(tour_shell: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     """All tours in README order against one server, each in its own shell, as a reader pastes them."""
     work, env = tour_shell
-    for name, steps in README_TOURS.items():
-        outputs = tmp_path / f"out-{name}"
-        outputs.mkdir()
-        log = outputs / "stderr"
-        with open(log, "w") as stderr:
-            shell = subprocess.Popen(
-                ["bash", "-c", script(steps, outputs)], cwd=work, env=env,
-                stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
-            )
-            try:
-                status = shell.wait(TOUR_SECONDS)
-            except subprocess.TimeoutExpired:
-                os.killpg(shell.pid, signal.SIGKILL)
-                shell.wait()
-                status = f"killed after {TOUR_SECONDS} s"
-        said = log.read_text()
-        reached = [int(n) for n in re.findall(r"^--- step (\d+)$", said, re.MULTILINE)]
-        if status != 0:
-            failed = steps[reached[-1]] if reached else Step()
-            printed = (outputs / f"{reached[-1]}.out").read_text() if reached else ""
-            pytest.fail(
-                f"tour {name} stopped ({status}) in:\n" + "\n".join(failed.code)
-                + f"\n--- stdout:\n{printed}\n--- stderr:\n{said[-3000:]}"
-            )
-        mismatches = []
-        for number, step in enumerate(steps):
-            if not step.expected:
-                continue
-            printed = (outputs / f"{number}.out").read_text().splitlines()
-            tail = printed[-len(step.expected):]
-            if len(tail) != len(step.expected) or not all(map(matches, step.expected, tail)):
-                mismatches.append(
-                    "\n".join(step.code) + "\n--- expected (last lines):\n" + "\n".join(step.expected)
-                    + "\n--- printed:\n" + "\n".join(printed)
-                )
-        if mismatches:
-            pytest.fail(f"tour {name} printed what the README does not say:\n\n" + "\n\n".join(mismatches))
+    problems = [run_tour(name, steps, work, env, tmp_path / f"out-{name}") for name, steps in README_TOURS.items()]
+    failed = [problem for problem in problems if problem]
+    if failed:
+        pytest.fail("\n\n".join(failed))
