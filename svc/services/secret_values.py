@@ -42,6 +42,7 @@ _MISSING = object()
 Parts = tuple[str, ...]
 
 
+@lru_cache(maxsize=4096)  # every write compares its secret paths with the stored ones
 def parse_pointer(pointer: str) -> Parts:
     """The reference tokens of a JSON Pointer, unescaped (`~1` is `/`, `~0` is `~`); ValueError if malformed."""
     try:
