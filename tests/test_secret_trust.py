@@ -247,6 +247,11 @@ def test_no_schema_is_an_oracle_for_a_writer_without_the_reveal_right(trust):
                 assert_refused(answer)
                 assert answer.json()["detail"] == answers[0].json()["detail"]
                 assert right not in answer.text
+    unstorable = b'{"schema": {"title": "\\ud800"}}'  # a lone surrogate: refused, never a 500
+    assert_refused(trust.client.patch(trust.url(), content=unstorable, headers=trust.writer | {
+        "Content-Type": "application/json"}))
+    assert_refused(trust.client.patch(trust.url(), content=unstorable, headers=trust.admin | {
+        "Content-Type": "application/json"}), 422)
     assert trust.state() == before
     # Who may reveal may change the schema; a writer may not even remove it, but may write under it.
     schema = {"properties": {"pool": {"type": "integer"}}}

@@ -35,6 +35,7 @@ from svc.repositories.configurations import (
     configuration_version,
     state_version,
 )
+from svc.repositories.secrets import SecretRepository
 from svc.services import audit, changes, policy
 from svc.services.applications import reachable_application, require_reachable
 from svc.services.auth import Principal
@@ -61,7 +62,6 @@ from svc.services.secret_values import (
     uncovered,
     validate_secret_paths,
 )
-from svc.repositories.secrets import SecretRepository
 
 # The fields a write may change; `config` changes make the interesting revisions.
 STATE_FIELDS = ("config", "schema", "secret_paths", "comments")
@@ -422,7 +422,7 @@ class ConfigurationService:
         declassified = uncovered(current.secret_paths, paths if isinstance(paths, list) else [])
         if declassified:
             policy.require(actor, Action.DECLASSIFY, application)
-        if current.secret_paths and not _same(proposed["schema"], current.schema):
+        if current.secret_paths and _schema_changes(proposed["schema"], current.schema):
             policy.require(actor, Action.CHANGE_SECRET_SCHEMA, application)
         return declassified
 
@@ -582,6 +582,14 @@ def _visible(
 def _same(a: Any, b: Any) -> bool:
     """JSON equality (Python's `==` would take 1, 1.0 and true for the same value)."""
     return orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(b, option=orjson.OPT_SORT_KEYS)
+
+
+def _schema_changes(proposed: Any, current: dict[str, Any] | None) -> bool:
+    """Whether a proposed schema differs from the current one (one that cannot be stored does)."""
+    try:
+        return not _same(proposed, current)
+    except orjson.JSONEncodeError:
+        return True
 
 
 def _containment_filter(text: str | None) -> dict[str, Any] | None:
