@@ -15,7 +15,7 @@ from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
 
 from svc.errors import BadRequest
-from svc.json_schema import MAX_VALIDATION_STEPS, RefusedSchema, TooCostly, compile_schema, errors
+from svc.json_schema import RefusedSchema, TooCostly, compile_schema, validation_errors
 
 # How many violations a 422 lists; a badly wrong document can have thousands.
 MAX_REPORTED_VIOLATIONS = 50
@@ -237,13 +237,13 @@ def violations(schema: dict[str, Any], document: Any) -> list[dict[str, str]]:
     """
     validator = _validators.get(schema)
     try:
-        found = sorted(errors(validator, document), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+        found = sorted(validation_errors(validator, document), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     except referencing.exceptions.Unresolvable as exc:
         return [{"path": "", "message": f"the schema's reference cannot be resolved: {exc}"}]
     except RecursionError:
         return [{"path": "", "message": "the schema refers to itself without end"}]
-    except TooCostly:
-        message = f"validating this document against the schema takes more than {MAX_VALIDATION_STEPS} steps"
+    except TooCostly as exc:
+        message = f"validating this document against the schema takes more than {exc.steps} steps (see docs/security.md)"
         return [{"path": "", "message": message}]
     return [{"path": format_pointer(e.absolute_path), "message": e.message} for e in found[:MAX_REPORTED_VIOLATIONS]]
 

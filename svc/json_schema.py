@@ -8,15 +8,18 @@ document's validation has a bounded cost.
 - `pattern`, `patternProperties` (also where `additionalProperties` and `unevaluatedProperties`
   consult it) and the `regex` format run on RE2, whose matching time is linear in the text.
   A pattern RE2 cannot compile (backreferences, lookaround) is refused.
-- A schema has at most MAX_SCHEMA_BYTES as JSON and MAX_SCHEMA_DEPTH levels of nesting; one
-  validation applies at most MAX_VALIDATION_STEPS keywords (a few `allOf`s of two `$ref`s each
-  to the next definition would otherwise apply 2^n of them); `uniqueItems` compares by hash.
+- A schema has at most MAX_SCHEMA_BYTES as JSON and MAX_SCHEMA_DEPTH levels of nesting. One
+  validation has a budget of steps in proportion to the document's size (`step_budget`): each
+  keyword applied costs a step, each reference followed REFERENCE_STEPS (a few `allOf`s of two
+  `$ref`s each to the next definition would otherwise apply 2^n keywords). `uniqueItems` compares
+  by hash.
 
 The bounds and why they were chosen are in docs/security.md ("A closed schema engine").
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from functools import cache, lru_cache
@@ -36,7 +39,12 @@ from referencing.jsonschema import lookup_recursive_ref, specification_with
 
 MAX_SCHEMA_BYTES = 256 * 1024
 MAX_SCHEMA_DEPTH = 64
-MAX_VALIDATION_STEPS = 200_000
+# A validation may take MIN_STEPS plus one step per byte of the document as JSON, at most
+# MAX_STEPS; following a reference costs REFERENCE_STEPS (it costs several keywords' time).
+MIN_STEPS = 10_000
+MAX_STEPS = 200_000
+REFERENCE_STEPS = 4
+REFERENCES = frozenset({"$ref", "$dynamicRef", "$recursiveRef"})
 PATTERN_CACHE_SIZE = 1024
 
 _RE2_OPTIONS = re2.Options()
@@ -53,7 +61,11 @@ class RefusedSchema(ValueError):
 
 
 class TooCostly(Exception):
-    """Validating this document against this schema would apply more than MAX_VALIDATION_STEPS keywords."""
+    """Validating this document against this schema would take more than `steps` steps."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__(steps)
+        self.steps = steps
 
 
 def compile_schema(schema: dict[str, Any]) -> Validator:
@@ -74,10 +86,21 @@ def compile_schema(schema: dict[str, Any]) -> Validator:
     return validator
 
 
-def errors(validator: Validator, document: Any) -> list[ValidationError]:
-    """Every error of `document` under a validator from `compile_schema`; raises TooCostly past the
-    step budget."""
-    token = _budget.set(_Budget(MAX_VALIDATION_STEPS))
+def step_budget(document: Any) -> int:
+    """How many steps validating `document` may take: MIN_STEPS, plus one per byte of its JSON,
+    at most MAX_STEPS."""
+    try:
+        size = len(orjson.dumps(document))
+    except orjson.JSONEncodeError:  # lone surrogates, which the catalog's validators still report on
+        size = len(json.dumps(document))
+    return min(MIN_STEPS + size, MAX_STEPS)
+
+
+def validation_errors(validator: Validator, document: Any) -> list[ValidationError]:
+    """Every error of `document` under a validator from `compile_schema`; raises TooCostly past
+    its step budget."""
+    steps = step_budget(document)
+    token = _budget.set(_Budget(steps))
     try:
         return list(validator.iter_errors(document))
     finally:
@@ -312,10 +335,10 @@ def _comparable(value: Any) -> Any:
 
 
 class _Budget:
-    __slots__ = ("left",)
+    __slots__ = ("left", "steps")
 
     def __init__(self, steps: int) -> None:
-        self.left = steps
+        self.steps = self.left = steps
 
 
 _budget: ContextVar[_Budget | None] = ContextVar("json_schema_budget", default=None)
@@ -331,15 +354,15 @@ _RE2_KEYWORDS: dict[str, Keyword] = {
 }
 
 
-def _counted(keyword: Keyword) -> Keyword:
-    """`keyword`, charged one step of the running validation's budget each time it is applied."""
+def _counted(keyword: Keyword, cost: int) -> Keyword:
+    """`keyword`, charged `cost` steps of the running validation's budget each time it is applied."""
 
     def charged(validator: Validator, value: Any, instance: Any, schema: Any) -> Iterator[ValidationError] | None:
         budget = _budget.get()
         if budget is not None:
-            budget.left -= 1
+            budget.left -= cost
             if budget.left < 0:
-                raise TooCostly
+                raise TooCostly(budget.steps)
         return keyword(validator, value, instance, schema)
 
     return charged
@@ -358,5 +381,7 @@ def _closed(base: type[Validator]) -> type[Validator]:
         formats.checks(name, raises)(check)
     formats.checks("regex", raises=_UnsupportedPattern)(_is_regex)
     return validators.extend(
-        base, {name: _counted(function) for name, function in keywords.items()}, format_checker=formats
+        base,
+        {name: _counted(function, REFERENCE_STEPS if name in REFERENCES else 1) for name, function in keywords.items()},
+        format_checker=formats,
     )

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from svc.json_documents import check_schema, violations
-from svc.json_schema import MAX_SCHEMA_DEPTH, MAX_VALIDATION_STEPS
+from svc.json_schema import MAX_SCHEMA_DEPTH, step_budget
 from tests.configuration_helpers import API, create_application, create_configuration, query
 from tests.team_helpers import crew  # noqa: F401 (fixture)
 from tests.claude_md_helpers import person  # noqa: F401 (fixture crew uses)
@@ -216,7 +216,7 @@ def exponential_schema(levels: int) -> dict:
 def test_a_schema_that_applies_itself_exponentially_is_stopped_by_the_step_budget(client, admin, app, database_url):
     response = post_configuration(client, admin, app, exponential_schema(40))
     assert response.status_code == 422
-    assert f"more than {MAX_VALIDATION_STEPS} steps" in response.json()["errors"][0]["message"]
+    assert f"more than {step_budget({})} steps" in response.json()["errors"][0]["message"]
     assert stored_configurations(database_url) == 0
     assert post_configuration(client, admin, app, exponential_schema(4)).status_code == 201
 
