@@ -15,7 +15,7 @@ from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
 
 from svc.errors import BadRequest
-from svc.json_schema import RefusedSchema, TooCostly, compile_schema, validation_errors
+from svc.json_schema import RefusedSchema, TooCostly, UnsupportedPattern, compile_schema, validation_errors
 
 # How many violations a 422 lists; a badly wrong document can have thousands.
 MAX_REPORTED_VIOLATIONS = 50
@@ -242,6 +242,8 @@ def violations(schema: dict[str, Any], document: Any) -> list[dict[str, str]]:
         return [{"path": "", "message": f"the schema's reference cannot be resolved: {exc}"}]
     except RecursionError:
         return [{"path": "", "message": "the schema refers to itself without end"}]
+    except UnsupportedPattern as exc:
+        return [{"path": "", "message": str(exc)}]
     except TooCostly as exc:
         message = f"validating this document against the schema takes more than {exc.steps} steps (see docs/security.md)"
         return [{"path": "", "message": message}]

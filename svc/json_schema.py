@@ -23,7 +23,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from functools import cache, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import re2
@@ -34,8 +34,10 @@ from jsonschema.exceptions import SchemaError
 from jsonschema._utils import extras_msg
 from jsonschema.protocols import Validator
 from jsonschema_specifications import REGISTRY as SPECIFICATIONS
-from referencing._core import Resolver
 from referencing.jsonschema import lookup_recursive_ref, specification_with
+
+if TYPE_CHECKING:
+    from referencing._core import Resolver
 
 MAX_SCHEMA_BYTES = 256 * 1024
 MAX_SCHEMA_DEPTH = 64
@@ -77,7 +79,7 @@ def compile_schema(schema: dict[str, Any]) -> Validator:
     try:
         cls.check_schema(schema, format_checker=cls.FORMAT_CHECKER)
     except SchemaError as exc:
-        if isinstance(exc.cause, _UnsupportedPattern):  # the meta-schema's `format: regex`, said with RE2's reason
+        if isinstance(exc.cause, UnsupportedPattern):  # the meta-schema's `format: regex`, said with RE2's reason
             raise RefusedSchema(list(exc.absolute_path), str(exc.cause)) from None
         raise
     registry = referencing.Registry(retrieve=_refuse_retrieval)
@@ -178,8 +180,8 @@ def _check_size(schema: dict[str, Any]) -> None:
 # --- patterns ----------------------------------------------------------------------------------
 
 
-class _UnsupportedPattern(ValueError):
-    pass
+class UnsupportedPattern(ValueError):
+    """A pattern RE2 cannot run; met while validating when no keyword the check walks holds it."""
 
 
 @lru_cache(maxsize=PATTERN_CACHE_SIZE)
@@ -188,7 +190,7 @@ def _re2(pattern: str) -> re2._Regexp:
         return re2.compile(pattern, options=_RE2_OPTIONS)
     except re2.error as exc:
         reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        raise _UnsupportedPattern(
+        raise UnsupportedPattern(
             f"the pattern {pattern!r} cannot run on the linear-time engine (RE2): {reason}"
         ) from None
 
@@ -202,7 +204,7 @@ def _check_patterns(subschema: dict[str, Any], where: list[str | int]) -> None:
     for parts, text in found:
         try:
             _re2(text)
-        except _UnsupportedPattern as exc:
+        except UnsupportedPattern as exc:
             raise RefusedSchema([*where, *parts], str(exc)) from None
 
 
@@ -379,7 +381,7 @@ def _closed(base: type[Validator]) -> type[Validator]:
     formats = FormatChecker(formats=())
     for name, (check, raises) in base.FORMAT_CHECKER.checkers.items():
         formats.checks(name, raises)(check)
-    formats.checks("regex", raises=_UnsupportedPattern)(_is_regex)
+    formats.checks("regex", raises=UnsupportedPattern)(_is_regex)
     return validators.extend(
         base,
         {name: _counted(function, REFERENCE_STEPS if name in REFERENCES else 1) for name, function in keywords.items()},

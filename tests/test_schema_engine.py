@@ -245,3 +245,15 @@ def test_a_huge_multiple_of_a_tiny_float_is_answered():
     schema = {"multipleOf": 1e-300}
     check_schema(schema)
     assert violations(schema, 1e300) == [{"path": "", "message": "1e+300 is not a multiple of 1e-300"}]
+
+
+def test_a_ref_or_pattern_under_an_unknown_keyword_is_still_never_retrieved_nor_backtracked(listener):
+    """The up-front check walks the keywords the draft defines; what sits under others and is reached
+    through a pointer meets the refusing registry and RE2 when the document is validated."""
+    remote = {"x-shared": {"$ref": f"http://127.0.0.1:{listener.port}/x.json"}, "$ref": "#/x-shared"}
+    check_schema(remote)
+    assert "cannot be resolved" in violations(remote, {})[0]["message"]
+    lookahead = {"x-shared": {"pattern": "(?=a)a"}, "$ref": "#/x-shared"}
+    check_schema(lookahead)
+    assert "cannot run on the linear-time engine (RE2)" in violations(lookahead, "a")[0]["message"]
+    assert listener.connections == 0
