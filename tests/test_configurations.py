@@ -506,7 +506,7 @@ def test_read_only_token_cannot_write(client, admin, make_token, app):
     assert client.get(url(created), headers=admin).json()["revision"] == 1
 
 
-def test_user_token_is_refused_everywhere(client, admin, make_token, database_url, app):
+def test_user_token_finds_nothing_outside_its_teams(client, admin, make_token, database_url, app):
     created = create_configuration(client, admin, app["id"])
     user = user_token(make_token, database_url)
     responses = [
@@ -522,7 +522,7 @@ def test_user_token_is_refused_everywhere(client, admin, make_token, database_ur
         client.get(url(created, "/diff"), params={"from": 1, "to": 1}, headers=user),
         client.post(url(created, "/rollback"), json={"revision": 1}, headers=user),
     ]
-    assert [r.status_code for r in responses] == [403] * len(responses)
+    assert [r.status_code for r in responses] == [404] * len(responses)  # outside its teams: as if missing
 
 
 def test_no_token_is_401(client, admin, app):

@@ -313,7 +313,8 @@ def door_cases(client, admin, make_token, database_url, read: str):
         ("GET", {}, found, 401, False),
         ("GET", bearer("svc_" + "x" * 43), found, 401, False),
         ("GET", {"Authorization": "Basic " + admin["Authorization"][7:]}, found, 401, False),
-        ("GET", user_token(make_token, database_url), found, 403, True),
+        # A user token: refused resolve for who it is; finds no configuration outside its teams.
+        ("GET", user_token(make_token, database_url), found, 403 if read == "resolve" else 404, True),
         ("GET", scoped, hidden, 404, True),  # hidden from this token
         ("GET", admin, missing, 404, True),
         *[("GET", admin, path, 422, False) for path in refused],
