@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from svc.api.app import create_app
 from svc.repositories.changes import ChangeRepository
-from svc.services import changes
+from svc import changes
 from svc.services.auth import Principal
 from svc.services.container import Services
 from svc.services.delivery import ByName

@@ -23,8 +23,8 @@ from svc.services.catalog import CatalogService
 from svc.services.claude_md import CLAUDE_MD, ClaudeMdService, TeamMount
 from svc.services.configurations import ConfigurationService
 from svc.services.secret_store import check_secret_samples
-from svc.services.changes import CHANNEL as CHANGES_CHANNEL
-from svc.services.changes import ChangeFeed
+from svc.changes import CHANNEL as CHANGES_CHANNEL
+from svc.changes import ChangeFeed
 from svc.services.delivery import DeliveryService
 from svc.services.documents import DocumentService
 from svc.services.teams import TeamService

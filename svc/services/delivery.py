@@ -27,7 +27,7 @@ from svc.repositories.configurations import ConfigurationRepository
 from svc.repositories.delivery import ChangeEvent, DeliveryRepository, Resolved
 from svc.services import audit, policy
 from svc.services.auth import Principal
-from svc.services.changes import ChangeFeed
+from svc.changes import ChangeFeed
 from svc.services.configurations import ConfigurationService, document
 from svc.services.policy import Action, ApplicationResource
 from svc.services.secret_values import decrypt_at, mask_at

@@ -33,11 +33,9 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import orjson
-import psycopg2
-import psycopg2.extensions
 from anyio.to_thread import run_sync
 
-from svc.db import AsyncStatements, Transaction
+from svc.db import AsyncStatements, DedicatedConnection, Transaction, close_quietly, dedicated_connection
 from svc.listener import ChangeListener
 from svc.repositories.changes import ChangeRepository
 
@@ -118,7 +116,7 @@ class ChangeFeed:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
-        self._conn: psycopg2.extensions.connection | None = None
+        self._conn: DedicatedConnection | None = None
         self._floor: int | None = None
         self._last_read: set[int] = set()
 
@@ -252,25 +250,19 @@ class ChangeFeed:
         self._last_read = {event.id for event in caught.events}
         self._to_loop(self._caught_up, epoch, news)
 
-    def _connection(self) -> psycopg2.extensions.connection:
+    def _connection(self) -> DedicatedConnection:
         if self._conn is None:
-            conn = psycopg2.connect(
+            self._conn = dedicated_connection(
                 self.dsn,
+                purpose="svc change feed",
                 connect_timeout=self.connect_timeout,
-                application_name="svc change feed",
                 options="-c synchronous_commit=off -c statement_timeout=5000",
             )
-            conn.autocommit = True
-            self._conn = conn
         return self._conn
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except psycopg2.Error:
-                pass
+        close_quietly(conn)
 
     def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
         try:
