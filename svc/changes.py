@@ -99,6 +99,9 @@ class ChangeFeed:
         self.connect_timeout = connect_timeout
         self.catch_up_seconds = catch_up_seconds
         self.connected = False
+        # Every event whose transaction id is below `floor` has been handed to the subscribers
+        # (None until the first catch-up): a resume position for the streams (see delivery).
+        self.floor: int | None = None
         self._handlers: list[Handler] = []
         self._state_handlers: list[StateHandler] = []
         self._recent: OrderedDict[int, None] = OrderedDict()
@@ -248,7 +251,7 @@ class ChangeFeed:
         # below the floor, so comparing with the previous read alone finds the new ones.
         news = [event.payload for event in caught.events if event.id not in self._last_read]
         self._last_read = {event.id for event in caught.events}
-        self._to_loop(self._caught_up, epoch, news)
+        self._to_loop(self._caught_up, epoch, news, self._floor)
 
     def _connection(self) -> DedicatedConnection:
         if self._conn is None:
@@ -285,9 +288,10 @@ class ChangeFeed:
             except Exception:  # one bad handler must not stop delivery to the others
                 log.exception("change handler failed")
 
-    def _caught_up(self, epoch: int, payloads: list[str]) -> None:
+    def _caught_up(self, epoch: int, payloads: list[str], floor: int) -> None:
         for payload in payloads:
             self._deliver(payload)
+        self.floor = floor
         if self._listening and epoch == self._epoch:
             self._set_connected(True)
 

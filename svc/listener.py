@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # Payload "tokens" or "applications": sent by triggers (migration 0004) when cached data went stale.
 INVALIDATE_CHANNEL = "svc_invalidate"
+# Payload "token", "user", "membership" or "application": sent by triggers (migration 0012) when
+# a caller may have lost access, so open streams re-check theirs.
+CREDENTIALS_CHANNEL = "svc_credentials"
 
 Handler = Callable[[str], None]
 StateHandler = Callable[[bool], None]
