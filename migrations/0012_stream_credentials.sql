@@ -27,6 +27,9 @@ CREATE TRIGGER team_members_credentials
     AFTER UPDATE OF role, user_id, team_id OR DELETE ON team_members
     FOR EACH STATEMENT EXECUTE FUNCTION notify_svc_credentials('membership');
 
+-- Moved into, out of or between teams. (A deletion already ends its streams, after the
+-- `deleted` events of its configurations, through svc_invalidate; a token limited to the
+-- application is deleted with it and announced above.)
 CREATE TRIGGER applications_credentials
-    AFTER UPDATE OF team_id OR DELETE ON applications
+    AFTER UPDATE OF team_id ON applications
     FOR EACH STATEMENT EXECUTE FUNCTION notify_svc_credentials('application');
