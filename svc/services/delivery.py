@@ -246,19 +246,19 @@ class DeliveryService:
             await asyncio.shield(check)
         return checked
 
-    def _check_access(self, actor: Principal, application_id: str) -> None:
-        """Whether the caller may still stream the application: its token live and unchanged
-        (else 401), the application there and reachable (through the team's membership) under
-        the policy (else 404 or 403)."""
+    def _check_access(self, actor: Principal, application_id: str) -> bool:
+        """Raise unless the caller may still stream the application: its token live and unchanged
+        (else 401), the application reachable (through its team's membership) under the policy
+        (else 404 or 403). Return whether the application exists: a deletion ends its streams
+        after its `deleted` events (see `_end_streams_of_missing`), not here."""
         with self.db.transaction() as tx:
             token = None if actor.token_id is None else TokenRepository(tx).live(actor.token_id)
             application = ApplicationRepository(tx).get(application_id)
             team = None if application is None else membership(tx, actor, application.team_id)
         if actor.token_id is not None and (token is None or Principal.of_token(token) != actor):
             raise InvalidToken("the token has been revoked or changed")
-        if application is None:
-            raise NotFound(f"application {application_id} not found")
         policy.require(actor, Action.RESOLVE, ApplicationResource(application_id, team))
+        return application is not None
 
     def _end_streams_of_deleted_applications(self) -> None:
         """Look up (once, for all) which streamed applications still exist; end the others' streams."""
@@ -474,7 +474,8 @@ class DeliveryService:
         """
         policy.require(actor, Action.RESOLVE, ApplicationResource(application_id))
         checked = self._credentials_epoch
-        await run_in_threadpool(self._check_access, actor, application_id)
+        if not await run_in_threadpool(self._check_access, actor, application_id):
+            raise NotFound(f"application {application_id} not found")
         return self._stream(actor, application_id, resume, keepalive, checked)
 
     async def _stream(
