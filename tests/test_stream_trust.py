@@ -16,7 +16,7 @@ import httpx
 import psycopg2
 
 from svc.services.delivery import Position
-from tests.configuration_helpers import API, create_application, create_configuration
+from tests.configuration_helpers import API, create_application, create_configuration, query
 from tests.conftest import bearer
 from tests.test_delivery import eventually, put_config, read_events
 
@@ -110,6 +110,31 @@ def test_a_stream_whose_application_is_deleted_with_its_token_ends(client, admin
     poll.join(10)
     assert poll.response is not None and poll.response.status_code in (401, 404), poll.response
     assert poll.response.headers["content-type"] == PROBLEM
+
+
+def test_a_worker_that_cannot_hear_rechecks_before_every_change(client, admin, services, database_url):
+    """While the LISTEN connection is down a revocation goes unheard: the stream checks its
+    token again before each change it is handed, and ends instead of sending it."""
+    app = create_application(client, admin, "billing")
+    config = create_configuration(client, admin, app["id"], "limits", {"rate": 1})
+    token_id, token = service_token(client, admin)
+    principal = client.portal.call(services.authenticator.principal, token["Authorization"].removeprefix("Bearer "))
+    stream = client.portal.call(services.delivery.open_stream, principal, app["id"], None, 0.05)
+    assert client.portal.call(anext, stream) is None  # subscribed
+    streamed = client.portal.start_task_soon(drain, stream)
+    listener, dsn = services.listener, services.listener.dsn
+    listener.dsn = "postgresql://127.0.0.1:1/unreachable"  # it cannot come back until restored
+    pid = listener.backend_pid()
+    try:
+        query(database_url, "SELECT pg_terminate_backend(%s)", (pid,))
+        assert eventually(lambda: not services.changes.connected)
+        query(database_url, "UPDATE api_tokens SET revoked_at = now() WHERE id = %s RETURNING id", (token_id,))
+        put_config(client, admin, config["id"], {"rate": 2})
+        assert streamed.result(timeout=10) == [], "a deaf worker streamed a change to a revoked token"
+    finally:
+        listener.dsn = dsn
+        streamed.cancel()
+    assert eventually(lambda: services.changes.connected)
 
 
 def test_a_revoked_token_gets_nothing_more_on_any_worker(live_server, make_token, capsys):

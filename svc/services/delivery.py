@@ -494,7 +494,8 @@ class DeliveryService:
             replayed: set[int] = set()  # read from the table, and may still come through the queue
             if resume is not None:
                 async for event in self._backlog(application_id, resume):
-                    checked = await self._recheck(actor, application_id, checked)
+                    if checked != self._credentials_epoch:
+                        checked = await self._recheck(actor, application_id, checked)
                     yield StreamedChange(event, Position(event.id, start.floor))
                     replayed.add(event.id)
                 replayed = set(heapq.nlargest(REPLAYED_KEPT, replayed))
@@ -505,7 +506,8 @@ class DeliveryService:
                     item = None
                 if item is _GONE:
                     return
-                checked = await self._recheck(actor, application_id, checked)
+                if checked != self._credentials_epoch:
+                    checked = await self._recheck(actor, application_id, checked)
                 if item is None:
                     yield None
                 elif item is not _RECHECK:
