@@ -14,7 +14,7 @@ from svc.repositories.changes import ChangeRepository
 from svc import changes
 from svc.services.auth import Principal
 from svc.services.container import Services
-from svc.services.delivery import ByName, Position
+from svc.services.delivery import ByName, Position, StreamedChange
 from tests.configuration_helpers import API, create_application, create_configuration, query
 from tests.test_delivery import eventually
 
@@ -53,7 +53,7 @@ async def first_events(stream, count: int) -> list:
     """The first `count` changes a stream yields (keep-alives skipped)."""
     events = []
     async for change in stream:
-        if change is not None:
+        if isinstance(change, StreamedChange):
             events.append(change.event)
             if len(events) == count:
                 return events
@@ -129,7 +129,7 @@ def test_the_change_stream_sends_a_lower_id_that_arrives_after_a_higher_one(clie
     app = create_application(client, admin, "billing")
     event = {"application_id": app["id"], "configuration_id": app["id"], "name": "main", "kind": "updated"}
     stream = client.portal.call(services.delivery.open_stream, Principal.operator(), app["id"], None, 0.05)
-    assert client.portal.call(anext, stream) is None  # a keep-alive: the stream has subscribed
+    assert not isinstance(client.portal.call(anext, stream), StreamedChange)  # a keep-alive: the stream has subscribed
     streamed = client.portal.start_task_soon(first_events, stream, 2)
     try:
         with services.db.transaction() as late:

@@ -15,7 +15,7 @@ import time
 import httpx
 import psycopg2
 
-from svc.services.delivery import Position
+from svc.services.delivery import Position, StreamedChange
 from tests.configuration_helpers import API, create_application, create_configuration, query
 from tests.conftest import bearer
 from tests.test_delivery import eventually, put_config, read_events
@@ -66,7 +66,7 @@ class EventStream(threading.Thread):
 
 async def drain(stream) -> list:
     """Every change a stream yields until it ends (keep-alives skipped)."""
-    return [change.event async for change in stream if change is not None]
+    return [change.event async for change in stream if isinstance(change, StreamedChange)]
 
 
 def test_a_revoked_token_gets_nothing_more_on_its_worker(client, admin, services):
@@ -75,7 +75,7 @@ def test_a_revoked_token_gets_nothing_more_on_its_worker(client, admin, services
     token_id, token = service_token(client, admin, reveal_secrets=True)
     principal = client.portal.call(services.authenticator.principal, token["Authorization"].removeprefix("Bearer "))
     stream = client.portal.call(services.delivery.open_stream, principal, app["id"], None, 0.05)
-    assert client.portal.call(anext, stream) is None  # a keep-alive: the stream has subscribed
+    assert not isinstance(client.portal.call(anext, stream), StreamedChange)  # a keep-alive: the stream has subscribed
     streamed = client.portal.start_task_soon(drain, stream)
     poll = LongPoll(client.get, token, client.get(f"{API}/resolve/billing/limits", headers=token).headers["etag"])
     poll.start()
@@ -120,7 +120,7 @@ def test_a_worker_that_cannot_hear_rechecks_before_every_change(client, admin, s
     token_id, token = service_token(client, admin)
     principal = client.portal.call(services.authenticator.principal, token["Authorization"].removeprefix("Bearer "))
     stream = client.portal.call(services.delivery.open_stream, principal, app["id"], None, 0.05)
-    assert client.portal.call(anext, stream) is None  # subscribed
+    assert not isinstance(client.portal.call(anext, stream), StreamedChange)  # subscribed
     streamed = client.portal.start_task_soon(drain, stream)
     listener, dsn = services.listener, services.listener.dsn
     listener.dsn = "postgresql://127.0.0.1:1/unreachable"  # it cannot come back until restored
@@ -176,7 +176,7 @@ def test_a_resume_sends_a_change_that_committed_after_a_later_one(client, admin,
     config = create_configuration(client, admin, app["id"], "limits", {"rate": 1})
     stream = client.portal.call(services.delivery.open_stream, admin_principal(client, services, admin),
                                 app["id"], None, 0.05)
-    assert client.portal.call(anext, stream) is None  # subscribed
+    assert not isinstance(client.portal.call(anext, stream), StreamedChange)  # subscribed
 
     late = psycopg2.connect(database_url)  # a writer whose commit is held up
     try:
@@ -199,6 +199,27 @@ def test_a_resume_sends_a_change_that_committed_after_a_later_one(client, admin,
     assert late_id in [change.event.id for change in replayed], "the late change was skipped"
     # And through HTTP: the id sent is the position, accepted back as Last-Event-ID.
     assert str(later.position) == f"{later.event.id}-{later.position.floor}"
+
+
+def test_an_idle_stream_moves_its_position_on_so_a_resume_repeats_nothing(client, admin, services, database_url):
+    app = create_application(client, admin, "billing")
+    config = create_configuration(client, admin, app["id"], "limits", {"rate": 1})
+    principal = admin_principal(client, services, admin)
+    stream = client.portal.call(services.delivery.open_stream, principal, app["id"], None, 0.05)
+    assert not isinstance(client.portal.call(anext, stream), StreamedChange)  # subscribed
+    put_config(client, admin, config["id"], {"rate": 2})
+    change = client.portal.call(next_change, stream)
+    (xid,) = query(database_url, "SELECT xid::text FROM configuration_events WHERE id = %s", (change.event.id,))[0]
+    idle = client.portal.call(next_position, stream)
+    while idle.floor <= int(xid):  # until the feed has read past the change's transaction
+        idle = client.portal.call(next_position, stream)
+    client.portal.call(stream.aclose)
+    assert idle.id == change.event.id
+
+    repeated = client.portal.call(services.delivery.open_stream, principal, app["id"], change.position, 0.05)
+    assert [c.event.id for c in client.portal.call(changes_until_quiet, repeated)] == [change.event.id]
+    resumed = client.portal.call(services.delivery.open_stream, principal, app["id"], idle, 0.05)
+    assert client.portal.call(changes_until_quiet, resumed) == []
 
 
 def test_the_sse_id_is_a_position_a_client_resumes_from(live_server, make_token):
@@ -225,7 +246,14 @@ def admin_principal(client, services, headers: dict[str, str]):
 
 async def next_change(stream):
     async for change in stream:
-        if change is not None:
+        if isinstance(change, StreamedChange):
+            return change
+
+
+async def next_position(stream) -> Position:
+    """The next position a stream sends on its own (while idle)."""
+    async for change in stream:
+        if isinstance(change, Position):
             return change
 
 
@@ -233,7 +261,7 @@ async def changes_until_quiet(stream) -> list:
     """The changes a stream yields until its first keep-alive (the replay is done by then)."""
     changes = []
     async for change in stream:
-        if change is None:
+        if not isinstance(change, StreamedChange):
             break
         changes.append(change)
     await stream.aclose()

@@ -460,9 +460,10 @@ class DeliveryService:
 
     async def open_stream(
         self, actor: Principal, application_id: str, resume: Position | None, keepalive: float
-    ) -> AsyncIterator[StreamedChange | None]:
+    ) -> AsyncIterator[StreamedChange | Position | None]:
         """Every committed change of the application's configurations, each with the position to
-        resume from after it; None is a keep-alive. Changes come in the order this worker hears
+        resume from after it; None is a keep-alive, and so is a Position: one later than the
+        previous, to resume from with fewer repeats (sent when idle, once the feed has moved on). Changes come in the order this worker hears
         of them: ids may arrive a little out of order. The stream ends when the application is
         deleted, and as soon as the caller loses access (token revoked or changed, user,
         membership or application gone).
@@ -480,7 +481,7 @@ class DeliveryService:
 
     async def _stream(
         self, actor: Principal, application_id: str, resume: Position | None, keepalive: float, checked: int
-    ) -> AsyncIterator[StreamedChange | None]:
+    ) -> AsyncIterator[StreamedChange | Position | None]:
         queue: asyncio.Queue = asyncio.Queue()
         self._streams[application_id].add(queue)  # subscribed before the backlog is read: nothing falls between
         EVENT_STREAMS.inc()
@@ -492,10 +493,12 @@ class DeliveryService:
             # ones visible at the start are replayed below (in id order) or were before it; the
             # others had not committed and reach the queue.
             replayed: set[int] = set()  # read from the table, and may still come through the queue
+            position = Position(start.latest if resume is None else resume.id, start.floor)
             if resume is not None:
                 async for event in self._backlog(application_id, resume):
                     if checked != self._credentials_epoch:
                         checked = await self._recheck(actor, application_id, checked)
+                    position = Position(max(position.id, event.id), start.floor)
                     yield StreamedChange(event, Position(event.id, start.floor))
                     replayed.add(event.id)
                 replayed = set(heapq.nlargest(REPLAYED_KEPT, replayed))
@@ -509,7 +512,12 @@ class DeliveryService:
                 if checked != self._credentials_epoch:
                     checked = await self._recheck(actor, application_id, checked)
                 if item is None:
-                    yield None
+                    # Idle: everything handed over has been sent, so anything still to come has
+                    # an xid at least the feed's floor, whatever its id.
+                    floor = self._changes.floor if self._changes is not None else None
+                    later = Position(position.id, start.floor if floor is None else max(start.floor, floor))
+                    yield None if later == position else later
+                    position = later
                 elif item is not _RECHECK:
                     event, feed_floor = item
                     if event.id in replayed:
@@ -519,6 +527,7 @@ class DeliveryService:
                     # on several workers are announced in any order, and ids commit out of order.
                     # Whatever reaches it later has an xid at least the feed's floor of now.
                     floor = start.floor if feed_floor is None else max(start.floor, feed_floor)
+                    position = Position(max(position.id, event.id), position.floor)
                     yield StreamedChange(event, Position(event.id, floor))
         except ServiceError as lost:  # the caller lost access: the stream ends here
             log.info("change stream of application %s ended: %s", application_id, lost.detail)

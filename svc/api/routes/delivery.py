@@ -128,9 +128,12 @@ async def _nothing() -> AsyncIterator[bytes]:
         yield chunk
 
 
-def _sse(change: StreamedChange | None) -> bytes:
+def _sse(change: StreamedChange | Position | None) -> bytes:
     if change is None:
         return b": keep-alive\n\n"
+    if isinstance(change, Position):
+        # An id alone dispatches no event; it moves the client's Last-Event-ID on (WHATWG HTML, 9.2.6).
+        return b"id: %s\n\n" % str(change).encode()
     event = change.event
     return b"id: %s\nevent: %s\ndata: %s\n\n" % (str(change.position).encode(), event.kind.encode(), event.data())
 
