@@ -65,7 +65,7 @@ SEMANTIC_REJECTIONS = {
     "PUT /api/v1/configurations/{configuration_id}": ["422"],
     "PATCH /api/v1/configurations/{configuration_id}": ["422"],
     "POST /api/v1/configurations/{configuration_id}/rollback": ["422"],
-    # text that must parse: `contains` as a JSON object, Last-Event-ID as an event number
+    # text that must parse: `contains` as a JSON object, Last-Event-ID as a resume position
     "GET /api/v1/applications/{application_id}/configurations": ["400"],
     "GET /api/v1/applications/{application_id}/events": ["400"],
     # an upload must be a .md file

@@ -36,7 +36,8 @@ from svc.repositories.configurations import (
     state_version,
 )
 from svc.repositories.secrets import SecretRepository
-from svc.services import audit, changes, policy
+from svc import changes
+from svc.services import audit, policy
 from svc.services.applications import reachable_application, require_reachable
 from svc.services.auth import Principal
 from svc.json_documents import (
