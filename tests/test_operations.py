@@ -3,9 +3,12 @@ default): secrets with several workers, key rotation with no restart, backup and
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +39,16 @@ class Served:
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base + API, headers=self.headers, timeout=30)
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A directory for embedded data directories, outside pytest's basetemp: another pytest session
+    starting resets that one's permissions to 0700, and the embedded server (run as the `pgserver`
+    user under root) could no longer reach its files."""
+    path = Path(tempfile.mkdtemp(prefix="svc-test-ops-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -74,9 +87,9 @@ def revealed_password(api: httpx.Client, configuration_id: str) -> tuple[int, ob
     return response.status_code, (body.get("config") or {}).get("db", {}).get("password", body.get("detail"))
 
 
-def test_two_workers_store_secrets_and_a_rotation_needs_no_restart_and_causes_no_error(serve_embedded, tmp_path):
-    served = serve_embedded(tmp_path / "data", workers=2)
-    key_file = tmp_path / "data" / "secret-keys"
+def test_two_workers_store_secrets_and_a_rotation_needs_no_restart_and_causes_no_error(serve_embedded, scratch):
+    served = serve_embedded(scratch / "data", workers=2)
+    key_file = scratch / "data" / "secret-keys"
     (old_key_id, old_key), = [line.split(":", 1) for line in key_file.read_text().split()]
     failures: list[str] = []
     reads: list[int] = []
@@ -137,3 +150,66 @@ def reveal(served: Served, configuration_id: str, finished: threading.Event, fai
             reads.append(status)
             if status != 200 or not str(password).startswith("p-"):
                 failures.append(f"reveal: {status} {password}")
+
+
+def service_state(api: httpx.Client, configuration_id: str, user_id: str) -> dict:
+    """What a user of the service sees: a configuration in clear, its revisions, a document and its history."""
+    def ok(response: httpx.Response) -> object:
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    return {
+        "configuration": ok(api.get(f"/configurations/{configuration_id}", params={"reveal": "true"})),
+        "revisions": ok(api.get(f"/configurations/{configuration_id}/revisions")),
+        "document": ok(api.get(f"/users/{user_id}/claude-md")),
+        "history": ok(api.get(f"/users/{user_id}/claude-md/history")),
+    }
+
+
+def test_backup_beside_a_running_service_restores_onto_a_new_data_directory(serve_embedded, scratch):
+    served = serve_embedded(scratch / "first")
+    with served.client() as api:
+        configuration = create_secret_configuration(api, "s3cret")
+        changed = api.put(f"/configurations/{configuration['id']}", json={"config": {"db": {"password": "s3cret-2"}}})
+        assert changed.status_code == 200, changed.text
+        user = api.post("/users", json={"email": "ada@example.com", "username": "ada"}).json()
+        for content in ("# one\n", "# one\n\ntwo\n"):
+            saved = api.put(f"/users/{user['id']}/claude-md", json={"content": content, "message": "edit"})
+            assert saved.status_code == 200, saved.text
+        before = service_state(api, configuration["id"], user["id"])
+
+    backup = scratch / "svc.backup"
+    made = run_svc("backup", str(backup), "--with-keys", env=served.env)  # online, beside the service
+    assert made.returncode == 0, made.stderr
+    assert "the backup holds the secret key file" in made.stderr
+    with tarfile.open(backup) as archive:
+        assert sorted(archive.getnames()) == ["content.bundle", "database.dump", "manifest.json", "secret-keys"]
+        manifest = json.loads(archive.extractfile("manifest.json").read())
+    key_id = (scratch / "first" / "secret-keys").read_text().split(":")[0]
+    assert manifest["secret_key_ids"] == {key_id: {"configurations": 1, "revisions": 2}}
+    assert manifest["migration"].endswith(".sql") and manifest["with_keys"] is True
+    stop(served.process)
+
+    second = scratch / "second"
+    restored = run_svc("restore", str(backup), env=env_for(second))
+    assert restored.returncode == 0, restored.stderr
+    assert "checked 1 document(s): 0 problem(s)" in restored.stderr  # it ended by running `svc verify`
+
+    again = run_svc("restore", str(backup), env=env_for(second))
+    assert again.returncode == 1 and f"the data directory {second} is not empty" in again.stderr
+
+    served_again = serve_embedded(second, token=served.headers["Authorization"].removeprefix("Bearer "))
+    with served_again.client() as api:
+        assert service_state(api, configuration["id"], user["id"]) == before
+
+
+def test_restore_refuses_a_database_that_is_not_empty(settings, client, tmp_path):
+    backup = tmp_path / "svc.backup"
+    env = env_for(tmp_path / "data", DATABASE_URL=settings.database_url.get_secret_value())
+    made = run_svc("backup", str(backup), env=env)
+    assert made.returncode == 0, made.stderr
+    assert run_svc("backup", str(backup), env=env).returncode == 1, "an existing file is not overwritten"
+
+    refused = run_svc("restore", str(backup), env=env)  # the same, migrated, database
+    assert refused.returncode == 1
+    assert "the database of DATABASE_URL is not empty" in refused.stderr and "createdb" in refused.stderr
