@@ -245,6 +245,7 @@ def test_serve_refuses_an_address_something_else_listens_on(settings, tmp_path, 
         other.listen()
         port = other.getsockname()[1]
         server = serve_workers(settings, tmp_path, port)
-        out, err = server.communicate(timeout=60)
-    assert server.returncode == 1, err
+        out, err = server.communicate(timeout=180)
+    assert server.returncode == 2, err
     assert f"refusing to start: cannot listen on 127.0.0.1:{port}: Address already in use" in err
+    assert "serving" not in err, "nothing was served"
