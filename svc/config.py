@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         description="key ring for secret values: comma-separated id:base64key (32 bytes each); the first "
         "encrypts, all decrypt. Unset = embedded: a key file under the data directory; DATABASE_URL: no secrets",
     )
+    key_file: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SVC_SECRET_KEY_FILE"),
+        description="a key file (the key ring's text, one id:base64key a line) to use when SVC_SECRET_KEYS is unset; "
+        "default on the embedded default <data_dir>/secret-keys. Read again when it changes",
+    )
 
     max_config_bytes: int = Field(default=MIB, ge=1)
     max_document_bytes: int = Field(default=MIB, ge=1)
@@ -82,8 +88,14 @@ class Settings(BaseSettings):
 
     @property
     def secret_key_file(self) -> Path:
-        """Where the embedded default keeps its generated key when SVC_SECRET_KEYS is unset."""
-        return self.data_dir.resolve() / "secret-keys"
+        """The key file: SVC_SECRET_KEY_FILE, or where the embedded default keeps its generated key."""
+        return (self.key_file or self.data_dir / "secret-keys").resolve()
+
+    @property
+    def uses_key_file(self) -> bool:
+        """True when the key ring comes from a key file (SVC_SECRET_KEYS unset: embedded, or SVC_SECRET_KEY_FILE)."""
+        configured = self.secret_keys.get_secret_value().strip() if self.secret_keys else ""
+        return not configured and (self.embedded or self.key_file is not None)
 
     @property
     def git_path(self) -> Path:

@@ -48,7 +48,7 @@ class EmbeddedPostgres:
         return self._server.get_uri("postgres")
 
     def bin(self, name: str) -> Path:
-        return psql_binary().parent / name
+        return postgres_binary(name)
 
     def pg_ctl(self, *args: str) -> None:
         """Run pg_ctl on this cluster as the user that owns it (pgserver runs as `pgserver` under root)."""
@@ -110,9 +110,14 @@ def database_url(settings: Settings) -> str:
     return EmbeddedPostgres(settings.pgdata).url
 
 
-def psql_binary() -> Path:
-    """pgserver ships psql; use it so `svc psql` works without a system client."""
+def postgres_binary(name: str) -> Path:
+    """A PostgreSQL client program pgserver ships (psql, pg_dump, pg_restore): `svc psql`,
+    `svc backup` and `svc restore` work without a system client."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from pgserver._commands import POSTGRES_BIN_PATH
-    return POSTGRES_BIN_PATH / "psql"
+    return POSTGRES_BIN_PATH / name
+
+
+def psql_binary() -> Path:
+    return postgres_binary("psql")

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
+import time
+from collections.abc import Callable
 
 import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
@@ -26,18 +29,46 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 SPREADS_CONNECTIONS = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
 
 
-def run(config: uvicorn.Config) -> None:
+def run(config: uvicorn.Config, on_listening: Callable[[], None] = lambda: None) -> None:
     """Serve `config` until a signal stops it, in this process or in `config.workers` workers;
-    OSError when its address cannot be bound (something listens there already)."""
+    OSError when its address cannot be bound (something listens there already). `on_listening`
+    is called once a connection to the address is accepted, from another thread."""
     family, address = _address(config.host, config.port)
     if config.workers > 1 and SPREADS_CONNECTIONS:
-        Multiprocess(config, sockets=[_supervisors_socket(family, address)]).run()
+        held = _supervisors_socket(family, address)
+        _call_once_listening(family, held.getsockname(), on_listening)
+        Multiprocess(config, sockets=[held]).run()
         return
     listening = _bound(family, address)
+    _call_once_listening(family, listening.getsockname(), on_listening)
     if config.workers > 1:
         Multiprocess(config, sockets=[listening]).run()
     else:
         uvicorn.Server(config).run(sockets=[listening])
+
+
+def _call_once_listening(family: int, address: tuple, call: Callable[[], None]) -> None:
+    """Call `call` once something accepts a connection on `address`, which this process has bound
+    (so nothing else can be listening there): a worker has started to listen."""
+
+    def wait() -> None:
+        while True:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.settimeout(1)
+                if probe.connect_ex(_reachable(family, address)) == 0:
+                    call()
+                    return
+            time.sleep(0.05)
+
+    threading.Thread(target=wait, name="svc-listening", daemon=True).start()
+
+
+def _reachable(family: int, address: tuple) -> tuple:
+    """`address` as a client reaches it: a wildcard host becomes the loopback address."""
+    host, *rest = address
+    if host in ("0.0.0.0", "::"):
+        host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    return (host, *rest)
 
 
 class _WorkerSocket(socket.socket):

@@ -180,7 +180,8 @@ def live_server(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Li
         log = open(tmp_path / f"uvicorn-{port}.log", "wb")
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "svc.api.app:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log"],
+             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log",
+             "--timeout-worker-healthcheck", "60"],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
         )
         started.append(process)

@@ -88,9 +88,11 @@ def _sweeps(client, world: dict[str, str]) -> list[tuple[str, str, dict, int, st
             ]:
                 cases.append((method, url, {"content": body, "headers": {"Content-Type": "application/json"}},
                               status, detail))
-            for media_type in ["text/plain", "application/x-www-form-urlencoded", "application/xml"]:
+            for media_type, named in [("text/plain", "text/plain"), ("application/xml", "application/xml"),
+                                      # what `curl -d` sends without -H: the detail says what to add
+                                      ("application/x-www-form-urlencoded", "-H 'Content-Type: application/json'")]:
                 cases.append((method, url, {"content": b"{}", "headers": {"Content-Type": media_type}},
-                              415, media_type))
+                              415, named))
         body = {"json": {}} if operation.get("requestBody") else {}  # so that only the id is wrong
         for name in (p["name"] for p in operation.get("parameters", []) if p["in"] == "path"):
             if name.endswith("_id"):

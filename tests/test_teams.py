@@ -133,9 +133,9 @@ def test_deleting_a_team_keeps_its_document_history_under_refs_deleted(client, a
 
 def test_svc_team_create_prints_only_the_id(client, admin, svc_cli, person):  # noqa: F811
     ada = person("ada")
-    result = svc_cli("team", "create", "--name", "ops", "--owner", ada.id)
+    result = svc_cli("team", "create", "--name", "ops", "--owner", "user:ada")
     assert result.code == 0, result.stderr
     team_id = result.stdout.strip()
     assert result.stdout == team_id + "\n" and len(team_id) == 26
     assert client.get(f"{API}/teams/{team_id}", headers=ada.headers).json()["name"] == "ops"
-    assert svc_cli("team", "create", "--name", "ops", "--owner", ada.id).code != 0
+    assert svc_cli("team", "create", "--name", "ops", "--owner", "user:ada").code != 0

@@ -241,7 +241,7 @@ def test_a_repository_restored_from_a_bundle(client, ada, settings, svc_cli, tmp
     bundle = tmp_path / "content.bundle"
     git(settings, "bundle", "create", str(bundle), "--all")
     shutil.rmtree(settings.git_path)
-    # README, "Backup and restore": a mirror clone keeps refs/docs/* (they come back packed).
+    # A mirror clone keeps refs/docs/* (they come back packed).
     subprocess.run(["git", "clone", "--quiet", "--mirror", str(bundle), str(settings.git_path)], check=True)
     assert f"refs/docs/{orphan}" in (settings.git_path / "packed-refs").read_text()
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from svc import errors
+from svc.api.validation_words import in_words
 from svc.log import request_id_var
 from svc.services.auth import TOKEN_PREFIX
 
@@ -134,7 +135,7 @@ def _accept_patch(request: Request, accepted: tuple[str, ...]) -> dict[str, str]
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     violations = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        {"loc": list(e.get("loc", ())), "msg": in_words(e), "type": e.get("type", "")}
         for e in exc.errors()
     ]
     if any(v["type"] == "json_invalid" for v in violations):
@@ -158,7 +159,17 @@ def _not_json(request: Request) -> str | None:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "application/json" or media_type.endswith("+json"):
         return None
-    return media_type or "a body without Content-Type"
+    return what_was_sent(media_type)
+
+
+def what_was_sent(media_type: str) -> str:
+    """The body's media type as a 415 names it. `curl -d` labels JSON a form unless told otherwise:
+    naming that type would point at something the user never chose."""
+    if not media_type:
+        return "a body without Content-Type"
+    if media_type == "application/x-www-form-urlencoded":
+        return "a body without a JSON Content-Type (curl -d needs -H 'Content-Type: application/json')"
+    return media_type
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

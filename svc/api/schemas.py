@@ -38,6 +38,9 @@ def _valid_unicode(value: str) -> str:
 
 # Any text but NUL, for query parameters that reach SQL (URL decoding never yields surrogates).
 NO_NUL_PATTERN = r"^[^\x00]*$"
+SHA_PATTERN = r"^[0-9a-fA-F]{7,40}$"
+SHA_DESCRIPTION = "the commit sha of a version of this document (7 to 40 hex digits)"
+EMAIL_PATTERN = r"^[^@\s<>]+@[^@\s<>]+$"
 
 # Free text that is stored: valid Unicode without NUL. The document states the NUL rule as a
 # pattern; the validator checks it with a clearer message.

@@ -59,6 +59,31 @@ WHERE c.secret_paths <> '[]'::jsonb
 ORDER BY m[1], c.id
 """
 
+# How many sealed values name each key id, in configurations and in revisions (a literal of the
+# stored form at a path that is not secret would be counted too; nothing writes one on its own).
+KEY_USAGE = """
+SELECT key_id, sum(current)::int AS configurations, sum(history)::int AS revisions FROM (
+    SELECT m[1] AS key_id, 1 AS current, 0 AS history
+    FROM configurations c, regexp_matches(c.config::text, 'svc-secret:v1:([A-Za-z0-9_.-]{1,32}):', 'g') AS m
+    WHERE c.secret_paths <> '[]'::jsonb
+    UNION ALL
+    SELECT m[1], 0, 1
+    FROM configuration_revisions r, regexp_matches(r.config::text, 'svc-secret:v1:([A-Za-z0-9_.-]{1,32}):', 'g') AS m
+    WHERE r.secret_paths <> '[]'::jsonb
+) AS found
+GROUP BY key_id
+ORDER BY key_id
+"""
+
+
+@dataclass(frozen=True)
+class KeyUsage:
+    """How many stored secret values one key id seals."""
+
+    key_id: str
+    configurations: int
+    revisions: int
+
 
 @dataclass(frozen=True)
 class SealedRow:
@@ -98,3 +123,6 @@ class SecretRepository:
 
     def samples(self) -> list[SealedRow]:
         return self.tx.fetch_all(SAMPLES, row=SealedRow)
+
+    def key_usage(self) -> list[KeyUsage]:
+        return self.tx.fetch_all(KEY_USAGE, row=KeyUsage)

@@ -303,7 +303,7 @@ class CatalogService:
         if version.endswith(".lock"):
             raise Unprocessable("version: a version ending in '.lock' cannot name a git ref; choose another")
         with self.db.transaction() as tx:
-            item = self._open(tx, actor, item_id, Action.WRITE_DOCUMENT, lock="change")
+            item = self._open(tx, actor, item_id, Action.RELEASE_ITEM, lock="change")
             items = CatalogRepository(tx)
             commit_sha = self._version_sha(tx, item, sha)
             existing = items.release(item_id, version)

@@ -18,6 +18,7 @@ from pathlib import Path
 from svc.errors import ServiceError
 from svc.services.auth import Principal
 from svc.services.catalog import CatalogService
+from svc.services.owners import parse_owner
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,8 @@ def import_directory(
     catalog: CatalogService, actor: Principal, owner: str, directory: Path, *, progress: Callable[[str], None]
 ) -> Outcome:
     """Import every catalog file under `directory` for `owner` ("team:NAME" or "user:USERNAME")."""
-    kind, _, name = owner.partition(":")
-    if kind not in ("team", "user") or not name:
-        raise ServiceError(f"--owner must be team:NAME or user:USERNAME, not {owner!r}")
-    owner_ids = catalog.owner_named(kind, name)
+    named = parse_owner(owner)
+    owner_ids = catalog.owner_named(named.kind, named.name)
     if not directory.is_dir():
         raise ServiceError(f"{directory} is not a directory")
     files = list(catalog_files(directory))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import threading
 from dataclasses import dataclass, field
 
 from anyio.to_thread import run_sync
@@ -14,7 +16,7 @@ from svc.crypto import KeyRing
 from svc.db import AsyncStatements, Database
 from svc.errors import Unavailable
 from svc.listener import CREDENTIALS_CHANNEL, INVALIDATE_CHANNEL, ChangeListener
-from svc.secret_keys import secret_key_ring
+from svc.secret_keys import KeyFileRing, secret_key_ring
 from svc.services.applications import ApplicationService
 from svc.services.audit import AuditService
 from svc.services.auth import Authenticator
@@ -131,8 +133,16 @@ class Services:
         if not await self.changes.wait_connected(timeout=self.settings.connect_timeout):
             log.warning("LISTEN connection not up or changes not caught up yet; caches stay bypassed until they are")
         self._background.append(asyncio.create_task(self._prune_events_hourly(), name="svc-prune-events"))
+        if self._reloads_keys_on_hangup():
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.keyring.reload)
+
+    def _reloads_keys_on_hangup(self) -> bool:
+        # Signals reach only the main thread's loop: a served worker's, not a test client's.
+        return isinstance(self.keyring, KeyFileRing) and threading.current_thread() is threading.main_thread()
 
     async def stop(self) -> None:
+        if self._reloads_keys_on_hangup():
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         for task in self._background:
             task.cancel()
         await self.changes.stop()

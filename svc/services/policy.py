@@ -71,6 +71,7 @@ class Action(StrEnum):
     # an item one sees is a user's own write (resource: DocumentResource).
     SEARCH_CATALOG = "catalog.search"
     INSTALL_ITEM = "catalog.install"
+    RELEASE_ITEM = "catalog.release"  # pin a version: WRITE_DOCUMENT's rule, named for what it does
     # Applications and their configurations (resource: ApplicationResource).
     LIST_APPLICATIONS = "application.list"
     CREATE_APPLICATION = "application.create"
@@ -435,6 +436,7 @@ RULES: dict[Action, Rule] = {
     Action.WITHDRAW_PROPOSAL: _withdraw_proposal,
     Action.SEARCH_CATALOG: _search_catalog,
     Action.INSTALL_ITEM: _install_item,
+    Action.RELEASE_ITEM: _document_rule(MANAGERS, "release the team's catalog items", write=True),
     Action.LIST_APPLICATIONS: _list_applications,
     Action.CREATE_APPLICATION: _create_application,
     Action.GIVE_TO_TEAM: _give_to_team,

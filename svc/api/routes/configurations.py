@@ -19,7 +19,7 @@ from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.door import doorway, model_body, reading
 from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
 from svc.api.json_body import JsonBodyRoute, media_type_of
-from svc.api.problems import problem_responses
+from svc.api.problems import problem_responses, what_was_sent
 from svc.api.responses import created, json_response, off_loop
 from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page, Reveal, SecretPaths, Text
 from svc.errors import UnsupportedMediaType
@@ -122,7 +122,7 @@ async def read_patch(request: Request) -> Patch:
     if media_type not in (MERGE_PATCH, JSON):
         raise UnsupportedMediaType(
             f"PATCH takes {MERGE_PATCH} (a JSON Merge Patch of config) or {JSON} "
-            f"(comments, schema, message), not {media_type or 'a body without Content-Type'}",
+            f"(comments, schema, message), not {what_was_sent(media_type)}",
             accepted=(MERGE_PATCH, JSON),
         )
     document = parse_json(await request.body())

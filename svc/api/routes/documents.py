@@ -17,12 +17,10 @@ from svc.api.etags import Preconditions, etag, not_modified, not_modified_respon
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.responses import json_response, off_loop
-from svc.api.schemas import Text
+from svc.api.schemas import SHA_DESCRIPTION, SHA_PATTERN, Text
 from svc.services.documents import DocumentService
 from svc.services.preconditions import Precondition
 
-SHA_PATTERN = r"^[0-9a-fA-F]{7,40}$"
-SHA_DESCRIPTION = "the commit sha of a version of this document (7 to 40 hex digits)"
 
 Sha = Annotated[str, Path(pattern=SHA_PATTERN, description=SHA_DESCRIPTION)]
 Message = Annotated[Text, Field(min_length=1, max_length=1024)]

@@ -15,7 +15,7 @@ from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.responses import created, json_response, off_loop
-from svc.api.schemas import Name, Page, Text
+from svc.api.schemas import EMAIL_PATTERN, Name, Page, Text
 from svc.services.users import User
 
 router = APIRouter(tags=["users"], responses=problem_responses(401, 403, 422, 503), route_class=JsonBodyRoute)
@@ -24,7 +24,7 @@ Email = Annotated[
     Text,
     Field(
         max_length=320,
-        pattern=r"^[^@\s<>]+@[^@\s<>]+$",
+        pattern=EMAIL_PATTERN,
         description="unique regardless of case",
         examples=["ada@example.com"],
     ),
