@@ -26,6 +26,7 @@ from svc.services.auth import Principal
 from svc.services.catalog import CatalogService
 from svc.services.catalog_import import import_directory
 from svc.services.container import content_store_of
+from svc.services.marketplace import MarketplaceService
 from svc.services.secret_store import RotationProgress, rotate
 from svc.services.teams import TeamService
 from svc.services.tokens import TokenService
@@ -221,7 +222,8 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_team(args: argparse.Namespace, settings: Settings) -> int:
     with small_database(database_url(settings)) as db:
-        team = TeamService(db, content_store_of(settings)).create(
+        store = content_store_of(settings)
+        team = TeamService(db, store, MarketplaceService(db, store, settings.marketplaces_path)).create(
             Principal.operator(),
             name=args.name,
             display_name=args.display_name,
@@ -239,7 +241,9 @@ def cmd_team(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
     """Progress per file and the summary on stderr; exit 1 when a file was invalid."""
     with small_database(database_url(settings)) as db:
-        catalog = CatalogService(db, content_store(settings), max_bytes=settings.max_document_bytes)
+        store = content_store(settings)
+        marketplace = MarketplaceService(db, store, settings.marketplaces_path)
+        catalog = CatalogService(db, store, marketplace, max_bytes=settings.max_document_bytes)
         outcome = import_directory(catalog, Principal.operator(), args.owner, Path(args.directory), progress=say)
     say("imported: " + (", ".join(f"{n} {what}" for what, n in sorted(outcome.counts.items())) or "nothing found"))
     return 1 if outcome.failed else 0

@@ -52,6 +52,7 @@ DOCUMENT_REFS = "refs/docs/"
 DELETED_REFS = "refs/deleted/"
 PROPOSAL_REFS = "refs/proposals/"
 RELEASE_REFS = "refs/releases/"
+MARKETPLACE_REFS = "refs/marketplaces/"
 FILENAME = "claude.md"
 # A ref lock older than this has no live writer behind it (an update-ref holds its lock
 # for milliseconds); younger ones may belong to a write that is still finishing.
@@ -253,6 +254,59 @@ class ContentStore:
         blob = self._write_object(b"blob", content)
         tree = self._write_object(b"tree", b"100644 " + filename.encode() + b"\0" + bytes.fromhex(blob))
         return self._write_object(b"commit", _commit_body(tree, parent, author, message))
+
+    @git_operation("write_tree_commit")
+    def write_tree_commit(
+        self, files: dict[str, bytes], *, parent: str | None, author: Author, message: str
+    ) -> str | None:
+        """Write a commit holding `files` (path → bytes, directories made from the paths) on top
+        of `parent`; None when that tree is the parent's already (nothing written but objects
+        that exist anyway). Objects already present are only freshened, so an update that
+        changes one file writes only that file's blob and the trees above it."""
+        tree = self._write_tree(files)
+        if parent is not None:
+            with self._git() as git:
+                if git.rev_parse(f"{parent}^{{tree}}") == tree:
+                    return None
+        return self._write_object(b"commit", _commit_body(tree, parent, author, message))
+
+    def _write_tree(self, files: dict[str, bytes]) -> str:
+        blobs: dict[str, bytes] = {}
+        directories: dict[str, dict[str, bytes]] = {}
+        for path, content in files.items():
+            head, _, rest = path.partition("/")
+            if rest:
+                directories.setdefault(head, {})[rest] = content
+            else:
+                blobs[head] = content
+        entries = [(name, b"100644", self._write_object(b"blob", data)) for name, data in blobs.items()]
+        entries += [(name, b"40000", self._write_tree(below)) for name, below in directories.items()]
+        # git orders a tree's entries by name, a directory's name compared as if it ended in "/".
+        entries.sort(key=lambda e: e[0].encode() + (b"/" if e[1] == b"40000" else b""))
+        body = b"".join(mode + b" " + name.encode() + b"\0" + bytes.fromhex(sha) for name, mode, sha in entries)
+        return self._write_object(b"tree", body)
+
+    @git_operation("read_ref")
+    def read_ref(self, ref: str) -> str | None:
+        """Where any ref points in this repository, or None when it has no such ref."""
+        with self._git() as git:
+            return _read_ref(git, ref)
+
+    def current_ref(self, ref: str) -> str | None:
+        """Where a ref shared by every host stands: on the remote when there is one (fetched
+        here, and this host's copy moved on to it), else here."""
+        if self.remote is None:
+            return self.read_ref(ref)
+        head = self.remote_ref(ref)
+        local = self.read_ref(ref)
+        if head is not None and head != local:
+            with self._git() as git:
+                self._ensure_local(git, head)
+                try:
+                    _swap_ref(git, ref, head, local)
+                except GitCommandError as exc:
+                    log.debug("%s moved meanwhile: %s", ref, _stderr(exc))
+        return head
 
     def move_proposal_ref(self, proposal_id: str, new: str, old: str | None) -> None:
         """Compare-and-swap refs/proposals/<id> from `old` (None = absent) to `new`."""

@@ -1,6 +1,7 @@
 """Content rules for catalog items, pure and free of I/O: one module per kind of item.
 
-The catalog service calls, on every write of an item's content:
+The catalog service calls, on every write of an item's content (the validator of each type is
+named in `svc.catalog_types`):
 
     validators.check(item.type, item.name, content)
 
@@ -16,19 +17,7 @@ releases are in `svc.validators.semver`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from svc.validators.mcp import validate_mcp_server
-from svc.validators.skill import validate_skill
-from svc.validators.tool import validate_tool
 from svc.validators.violations import Violation, unprocessable
-
-_VALIDATORS: dict[str, tuple[str, Callable[[str, str], list[Violation]]]] = {
-    "skill": ("SKILL.md", validate_skill),
-    "mcp": ("server.json", validate_mcp_server),
-    "tool": ("the tool definition", validate_tool),
-}
-KINDS = tuple(_VALIDATORS)
 
 
 def validate(kind: str, name: str, content: str) -> list[Violation]:
@@ -36,16 +25,21 @@ def validate(kind: str, name: str, content: str) -> list[Violation]:
 
     Raises BadRequest when JSON content (mcp, tool) cannot be parsed; ValueError for an unknown kind.
     """
-    if kind not in _VALIDATORS:
+    # Imported here: the registry imports this package's validators.
+    from svc.catalog_types import BY_KIND
+
+    if kind not in BY_KIND:
         raise ValueError(f"no validator for catalog items of type {kind!r}")
-    return _VALIDATORS[kind][1](name, content)
+    return BY_KIND[kind].validator(name, content)
 
 
 def check(kind: str, name: str, content: str) -> None:
     """Return when `content` is valid; raise Unprocessable listing every violation, or BadRequest."""
+    from svc.catalog_types import BY_KIND
+
     found = validate(kind, name, content)
     if found:
-        raise unprocessable(_VALIDATORS[kind][0], found)
+        raise unprocessable(BY_KIND[kind].label, found)
 
 
-__all__ = ["KINDS", "Violation", "check", "validate"]
+__all__ = ["Violation", "check", "validate"]
