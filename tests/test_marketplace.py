@@ -270,3 +270,69 @@ def test_server_json_as_claude_code_reads_it():
 def test_marketplace_names_are_what_claude_code_accepts():
     assert marketplace_name("Platform.Core_Team") == "platform-core-team"
     assert marketplace_name("claude-plugins-official") == "claude-plugins-official-svc"
+
+
+# --- the real Claude Code --------------------------------------------------------------------
+
+CLAUDE_CODE_VERSION = "2.1.337"
+
+
+def claude_code_cli() -> Path:
+    """The pinned Claude Code CLI, from the directory `.ci/run` installs it into
+    (`SVC_CLAUDE_CODE_DIR`, default ~/.cache/svc-tests/claude-code-<version>), installed there
+    with npm when missing. Skips only when npm is missing or cannot install it."""
+    default = Path.home() / ".cache" / "svc-tests" / f"claude-code-{CLAUDE_CODE_VERSION}"
+    root = Path(os.environ.get("SVC_CLAUDE_CODE_DIR") or default)
+    binary = root / "node_modules" / ".bin" / "claude"
+    if binary.exists():
+        return binary
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is not installed, so Claude Code cannot be: the Claude Code end-to-end test is skipped")
+    installed = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(root), f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"],
+        capture_output=True, text=True, timeout=900,
+    )
+    if installed.returncode != 0 or not binary.exists():
+        reason = (installed.stderr.strip().splitlines() or ["no output"])[-1]
+        pytest.skip(f"npm could not install @anthropic-ai/claude-code@{CLAUDE_CODE_VERSION} ({reason}): skipped")
+    return binary
+
+
+def test_claude_code_adds_the_marketplace_installs_and_updates_plugins(client, crew, catalog, server, tmp_path):
+    """As a new user does: a git credential helper holds the token, Claude Code (offline, no
+    API key) adds the team's marketplace, installs a skill and an MCP server, and after a
+    release sees the new version once the marketplace and the plugin are updated."""
+    claude = claude_code_cli()
+    home = tmp_path / "home"
+    home.mkdir()
+    run_git("config", "--global", "credential.helper", "store", home=home)
+    host = server.base_url.removeprefix("http://")
+    (home / ".git-credentials").write_text(f"http://git:{token_of(crew.member)}@{host}\n")
+    (home / ".git-credentials").chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "ANTHROPIC_", "CLAUDE_"))}
+    env |= {"HOME": str(home), "GIT_TERMINAL_PROMPT": "0", "DISABLE_AUTOUPDATER": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+
+    def run(*args: str) -> str:
+        result = subprocess.run([str(claude), *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"claude {' '.join(args)}: {result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    run("plugin", "marketplace", "add", url(server))
+    run("plugin", "install", "code-review@platform")
+    run("plugin", "install", "local-weather@platform")
+    cache = home / ".claude" / "plugins" / "cache" / "platform"
+    assert (cache / "code-review" / "1.0.0" / "skills" / "code-review" / "SKILL.md").read_bytes() == SKILL.encode()
+    assert "local-weather" in read(cache / "local-weather" / "1.0.0" / ".mcp.json")["mcpServers"]
+    listed = run("mcp", "list")
+    assert "plugin:local-weather:local-weather" in listed and "@modelcontextprotocol/server-weather@1.0.0" in listed
+    assert token_of(crew.member) not in (home / ".claude" / "plugins" / "known_marketplaces.json").read_text()
+
+    newer = SKILL + "\nAlso check the tests.\n"
+    item_url = f"{API}/catalog/{catalog['skill']['id']}"
+    assert client.put(f"{item_url}/document", json={"content": newer}, headers=crew.admin.headers).status_code == 200
+    release(client, crew.admin.headers, catalog["skill"], "1.2.0")
+    run("plugin", "marketplace", "update", "platform")
+    run("plugin", "update", "code-review@platform")
+    assert (cache / "code-review" / "1.2.0" / "skills" / "code-review" / "SKILL.md").read_text() == newer

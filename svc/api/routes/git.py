@@ -27,7 +27,7 @@ from fastapi.responses import StreamingResponse
 from svc.api.deps import services_of
 from svc.api.problems import problem, problem_responses
 from svc.api.responses import off_loop
-from svc.errors import Unauthenticated
+from svc.errors import BadRequest, Unauthenticated
 from svc.services.marketplace import OwnerKind
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,9 @@ async def _serve(request: Request, kind: OwnerKind, name: str, *, advertise: boo
     if protocol is not None and not _GIT_PROTOCOL.match(protocol):
         protocol = None
     version_2 = protocol is not None and "version=2" in protocol.split(":")
-    body = None if advertise else _request_body(request)
+    # Read before the response starts: the response then listens for the client going away,
+    # and would take the body's messages. A fetch's request (wants and haves) is small.
+    body = None if advertise else await _request_body(request)
     output = _upload_pack(repository, body, protocol, advertise=advertise)
     if advertise and not version_2:  # v0 starts with the service line; v2 with its capabilities
         output = _prefixed(_pkt_line(f"# service={UPLOAD_PACK}\n") + b"0000", output)
@@ -111,20 +113,19 @@ def _token(request: Request) -> str | None:
     return password or user or None
 
 
-async def _request_body(request: Request) -> AsyncIterator[bytes]:
-    """The request body as sent, un-gzipped when git compressed it (it does for large ones)."""
+async def _request_body(request: Request) -> bytes:
+    """The request body, un-gzipped when git compressed it (it does for large ones)."""
+    body = await request.body()
     if request.headers.get("content-encoding", "").lower() in ("gzip", "x-gzip"):
-        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        async for chunk in request.stream():
-            yield decompressor.decompress(chunk)
-        yield decompressor.flush()
-    else:
-        async for chunk in request.stream():
-            yield chunk
+        try:
+            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+        except zlib.error:
+            raise BadRequest("the request body is not valid gzip") from None
+    return body
 
 
 async def _upload_pack(
-    repository: Path, body: AsyncIterator[bytes] | None, protocol: str | None, *, advertise: bool
+    repository: Path, body: bytes | None, protocol: str | None, *, advertise: bool
 ) -> AsyncIterator[bytes]:
     """Run `git upload-pack --stateless-rpc` on the repository, feeding it the request body
     and yielding its output as it comes; the process ends with the response (or is killed
@@ -157,12 +158,11 @@ async def _upload_pack(
             feeding.cancel()
 
 
-async def _feed(process: asyncio.subprocess.Process, body: AsyncIterator[bytes]) -> None:
+async def _feed(process: asyncio.subprocess.Process, body: bytes) -> None:
     assert process.stdin is not None
     try:
-        async for chunk in body:
-            process.stdin.write(chunk)
-            await process.stdin.drain()
+        process.stdin.write(body)
+        await process.stdin.drain()
         process.stdin.close()
     except (BrokenPipeError, ConnectionResetError):
         pass  # git stopped reading (it answered, or failed and says why on stderr)
