@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import tempfile
 import threading
@@ -29,25 +28,12 @@ from pathlib import Path
 
 import httpx
 
+from tests.bench.catalog import percentiles, timed
 from tests.bench.processes import Processes, free_port, say
 
 SKILL_TEXT = "---\nname: {name}\ndescription: Skill number {n} of the team, for the benchmark.\n---\n\n# {name}\n\n" + (
     "Do it step by step, and check each step.\n" * 30
 )
-
-
-def timed(call, runs: int) -> list[float]:
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - start) * 1000)
-    return samples
-
-
-def p50_p99(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
 def git(*args: str, token: str | None = None, cwd: Path | None = None) -> str:
@@ -171,8 +157,8 @@ def measure(base_url: str, admin_token: str, root: Path, items: int, runs: int) 
     ]
     print(f"  {'':38} {'service':>17}   {'baseline':>17}   ratio (p50)")
     for label, ours, theirs in rows:
-        o50, o99 = p50_p99(ours)
-        t50, t99 = p50_p99(theirs)
+        o50, o99 = percentiles(ours)
+        t50, t99 = percentiles(theirs)
         print(f"  {label:38} {o50:8.1f} {o99:8.1f}   {t50:8.1f} {t99:8.1f}   {o50 / t50:5.2f}x")
     print("  (baselines: git http-backend on a plain bare copy; for the release, a save of a document)")
 
