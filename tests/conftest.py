@@ -185,7 +185,7 @@ def live_server(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Li
         )
         started.append(process)
         base_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90  # a loaded machine imports the app slowly
+        deadline = time.monotonic() + 180  # a loaded machine imports the app slowly
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{base_url}/ready", timeout=1).status_code == 200:

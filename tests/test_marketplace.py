@@ -112,7 +112,8 @@ def test_ls_remote_shows_the_one_branch_and_a_fetch_sees_each_release(client, cr
     clone = tmp_path / "clone"
     run_git("clone", "--depth", "1", url(server), str(clone), token=token)
     release(client, crew.admin.headers, catalog["skill"], "1.2.0")
-    run_git("pull", "--depth", "1", "--quiet", cwd=clone, token=token)
+    run_git("fetch", "--depth", "1", "--quiet", "origin", cwd=clone, token=token)  # a shallow fetch, as on update
+    run_git("reset", "--quiet", "--hard", "origin/main", cwd=clone)
     assert read(clone / "plugins/code-review/.claude-plugin/plugin.json")["version"] == "1.2.0"
     assert run_git("log", "-1", "--format=%s", cwd=clone).stdout.strip() == "Release code-review 1.2.0"
 

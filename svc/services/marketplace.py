@@ -221,10 +221,14 @@ def _visible_owner(tx: Transaction, actor: Principal, kind: OwnerKind, name: str
         resource = DocumentResource(team=TeamResource(owner_id or "", role))
     else:
         resource = DocumentResource(user_id=owner_id or "")
-    policy.require(actor, Action.READ_DOCUMENT, resource)
+    hidden = NotFound(f"no marketplace {kind}/{name}.git that this token may read")
+    try:
+        policy.require(actor, Action.READ_DOCUMENT, resource)
+    except NotFound:
+        raise hidden from None
     owner = _owner(tx, {"team_id": owner_id} if kind == "teams" else {"user_id": owner_id}) if owner_id else None
     if owner is None:
-        raise NotFound(f"no marketplace {kind}/{name}")
+        raise hidden
     return owner
 
 

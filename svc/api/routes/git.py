@@ -32,7 +32,7 @@ from svc.services.marketplace import OwnerKind
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/git", tags=["marketplaces"], responses=problem_responses(401, 403, 404, 503))
+router = APIRouter(prefix="/git", tags=["marketplaces"], responses=problem_responses(401, 403, 404, 422, 503))
 
 UPLOAD_PACK = "git-upload-pack"
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="svc"'}
