@@ -79,6 +79,15 @@ class Author:
 
 
 @dataclass(frozen=True)
+class TreeCommit:
+    """A commit written from files: its sha (None when its tree was its parent's already) and
+    the sha of every directory in it (path → tree sha)."""
+
+    commit: str | None
+    trees: dict[str, str]
+
+
+@dataclass(frozen=True)
 class RefLock:
     """A `<ref>.lock` file left next to a document's ref."""
 
@@ -257,34 +266,66 @@ class ContentStore:
 
     @git_operation("write_tree_commit")
     def write_tree_commit(
-        self, files: dict[str, bytes], *, parent: str | None, author: Author, message: str
-    ) -> str | None:
-        """Write a commit holding `files` (path → bytes, directories made from the paths) on top
-        of `parent`; None when that tree is the parent's already (nothing written but objects
-        that exist anyway). Objects already present are only freshened, so an update that
-        changes one file writes only that file's blob and the trees above it."""
-        tree = self._write_tree(files)
+        self,
+        files: dict[str, bytes],
+        *,
+        trees: dict[str, str] | None = None,
+        parent: str | None,
+        author: Author,
+        message: str,
+    ) -> TreeCommit:
+        """Write a commit holding `files` (path → bytes, directories made from the paths) and
+        `trees` (path → sha of a tree already in the repository, kept as it is) on top of
+        `parent`. Objects already present are only freshened, so an update that changes one
+        file writes only that file's blob and the trees above it."""
+        written: dict[str, str] = {}
+        tree = self._write_tree(files, trees or {}, "", written)
         if parent is not None:
             with self._git() as git:
                 if git.rev_parse(f"{parent}^{{tree}}") == tree:
-                    return None
-        return self._write_object(b"commit", _commit_body(tree, parent, author, message))
+                    return TreeCommit(None, written)
+        return TreeCommit(self._write_object(b"commit", _commit_body(tree, parent, author, message)), written)
 
-    def _write_tree(self, files: dict[str, bytes]) -> str:
-        blobs: dict[str, bytes] = {}
-        directories: dict[str, dict[str, bytes]] = {}
+    def _write_tree(self, files: dict[str, bytes], trees: dict[str, str], prefix: str, written: dict[str, str]) -> str:
+        entries = []
+        below_files: dict[str, dict[str, bytes]] = {}
+        below_trees: dict[str, dict[str, str]] = {}
         for path, content in files.items():
             head, _, rest = path.partition("/")
             if rest:
-                directories.setdefault(head, {})[rest] = content
+                below_files.setdefault(head, {})[rest] = content
             else:
-                blobs[head] = content
-        entries = [(name, b"100644", self._write_object(b"blob", data)) for name, data in blobs.items()]
-        entries += [(name, b"40000", self._write_tree(below)) for name, below in directories.items()]
+                entries.append((head, b"100644", self._write_object(b"blob", content)))
+        for path, sha in trees.items():
+            head, _, rest = path.partition("/")
+            if rest:
+                below_trees.setdefault(head, {})[rest] = sha
+            else:
+                entries.append((head, b"40000", sha))
+        for name in below_files.keys() | below_trees.keys():
+            sha = self._write_tree(below_files.get(name, {}), below_trees.get(name, {}), f"{prefix}{name}/", written)
+            written[prefix + name] = sha
+            entries.append((name, b"40000", sha))
         # git orders a tree's entries by name, a directory's name compared as if it ended in "/".
         entries.sort(key=lambda e: e[0].encode() + (b"/" if e[1] == b"40000" else b""))
         body = b"".join(mode + b" " + name.encode() + b"\0" + bytes.fromhex(sha) for name, mode, sha in entries)
         return self._write_object(b"tree", body)
+
+    @git_operation("subtrees")
+    def subtrees(self, commit_sha: str, path: str) -> dict[str, str]:
+        """The directories directly below `path` in a commit: name → tree sha ({} when none)."""
+        with self._git() as git:
+            try:
+                listing = git.ls_tree(f"{commit_sha}:{path}")
+            except GitCommandError:
+                return {}
+        found = {}
+        for line in listing.splitlines():
+            meta, _, name = line.partition("\t")
+            mode, kind, sha = meta.split(" ")
+            if kind == "tree":
+                found[name] = sha
+        return found
 
     @git_operation("read_ref")
     def read_ref(self, ref: str) -> str | None:

@@ -50,6 +50,8 @@ from svc.validators.semver import latest_release
 log = logging.getLogger(__name__)
 
 OwnerKind = Literal["teams", "users"]
+PluginKey = tuple[str, str, str, str, str, str]  # item id, type, name, description, version, release commit
+MAX_REMEMBERED_PLUGINS = 100_000
 PLUGIN_KINDS = [t.kind for t in CATALOG_TYPES if t.is_plugin]
 SERVED_BRANCH = "refs/heads/main"
 AUTHOR = Author("svc", "svc@svc.invalid")
@@ -96,6 +98,9 @@ class MarketplaceService:
         self.store = store
         self.root = root
         self._sync_lock = threading.Lock()
+        # The tree each plugin was last made into here; a tree is reused only while the
+        # previous marketplace commit still holds it (so it is reachable, never pruned).
+        self._plugin_trees: dict[PluginKey, str] = {}
 
     # --- keeping it current ----------------------------------------------------------------
 
@@ -128,11 +133,15 @@ class MarketplaceService:
             if version is not None:
                 listed.append((item, version, releases[item.id][version]))
         old = self.store.current_ref(owner.ref)
-        new = self.store.write_tree_commit(self._files(owner, listed), parent=old, author=AUTHOR, message=message)
-        if new is None:
+        kept = self.store.subtrees(old, "plugins") if old is not None else {}
+        files, trees, made = self._layout(owner, listed, kept)
+        written = self.store.write_tree_commit(files, trees=trees, parent=old, author=AUTHOR, message=message)
+        for key, name in made.items():
+            self._remember(key, written.trees[f"plugins/{name}"])
+        if written.commit is None:
             return None
-        self.store.move_ref(owner.ref, new, old)
-        return Move(owner.ref, new, old)
+        self.store.move_ref(owner.ref, written.commit, old)
+        return Move(owner.ref, written.commit, old)
 
     def undo(self, move: Move | None) -> None:
         """Move a marketplace ref back after its transaction failed (best effort: the next
@@ -144,23 +153,37 @@ class MarketplaceService:
         except (Unavailable, RemoteMoved) as exc:
             log.error("could not move %s back from %s: %s", move.ref, move.new, exc.detail)
 
-    def _files(self, owner: Owner, listed: list[tuple[Item, str, str]]) -> dict[str, bytes]:
-        contents = self.store.read_many([(sha, BY_KIND[item.type].filename) for item, _, sha in listed])
+    def _layout(
+        self, owner: Owner, listed: list[tuple[Item, str, str]], kept: dict[str, str]
+    ) -> tuple[dict[str, bytes], dict[str, str], dict[PluginKey, str]]:
+        """The marketplace's files, the plugin directories kept from the previous commit (an
+        unchanged plugin, which this process made itself, is not read or hashed again), and
+        the plugins made anew (their key → name)."""
         files: dict[str, bytes] = {}
+        trees: dict[str, str] = {}
         plugins = []
-        for (item, version, _), data in zip(listed, contents):
-            item_type = BY_KIND[item.type]
-            name = item_type.plugin_name(item.name)
-            root = f"plugins/{name}"
-            if f"{root}/.claude-plugin/plugin.json" in files:
+        named: set[str] = set()
+        to_make: list[tuple[PluginKey, str, Item, dict[str, str], str]] = []
+        for item, version, sha in listed:
+            name = BY_KIND[item.type].plugin_name(item.name)
+            if name in named:
                 continue  # two items give one plugin name (a skill and a server): the older keeps it
+            named.add(name)
             manifest = {"name": name, "description": item.description, "version": version}
+            plugins.append({**manifest, "source": f"./plugins/{name}"})
+            key = (item.id, item.type, item.name, item.description, version, sha)
+            if name in kept and self._plugin_trees.get(key) == kept[name]:
+                trees[f"plugins/{name}"] = kept[name]
+            else:
+                to_make.append((key, name, item, manifest, sha))
+        contents = self.store.read_many([(sha, BY_KIND[item.type].filename) for _, _, item, _, sha in to_make])
+        for (_, name, item, manifest, _), data in zip(to_make, contents):
+            root = f"plugins/{name}"
             files[f"{root}/.claude-plugin/plugin.json"] = json_file(manifest)
-            parts = item_type.parts(item.name, data)
+            parts = BY_KIND[item.type].parts(item.name, data)
             files.update({f"{root}/{path}": content for path, content in parts.files.items()})
             if parts.mcp_servers:
                 files[f"{root}/.mcp.json"] = json_file({"mcpServers": parts.mcp_servers})
-            plugins.append({**manifest, "source": f"./{root}"})
         what = "team" if owner.kind == "teams" else "user"
         files[".claude-plugin/marketplace.json"] = json_file({
             "name": marketplace_name(owner.name),
@@ -168,7 +191,12 @@ class MarketplaceService:
             "metadata": {"description": f"Released skills and MCP servers of the {what} {owner.name}"},
             "plugins": plugins,
         })
-        return files
+        return files, trees, {key: name for key, name, *_ in to_make}
+
+    def _remember(self, key: PluginKey, tree: str) -> None:
+        if len(self._plugin_trees) > MAX_REMEMBERED_PLUGINS:
+            self._plugin_trees.clear()
+        self._plugin_trees[key] = tree
 
     # --- serving -------------------------------------------------------------------------
 
