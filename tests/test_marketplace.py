@@ -35,6 +35,14 @@ def run_git(*args: str, cwd: Path | None = None, token: str | None = None, check
     return result
 
 
+def http_get(url: str, **kwargs) -> httpx.Response:
+    return httpx.get(url, timeout=60, **kwargs)  # a loaded machine answers a fresh server slowly
+
+
+def http_post(url: str, **kwargs) -> httpx.Response:
+    return httpx.post(url, timeout=60, **kwargs)
+
+
 def token_of(person) -> str:
     return person.headers["Authorization"].removeprefix("Bearer ")
 
@@ -144,33 +152,33 @@ def test_no_object_outside_the_marketplace_can_be_fetched_by_id(client, crew, ca
 
 def test_who_may_read_a_marketplace(client, crew, catalog, server, person, make_token):
     refs = f"{url(server)}/info/refs?service=git-upload-pack"
-    anonymous = httpx.get(refs)
+    anonymous = http_get(refs)
     assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == 'Basic realm="svc"'
     assert anonymous.headers["content-type"] == PROBLEM
-    wrong = httpx.get(refs, auth=("git", "svc_not-a-token"))
+    wrong = http_get(refs, auth=("git", "svc_not-a-token"))
     assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == 'Basic realm="svc"'
     for who in (crew.owner, crew.admin, crew.member):
-        assert httpx.get(refs, auth=("anything", token_of(who))).status_code == 200
-    assert httpx.get(refs, headers=crew.member.headers).status_code == 200  # Bearer works too
-    assert httpx.get(refs, auth=("git", token_of(crew.outsider))).status_code == 404
-    missing = httpx.get(f"{url(server, 'nobody')}/info/refs?service=git-upload-pack", auth=("git", token_of(crew.member)))
+        assert http_get(refs, auth=("anything", token_of(who))).status_code == 200
+    assert http_get(refs, headers=crew.member.headers).status_code == 200  # Bearer works too
+    assert http_get(refs, auth=("git", token_of(crew.outsider))).status_code == 404
+    missing = http_get(f"{url(server, 'nobody')}/info/refs?service=git-upload-pack", auth=("git", token_of(crew.member)))
     assert missing.status_code == 404 and missing.headers["content-type"] == PROBLEM
     assert run_git("ls-remote", url(server), check=False).returncode != 0  # no credentials: git gives up
     service = make_token("service")
-    assert httpx.get(refs, auth=("git", service)).status_code in (403, 404)
+    assert http_get(refs, auth=("git", service)).status_code in (403, 404)
 
 
 def test_pushes_other_services_and_other_paths_are_refused_and_write_nothing(client, crew, catalog, server, settings, tmp_path):
     token = token_of(crew.owner)
     before = git(settings, "for-each-ref")
-    pushed = httpx.post(f"{url(server)}/git-receive-pack", auth=("git", token), content=b"0000")
+    pushed = http_post(f"{url(server)}/git-receive-pack", auth=("git", token), content=b"0000")
     assert pushed.status_code == 403 and pushed.headers["content-type"] == PROBLEM
-    advertised = httpx.get(f"{url(server)}/info/refs?service=git-receive-pack", auth=("git", token))
+    advertised = http_get(f"{url(server)}/info/refs?service=git-receive-pack", auth=("git", token))
     assert advertised.status_code == 403 and "read-only" in advertised.json()["detail"]
     for path in ("/info/refs", "/info/refs?service=git-upload-archive"):
-        assert httpx.get(url(server) + path, auth=("git", token)).status_code == 403
+        assert http_get(url(server) + path, auth=("git", token)).status_code == 403
     for path in ("/HEAD", "/objects/info/packs", "/../../content.git/info/refs"):
-        response = httpx.get(url(server) + path, auth=("git", token))
+        response = http_get(url(server) + path, auth=("git", token))
         assert response.status_code == 404 and response.headers["content-type"] == PROBLEM
     clone = tmp_path / "clone"
     run_git("clone", url(server), str(clone), token=token)
@@ -189,7 +197,7 @@ def test_a_users_own_marketplace(client, crew, server, tmp_path):
     run_git("clone", "--depth", "1", user_url, str(clone), token=token_of(crew.member))
     marketplace = read(clone / ".claude-plugin/marketplace.json")
     assert marketplace["name"] == "mia" and [p["name"] for p in marketplace["plugins"]] == ["my-notes"]
-    assert httpx.get(f"{user_url}/info/refs?service=git-upload-pack", auth=("git", token_of(crew.admin))).status_code == 404
+    assert http_get(f"{user_url}/info/refs?service=git-upload-pack", auth=("git", token_of(crew.admin))).status_code == 404
 
 
 def test_deprecation_deletion_and_rename_reach_the_marketplace(client, crew, catalog, settings):
