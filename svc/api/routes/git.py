@@ -27,7 +27,7 @@ from fastapi.responses import StreamingResponse
 from svc.api.deps import services_of
 from svc.api.problems import problem, problem_responses
 from svc.api.responses import off_loop
-from svc.errors import BadRequest, Unauthenticated
+from svc.errors import BadRequest, PayloadTooLarge, Unauthenticated
 from svc.services.marketplace import OwnerKind
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ CHALLENGE = {"WWW-Authenticate": 'Basic realm="svc"'}
 NO_CACHE = {"Cache-Control": "no-cache, max-age=0, must-revalidate", "Expires": "Fri, 01 Jan 1980 00:00:00 GMT",
             "Pragma": "no-cache"}
 CHUNK = 64 * 1024
+MAX_FETCH_REQUEST = 64 * 1024 * 1024  # wants and haves; a gzip body is never inflated beyond it
 # What git sends in Git-Protocol: colon-separated key=value pairs ("version=2").
 _GIT_PROTOCOL = re.compile(r"^[A-Za-z0-9._=-]+(:[A-Za-z0-9._=-]+)*$")
 Owner = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9._-]{1,256}$", description="the team's name or the username")]
@@ -56,7 +57,8 @@ def _mount(kind: OwnerKind) -> None:
         return await _serve(request, kind, name, advertise=True)
 
     @router.post(f"/{kind}/{{name}}.git/{UPLOAD_PACK}", name=f"{where}_marketplace_upload_pack",
-                 response_class=Response, responses={200: {"content": {"application/x-git-upload-pack-result": {}}}})
+                 response_class=Response,
+                 responses={200: {"content": {"application/x-git-upload-pack-result": {}}}, **problem_responses(400, 413)})
     async def upload_pack(request: Request, name: Owner) -> Response:
         """A fetch from a marketplace (git's stateless RPC)."""
         return await _serve(request, kind, name, advertise=False)
@@ -116,12 +118,16 @@ def _token(request: Request) -> str | None:
 async def _request_body(request: Request) -> bytes:
     """The request body, un-gzipped when git compressed it (it does for large ones)."""
     body = await request.body()
-    if request.headers.get("content-encoding", "").lower() in ("gzip", "x-gzip"):
-        try:
-            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
-        except zlib.error:
-            raise BadRequest("the request body is not valid gzip") from None
-    return body
+    if request.headers.get("content-encoding", "").lower() not in ("gzip", "x-gzip"):
+        return body
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        plain = decompressor.decompress(body, MAX_FETCH_REQUEST)
+    except zlib.error:
+        raise BadRequest("the request body is not valid gzip") from None
+    if decompressor.unconsumed_tail:
+        raise PayloadTooLarge(f"a fetch request is at most {MAX_FETCH_REQUEST // (1024 * 1024)} MiB uncompressed")
+    return plain
 
 
 async def _upload_pack(
