@@ -19,7 +19,7 @@ from svc.claude_code import mcp_server_entry, server_key
 from svc.validators.mcp import validate_mcp_server
 from svc.validators.skill import validate_skill
 from svc.validators.tool import validate_tool
-from svc.validators.violations import Violation
+from svc.validators.violations import Violation, unprocessable
 
 # What browsers, curl (`-F file=@x.md` sends octet-stream for .md) and editors send.
 MARKDOWN_MEDIA_TYPES = frozenset({"text/markdown", "text/x-markdown", "text/plain", "application/octet-stream"})
@@ -107,3 +107,20 @@ TOOL = CatalogType(
 CATALOG_TYPES: tuple[CatalogType, ...] = (SKILL, MCP, TOOL)
 BY_KIND: dict[str, CatalogType] = {t.kind: t for t in CATALOG_TYPES}
 KINDS: tuple[str, ...] = tuple(BY_KIND)
+
+
+def validate(kind: str, name: str, content: str) -> list[Violation]:
+    """Every violation of `content` as the content of the item `name` of type `kind`; [] when valid.
+
+    Raises BadRequest when JSON content cannot be parsed; ValueError for an unknown kind.
+    """
+    if kind not in BY_KIND:
+        raise ValueError(f"no validator for catalog items of type {kind!r}")
+    return BY_KIND[kind].validator(name, content)
+
+
+def check(kind: str, name: str, content: str) -> None:
+    """Return when `content` is valid; raise Unprocessable listing every violation, or BadRequest."""
+    found = validate(kind, name, content)
+    if found:
+        raise unprocessable(BY_KIND[kind].label, found)

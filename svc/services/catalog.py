@@ -34,7 +34,7 @@ from svc.services.documents import DocumentKind, DocumentService, Retirement, Ta
 from svc.services.marketplace import MarketplaceService
 from svc.services.pagination import keyset_page
 from svc.services.policy import Action
-from svc import validators
+from svc import catalog_types
 from svc.catalog_types import BY_KIND, CATALOG_TYPES
 from svc.validators.semver import latest_release, parse_semver
 
@@ -47,7 +47,7 @@ def _check_content(data: bytes, target: Target) -> None:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadRequest(f"the content is not UTF-8 text (invalid byte at offset {exc.start})") from exc
-    validators.check(target.kind.name, target.subject.name, text)
+    catalog_types.check(target.kind.name, target.subject.name, text)
 
 
 ITEM_KINDS = {
@@ -236,7 +236,7 @@ class CatalogService:
         with self.db.transaction() as tx:
             item = CatalogRepository(tx).find_by_name(type=type, name=name, **owner)
         if item is None:
-            validators.check(type, name, content)
+            catalog_types.check(type, name, content)
             self.create(
                 actor, type=type, name=name, owner=owner, description=BY_KIND[type].description(content)[:1024], tags=[],
                 content=content, message=f"Import {ITEM_KINDS[type].filename}",

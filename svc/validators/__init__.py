@@ -1,9 +1,9 @@
 """Content rules for catalog items, pure and free of I/O: one module per kind of item.
 
-The catalog service calls, on every write of an item's content (the validator of each type is
-named in `svc.catalog_types`):
+The catalog service calls, on every write of an item's content, the validator that
+`svc.catalog_types` names for the item's type:
 
-    validators.check(item.type, item.name, content)
+    catalog_types.check(item.type, item.name, content)
 
 which returns when the content is valid, raises `Unprocessable` (422) listing every violation
 as `errors: [{path, message}]` when it parses but breaks rules, and raises `BadRequest` (400)
@@ -17,29 +17,6 @@ releases are in `svc.validators.semver`.
 
 from __future__ import annotations
 
-from svc.validators.violations import Violation, unprocessable
+from svc.validators.violations import Violation
 
-
-def validate(kind: str, name: str, content: str) -> list[Violation]:
-    """Every violation of `content` as the content of the item `name` of type `kind`; [] when valid.
-
-    Raises BadRequest when JSON content (mcp, tool) cannot be parsed; ValueError for an unknown kind.
-    """
-    # Imported here: the registry imports this package's validators.
-    from svc.catalog_types import BY_KIND
-
-    if kind not in BY_KIND:
-        raise ValueError(f"no validator for catalog items of type {kind!r}")
-    return BY_KIND[kind].validator(name, content)
-
-
-def check(kind: str, name: str, content: str) -> None:
-    """Return when `content` is valid; raise Unprocessable listing every violation, or BadRequest."""
-    from svc.catalog_types import BY_KIND
-
-    found = validate(kind, name, content)
-    if found:
-        raise unprocessable(BY_KIND[kind].label, found)
-
-
-__all__ = ["Violation", "check", "validate"]
+__all__ = ["Violation"]
