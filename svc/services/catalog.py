@@ -15,7 +15,6 @@ caller may not see is 404, as if it did not exist.
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
 from typing import Any
