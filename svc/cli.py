@@ -29,6 +29,7 @@ from svc.services.auth import Principal
 from svc.services.catalog import CatalogService
 from svc.services.catalog_import import import_directory
 from svc.services.container import content_store_of
+from svc.services.marketplace import MarketplaceService
 from svc.services.owners import owner_id, parse_owner
 from svc.services.policy import TEAM_ROLES
 from svc.services.secret_store import RotationProgress, check_secret_samples, rotate
@@ -275,7 +276,8 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_team(args: argparse.Namespace, settings: Settings) -> int:
     with small_database(database_url(settings)) as db:
-        teams = TeamService(db, content_store_of(settings))
+        store = content_store_of(settings)
+        teams = TeamService(db, store, MarketplaceService(db, store, settings.marketplaces_path))
         operator = Principal.operator()
         if args.action == "create":
             owner = parse_owner(args.owner, ("user",))
@@ -316,7 +318,9 @@ def _every(page_after: Callable[[str | None], object]) -> Iterator:
 def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
     """Progress per file and the summary on stderr; exit 1 when a file was invalid."""
     with small_database(database_url(settings)) as db:
-        catalog = CatalogService(db, content_store(settings), max_bytes=settings.max_document_bytes)
+        store = content_store(settings)
+        marketplace = MarketplaceService(db, store, settings.marketplaces_path)
+        catalog = CatalogService(db, store, marketplace, max_bytes=settings.max_document_bytes)
         outcome = import_directory(catalog, Principal.operator(), args.owner, Path(args.directory), progress=say)
     say("imported: " + (", ".join(f"{n} {what}" for what, n in sorted(outcome.counts.items())) or "nothing found"))
     return 1 if outcome.failed else 0

@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     def git_path(self) -> Path:
         return (self.git_repository or self.data_dir / "content.git").resolve()
 
+    @property
+    def marketplaces_path(self) -> Path:
+        """The served copies of the Claude Code marketplaces (made again when missing)."""
+        return self.data_dir.resolve() / "marketplaces"
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -186,7 +186,7 @@ def live_server(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Li
         )
         started.append(process)
         base_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120  # a loaded 2-core machine can take this long to start workers
+        deadline = time.monotonic() + 180  # a loaded 2-core machine can take this long to start workers
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{base_url}/ready", timeout=1).status_code == 200:

@@ -311,10 +311,16 @@ def test_the_bundle_is_what_claude_code_reads_at_the_released_versions(client, c
     with tarfile.open(fileobj=io.BytesIO(response.content)) as tar:
         files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
         assert all(m.mtime == 0 for m in tar.getmembers())
-    assert sorted(files) == [".mcp.json", "CLAUDE.md", "skills/code-review/SKILL.md", "tools/get_weather.json"]
-    assert files["skills/code-review/SKILL.md"] == SKILL.encode()  # the release, not the newer version
-    assert files["CLAUDE.md"] == b"# Mia's rules\n"
-    assert json.loads(files["tools/get_weather.json"]) == json.loads(TOOL)
+    assert sorted(files) == [
+        ".claude/CLAUDE.md", ".claude/settings.json", ".claude/skills/code-review/SKILL.md",
+        ".claude/tools/get_weather.json", ".mcp.json",
+    ]
+    assert files[".claude/skills/code-review/SKILL.md"] == SKILL.encode()  # the release, not the newer version
+    assert files[".claude/CLAUDE.md"] == b"# Mia's rules\n"
+    assert json.loads(files[".claude/tools/get_weather.json"]) == json.loads(TOOL)
+    assert json.loads(files[".claude/settings.json"]) == {"extraKnownMarketplaces": {
+        "platform": {"source": {"source": "git", "url": "http://testserver/git/teams/platform.git"}},
+    }}
     assert json.loads(files[".mcp.json"]) == {
         "mcpServers": {
             "local-weather": {
@@ -352,11 +358,11 @@ def test_readme_tour_import_release_search_install_bundle(client, crew, svc_cli,
     assert client.post(f"{API}/catalog/{item_id}/releases", json={"version": "1.0.0"}, headers=crew.admin.headers).status_code == 201
     assert client.post(f"{API}/catalog/{item_id}/install", headers=crew.member.headers).status_code == 200
     bundle = client.get(f"{API}/me/bundle", headers=crew.member.headers)
-    target = tmp_path / ".claude"
-    target.mkdir()
+    project = tmp_path / "project"
+    project.mkdir()
     with tarfile.open(fileobj=io.BytesIO(bundle.content)) as tar:
-        tar.extractall(target, filter="data")
-    assert (target / "skills" / "code-review" / "SKILL.md").read_text() == SKILL
+        tar.extractall(project, filter="data")
+    assert (project / ".claude" / "skills" / "code-review" / "SKILL.md").read_text() == SKILL
     assert git(settings, "fsck", "--no-dangling") == ""
     verified = svc_cli("verify")
     assert verified.code == 0, verified.stdout + verified.stderr

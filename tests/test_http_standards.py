@@ -287,10 +287,18 @@ def _concrete(world: World, path: str) -> tuple[str, dict[str, Any], dict[str, s
     if "{proposal_id}" in path:
         proposed = _tool("proposed") if "{item_id}" in path else "proposed\n"
         values["proposal_id"] = documents.propose(OPERATOR, owner, content=proposed, message="m")["id"]
+    if path.startswith("/git/"):  # a Claude Code marketplace: a team's, or the fresh user's
+        values["name"] = world.services.users.get(OPERATOR, values["user_id"]).username
+        if path.startswith("/git/teams/"):
+            values["name"] = world.services.teams.create(
+                OPERATOR, name=f"team-{new_id().lower()}", owner_id=world.user_id
+            ).name
     url = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
     query: dict[str, Any] = {}
     if path.endswith("/diff"):
         query = {"from": 1, "to": 2} if "/configurations/" in path else {"from": shas[0], "to": shas[1]}
+    if path.endswith("/info/refs"):  # a Claude Code marketplace over git
+        query = {"service": "git-upload-pack"}
     return url, query, world.user if me else world.admin
 
 

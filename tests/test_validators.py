@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from jsonschema.validators import Draft7Validator
 
-from svc import validators
+from svc import catalog_types
 from svc.errors import BadRequest, Unprocessable
 from svc.validators.mcp import SERVER_SCHEMA
 from svc.validators.semver import SemVer, latest_release, parse_semver
@@ -32,7 +32,7 @@ VALID_FRONT = "name: pdf-tools\ndescription: Fills PDF forms. Use when the user 
 
 
 def skill_violations(front_matter: str, name: str = "pdf-tools") -> list[tuple[str, str]]:
-    return [(v.path, v.message) for v in validators.validate("skill", name, skill(front_matter))]
+    return [(v.path, v.message) for v in catalog_types.validate("skill", name, skill(front_matter))]
 
 
 def assert_one(found: list[tuple[str, str]], path: str, words: str) -> None:
@@ -45,18 +45,18 @@ def assert_one(found: list[tuple[str, str]], path: str, words: str) -> None:
 @pytest.mark.parametrize("directory", ["code-review", "release-notes", "postgres-migrations"])
 def test_example_skills_pass(directory: str) -> None:
     content = (CATALOG / directory / "SKILL.md").read_text(encoding="utf-8")
-    assert validators.validate("skill", directory, content) == []
+    assert catalog_types.validate("skill", directory, content) == []
 
 
 @pytest.mark.parametrize("directory", ["local-weather", "remote-weather"])
 def test_example_mcp_servers_pass(directory: str) -> None:
     content = (CATALOG / directory / "server.json").read_text(encoding="utf-8")
-    assert validators.validate("mcp", f"io.github.user/{directory}", content) == []
+    assert catalog_types.validate("mcp", f"io.github.user/{directory}", content) == []
 
 
 def test_example_tool_passes() -> None:
     content = (CATALOG / "tools" / "get_weather.json").read_text(encoding="utf-8")
-    validators.check("tool", "get_weather", content)
+    catalog_types.check("tool", "get_weather", content)
 
 
 # --- skill: the file's shape -------------------------------------------------------------
@@ -72,7 +72,7 @@ def test_example_tool_passes() -> None:
     ids=["empty-body", "crlf", "no-final-newline"],
 )
 def test_skill_shapes_that_pass(content: str) -> None:
-    assert validators.validate("skill", "pdf-tools", content) == []
+    assert catalog_types.validate("skill", "pdf-tools", content) == []
 
 
 @pytest.mark.parametrize(
@@ -110,7 +110,7 @@ def test_skill_shapes_that_pass(content: str) -> None:
     ],
 )
 def test_skill_shapes_that_fail(content: str, path: str, words: str) -> None:
-    found = [(v.path, v.message) for v in validators.validate("skill", "pdf-tools", content)]
+    found = [(v.path, v.message) for v in catalog_types.validate("skill", "pdf-tools", content)]
     assert_one(found, path, words)
 
 
@@ -203,7 +203,7 @@ def test_front_matter_that_fails(front_matter: str, path: str, words: str) -> No
 def test_every_violation_of_a_skill_is_listed_in_one_422() -> None:
     content = skill("name: Bad--Name\ndescription: yes\nauthor: me\nmetadata:\n  v: 1")
     with pytest.raises(Unprocessable) as caught:
-        validators.check("skill", "bad-name", content)
+        catalog_types.check("skill", "bad-name", content)
     paths = [e["path"] for e in caught.value.errors]
     assert sorted(set(paths)) == [
         "/front-matter/author", "/front-matter/description", "/front-matter/metadata/v", "/front-matter/name",
@@ -259,7 +259,7 @@ def test_strict_json_refuses_what_it_cannot_keep_exactly(text: str, path: str, w
 )
 def test_what_is_not_json_is_a_400_naming_the_position(text: str, where: str) -> None:
     with pytest.raises(BadRequest) as caught:
-        validators.validate("mcp", "io.github.user/x", text)
+        catalog_types.validate("mcp", "io.github.user/x", text)
     assert caught.value.detail.startswith("server.json ") and where in caught.value.detail
 
 
@@ -301,13 +301,13 @@ def test_the_shipped_server_schema_is_a_valid_draft_7_schema_whose_refs_are_all_
     ],
 )
 def test_server_json_that_fails(content: str, path: str, words: str) -> None:
-    found = [(v.path, v.message) for v in validators.validate("mcp", "io.github.user/weather", content)]
+    found = [(v.path, v.message) for v in catalog_types.validate("mcp", "io.github.user/weather", content)]
     assert_one(found, path, words)
 
 
 def test_a_server_json_that_passes_has_the_items_full_name() -> None:
-    assert validators.validate("mcp", "io.github.user/weather", server(packages=[NPM_PACKAGE])) == []
-    assert validators.validate("mcp", "io.github.user/Weather", server()) != []
+    assert catalog_types.validate("mcp", "io.github.user/weather", server(packages=[NPM_PACKAGE])) == []
+    assert catalog_types.validate("mcp", "io.github.user/Weather", server()) != []
 
 
 # --- tool --------------------------------------------------------------------------------
@@ -354,18 +354,18 @@ def deep_schema(levels: int) -> dict[str, object]:
     ],
 )
 def test_tool_definitions_that_fail(content: str, path: str, words: str) -> None:
-    found = [(v.path, v.message) for v in validators.validate("tool", "get_weather", content)]
+    found = [(v.path, v.message) for v in catalog_types.validate("tool", "get_weather", content)]
     assert_one(found, path, words)
 
 
 def test_a_tool_that_is_not_json_is_a_400() -> None:
     with pytest.raises(BadRequest, match="the tool definition is not valid JSON: Expecting value at line 1, column 1"):
-        validators.check("tool", "get_weather", "name: get_weather")
+        catalog_types.check("tool", "get_weather", "name: get_weather")
 
 
 def test_an_unknown_kind_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="'agent'"):
-        validators.validate("agent", "x", "")
+        catalog_types.validate("agent", "x", "")
 
 
 # --- semver ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from svc.api.deps import get_principal
 from svc.api.door import Door
 from svc.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from svc.api.routes import (
-    applications, audit, catalog, configurations, delivery, documents, health, teams, tokens, users,
+    applications, audit, catalog, configurations, delivery, documents, git, health, teams, tokens, users,
 )
 from svc.api.routes import metrics as metrics_routes
 from svc.config import Settings, get_settings
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(metrics_routes.router)
+    app.include_router(git.router)  # authenticates as git does (Basic or Bearer), in its routes
     # Each router is included directly (not through an /api/v1 parent router): every level of
     # nesting costs route-matching time on every request.
     for router in API_ROUTERS:

@@ -52,6 +52,7 @@ DOCUMENT_REFS = "refs/docs/"
 DELETED_REFS = "refs/deleted/"
 PROPOSAL_REFS = "refs/proposals/"
 RELEASE_REFS = "refs/releases/"
+MARKETPLACE_REFS = "refs/marketplaces/"
 FILENAME = "claude.md"
 # A ref lock older than this has no live writer behind it (an update-ref holds its lock
 # for milliseconds); younger ones may belong to a write that is still finishing.
@@ -75,6 +76,15 @@ class Author:
 
     name: str
     email: str
+
+
+@dataclass(frozen=True)
+class TreeCommit:
+    """A commit written from files: its sha (None when its tree was its parent's already) and
+    the sha of every directory in it (path → tree sha)."""
+
+    commit: str | None
+    trees: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -253,6 +263,91 @@ class ContentStore:
         blob = self._write_object(b"blob", content)
         tree = self._write_object(b"tree", b"100644 " + filename.encode() + b"\0" + bytes.fromhex(blob))
         return self._write_object(b"commit", _commit_body(tree, parent, author, message))
+
+    @git_operation("write_tree_commit")
+    def write_tree_commit(
+        self,
+        files: dict[str, bytes],
+        *,
+        trees: dict[str, str] | None = None,
+        parent: str | None,
+        author: Author,
+        message: str,
+    ) -> TreeCommit:
+        """Write a commit holding `files` (path → bytes, directories made from the paths) and
+        `trees` (path → sha of a tree already in the repository, kept as it is) on top of
+        `parent`. Objects already present are only freshened, so an update that changes one
+        file writes only that file's blob and the trees above it."""
+        written: dict[str, str] = {}
+        tree = self._write_tree(files, trees or {}, "", written)
+        if parent is not None:
+            with self._git() as git:
+                if git.rev_parse(f"{parent}^{{tree}}") == tree:
+                    return TreeCommit(None, written)
+        return TreeCommit(self._write_object(b"commit", _commit_body(tree, parent, author, message)), written)
+
+    def _write_tree(self, files: dict[str, bytes], trees: dict[str, str], prefix: str, written: dict[str, str]) -> str:
+        entries = []
+        below_files: dict[str, dict[str, bytes]] = {}
+        below_trees: dict[str, dict[str, str]] = {}
+        for path, content in files.items():
+            head, _, rest = path.partition("/")
+            if rest:
+                below_files.setdefault(head, {})[rest] = content
+            else:
+                entries.append((head, b"100644", self._write_object(b"blob", content)))
+        for path, sha in trees.items():
+            head, _, rest = path.partition("/")
+            if rest:
+                below_trees.setdefault(head, {})[rest] = sha
+            else:
+                entries.append((head, b"40000", sha))
+        for name in below_files.keys() | below_trees.keys():
+            sha = self._write_tree(below_files.get(name, {}), below_trees.get(name, {}), f"{prefix}{name}/", written)
+            written[prefix + name] = sha
+            entries.append((name, b"40000", sha))
+        # git orders a tree's entries by name, a directory's name compared as if it ended in "/".
+        entries.sort(key=lambda e: e[0].encode() + (b"/" if e[1] == b"40000" else b""))
+        body = b"".join(mode + b" " + name.encode() + b"\0" + bytes.fromhex(sha) for name, mode, sha in entries)
+        return self._write_object(b"tree", body)
+
+    @git_operation("subtrees")
+    def subtrees(self, commit_sha: str, path: str) -> dict[str, str]:
+        """The directories directly below `path` in a commit: name → tree sha ({} when none)."""
+        with self._git() as git:
+            try:
+                listing = git.ls_tree(f"{commit_sha}:{path}")
+            except GitCommandError:
+                return {}
+        found = {}
+        for line in listing.splitlines():
+            meta, _, name = line.partition("\t")
+            mode, kind, sha = meta.split(" ")
+            if kind == "tree":
+                found[name] = sha
+        return found
+
+    @git_operation("read_ref")
+    def read_ref(self, ref: str) -> str | None:
+        """Where any ref points in this repository, or None when it has no such ref."""
+        with self._git() as git:
+            return _read_ref(git, ref)
+
+    def current_ref(self, ref: str) -> str | None:
+        """Where a ref shared by every host stands: on the remote when there is one (fetched
+        here, and this host's copy moved on to it), else here."""
+        if self.remote is None:
+            return self.read_ref(ref)
+        head = self.remote_ref(ref)
+        local = self.read_ref(ref)
+        if head is not None and head != local:
+            with self._git() as git:
+                self._ensure_local(git, head)
+                try:
+                    _swap_ref(git, ref, head, local)
+                except GitCommandError as exc:
+                    log.debug("%s moved meanwhile: %s", ref, _stderr(exc))
+        return head
 
     def move_proposal_ref(self, proposal_id: str, new: str, old: str | None) -> None:
         """Compare-and-swap refs/proposals/<id> from `old` (None = absent) to `new`."""

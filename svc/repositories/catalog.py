@@ -136,6 +136,16 @@ OWNER_IDS = {
     "user": "SELECT id FROM users WHERE username = %(name)s",
 }
 
+# The items one owner's Claude Code marketplace may list (the service keeps those released).
+OFFERED = f"""
+SELECT {ITEM_COLUMNS} FROM {ITEM_FROM}
+WHERE i.owner_user_id IS NOT DISTINCT FROM %(user_id)s AND i.owner_team_id IS NOT DISTINCT FROM %(team_id)s
+  AND i.status = 'active' AND i.type = ANY(%(types)s)
+ORDER BY i.id
+"""
+# One owner's marketplace is rebuilt by one transaction at a time, across every host.
+LOCK_MARKETPLACE = "SELECT pg_advisory_xact_lock(hashtextextended('marketplace:' || %(owner_id)s, 0))"
+
 INSERT_RELEASE = f"""
 INSERT INTO catalog_releases (item_id, version, commit_sha, notes, created_by)
 VALUES (%(item_id)s, %(version)s, %(commit_sha)s, %(notes)s, %(created_by)s)
@@ -227,6 +237,14 @@ class CatalogRepository:
         }
         rows = self.tx.fetch_all(SEARCH, params)
         return [Found(Item(**{k: v for k, v in row.items() if k != "rank"}), row["rank"]) for row in rows]
+
+    def offered(self, *, types: list[str], user_id: str | None = None, team_id: str | None = None) -> list[Item]:
+        """The owner's active items of `types`, oldest first."""
+        return self.tx.fetch_all(OFFERED, {"types": types, "user_id": user_id, "team_id": team_id}, row=Item)
+
+    def lock_marketplace(self, owner_id: str) -> None:
+        """Wait until no other transaction rebuilds this owner's marketplace; held until the end."""
+        self.tx.execute(LOCK_MARKETPLACE, {"owner_id": owner_id})
 
     def insert_release(
         self, *, item_id: str, version: str, commit_sha: str, notes: str | None, created_by: str

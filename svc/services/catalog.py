@@ -15,12 +15,9 @@ caller may not see is 404, as if it did not exist.
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
 from typing import Any
-
-import yaml
 
 from svc.content import ContentStore
 from svc.db import Database, Transaction
@@ -31,14 +28,15 @@ from svc.repositories.documents import DocumentRepository
 from svc.repositories.users import UserRepository
 from svc.services import audit, policy
 from svc.services.auth import Principal
-from svc.services.claude_md import MARKDOWN_MEDIA_TYPES, TeamMount, UserMount
+from svc.services.claude_md import TeamMount, UserMount
 from svc.services.documents import DocumentKind, DocumentService, Retirement, Target
+from svc.services.marketplace import MarketplaceService
 from svc.services.pagination import keyset_page
 from svc.services.policy import Action
-from svc import validators
+from svc import catalog_types
+from svc.catalog_types import BY_KIND, CATALOG_TYPES
 from svc.validators.semver import latest_release, parse_semver
 
-JSON_MEDIA_TYPES = frozenset({"application/json", "text/plain", "application/octet-stream"})
 
 
 def _check_content(data: bytes, target: Target) -> None:
@@ -48,23 +46,16 @@ def _check_content(data: bytes, target: Target) -> None:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadRequest(f"the content is not UTF-8 text (invalid byte at offset {exc.start})") from exc
-    validators.check(target.kind.name, target.subject.name, text)
+    catalog_types.check(target.kind.name, target.subject.name, text)
 
 
-SKILL = DocumentKind(
-    name="skill", filename="SKILL.md", import_suffix=".md", media_types=MARKDOWN_MEDIA_TYPES,
-    format="Markdown (SKILL.md)", validate=_check_content,
-)
-MCP = DocumentKind(
-    name="mcp", filename="server.json", import_suffix=".json", media_types=JSON_MEDIA_TYPES,
-    format="JSON (server.json)", validate=_check_content,
-)
-TOOL = DocumentKind(
-    name="tool", filename="tool.json", import_suffix=".json", media_types=JSON_MEDIA_TYPES,
-    format="JSON (a tool definition)", validate=_check_content,
-)
-ITEM_KINDS = {kind.name: kind for kind in (SKILL, MCP, TOOL)}
-CONTENT_TYPES = {"skill": "text/markdown; charset=utf-8", "mcp": "application/json", "tool": "application/json"}
+ITEM_KINDS = {
+    t.kind: DocumentKind(
+        name=t.kind, filename=t.filename, import_suffix=t.import_suffix, media_types=t.media_types, format=t.format,
+        validate=_check_content,
+    )
+    for t in CATALOG_TYPES
+}
 EDITABLE_FIELDS = ("description", "tags", "status")
 
 
@@ -135,9 +126,10 @@ def release_view(release: Release) -> dict[str, Any]:
 
 
 class CatalogService:
-    def __init__(self, db: Database, store: ContentStore, *, max_bytes: int) -> None:
+    def __init__(self, db: Database, store: ContentStore, marketplace: MarketplaceService, *, max_bytes: int) -> None:
         self.db = db
         self.store = store
+        self.marketplace = marketplace
         self.documents = {
             name: DocumentService(db, store, CatalogMount(kind), max_bytes=max_bytes) for name, kind in ITEM_KINDS.items()
         }
@@ -150,7 +142,7 @@ class CatalogService:
             with self.db.transaction() as tx:
                 item_type = CatalogRepository(tx).type_of(item_id)
             if item_type is None:
-                return self.documents["skill"]
+                return self.documents[CATALOG_TYPES[0].kind]
             if len(self._types) > 100_000:
                 self._types.clear()
             self._types[item_id] = item_type
@@ -214,7 +206,8 @@ class CatalogService:
                     {"name": item.name, "before": {k: current[k] for k in changed}, "after": changed},
                 )
                 item = items.get(item_id)
-                tx.commit()
+                what = ", ".join(sorted(changed))
+                self.marketplace.commit(tx, item.owner, f"Change the {what} of {item.name}")
         return item_view(item)
 
     def delete(self, actor: Principal, item_id: str) -> None:
@@ -231,7 +224,7 @@ class CatalogService:
                 tx, actor, "catalog.delete", "catalog_item", item_id,
                 {"type": item.type, "name": item.name, **item.owner, "history": retirement.audit_detail()},
             )
-            tx.commit()
+            self.marketplace.commit(tx, item.owner, f"Delete {item.name}")
         retirement.carry_out(self.store)
         self.store.delete_release_refs(item_id, releases)
 
@@ -242,9 +235,9 @@ class CatalogService:
         with self.db.transaction() as tx:
             item = CatalogRepository(tx).find_by_name(type=type, name=name, **owner)
         if item is None:
-            validators.check(type, name, content)
+            catalog_types.check(type, name, content)
             self.create(
-                actor, type=type, name=name, owner=owner, description=_description(type, content)[:1024], tags=[],
+                actor, type=type, name=name, owner=owner, description=BY_KIND[type].description(content)[:1024], tags=[],
                 content=content, message=f"Import {ITEM_KINDS[type].filename}",
             )
             return "created"
@@ -322,7 +315,7 @@ class CatalogService:
                     tx, actor, "catalog.release", "catalog_item", item_id,
                     {"name": item.name, "version": version, "commit_sha": commit_sha, "notes": notes},
                 )
-                tx.commit()
+                self.marketplace.commit(tx, item.owner, f"Release {item.name} {version}")
             except BaseException as exc:
                 if not isinstance(exc, Unavailable):  # the connection lost during COMMIT: the row may exist
                     self.store.delete_release_refs(item_id, {version: commit_sha})
@@ -353,7 +346,7 @@ class CatalogService:
                     )
                 commit_sha = releases[version]
         kind = ITEM_KINDS[item.type]
-        return self.store.read(commit_sha, kind.filename), commit_sha, CONTENT_TYPES[item.type]
+        return self.store.read(commit_sha, kind.filename), commit_sha, BY_KIND[item.type].content_type
 
     # --- installs ----------------------------------------------------------------------
 
@@ -405,14 +398,6 @@ class CatalogService:
         if len(found) > 1:
             raise Unprocessable(f"'{sha}' abbreviates more than one version; give more of the sha")
         return found[0].commit_sha
-
-
-def _description(type: str, content: str) -> str:
-    """The description a valid content gives itself."""
-    if type == "skill":
-        front_matter = content.split("\n---", 1)[0].removeprefix("---")
-        return yaml.safe_load(front_matter)["description"]
-    return json.loads(content)["description"]
 
 
 def _who(tx: Transaction, actor: Principal) -> str:

@@ -10,11 +10,11 @@ rules is reported and skipped; the others go in.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from svc.catalog_types import BY_KIND, CATALOG_TYPES
 from svc.errors import ServiceError
 from svc.services.auth import Principal
 from svc.services.catalog import CatalogService
@@ -33,14 +33,10 @@ class Outcome:
 def catalog_files(directory: Path) -> Iterator[tuple[str, Path]]:
     """(type, path) of every catalog file under `directory`, in path order."""
     for path in sorted(directory.rglob("*")):
-        if not path.is_file():
-            continue
-        if path.name == "SKILL.md":
-            yield "skill", path
-        elif path.name == "server.json":
-            yield "mcp", path
-        elif path.parent.name == "tools" and path.suffix == ".json":
-            yield "tool", path
+        if path.is_file():
+            found = next((t.kind for t in CATALOG_TYPES if t.imports(path)), None)
+            if found is not None:
+                yield found, path
 
 
 def import_directory(
@@ -57,7 +53,7 @@ def import_directory(
         where = f"[{number}/{len(files)}] {path.relative_to(directory)}"
         try:
             content = path.read_bytes().decode("utf-8")
-            item_name = _item_name(item_type, path, content)
+            item_name = BY_KIND[item_type].import_name(path, content)
             result = catalog.import_item(actor, owner_ids, type=item_type, name=item_name, content=content)
             progress(f"{where}: {item_type} {item_name} {result}")
         except (ServiceError, UnicodeDecodeError, ValueError) as exc:
@@ -67,14 +63,3 @@ def import_directory(
             progress(f"{where}: invalid: {detail}" + "".join(f"\n    {e['path']}: {e['message']}" for e in errors))
         counts[result] = counts.get(result, 0) + 1
     return Outcome(counts)
-
-
-def _item_name(item_type: str, path: Path, content: str) -> str:
-    if item_type == "skill":
-        return path.parent.name
-    if item_type == "tool":
-        return path.stem
-    name = json.loads(content).get("name")
-    if not isinstance(name, str):
-        raise ValueError("server.json has no string `name`")
-    return name

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from svc.catalog_types import MARKDOWN_MEDIA_TYPES
 from svc.content import ContentStore
 from svc.db import Database, Transaction
 from svc.errors import NotFound
@@ -15,8 +16,6 @@ from svc.services.auth import Principal
 from svc.services.documents import DocumentKind, DocumentService, Target
 from svc.services.policy import Action, DocumentResource, TeamResource
 
-# What browsers, curl (`-F file=@claude.md` sends octet-stream for .md) and editors send.
-MARKDOWN_MEDIA_TYPES = frozenset({"text/markdown", "text/x-markdown", "text/plain", "application/octet-stream"})
 
 CLAUDE_MD = DocumentKind(
     name="claude_md", filename="claude.md", import_suffix=".md", media_types=MARKDOWN_MEDIA_TYPES, format="Markdown"

@@ -29,6 +29,7 @@ from svc.changes import CHANNEL as CHANGES_CHANNEL
 from svc.changes import ChangeFeed
 from svc.services.delivery import DeliveryService
 from svc.services.documents import DocumentService
+from svc.services.marketplace import MarketplaceService
 from svc.services.teams import TeamService
 from svc.services.tokens import TokenService
 from svc.services.users import UserService
@@ -58,6 +59,7 @@ class Services:
     team_claude_md: DocumentService
     teams: TeamService
     catalog: CatalogService
+    marketplace: MarketplaceService
     bundle: BundleService
     applications: ApplicationService
     configurations: ConfigurationService
@@ -80,6 +82,7 @@ class Services:
         content = content_store_of(settings)
         content.ensure()
         authenticator = Authenticator(db)
+        marketplace = MarketplaceService(db, content, settings.marketplaces_path)
         keyring = secret_key_ring(settings)  # once per process: the key file's notice is said once
         changes = ChangeFeed(database_url, statements, connect_timeout=settings.connect_timeout)
         configurations = ConfigurationService(
@@ -110,8 +113,9 @@ class Services:
             users=UserService(db, content),
             claude_md=ClaudeMdService(db, content, max_bytes=settings.max_document_bytes),
             team_claude_md=DocumentService(db, content, TeamMount(CLAUDE_MD), max_bytes=settings.max_document_bytes),
-            teams=TeamService(db, content),
-            catalog=CatalogService(db, content, max_bytes=settings.max_document_bytes),
+            teams=TeamService(db, content, marketplace),
+            catalog=CatalogService(db, content, marketplace, max_bytes=settings.max_document_bytes),
+            marketplace=marketplace,
             bundle=BundleService(db, content),
             applications=ApplicationService(db, announce=changes.announce),
             configurations=configurations,

@@ -22,6 +22,7 @@ from svc.repositories.users import UserRepository
 from svc.services import audit, policy
 from svc.services.auth import Principal
 from svc.services.documents import Retirement
+from svc.services.marketplace import MarketplaceService
 from svc.services.pagination import Page, keyset_page
 from svc.services.policy import TEAM_ROLES, Action, MembershipChange, TeamResource
 
@@ -29,9 +30,10 @@ EDITABLE_FIELDS = ("name", "display_name", "description")
 
 
 class TeamService:
-    def __init__(self, db: Database, store: ContentStore) -> None:
+    def __init__(self, db: Database, store: ContentStore, marketplace: MarketplaceService) -> None:
         self.db = db
         self.store = store
+        self.marketplace = marketplace
 
     def create(
         self,
@@ -86,7 +88,8 @@ class TeamService:
                 tx, actor, "team.update", "team", team_id,
                 {"before": {k: getattr(current, k) for k in changed}, "after": changed},
             )
-            tx.commit()
+            # The team's marketplace is named after it.
+            self.marketplace.commit(tx, {"team_id": team_id}, f"Rename the team {team.name}")
         return team
 
     def delete(self, actor: Principal, team_id: str) -> None:

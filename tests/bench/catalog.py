@@ -32,6 +32,7 @@ from svc.services.auth import Principal
 from svc.services.bundle import BundleService
 from svc.services.catalog import CatalogService
 from svc.services.claude_md import ClaudeMdService
+from svc.services.marketplace import MarketplaceService
 from svc.services.teams import TeamService
 from svc.services.users import UserService
 from tests.bench.processes import scratch_database
@@ -133,9 +134,12 @@ def bench_bundle(db: Database, store: ContentStore, catalog: CatalogService, use
             catalog.create_release(operator, item["id"], version="1.0.0", sha=None, notes=None)
         catalog.install(user, item["id"])
     bundles = BundleService(db, store)
-    built = bundles.build(user)
-    full = timed(lambda: bundles.build(user), runs)
-    cached = timed(lambda: bundles.build(user, expected=parse_precondition(None, etag(built.etag))), runs)
+    base = "http://localhost/git"
+    built = bundles.build(user, git_base_url=base)
+    full = timed(lambda: bundles.build(user, git_base_url=base), runs)
+    cached = timed(
+        lambda: bundles.build(user, git_base_url=base, expected=parse_precondition(None, etag(built.etag))), runs
+    )
     print(f"\nbundle of 50 installed items ({len(built.data)} bytes .tar.gz), {runs} runs: ms p50 / p99")
     print(f"  build the archive      {percentiles(full)[0]:8.2f} {percentiles(full)[1]:8.2f}")
     print(f"  304 (ETag unchanged)   {percentiles(cached)[0]:8.2f} {percentiles(cached)[1]:8.2f}")
@@ -150,7 +154,8 @@ def main() -> None:
         store = ContentStore(root / "content.git")
         store.ensure()
         operator = Principal.operator()
-        users, teams = UserService(db, store), TeamService(db, store)
+        marketplace = MarketplaceService(db, store, root / "marketplaces")
+        users, teams = UserService(db, store), TeamService(db, store, marketplace)
         user_id = users.create(operator, email="m@example.com", username="member").id
         owner_id = users.create(operator, email="o@example.com", username="owner").id
         team_ids = [teams.create(operator, name=f"team-{n}", owner_id=owner_id).id for n in range(40)]
@@ -158,7 +163,7 @@ def main() -> None:
             teams.put_member(operator, team_id, user_id, role="member")
         member = Principal(token_id=None, name="member", role="user", user_id=user_id)
         load_items(db, team_ids, args.items)
-        catalog = CatalogService(db, store, max_bytes=1 << 20)
+        catalog = CatalogService(db, store, marketplace, max_bytes=1 << 20)
         print(f"{args.items} items in 40 teams; the searcher is a member of 5 (sees ~{args.items // 8})\n")
         bench_search(db, catalog, member, args.runs)
         bench_bundle(db, store, catalog, member, team_ids[0], min(args.runs, 100))

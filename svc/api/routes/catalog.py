@@ -17,12 +17,13 @@ from svc.api.problems import problem_responses
 from svc.api.responses import created, json_response, off_loop
 from svc.api.routes.documents import Message, document_routes
 from svc.api.schemas import NO_NUL_PATTERN, Text
+from svc.catalog_types import KINDS
 from svc.ids import ULID_PATTERN
 from svc.services.documents import DocumentService
 
 router = APIRouter(tags=["catalog"], responses=problem_responses(401, 403, 404, 422, 503))
 
-ItemType = Literal["skill", "mcp", "tool"]
+ItemType = Literal[KINDS]  # type: ignore[valid-type]
 Status = Literal["active", "deprecated"]
 Tag = Annotated[Text, Field(min_length=1, max_length=64)]
 Tags = Annotated[list[Tag], Field(max_length=20)]
@@ -243,13 +244,20 @@ async def my_installs(
 @router.get(
     "/me/bundle",
     response_class=Response,
-    responses={200: {"description": "a .tar.gz: CLAUDE.md, skills/, .mcp.json, tools/",
-                     "content": {"application/gzip": {}}}, 304: {"description": "Not Modified"},
-               **problem_responses(412)},
+    responses={
+        200: {
+            "description": "a .tar.gz to unpack in a project: .mcp.json, .claude/CLAUDE.md, .claude/skills/, "
+            ".claude/tools/, .claude/settings.json",
+            "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        304: {"description": "Not Modified"},
+        **problem_responses(412),
+    },
 )
-async def my_bundle(principal: PrincipalDep, services: ServicesDep, expected: Preconditions) -> Response:
-    """Everything the caller installed, as Claude Code reads it: `curl … | tar xz -C .claude`."""
-    bundle = await off_loop(lambda: services.bundle.build(principal, expected=expected))
+async def my_bundle(request: Request, principal: PrincipalDep, services: ServicesDep, expected: Preconditions) -> Response:
+    """Everything the caller installed, as Claude Code reads it in a project: `curl … | tar xz`."""
+    git_base_url = str(request.base_url).rstrip("/") + "/git"
+    bundle = await off_loop(lambda: services.bundle.build(principal, git_base_url=git_base_url, expected=expected))
     if bundle.data is None:
         return not_modified_response(bundle.etag)
     headers = {"ETag": etag(bundle.etag), "Content-Disposition": 'attachment; filename="claude-bundle.tar.gz"'}
