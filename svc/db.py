@@ -41,7 +41,7 @@ from svc.metrics import POOL_IN_USE, POOL_WAITING
 
 log = logging.getLogger(__name__)
 
-# JSONB in and out through orjson: several times faster than the stdlib json.
+# JSONB in and out through orjson, which is faster than the stdlib json.
 psycopg2.extras.register_default_jsonb(loads=orjson.loads, globally=True)
 psycopg2.extras.register_default_json(loads=orjson.loads, globally=True)
 
@@ -62,8 +62,8 @@ class Prepared(str):
     """SQL that PostgreSQL plans once per connection (PREPARE) and then runs by name (EXECUTE).
 
     For the hottest statements, whose planning costs PostgreSQL as much as running them (the
-    one-statement record of a configuration change: 0.54 ms of server CPU planned each time,
-    0.28 ms prepared). It is the SQL text itself, with the same named parameters, so a
+    one-statement record of a configuration change; measured in docs/performance-notes.md).
+    It is the SQL text itself, with the same named parameters, so a
     connection that keeps no record of what it prepared (one not from these pools) simply runs
     the text. A parameter whose type the statement does not imply needs a cast (`%(x)s::text`).
     Prepared statements live in the server session: not for a pooler in transaction mode.
