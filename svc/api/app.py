@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     operations.document_without_head(app)
-    app.add_middleware(Door, prefix=API_PREFIX, doorways=[delivery.DOORWAY, *configurations.DOORWAYS])
+    app.add_middleware(Door, router=app.router, doorways=[delivery.DOORWAY, *configurations.DOORWAYS])
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
 
