@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import overload
 
 import orjson
 
-from svc.db import Prepared, Transaction
+from svc.db import AsyncStatements, Prepared, Repository, Runner, Transaction
 from svc.repositories.configurations import configuration_version
 
 # config::text is PostgreSQL's own JSON rendering: valid JSON, served as is, never parsed in Python.
@@ -80,23 +82,27 @@ def _resolved(
     return Resolved(configuration_id, application_id, revision, body.encode(), secret_paths)
 
 
-class DeliveryRepository:
-    def __init__(self, tx: Transaction) -> None:
-        self.tx = tx
+class DeliveryRepository(Repository[Runner]):
+    @overload
+    def resolve(self: DeliveryRepository[Transaction], application_name: str, configuration_name: str) -> Resolved | None: ...
+    @overload
+    def resolve(
+        self: DeliveryRepository[AsyncStatements], application_name: str, configuration_name: str
+    ) -> Awaitable[Resolved | None]: ...
 
-    def resolve(self, application_name: str, configuration_name: str) -> Resolved | None:
+    def resolve(self, application_name: str, configuration_name: str):
         params = {"application_name": application_name, "configuration_name": configuration_name}
         return self.tx.fetch_one(RESOLVE, params, row=_resolved)
 
-    def application_exists(self, application_id: str) -> bool:
+    def application_exists(self: DeliveryRepository[Transaction], application_id: str) -> bool:
         return self.tx.fetch_value(APPLICATION_EXISTS, {"application_id": application_id})
 
-    def latest_event_id(self, application_id: str) -> int:
+    def latest_event_id(self: DeliveryRepository[Transaction], application_id: str) -> int:
         return self.tx.fetch_value(LATEST_EVENT_ID, {"application_id": application_id})
 
-    def events_after(self, application_id: str, after: int, limit: int) -> list[ChangeEvent]:
+    def events_after(self: DeliveryRepository[Transaction], application_id: str, after: int, limit: int) -> list[ChangeEvent]:
         params = {"application_id": application_id, "after": after, "limit": limit}
         return self.tx.fetch_all(EVENTS_AFTER, params, row=ChangeEvent)
 
-    def prune_events(self, hours: int) -> int:
+    def prune_events(self: DeliveryRepository[Transaction], hours: int) -> int:
         return self.tx.execute(PRUNE_EVENTS, {"hours": hours})
