@@ -23,6 +23,7 @@ is never read here: a request with a query string always goes on to the route.
 from __future__ import annotations
 
 import inspect
+from functools import lru_cache
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,8 @@ from svc.services.auth import Principal
 from svc.services.container import Services
 from svc.services.delivery import Resolved
 from svc.services.preconditions import Precondition
+
+PATHS_REMEMBERED = 4096  # per route: its validated path parameters, by path
 
 # The route's steps once its inputs are read: (services, principal, key, body, preconditions).
 Answer = Callable[[Services, Principal, Any, Any, Precondition], Awaitable[Response]]
@@ -159,28 +162,29 @@ def check_contract(mounted: Any, doorway: Doorway) -> None:
         problems.append(f"takes what the door does not read: {sorted(map(repr, unread))}")
     if untaken := doorway.inputs - takes:
         problems.append(f"does not take what the door reads: {sorted(map(repr, untaken))}")
-    if doorway.body is None and (mounted.dependant.body_params or doorway.body_from):
-        problems.append("takes a body the door does not read")
     if doorway.body == ROUTE_BODY and len(mounted.dependant.body_params) != 1:
         problems.append("the door reads one body parameter")
     if problems:
         raise DoorContractError(f"the door's route {sorted(mounted.methods)} {mounted.path} " + "; ".join(problems))
 
 
-@dataclass(frozen=True)
 class _Entrance:
     """A doorway where the app mounts its route."""
 
-    doorway: Doorway
-    methods: frozenset[str]
-    mounted: Any  # the route context: its path pattern and convertors, its dependant
+    def __init__(self, doorway: Doorway, mounted: Any) -> None:
+        self.doorway = doorway
+        self.methods = frozenset(mounted.methods)
+        self.mounted = mounted  # the route context: its path pattern and convertors, its dependant
+        # Clients repeat the same paths, and validating one costs more than the rest of a warm read.
+        self._path_parameters = lru_cache(maxsize=PATHS_REMEMBERED)(self._validated)
 
     def parameters(self, scope: Scope) -> dict[str, Any] | None:
         """The path's parameters if this route takes the request, validated as the route does;
         None when it does not take it, or refuses them (the route answers that)."""
-        if scope["method"] not in self.methods:
-            return None
-        matched = self.mounted.path_regex.match(scope["path"])
+        return self._path_parameters(scope["path"]) if scope["method"] in self.methods else None
+
+    def _validated(self, path: str) -> dict[str, Any] | None:
+        matched = self.mounted.path_regex.match(path)
         if matched is None:
             return None
         convertors = self.mounted.param_convertors
@@ -200,7 +204,7 @@ def entrances(routes: Iterable[BaseRoute], doorways: Sequence[Doorway]) -> list[
         if context is None:
             raise DoorContractError(f"the door's route {doorway.route.path} is not mounted")
         check_contract(context, doorway)
-        found.append(_Entrance(doorway, frozenset(context.methods), context))
+        found.append(_Entrance(doorway, context))
     return found
 
 
