@@ -72,7 +72,7 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
-    access_log: bool = Field(default=False, description="one log line per request (costs ~45 µs each)")
+    access_log: bool = Field(default=False, description="one log line per request")
 
     migrate_lock_wait: float = Field(default=60.0, gt=0, description="seconds a runner waits for another runner")
     migrate_lock_timeout_ms: int = Field(default=10_000, ge=0)

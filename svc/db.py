@@ -1,18 +1,14 @@
-"""Connection pools: transactions over psycopg2's ThreadedConnectionPool (`Database`), and single
-statements on the event loop over psycopg2's asynchronous mode (`AsyncStatements`).
+"""Connection pools: transactions in threads (`Database`), and single statements on the event
+loop over psycopg2's asynchronous mode (`AsyncStatements`), both over one `ConnectionPool`.
 
-The raw pool has two faults this module removes:
+Each keeps two promises:
 
-* When every connection is busy, `getconn()` raises `PoolError` at once.
-  Here a caller waits on a semaphore, bounded by `timeout`, and only then
+* When every connection is busy, a caller waits for one, bounded by `timeout`, and only then
   gets `Unavailable` (503).
-* A connection broken by a database restart stays in the pool and fails the
-  next request that gets it. Here an idle connection whose socket became
-  readable (the server sent its goodbye or closed it) is discarded at
-  checkout, and a connection that failed at the protocol level is discarded
-  when it is returned, so the service heals itself once PostgreSQL is back.
-
-`AsyncStatements` keeps both promises for its own connections.
+* A connection broken by a database restart does not fail the next request that gets it: an
+  idle connection whose socket became readable (the server sent its goodbye or closed it) is
+  discarded at checkout, and a connection that failed at the protocol level is discarded when
+  it is returned, so the service heals itself once PostgreSQL is back.
 """
 
 from __future__ import annotations
@@ -23,25 +19,23 @@ import logging
 import re
 import select
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
-from psycopg2.pool import ThreadedConnectionPool
 
 from svc.errors import InternalError, ServiceError, Unavailable
 from svc.metrics import POOL_IN_USE, POOL_WAITING
 
 log = logging.getLogger(__name__)
 
-# JSONB in and out through orjson: several times faster than the stdlib json.
+# JSONB in and out through orjson, which is faster than the stdlib json.
 psycopg2.extras.register_default_jsonb(loads=orjson.loads, globally=True)
 psycopg2.extras.register_default_json(loads=orjson.loads, globally=True)
 
@@ -62,8 +56,8 @@ class Prepared(str):
     """SQL that PostgreSQL plans once per connection (PREPARE) and then runs by name (EXECUTE).
 
     For the hottest statements, whose planning costs PostgreSQL as much as running them (the
-    one-statement record of a configuration change: 0.54 ms of server CPU planned each time,
-    0.28 ms prepared). It is the SQL text itself, with the same named parameters, so a
+    one-statement record of a configuration change; measured in docs/performance-notes.md).
+    It is the SQL text itself, with the same named parameters, so a
     connection that keeps no record of what it prepared (one not from these pools) simply runs
     the text. A parameter whose type the statement does not imply needs a cast (`%(x)s::text`).
     Prepared statements live in the server session: not for a pooler in transaction mode.
@@ -240,50 +234,113 @@ def _domain_error(exc: psycopg2.Error, params: dict[str, Any] | None, constraint
     return error(params or {})
 
 
-class _Occupancy:
-    """How many of one pool's connections are checked out and how many callers wait for one,
-    kept in step with the pool gauges under the pool's label."""
+class ConnectionPool:
+    """The connections of one pool, whichever kind of caller waits for them (`Database`: threads;
+    `AsyncStatements`: the event loop): at most `size` open, opened on demand; an idle one the
+    server closed is discarded at checkout, one that failed (or a broken one) is closed when it
+    comes back, so the pool heals once PostgreSQL is back; each is counted in the pool gauges
+    under the pool's name. The callers bound their own waiting (a semaphore of `size` slots of
+    their kind) and open new connections their own way; this keeps what both share.
+    """
 
-    def __init__(self, pool: str) -> None:
+    def __init__(self, name: str, size: int) -> None:
+        self.size = size
         self._lock = threading.Lock()
-        self.in_use = 0
-        self.waiting = 0
-        self._in_use_gauge = POOL_IN_USE.labels(pool)
-        self._waiting_gauge = POOL_WAITING.labels(pool)
+        self._idle: list[psycopg2.extensions.connection] = []  # the most recently used last
+        self._open: set[psycopg2.extensions.connection] = set()
+        self._in_use = 0
+        self._waiting = 0
+        self._in_use_gauge = POOL_IN_USE.labels(name)
+        self._waiting_gauge = POOL_WAITING.labels(name)
+        self.closed = False
 
     @contextmanager
     def waiting_for_slot(self) -> Iterator[None]:
         """Count the caller as waiting while the block runs."""
         with self._lock:
-            self.waiting += 1
+            self._waiting += 1
         self._waiting_gauge.inc()
         try:
             yield
         finally:
             self._waiting_gauge.dec()
             with self._lock:
-                self.waiting -= 1
+                self._waiting -= 1
+
+    def idle_connection(self) -> psycopg2.extensions.connection | None:
+        """A healthy idle connection, the most recently used; None when none is idle (open one
+        then, and hand it to `opened`). Raises Unavailable once the pool is closed."""
+        if self.closed:
+            raise Unavailable("database unavailable: the service is shutting down")
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                conn = self._idle.pop()
+            if not _looks_broken(conn):
+                return conn
+            log.info("discarding a pooled connection the server closed")
+            self.discard(conn)
+
+    def opened(self, conn: psycopg2.extensions.connection) -> None:
+        with self._lock:
+            self._open.add(conn)
 
     def checked_out(self) -> None:
         with self._lock:
-            self.in_use += 1
+            self._in_use += 1
         self._in_use_gauge.inc()
 
-    def checked_in(self) -> None:
-        with self._lock:
-            self.in_use -= 1
-        self._in_use_gauge.dec()
+    def checked_in(self, conn: psycopg2.extensions.connection, *, keep: bool) -> None:
+        """Back to the idle connections, or closed when it is not to be kept or the pool is closed."""
+        try:
+            if keep and not self.closed:
+                with self._lock:
+                    self._idle.append(conn)
+            else:
+                self.discard(conn)
+        finally:
+            with self._lock:
+                self._in_use -= 1
+            self._in_use_gauge.dec()
 
-    def stats(self, max_size: int, open_: int) -> PoolStats:
-        return PoolStats(max_size=max_size, open=open_, in_use=self.in_use, waiting=self.waiting)
+    def discard(self, conn: psycopg2.extensions.connection) -> None:
+        with self._lock:
+            self._open.discard(conn)
+        with suppress(*CONNECTION_ERRORS):
+            conn.close()
+
+    def close(self) -> None:
+        """Close the idle connections now, and each one in use when it comes back."""
+        self.closed = True
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            self.discard(conn)
+
+    def stats(self) -> PoolStats:
+        with self._lock:
+            return PoolStats(max_size=self.size, open=len(self._open), in_use=self._in_use, waiting=self._waiting)
 
 
 def _overloaded(timeout: float) -> Unavailable:
     return Unavailable(f"no database connection became free within {timeout:g} s; the service is overloaded")
 
 
+def _connect_arguments(
+    dsn: str, *, connect_timeout: int, statement_timeout_ms: int, application_name: str
+) -> dict[str, Any]:
+    return dict(
+        dsn=dsn,
+        connection_factory=PreparingConnection,
+        connect_timeout=connect_timeout,
+        application_name=application_name,
+        options=f"-c statement_timeout={statement_timeout_ms}",
+    )
+
+
 class Database:
-    """A bounded, self-healing pool of PostgreSQL connections."""
+    """A bounded, self-healing pool of PostgreSQL connections for transactions in threads."""
 
     def __init__(
         self,
@@ -299,38 +356,22 @@ class Database:
         self.max_size = max_size
         self.timeout = timeout
         self._slots = threading.BoundedSemaphore(max_size)
-        self._lock = threading.Lock()
-        self._occupancy = _Occupancy("transactions")
-        # The connections this pool holds open, counted here rather than read from the raw
-        # pool's private lists: one is added when getconn() hands out one not seen before, and
-        # removed when it is returned with close=True (the only way it closes one, since
-        # minconn is raised to max_size below) or by close().
-        self._open: set[psycopg2.extensions.connection] = set()
-        options = f"-c statement_timeout={statement_timeout_ms}"
-        # minconn=0 so that a database that is down at start-up does not stop the
-        # service from starting; minconn is then raised so the pool keeps every
-        # returned connection (the raw pool closes any above minconn).
-        self._pool = ThreadedConnectionPool(
-            0,
-            max_size,
-            dsn,
-            connect_timeout=connect_timeout,
+        self._pool = ConnectionPool("transactions", max_size)
+        self._connect = functools.partial(psycopg2.connect, **_connect_arguments(
+            dsn, connect_timeout=connect_timeout, statement_timeout_ms=statement_timeout_ms,
             application_name=application_name,
-            options=options,
-            connection_factory=PreparingConnection,
-        )
-        self._pool.minconn = max_size
+        ))
         self._prewarm(min(min_size, max_size))
 
     def _prewarm(self, count: int) -> None:
-        conns = []
+        """Open `count` connections now; a database that is down at start-up does not stop the
+        service from starting (it connects on demand)."""
         try:
-            for _ in range(count):
-                conns.append(self._getconn())
-        except CONNECTION_ERRORS as exc:
+            with ExitStack() as held:  # all at once, so that each is a connection of its own
+                for _ in range(count):
+                    held.enter_context(self.connection())
+        except Unavailable as exc:
             log.warning("database not reachable at start-up; will connect on demand: %s", exc)
-        for conn in conns:
-            self._putconn(conn, close=False)
 
     @contextmanager
     def connection(self) -> Iterator[psycopg2.extensions.connection]:
@@ -339,7 +380,8 @@ class Database:
         try:
             yield conn
         finally:
-            self._checkin(conn)
+            self._pool.checked_in(conn, keep=not _looks_broken(conn))
+            self._slots.release()
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -378,60 +420,30 @@ class Database:
             return False
 
     def stats(self) -> PoolStats:
-        with self._lock:
-            return self._occupancy.stats(self.max_size, len(self._open))
+        return self._pool.stats()
 
     def close(self) -> None:
-        self._pool.closeall()
-        with self._lock:
-            self._open.clear()
-
-    def _getconn(self) -> psycopg2.extensions.connection:
-        conn = self._pool.getconn()
-        with self._lock:
-            self._open.add(conn)
-        return conn
-
-    def _putconn(self, conn: psycopg2.extensions.connection, *, close: bool) -> None:
-        if close:
-            with self._lock:
-                self._open.discard(conn)
-        self._pool.putconn(conn, close=close)
+        """Close the idle connections now, and each one in use when it comes back; later transactions get 503."""
+        self._pool.close()
 
     def _checkout(self) -> psycopg2.extensions.connection:
-        with self._occupancy.waiting_for_slot():
+        with self._pool.waiting_for_slot():
             acquired = self._slots.acquire(timeout=self.timeout)
         if not acquired:
             raise _overloaded(self.timeout)
         try:
-            conn = self._healthy_connection()
+            conn = self._pool.idle_connection() or self._new_connection()
         except BaseException:
             self._slots.release()
             raise
-        self._occupancy.checked_out()
+        self._pool.checked_out()
         return conn
 
-    def _healthy_connection(self) -> psycopg2.extensions.connection:
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                conn = self._getconn()
-            except CONNECTION_ERRORS as exc:
-                raise Unavailable(f"database unavailable: {_first_line(exc)}") from exc
-            if not _looks_broken(conn):
-                return conn
-            log.info("discarding a pooled connection the server closed")
-            self._putconn(conn, close=True)
-            if time.monotonic() > deadline:
-                raise Unavailable("database unavailable: connections keep failing")
-
-    def _checkin(self, conn: psycopg2.extensions.connection) -> None:
-        close = _looks_broken(conn)
-        try:
-            self._putconn(conn, close=close)
-        finally:
-            self._occupancy.checked_in()
-            self._slots.release()
+    def _new_connection(self) -> psycopg2.extensions.connection:
+        with _domain_errors():
+            conn = self._connect()
+        self._pool.opened(conn)
+        return conn
 
 
 class AsyncStatements:
@@ -441,17 +453,13 @@ class AsyncStatements:
 
     Asynchronous mode is autocommit: each statement is its own transaction, so use this only
     where one statement is the whole unit of work (two statements see two snapshots and commit
-    apart); a transaction goes through `Database`. The methods are `Transaction`'s, awaited.
-    Hence a repository method whose body is `return self.tx.fetch_one(SQL, params, row=X)`
-    returns the row over a `Transaction` and an awaitable of it over an `AsyncStatements`:
-    repositories stay the only place with SQL and serve both.
+    apart); a transaction goes through `Database`. The methods are `Transaction`'s, awaited:
+    a repository runs over either (see `Statements`).
 
-    It keeps `Database`'s promises for its own connections: at most `size`, opened on demand;
-    a caller waits up to `timeout` for a free one, then `Unavailable` (overloaded); one the server
-    closed is discarded at checkout, and one that failed, or that a cancelled caller left
-    mid-statement, is closed when it comes back (never cancelled: `conn.cancel()` blocks), so
-    the pool heals once PostgreSQL is back; database errors become the same domain errors as a
-    `Transaction`'s (`constraints=` included, for INSERT and UPDATE statements too).
+    Its connections are a `ConnectionPool` like `Database`'s: a caller waits up to `timeout` for
+    a free one, then `Unavailable` (overloaded); one that a cancelled caller left mid-statement
+    is closed when it comes back (never cancelled: `conn.cancel()` blocks); database errors
+    become the same domain errors as a `Transaction`'s (`constraints=` included).
 
     The pool belongs to the event loop that first waits on it (the worker's): use and close it there.
     """
@@ -469,20 +477,12 @@ class AsyncStatements:
         self.size = size
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self._connect = functools.partial(
-            psycopg2.connect,
-            dsn,
-            async_=True,
-            connection_factory=PreparingConnection,
-            connect_timeout=connect_timeout,
+        self._connect = functools.partial(psycopg2.connect, async_=True, **_connect_arguments(
+            dsn, connect_timeout=connect_timeout, statement_timeout_ms=statement_timeout_ms,
             application_name=application_name,
-            options=f"-c statement_timeout={statement_timeout_ms}",
-        )
+        ))
         self._slots = asyncio.Semaphore(size)
-        self._idle: list[psycopg2.extensions.connection] = []  # the most recently used last
-        self._open: set[psycopg2.extensions.connection] = set()
-        self._occupancy = _Occupancy("statements")
-        self._closed = False
+        self._pool = ConnectionPool("statements", size)
 
     async def execute(
         self, sql: str, params: dict[str, Any] | None = None, *, constraints: Constraints = NO_CONSTRAINTS
@@ -511,13 +511,11 @@ class AsyncStatements:
         return await self._run(sql, params, constraints, _first_value)
 
     def stats(self) -> PoolStats:
-        return self._occupancy.stats(self.size, len(self._open))
+        return self._pool.stats()
 
     def close(self) -> None:
         """Close the idle connections now, and each one in use when it comes back; later statements get 503."""
-        self._closed = True
-        while self._idle:
-            self._discard(self._idle.pop())
+        self._pool.close()
 
     async def _run(
         self,
@@ -543,13 +541,16 @@ class AsyncStatements:
         except psycopg2.Error as exc:
             raise _domain_error(exc, params, constraints) from exc
         finally:
-            self._checkin(conn, completed)
+            # Kept unless the statement failed in a way that broke its connection or its caller
+            # was cancelled while it ran (the connection is still busy with it).
+            self._pool.checked_in(conn, keep=completed or not _looks_broken(conn))
+            self._slots.release()
 
     async def _checkout(self) -> psycopg2.extensions.connection:
-        if self._closed:
+        if self._pool.closed:
             raise Unavailable("database unavailable: the service is shutting down")
         if self._slots.locked():
-            with self._occupancy.waiting_for_slot():
+            with self._pool.waiting_for_slot():
                 try:
                     async with asyncio.timeout(self.timeout):
                         await self._slots.acquire()
@@ -558,21 +559,12 @@ class AsyncStatements:
         else:
             await self._slots.acquire()  # a free slot: taken without suspending
         try:
-            conn = await self._healthy_connection()
+            conn = self._pool.idle_connection() or await self._new_connection()
         except BaseException:
             self._slots.release()
             raise
-        self._occupancy.checked_out()
+        self._pool.checked_out()
         return conn
-
-    async def _healthy_connection(self) -> psycopg2.extensions.connection:
-        while self._idle:
-            conn = self._idle.pop()
-            if not _looks_broken(conn):
-                return conn
-            log.info("discarding a pooled connection the server closed")
-            self._discard(conn)
-        return await self._new_connection()
 
     async def _new_connection(self) -> psycopg2.extensions.connection:
         conn = None
@@ -588,25 +580,22 @@ class AsyncStatements:
             if isinstance(exc, TimeoutError):
                 raise Unavailable(f"database unavailable: no connection within {self.connect_timeout} s") from exc
             raise
-        self._open.add(conn)
+        self._pool.opened(conn)
         return conn
 
-    def _checkin(self, conn: psycopg2.extensions.connection, completed: bool) -> None:
-        """Back to the pool, unless the statement failed in a way that broke its connection or its
-        caller was cancelled while it ran (the connection is still busy with it)."""
-        try:
-            if self._closed or (not completed and _looks_broken(conn)):
-                self._discard(conn)
-            else:
-                self._idle.append(conn)
-        finally:
-            self._occupancy.checked_in()
-            self._slots.release()
 
-    def _discard(self, conn: psycopg2.extensions.connection) -> None:
-        self._open.discard(conn)
-        with suppress(*CONNECTION_ERRORS):
-            conn.close()
+# What a repository's statements run on.
+Runner = TypeVar("Runner", Transaction, AsyncStatements)
+
+
+class Repository(Generic[Runner]):
+    """The base of a repository, whose SQL runs on `tx`: a `Transaction`, where each method returns
+    its result, or `AsyncStatements`, where a method typed for it returns an awaitable of the same
+    result (the same statement, run on the loop). A method whose `self` is typed `X[Transaction]`
+    only is not for the loop."""
+
+    def __init__(self, tx: Runner) -> None:
+        self.tx = tx
 
 
 async def _completion(conn: psycopg2.extensions.connection) -> None:

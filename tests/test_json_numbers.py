@@ -9,13 +9,13 @@ the same number), and refuses it otherwise: never rounds, clamps or nulls it sil
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 
 import pytest
-from fastapi import params
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 
-from svc.api.json_body import JsonBodyRoute
+from svc.api.json_body import JsonBodyRoute, is_json_media_type, takes_json_body
 from tests.configuration_helpers import API, create_application, create_configuration
 
 JSON = {"Content-Type": "application/json"}
@@ -114,14 +114,41 @@ def test_contains_filter_is_parsed_by_the_same_rule(client, admin, app):
     assert response.status_code == 400 and detail.startswith("contains") and "at '/n'" in detail
 
 
+def body_routes(app) -> list[APIRoute]:
+    """Every route of the app that takes a JSON body parameter, as the app mounts it."""
+    routes = [context.original_route for context in iter_route_contexts(app.routes)]
+    assert sum(isinstance(route, APIRoute) for route in routes) > 50, "the walk finds the app's routes"
+    return [route for route in routes if isinstance(route, APIRoute) and takes_json_body(route)]
+
+
+def json_body_operations(app) -> list[tuple[str, str, str]]:
+    """(method, path, media type) of every operation whose documented request body is JSON: those
+    with a body parameter and those that read their body themselves (PATCH of a configuration)."""
+    return [
+        (method.upper(), path, media_type)
+        for path, operations in app.openapi()["paths"].items()
+        for method, operation in operations.items()
+        for media_type in operation.get("requestBody", {}).get("content", {})
+        if is_json_media_type(media_type)
+    ]
+
+
 def test_every_json_body_route_uses_the_strict_parser(client):
     """A route that takes a JSON body but parses it with FastAPI's json.loads would store NaN as null."""
-    loose = [
-        route.path
-        for route in client.app.routes
-        if isinstance(route, APIRoute)
-        and route.body_field is not None
-        and not isinstance(route.body_field.field_info, params.Form)
-        and not isinstance(route, JsonBodyRoute)
-    ]
-    assert loose == []
+    routes = body_routes(client.app)
+    assert {("POST", "/catalog"), ("PATCH", "/catalog/{item_id}")} <= {(m, r.path) for r in routes for m in r.methods}
+    assert [route.path for route in routes if not isinstance(route, JsonBodyRoute)] == []
+
+
+def test_a_name_twice_in_an_object_is_400_on_every_route_with_a_json_body(client, admin):
+    """RFC 8259 §4: with a name twice in one object, one value would be dropped silently; every
+    route that reads a JSON body refuses it with 400, naming where (none answers 422 or stores it)."""
+    operations = json_body_operations(client.app)
+    assert ("POST", "/api/v1/catalog/{item_id}/releases", "application/json") in operations
+    assert len(operations) > 20, operations
+    for method, path, media_type in operations:
+        url = re.sub(r"\{[^}]+\}", "01JCZ5J7Q9T1V0G6W8E2X4Y6ZA", path)
+        response = client.request(method, url, content=b'{"a": {"b": 1, "b": 2}}',
+                                  headers=admin | {"Content-Type": media_type})
+        assert response.status_code == 400, (method, path, media_type, response.text)
+        assert response.json()["errors"][0]["path"] == "/a/b", (method, path, response.text)

@@ -47,6 +47,19 @@ def test_waiting_is_bounded_by_the_timeout(database_url):
         db.close()
 
 
+def test_a_closed_pool_answers_503_and_closes_a_connection_in_use_when_it_comes_back(database_url):
+    """Shutting down: the idle connections close at once, one in use when its transaction ends,
+    and a later transaction is refused as unavailable (503), as the loop's statements are."""
+    db = Database(database_url, min_size=2, max_size=2)
+    with db.transaction() as held:
+        db.close()
+        assert db.stats().open == 1
+        assert held.fetch_value("SELECT 1") == 1  # the transaction in flight finishes
+    assert held.connection.closed and db.stats().open == 0
+    with pytest.raises(Unavailable, match="shutting down"), db.transaction():
+        pass
+
+
 def test_leaving_without_commit_rolls_back_and_returns_the_connection(db):
     with db.transaction() as tx:
         tx.execute("CREATE TABLE scratch (n int)")

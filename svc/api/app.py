@@ -54,8 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = services
         await services.start()
         # What exists now lives as long as the worker: kept out of the collector's full passes,
-        # each of which would otherwise walk it again (measured: a full pass with a full read cache
-        # 46-70 ms, a pause for every request in flight; 7-11 ms without the ~120,000 frozen objects).
+        # each of which would otherwise walk it again: a pause for every request in flight
+        # (measured: docs/performance-notes.md).
         gc.freeze()
         try:
             yield
@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     operations.document_without_head(app)
-    app.add_middleware(Door, prefix=API_PREFIX, doorways=[delivery.DOORWAY, *configurations.DOORWAYS])
+    app.add_middleware(Door, router=app.router, doorways=[delivery.DOORWAY, *configurations.DOORWAYS])
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
 

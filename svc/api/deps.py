@@ -14,7 +14,7 @@ from svc.ids import ULID_ANY_CASE_PATTERN, canonical
 from svc.services.auth import Principal
 from svc.services.container import Services
 
-_bearer = HTTPBearer(auto_error=False, description="an API token: `svc token create` or POST /api/v1/tokens")
+bearer_scheme = HTTPBearer(auto_error=False, description="an API token: `svc token create` or POST /api/v1/tokens")
 
 
 def services_of(app: Starlette) -> Services:
@@ -27,7 +27,7 @@ async def get_services(request: Request) -> Services:
     return services_of(request.app)
 
 
-BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 

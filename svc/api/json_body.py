@@ -28,6 +28,12 @@ def is_json_media_type(content_type: str | None) -> bool:
     return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
 
 
+def takes_json_body(route: object) -> bool:
+    """Whether `route` reads a JSON body: one with a body field that is not a form (a File is a Form)."""
+    body_field = getattr(route, "body_field", None)
+    return body_field is not None and not isinstance(body_field.field_info, params.Form)
+
+
 class JsonBodyRequest(Request):
     """A request whose JSON body is parsed strictly (once)."""
 
@@ -44,7 +50,7 @@ class JsonBodyRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
         handler = super().get_route_handler()
-        if self.body_field is None or isinstance(self.body_field.field_info, params.Form):
+        if not takes_json_body(self):
             return handler
 
         async def strict_handler(request: Request) -> Response:

@@ -7,7 +7,7 @@ import re
 from http import HTTPStatus
 from typing import Any
 
-from fastapi import FastAPI, Request, params
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from svc import errors
 from svc.api.validation_words import in_words
+from svc.api.json_body import is_json_media_type, media_type_of, takes_json_body
 from svc.log import request_id_var
 from svc.services.auth import TOKEN_PREFIX
 
@@ -151,13 +152,12 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 def _not_json(request: Request) -> str | None:
     """The media type of a body sent to a JSON route as something else (FastAPI does not parse
     it, and would report the body as missing or not an object: a 422 that hides the cause)."""
-    body_field = getattr(request.scope.get("route"), "body_field", None)
-    if body_field is None or isinstance(body_field.field_info, params.Form):  # File is a Form
+    if not takes_json_body(request.scope.get("route")):
         return None
     if request.headers.get("content-length", "0") == "0" and "transfer-encoding" not in request.headers:
         return None  # no body at all: the 422 names the missing field
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type == "application/json" or media_type.endswith("+json"):
+    media_type = media_type_of(request.headers.get("content-type"))
+    if is_json_media_type(media_type):
         return None
     return what_was_sent(media_type)
 

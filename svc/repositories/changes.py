@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import overload
 
-from svc.db import Transaction
+from svc.db import AsyncStatements, Repository, Runner, Transaction
 
 # The NOTIFY payload of one event (its shape is documented in svc/changes.py), from
 # `event` joined to its application: the name is looked up when the payload is built, so a
@@ -68,12 +70,9 @@ class CaughtUp:
     events: tuple[RecordedChange, ...]
 
 
-class ChangeRepository:
-    def __init__(self, tx: Transaction) -> None:
-        self.tx = tx
-
+class ChangeRepository(Repository[Runner]):
     def record(
-        self, *, application_id: str, configuration_id: str, name: str, revision: int, kind: str
+        self: ChangeRepository[Transaction], *, application_id: str, configuration_id: str, name: str, revision: int, kind: str
     ) -> RecordedChange:
         """Insert one event; return it with the payload that announces it."""
         params = {
@@ -85,11 +84,16 @@ class ChangeRepository:
         }
         return self.tx.fetch_one(RECORD, params, row=RecordedChange)
 
-    def announce(self, channel: str, payloads: list[str]) -> int:
+    @overload
+    def announce(self: ChangeRepository[Transaction], channel: str, payloads: list[str]) -> int: ...
+    @overload
+    def announce(self: ChangeRepository[AsyncStatements], channel: str, payloads: list[str]) -> Awaitable[int]: ...
+
+    def announce(self, channel: str, payloads: list[str]):
         """NOTIFY `channel` of every payload, in a transaction of its own (autocommit); how many."""
         return self.tx.fetch_value(ANNOUNCE, {"channel": channel, "payloads": payloads})
 
-    def catch_up(self, since: int | None) -> CaughtUp:
+    def catch_up(self: ChangeRepository[Transaction], since: int | None) -> CaughtUp:
         """Every event of a transaction that had not finished at the read that returned `since`."""
         rows = self.tx.fetch_all(CATCH_UP, {"since": None if since is None else str(since)})
         return CaughtUp(

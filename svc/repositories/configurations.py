@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
-from svc.db import Constraints, Prepared, Transaction, jsonb
+from svc.db import AsyncStatements, Constraints, Prepared, Repository, Runner, Transaction, jsonb
 from svc.errors import Conflict, NotFound
 from svc.repositories.audit import INSERT_COLUMNS as AUDIT_COLUMNS
 from svc.repositories.audit import AuditEntry
@@ -273,19 +273,23 @@ def _change(configuration_id: str, state: State, event: Event, **more: Any) -> d
     return {"id": configuration_id, **vars(state), **vars(event), **more}
 
 
-class ConfigurationRepository:
-    def __init__(self, tx: Transaction) -> None:
-        self.tx = tx
-
+class ConfigurationRepository(Repository[Runner]):
     def record_creation(
-        self, state: State, *, id: str, application_id: str, name: str, event: Event
+        self: ConfigurationRepository[Transaction], state: State, *, id: str, application_id: str, name: str, event: Event
     ) -> Recorded:
         """Insert a configuration at revision 1, with its revision, change event and audit event."""
         changes = [_change(id, state, event, application_id=application_id, name=name)]
         params = {"changes": jsonb(changes), "application_id": application_id, "name": name}  # names for CONSTRAINTS
         return self.tx.fetch_one(RECORD_CREATION, params, row=_recorded, constraints=CONSTRAINTS)
 
-    def record_updates(self, changes: Sequence[Planned]) -> list[Recorded]:
+    @overload
+    def record_updates(self: ConfigurationRepository[Transaction], changes: Sequence[Planned]) -> list[Recorded]: ...
+    @overload
+    def record_updates(
+        self: ConfigurationRepository[AsyncStatements], changes: Sequence[Planned]
+    ) -> Awaitable[list[Recorded]]: ...
+
+    def record_updates(self, changes: Sequence[Planned]):
         """Each configuration's next revision (configurations distinct), with its revision row, change
         event and audit event, all in one statement; a configuration no longer at its change's
         `expected_revision` records nothing and has no row in the result."""
@@ -293,10 +297,24 @@ class ConfigurationRepository:
                    for c in changes]
         return self.tx.fetch_all(RECORD_UPDATES, {"changes": jsonb(planned)}, row=_recorded)
 
-    def get(self, configuration_id: str) -> Configuration | None:
+    @overload
+    def get(self: ConfigurationRepository[Transaction], configuration_id: str) -> Configuration | None: ...
+    @overload
+    def get(self: ConfigurationRepository[AsyncStatements], configuration_id: str) -> Awaitable[Configuration | None]: ...
+
+    def get(self, configuration_id: str):
         return self.tx.fetch_one(GET, {"id": configuration_id}, row=Configuration)
 
-    def for_writes(self, targets: Sequence[tuple[str, str | None]], *, lock: bool = False) -> list[WriteTarget]:
+    @overload
+    def for_writes(
+        self: ConfigurationRepository[Transaction], targets: Sequence[tuple[str, str | None]], *, lock: bool = False
+    ) -> list[WriteTarget]: ...
+    @overload
+    def for_writes(
+        self: ConfigurationRepository[AsyncStatements], targets: Sequence[tuple[str, str | None]], *, lock: bool = False
+    ) -> Awaitable[list[WriteTarget]]: ...
+
+    def for_writes(self, targets: Sequence[tuple[str, str | None]], *, lock: bool = False):
         """The rows writes start from, for (configuration id, writing user id) pairs (ids distinct;
         a missing configuration has no row), each with the access rule's facts for its user;
         with `lock`, locked against other writers until the transaction ends."""
@@ -304,7 +322,7 @@ class ConfigurationRepository:
         return self.tx.fetch_all(LOCK_FOR_WRITE if lock else FOR_WRITE, params, row=_write_target)
 
     def list(
-        self, application_id: str, *, limit: int, after: str | None, contains: Any | None
+        self: ConfigurationRepository[Transaction], application_id: str, *, limit: int, after: str | None, contains: Any | None
     ) -> list[Configuration]:
         params = {
             "application_id": application_id,
@@ -314,11 +332,11 @@ class ConfigurationRepository:
         }
         return self.tx.fetch_all(LIST, params, row=Configuration)
 
-    def lock_of_application(self, application_id: str) -> list[ConfigurationHead]:
+    def lock_of_application(self: ConfigurationRepository[Transaction], application_id: str) -> list[ConfigurationHead]:
         """Id, name and revision of every configuration of an application, locked."""
         return self.tx.fetch_all(LOCK_OF_APPLICATION, {"application_id": application_id}, row=ConfigurationHead)
 
-    def delete(self, configuration_id: str) -> None:
+    def delete(self: ConfigurationRepository[Transaction], configuration_id: str) -> None:
         self.tx.execute(DELETE, {"id": configuration_id})
 
 

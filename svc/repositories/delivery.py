@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import overload
 
 import orjson
 
-from svc.db import Prepared, Transaction
+from svc.db import AsyncStatements, Prepared, Repository, Runner, Transaction
 from svc.repositories.configurations import configuration_version
 
 # config::text is PostgreSQL's own JSON rendering: valid JSON, served as is, never parsed in Python.
@@ -107,22 +109,26 @@ def _resolved(
     return Resolved(configuration_id, application_id, revision, body.encode(), secret_paths)
 
 
-class DeliveryRepository:
-    def __init__(self, tx: Transaction) -> None:
-        self.tx = tx
+class DeliveryRepository(Repository[Runner]):
+    @overload
+    def resolve(self: DeliveryRepository[Transaction], application_name: str, configuration_name: str) -> Resolved | None: ...
+    @overload
+    def resolve(
+        self: DeliveryRepository[AsyncStatements], application_name: str, configuration_name: str
+    ) -> Awaitable[Resolved | None]: ...
 
-    def resolve(self, application_name: str, configuration_name: str) -> Resolved | None:
+    def resolve(self, application_name: str, configuration_name: str):
         params = {"application_name": application_name, "configuration_name": configuration_name}
         return self.tx.fetch_one(RESOLVE, params, row=_resolved)
 
-    def application_exists(self, application_id: str) -> bool:
+    def application_exists(self: DeliveryRepository[Transaction], application_id: str) -> bool:
         return self.tx.fetch_value(APPLICATION_EXISTS, {"application_id": application_id})
 
-    def stream_start(self, application_id: str) -> StreamStart:
+    def stream_start(self: DeliveryRepository[Transaction], application_id: str) -> StreamStart:
         return self.tx.fetch_one(STREAM_START, {"application_id": application_id}, row=_stream_start)
 
     def events_after(
-        self, application_id: str, after: int, floor: int | None, *, from_id: int, limit: int
+        self: DeliveryRepository[Transaction], application_id: str, after: int, floor: int | None, *, from_id: int, limit: int
     ) -> list[ChangeEvent]:
         """Events with an id above `after`, or at most `after` with an xid at least `floor` (None:
         no such), each above `from_id`, in id order."""
@@ -135,5 +141,5 @@ class DeliveryRepository:
         }
         return self.tx.fetch_all(EVENTS_AFTER, params, row=ChangeEvent)
 
-    def prune_events(self, hours: int) -> int:
+    def prune_events(self: DeliveryRepository[Transaction], hours: int) -> int:
         return self.tx.execute(PRUNE_EVENTS, {"hours": hours})

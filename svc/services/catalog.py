@@ -25,12 +25,12 @@ from svc.errors import BadRequest, Conflict, NotFound, Unavailable, Unprocessabl
 from svc.ids import new_id
 from svc.repositories.catalog import CatalogRepository, Item, Release
 from svc.repositories.documents import DocumentRepository
-from svc.repositories.users import UserRepository
 from svc.services import audit, policy
 from svc.services.auth import Principal
 from svc.services.claude_md import TeamMount, UserMount
-from svc.services.documents import DocumentKind, DocumentService, Retirement, Target
+from svc.services.documents import DocumentKind, DocumentService, Retirement, Target, utf8
 from svc.services.marketplace import MarketplaceService
+from svc.services.users import acting_name
 from svc.services.pagination import keyset_page
 from svc.services.policy import Action
 from svc import catalog_types
@@ -164,7 +164,7 @@ class CatalogService:
     ) -> dict[str, Any]:
         """A new item with its first version; the content is checked before anything is written."""
         kind = ITEM_KINDS[type]
-        data = _utf8(content)
+        data = utf8(content, "content")
         with self.db.transaction() as tx:
             owner_id = owner.get("team_id") or owner.get("user_id")
             target = owner_mount(kind, owner).open(tx, actor, owner_id, Action.WRITE_DOCUMENT, hold=True)
@@ -241,7 +241,7 @@ class CatalogService:
                 content=content, message=f"Import {ITEM_KINDS[type].filename}",
             )
             return "created"
-        if self.store.read(item.head_sha, ITEM_KINDS[type].filename) == _utf8(content):
+        if self.store.read(item.head_sha, ITEM_KINDS[type].filename) == utf8(content, "content"):
             return "unchanged"
         expected = frozenset({item.head_sha})
         self.documents[type].save(
@@ -309,7 +309,7 @@ class CatalogService:
             try:
                 release = items.insert_release(
                     item_id=item_id, version=version, commit_sha=commit_sha, notes=notes,
-                    created_by=_who(tx, actor),
+                    created_by=acting_name(tx, actor),
                 )
                 audit.record(
                     tx, actor, "catalog.release", "catalog_item", item_id,
@@ -400,17 +400,6 @@ class CatalogService:
         return found[0].commit_sha
 
 
-def _who(tx: Transaction, actor: Principal) -> str:
-    """The acting user's name, else the token's."""
-    user = UserRepository(tx).get(actor.user_id) if actor.user_id else None
-    return user.username if user else actor.name
-
-
-def _utf8(content: str) -> bytes:
-    try:
-        return content.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise Unprocessable("content is not valid Unicode text (it contains a lone surrogate)") from exc
 
 
 def _encode_cursor(rank: float, item_id: str) -> str:

@@ -314,7 +314,11 @@ class DeliveryService:
         """The current configuration, by names or by id: from the cache when it can be trusted,
         else one statement on the loop (by id for a user token or an admin's reveal: a transaction
         in the thread pool, the request's only thread hop). Secrets are masked
-        unless `policy.reveals_secrets(actor, reveal)` (see `record_reveal` for an admin's by names)."""
+        unless `policy.reveals_secrets(actor, reveal)`; an admin's read of them in clear is audited."""
+        return await self._audited(actor, key, await self._current(actor, key, reveal=reveal))
+
+    async def _current(self, actor: Principal, key: Key, *, reveal: bool) -> Resolved:
+        """`read`'s answer, without its audit."""
         key = replace(key, revealed=policy.reveals_secrets(actor, reveal))
         if not key.cacheable_for(actor):
             return await run_in_threadpool(self._read_as_member, actor, key)
@@ -395,11 +399,13 @@ class DeliveryService:
             document = mask_at(document, stored.secret_paths)
         return replace(stored, body=orjson.dumps(document), revealed=revealed)
 
-    async def record_reveal(self, actor: Principal, found: Resolved) -> None:
-        """Audit an admin's read of secret values in clear by names (a reveal-enabled service token's
-        is its purpose; by id, the configurations service audits it)."""
-        if found.revealed and actor.is_admin:
+    async def _audited(self, actor: Principal, key: Key, found: Resolved) -> Resolved:
+        """`found`, once an admin's read of its secret values in clear by names is audited (a
+        reveal-enabled service token's is its purpose; by id, the configurations service audits
+        it in the read's own transaction, and such a read is never cached)."""
+        if found.revealed and actor.is_admin and isinstance(key, ByName):
             await run_in_threadpool(self._record_reveal, actor, found)
+        return found
 
     def _record_reveal(self, actor: Principal, found: Resolved) -> None:
         with self.db.transaction() as tx:
@@ -421,17 +427,19 @@ class DeliveryService:
 
         Raises NotFound when the configuration is deleted meanwhile, and InvalidToken (or as
         `policy.require`) as soon as the caller loses access: nothing is answered after that.
+        The answer is audited as `read`'s.
         """
+        key = ByName(application_name, configuration_name)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         checked = self._credentials_epoch
-        current = await self.resolve(actor, application_name, configuration_name, reveal=reveal)
+        current = await self._current(actor, key, reveal=reveal)
         LONG_POLL_WAITERS.inc()
         try:
             while True:
                 checked = await self._recheck(actor, current.application_id, checked)
                 if current.version not in known:
-                    return current
+                    return await self._audited(actor, key, current)
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return None
@@ -440,7 +448,7 @@ class DeliveryService:
                 waiters.add(future)
                 try:
                     # Re-read after registering: a change that landed in between is not missed.
-                    current = await self.resolve(actor, application_name, configuration_name, reveal=reveal)
+                    current = await self._current(actor, key, reveal=reveal)
                     if current.version not in known:
                         continue  # answered at the loop's top, once access is confirmed
                     timeout = remaining if self.cache.enabled else min(remaining, POLL_WHILE_DEAF)
@@ -452,7 +460,7 @@ class DeliveryService:
                     waiters.discard(future)
                     if not waiters and self._waiters.get(current.configuration_id) is waiters:
                         del self._waiters[current.configuration_id]
-                current = await self.resolve(actor, application_name, configuration_name, reveal=reveal)
+                current = await self._current(actor, key, reveal=reveal)
         finally:
             LONG_POLL_WAITERS.dec()
 

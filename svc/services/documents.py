@@ -165,7 +165,7 @@ class DocumentService:
         expected: Precondition | None,
     ) -> dict[str, Any]:
         self._authorize(actor, owner_id, Action.WRITE_DOCUMENT)
-        data = _utf8(content, "content")
+        data = utf8(content, "content")
         return self._commit(
             actor, owner_id, data, message or f"Update {self.kind.filename}", expected, "save"
         )
@@ -272,7 +272,7 @@ class DocumentService:
     def propose(self, actor: Principal, owner_id: str | None, *, content: str, message: str) -> dict[str, Any]:
         """Store a suggested new content, based on the current version, for a writer to decide on."""
         self._authorize(actor, owner_id, Action.PROPOSE)
-        data = _utf8(content, "content")
+        data = utf8(content, "content")
         self._check_size(data)
         proposal_id = new_id()
         with self.db.transaction() as tx:
@@ -517,7 +517,8 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def _utf8(value: str, field: str) -> bytes:
+def utf8(value: str, field: str) -> bytes:
+    """`value` as UTF-8; 422 naming `field` when it holds a lone surrogate, which UTF-8 cannot encode."""
     try:
         return value.encode("utf-8")
     except UnicodeEncodeError as exc:

@@ -25,6 +25,7 @@ from svc.services.documents import Retirement
 from svc.services.marketplace import MarketplaceService
 from svc.services.pagination import Page, keyset_page
 from svc.services.policy import TEAM_ROLES, Action, MembershipChange, TeamResource
+from svc.services.users import acting_name
 
 EDITABLE_FIELDS = ("name", "display_name", "description")
 
@@ -54,7 +55,7 @@ class TeamService:
                 raise NotFound(f"user {owner_id} not found")
             teams = TeamRepository(tx)
             team = teams.insert(id=new_id(), name=name, display_name=display_name, description=description)
-            teams.put_member(team.id, owner_id, role="owner", added_by=_who(tx, actor))
+            teams.put_member(team.id, owner_id, role="owner", added_by=acting_name(tx, actor))
             audit.record(tx, actor, "team.create", "team", team.id, {**_audit_detail(team), "owner_id": owner_id})
             tx.commit()
         return team
@@ -139,7 +140,7 @@ class TeamService:
                 return teams.member(team_id, user_id)
             if current == "owner":
                 _require_another_owner(teams, team_id, "demoted")
-            member = teams.put_member(team_id, user_id, role=role, added_by=_who(tx, actor))
+            member = teams.put_member(team_id, user_id, role=role, added_by=acting_name(tx, actor))
             audit.record(
                 tx, actor, "team.member.put", "team", team_id, {"user_id": user_id, "before": current, "after": role}
             )
@@ -195,15 +196,6 @@ def membership(tx: Transaction, actor: Principal, team_id: str | None) -> TeamRe
 def _require_another_owner(teams: TeamRepository, team_id: str, what: str) -> None:
     if teams.owner_count(team_id) <= 1:
         raise Conflict(f"the last owner of team {team_id} cannot be {what}; make another member an owner first")
-
-
-def _who(tx: Transaction, actor: Principal) -> str:
-    """The acting user's username, else the token's name."""
-    if actor.user_id is not None:
-        user = UserRepository(tx).get(actor.user_id)
-        if user is not None:
-            return user.username
-    return actor.name
 
 
 def _audit_detail(team: Team) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from svc.content import ContentStore
-from svc.db import Database
+from svc.db import Database, Transaction
 from svc.errors import Conflict, Forbidden, NotFound
 from svc.ids import new_id
 from svc.repositories.teams import TeamRepository
@@ -15,6 +15,12 @@ from svc.services.auth import Principal
 from svc.services.documents import Retirement
 from svc.services.pagination import Page, keyset_page
 from svc.services.policy import Action, UserResource
+
+def acting_name(tx: Transaction, actor: Principal) -> str:
+    """The acting user's username, else the token's name."""
+    user = UserRepository(tx).get(actor.user_id) if actor.user_id else None
+    return user.username if user else actor.name
+
 
 UNSET: Any = object()
 """PATCH marker: the field was not sent (display_name may be set to None on purpose)."""

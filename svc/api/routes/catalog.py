@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
+from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.responses import created, json_response, off_loop
 from svc.api.routes.documents import Message, document_routes
@@ -21,7 +22,7 @@ from svc.catalog_types import KINDS
 from svc.ids import ULID_PATTERN
 from svc.services.documents import DocumentService
 
-router = APIRouter(tags=["catalog"], responses=problem_responses(401, 403, 404, 422, 503))
+router = APIRouter(tags=["catalog"], responses=problem_responses(401, 403, 404, 422, 503), route_class=JsonBodyRoute)
 
 ItemType = Literal[KINDS]  # type: ignore[valid-type]
 Status = Literal["active", "deprecated"]

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -16,14 +15,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
-from svc.api.door import doorway, model_body, reading
+from svc.api.door import ROUTE_BODY, doorway, reading
 from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
 from svc.api.json_body import JsonBodyRoute, media_type_of
 from svc.api.problems import problem_responses, what_was_sent
 from svc.api.responses import created, json_response, off_loop
 from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page, Reveal, SecretPaths, Text
 from svc.errors import UnsupportedMediaType
-from svc.ids import ULID_ANY_CASE_PATTERN, canonical
 from svc.services.auth import Principal
 from svc.services.configurations import Configuration, Revision
 from svc.services.container import Services
@@ -48,7 +46,6 @@ JsonSchema = Annotated[
 ConfigJson = Annotated[
     dict[str, Any], Field(description="a JSON object; its text cannot contain \\u0000, which PostgreSQL jsonb refuses")
 ]
-ULID_ANY_CASE = re.compile(ULID_ANY_CASE_PATTERN)
 RevisionPath = Annotated[int, Path(ge=1, le=MAX_REVISION)]
 RevisionQuery = Annotated[int, Query(ge=1, le=MAX_REVISION)]
 
@@ -230,16 +227,6 @@ def _answer(found: Resolved, expected: Precondition) -> Response:
     return Response(found.body, media_type=JSON, headers={"ETag": etag(found.version)})
 
 
-def _canonical_id(configuration_id: str) -> str | None:
-    """The id in the path as the route reads it (`IdPath`); None where the route refuses it."""
-    return canonical(configuration_id) if ULID_ANY_CASE.fullmatch(configuration_id) else None
-
-
-def _by_id(configuration_id: str) -> ById | None:
-    found = _canonical_id(configuration_id)
-    return None if found is None else ById(found)
-
-
 @router.put(
     "/configurations/{configuration_id}",
     response_model=Configuration,
@@ -303,11 +290,12 @@ async def _patch(
 
 
 DOORWAYS = [
-    doorway(router.routes, get_configuration, key=_by_id, answer=reading(_answer)),
-    doorway(router.routes, replace_configuration, methods=("PUT",), key=_canonical_id,
-            body=model_body(ConfigurationReplace), answer=_replace),
-    doorway(router.routes, patch_configuration, methods=("PATCH",), key=_canonical_id, body=_patch_body,
-            answer=_patch),
+    doorway(router.routes, get_configuration, key=lambda configuration_id: ById(configuration_id),
+            answer=reading(_answer), defaults=("reveal",)),
+    doorway(router.routes, replace_configuration, key=lambda configuration_id: configuration_id,
+            body=ROUTE_BODY, answer=_replace),
+    doorway(router.routes, patch_configuration, key=lambda configuration_id: configuration_id,
+            body=_patch_body, body_from=read_patch, answer=_patch, defaults=("message",)),
 ]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -75,7 +74,6 @@ async def resolve_configuration(
     # Nothing to wait for (or If-Match, to be checked now), or a HEAD, which must not hang: answer at once.
     if wait is None or known is None or known.any or expected.if_match is not None or request.method == "HEAD":
         found = await delivery.resolve(principal, application_name, configuration_name, reveal=reveal)
-        await delivery.record_reveal(principal, found)
         return _answer(found, expected)
     hold_open(request)
     seconds = min(max(wait, 1.0), float(services.settings.long_poll_max_seconds))
@@ -84,20 +82,16 @@ async def resolve_configuration(
     )
     if changed is None:
         return _not_modified(await delivery.resolve(principal, application_name, configuration_name, reveal=reveal))
-    await delivery.record_reveal(principal, changed)
     return _resolved(changed)
 
 
-_NAME = re.compile(NAME_PATTERN)
-
-
-def _names(application_name: str, configuration_name: str) -> ByName | None:
-    if not (_NAME.match(application_name) and _NAME.match(configuration_name)):
-        return None  # the route refuses such names (422), even where a row holds one
-    return ByName(application_name, configuration_name)
-
-
-DOORWAY = doorway(router.routes, resolve_configuration, key=_names, answer=reading(_answer))
+DOORWAY = doorway(
+    router.routes, resolve_configuration,
+    key=lambda application_name, configuration_name: ByName(application_name, configuration_name),
+    answer=reading(_answer),
+    defaults=("wait", "reveal"),
+    request_for_defaults=True,  # read for a long-poll (`wait`) alone
+)
 
 
 # One event of the stream, as OpenAPI 3.1 documents Server-Sent Events (`schema` is each event).
