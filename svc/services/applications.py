@@ -5,27 +5,39 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from svc.content import ContentStore
 from svc.db import Database, Transaction
 from svc.errors import NotFound
 from svc.ids import new_id
 from svc.repositories.applications import Application, ApplicationRepository
 from svc.repositories.configurations import ConfigurationRepository
+from svc.repositories.products import ProductRepository
 from svc.services import audit, changes, policy
 from svc.services.auth import Principal
+from svc.services.documents import Retirement
 from svc.services.pagination import Page, keyset_page
 from svc.services.policy import Action, ApplicationResource, TeamResource
 from svc.services.teams import membership
 
-EDITABLE_FIELDS = ("name", "comments", "team_id")
+EDITABLE_FIELDS = ("name", "comments", "team_id", "description", "icon", "color")
 
 
 class ApplicationService:
-    def __init__(self, db: Database, *, announce: changes.Announce) -> None:
+    def __init__(self, db: Database, *, announce: changes.Announce, store: ContentStore) -> None:
         self.db = db
         self.announce = announce
+        self.store = store
 
     def create(
-        self, actor: Principal, *, name: str, comments: str | None = None, team_id: str | None = None
+        self,
+        actor: Principal,
+        *,
+        name: str,
+        comments: str | None = None,
+        team_id: str | None = None,
+        description: str | None = None,
+        icon: str | None = None,
+        color: str | None = None,
     ) -> Application:
         """A new application; with `team_id`, one of that team (admins, or its owners and admins)."""
         with self.db.transaction() as tx:
@@ -33,10 +45,13 @@ class ApplicationService:
             policy.require(actor, Action.CREATE_APPLICATION, ApplicationResource(None, team))
             if team is not None:
                 policy.require(actor, Action.GIVE_TO_TEAM, team)
-            application = ApplicationRepository(tx).insert(id=new_id(), name=name, comments=comments, team_id=team_id)
+            product = {"description": description, "icon": icon, "color": color}
+            application = ApplicationRepository(tx).insert(
+                id=new_id(), name=name, comments=comments, team_id=team_id, **product
+            )
             audit.record(
                 tx, actor, "application.create", "application", application.id,
-                {"name": name, "comments": comments, "team_id": team_id},
+                {"name": name, "comments": comments, "team_id": team_id, **product},
             )
             tx.commit()
         return application
@@ -62,7 +77,8 @@ class ApplicationService:
             )
 
     def update(self, actor: Principal, application_id: str, fields: dict[str, Any]) -> Application:
-        """Change the fields given (`name`, `comments`, `team_id`); the others keep their values.
+        """Change the fields given (`name`, `comments`, `team_id`, `description`, `icon`, `color`);
+        the others keep their values.
         Giving the application to a team needs an admin, or an owner or admin of that team."""
         with self.db.transaction() as tx:
             applications = ApplicationRepository(tx)
@@ -74,7 +90,8 @@ class ApplicationService:
                 policy.require(actor, Action.GIVE_TO_TEAM, membership(tx, actor, changed["team_id"]))
             proposed = replace(current, **changed)
             updated = applications.update(
-                application_id, name=proposed.name, comments=proposed.comments, team_id=proposed.team_id
+                application_id, name=proposed.name, comments=proposed.comments, team_id=proposed.team_id,
+                description=proposed.description, icon=proposed.icon, color=proposed.color,
             )
             audit.record(
                 tx, actor, "application.update", "application", application_id,
@@ -84,7 +101,9 @@ class ApplicationService:
         return updated
 
     def delete(self, actor: Principal, application_id: str) -> None:
-        """Delete an application with its configurations, their revisions and its scoped tokens."""
+        """Delete an application with its configurations, their revisions, its scoped tokens, its
+        work items, repositories and documents; the documents' git history is kept under
+        refs/deleted/<document id> (named in the audit event), as for a deleted user."""
         with self.db.transaction() as tx:
             applications = ApplicationRepository(tx)
             application = reachable_application(tx, actor, applications.lock(application_id), application_id, write=True)
@@ -99,6 +118,8 @@ class ApplicationService:
                     revision=configuration.revision,
                     kind="deleted",
                 )
+            retirement = Retirement.lock(tx, application_id=application_id)
+            parts = ProductRepository(tx).count_parts(application_id)
             applications.delete(application_id)
             audit.record(
                 tx, actor, "application.delete", "application", application_id,
@@ -107,9 +128,12 @@ class ApplicationService:
                     "configurations": [
                         {"id": c.id, "name": c.name, "before_revision": c.revision} for c in configurations
                     ],
+                    "documents": retirement.audit_detail(),
+                    **parts,
                 },
             )
             tx.commit()
+        retirement.carry_out(self.store)
 
 
 def reachable_application(

@@ -97,7 +97,7 @@ class Services:
             teams=TeamService(db, content),
             catalog=CatalogService(db, content, max_bytes=settings.max_document_bytes),
             bundle=BundleService(db, content),
-            applications=ApplicationService(db, announce=changes.announce),
+            applications=ApplicationService(db, announce=changes.announce, store=content),
             configurations=configurations,
             listener=ChangeListener(
                 database_url, [CHANGES_CHANNEL, INVALIDATE_CHANNEL], connect_timeout=settings.connect_timeout

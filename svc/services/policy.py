@@ -20,6 +20,8 @@ reaches itself, its own claude.md and, through memberships, its teams. Roles in 
 | add/remove owners, rename, delete        | yes   | 403          | 403     | 404          |
 | read the team's applications             | yes   | yes          | yes     | 403          |
 | write the team's applications            | yes   | yes          | 403     | 403          |
+| read their documents, work items, repos  | yes   | yes          | yes     | 404          |
+| write them (members propose documents)   | yes   | yes          | 403     | 404          |
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ class Action(StrEnum):
     GIVE_TO_TEAM = "application.team"  # set an application's team_id (resource: TeamResource)
     RESOLVE = "configuration.resolve"  # resolve and event streams
     REVEAL_SECRETS = "configuration.reveal"  # ask for secret values in clear (?reveal=true)
+    # Listing the repositories of the caller's own GitHub token (resource: SYSTEM): nothing of
+    # this service is read, so any token may; importing them is a write of the application.
+    LIST_GITHUB_REPOSITORIES = "github.repositories"
 
 
 @dataclass(frozen=True)
@@ -106,11 +111,22 @@ class MembershipChange:
 
 
 @dataclass(frozen=True)
+class ApplicationResource:
+    """An application (None: one being created, or one that does not exist) and the team it
+    belongs to (or is being given to), if any, with the caller's role in that team."""
+
+    application_id: str | None
+    team: TeamResource | None = None
+
+
+@dataclass(frozen=True)
 class DocumentResource:
-    """A document by its owner: a user (user_id) or a team (team, with the caller's role)."""
+    """A document by its owner: a user (user_id), a team (team, with the caller's role) or an
+    application (whose readers read and propose, and whose writers write and decide)."""
 
     user_id: str | None = None
     team: TeamResource | None = None
+    application: ApplicationResource | None = None
 
 
 @dataclass(frozen=True)
@@ -119,15 +135,6 @@ class ProposalResource:
 
     document: DocumentResource
     proposer_user_id: str | None
-
-
-@dataclass(frozen=True)
-class ApplicationResource:
-    """An application (None: one being created, or one that does not exist) and the team it
-    belongs to (or is being given to), if any, with the caller's role in that team."""
-
-    application_id: str | None
-    team: TeamResource | None = None
 
 
 Resource = (
@@ -257,9 +264,15 @@ def _change_membership(principal: Principal, resource: Resource) -> ServiceError
 
 
 def _document_rule(team_roles: frozenset[str], what: str, *, write: bool) -> Rule:
+    """`team_roles` may do it to a team's document; to an application's, writers of the
+    application when the team needs a manager, else its readers."""
+    application_rule = Action.WRITE_APPLICATION if team_roles <= MANAGERS else Action.READ_APPLICATION
+
     def rule(principal: Principal, resource: Resource) -> ServiceError | None:
         assert isinstance(resource, DocumentResource)
-        if resource.team is not None:
+        if resource.application is not None:
+            denial = RULES[application_rule](principal, resource.application)
+        elif resource.team is not None:
             denial = _in_team(principal, resource.team, team_roles, what)
         else:
             assert resource.user_id is not None
@@ -381,6 +394,7 @@ RULES: dict[Action, Rule] = {
     Action.READ_APPLICATION: _application_rule(write=False),
     Action.WRITE_APPLICATION: _application_rule(write=True),
     Action.RESOLVE: _resolve,
+    Action.LIST_GITHUB_REPOSITORIES: lambda principal, resource: None,
     Action.REVEAL_SECRETS: lambda principal, resource: None if principal.is_admin else Forbidden(
         "?reveal=true is for admin tokens; a service token reads secrets only if created with reveal_secrets"
     ),

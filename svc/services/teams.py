@@ -52,7 +52,7 @@ class TeamService:
                 raise NotFound(f"user {owner_id} not found")
             teams = TeamRepository(tx)
             team = teams.insert(id=new_id(), name=name, display_name=display_name, description=description)
-            teams.put_member(team.id, owner_id, role="owner", added_by=_who(tx, actor))
+            teams.put_member(team.id, owner_id, role="owner", added_by=who(tx, actor))
             audit.record(tx, actor, "team.create", "team", team.id, {**_audit_detail(team), "owner_id": owner_id})
             tx.commit()
         return team
@@ -136,7 +136,7 @@ class TeamService:
                 return teams.member(team_id, user_id)
             if current == "owner":
                 _require_another_owner(teams, team_id, "demoted")
-            member = teams.put_member(team_id, user_id, role=role, added_by=_who(tx, actor))
+            member = teams.put_member(team_id, user_id, role=role, added_by=who(tx, actor))
             audit.record(
                 tx, actor, "team.member.put", "team", team_id, {"user_id": user_id, "before": current, "after": role}
             )
@@ -194,7 +194,7 @@ def _require_another_owner(teams: TeamRepository, team_id: str, what: str) -> No
         raise Conflict(f"the last owner of team {team_id} cannot be {what}; make another member an owner first")
 
 
-def _who(tx: Transaction, actor: Principal) -> str:
+def who(tx: Transaction, actor: Principal) -> str:
     """The acting user's username, else the token's name."""
     if actor.user_id is not None:
         user = UserRepository(tx).get(actor.user_id)
