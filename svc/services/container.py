@@ -12,6 +12,7 @@ from svc.config import Settings
 from svc.content import ContentStore, GitRemote
 from svc.crypto import KeyRing
 from svc.db import AsyncStatements, Database
+from svc.github import GitHubClient
 from svc.errors import Unavailable
 from svc.listener import INVALIDATE_CHANNEL, ChangeListener
 from svc.secret_keys import secret_key_ring
@@ -27,6 +28,7 @@ from svc.services.changes import CHANNEL as CHANGES_CHANNEL
 from svc.services.changes import ChangeFeed
 from svc.services.delivery import DeliveryService
 from svc.services.documents import DocumentService
+from svc.services.products import ApplicationDocumentService, SourceRepositoryService, WorkItemService
 from svc.services.teams import TeamService
 from svc.services.tokens import TokenService
 from svc.services.users import UserService
@@ -58,6 +60,10 @@ class Services:
     catalog: CatalogService
     bundle: BundleService
     applications: ApplicationService
+    application_documents: ApplicationDocumentService
+    work_items: WorkItemService
+    source_repositories: SourceRepositoryService
+    github: GitHubClient
     configurations: ConfigurationService
     listener: ChangeListener
     changes: ChangeFeed
@@ -79,6 +85,7 @@ class Services:
         content.ensure()
         authenticator = Authenticator(db)
         keyring = secret_key_ring(settings)  # once per process: the key file's notice is said once
+        github = GitHubClient(settings.github_api_url, timeout=settings.github_timeout)
         changes = ChangeFeed(database_url, statements, connect_timeout=settings.connect_timeout)
         configurations = ConfigurationService(
             db, statements, keyring, max_config_bytes=settings.max_config_bytes, announce=changes.announce
@@ -98,6 +105,10 @@ class Services:
             catalog=CatalogService(db, content, max_bytes=settings.max_document_bytes),
             bundle=BundleService(db, content),
             applications=ApplicationService(db, announce=changes.announce, store=content),
+            application_documents=ApplicationDocumentService(db, content, max_bytes=settings.max_document_bytes),
+            work_items=WorkItemService(db),
+            source_repositories=SourceRepositoryService(db, github),
+            github=github,
             configurations=configurations,
             listener=ChangeListener(
                 database_url, [CHANGES_CHANNEL, INVALIDATE_CHANNEL], connect_timeout=settings.connect_timeout
@@ -150,6 +161,7 @@ class Services:
         return check_secret_samples(self.db, self.keyring)
 
     def close(self) -> None:
+        self.github.close()
         self.changes.close()
         self.statements.close()
         self.db.close()
