@@ -15,6 +15,7 @@ an answer not shaped as described) 502.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 import threading
@@ -32,6 +33,9 @@ API_VERSION = "2022-11-28"
 PAGE_SIZE = 100
 MAX_PAGES = 100  # 10,000 repositories: beyond that a listing is refused rather than run on
 CACHE_ENTRIES = 1024
+# httpx logs each request at INFO: a line per page of every listing would drown the service's
+# own log (what goes wrong becomes a problem the caller sees).
+logging.getLogger("httpx").setLevel(logging.WARNING)
 _NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?([^";]*\bnext\b[^";]*)"?')
 
 
