@@ -111,7 +111,10 @@ ADOPT_REPOSITORIES = """
 UPDATE source_repositories r
 SET github_id = i.github_id
 FROM unnest(%(full_names)s::text[], %(github_ids)s::bigint[]) AS i (full_name, github_id)
-WHERE r.application_id = %(application_id)s AND r.github_id IS NULL AND lower(r.full_name) = lower(i.full_name)
+WHERE r.id = (
+      SELECT min(o.id) FROM source_repositories o
+      WHERE o.application_id = %(application_id)s AND o.github_id IS NULL AND lower(o.full_name) = lower(i.full_name)
+  )
   AND NOT EXISTS (
       SELECT 1 FROM source_repositories o WHERE o.application_id = %(application_id)s AND o.github_id = i.github_id
   )

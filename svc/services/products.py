@@ -304,7 +304,9 @@ class WorkItemService:
             item = ProductRepository(tx).insert_work_item(
                 id=new_id(), application_id=application_id, created_by=who(tx, actor), fields=values
             )
-            audit.record(tx, actor, "work_item.create", "work_item", item.id, {"application_id": application_id, **values})
+            audit.record(
+                tx, actor, "work_item.create", "work_item", item.id, {"application_id": application_id, **values}
+            )
             tx.commit()
         return item
 
@@ -418,7 +420,9 @@ class SourceRepositoryService:
             values |= {k: fields.get(k) or 0 for k in ("stars_count", "forks_count")}
             values["is_private"] = bool(fields.get("is_private"))
             row = ProductRepository(tx).insert_repository(id=new_id(), application_id=application_id, fields=values)
-            audit.record(tx, actor, "repository.create", "repository", row.id, {"application_id": application_id, **values})
+            audit.record(
+                tx, actor, "repository.create", "repository", row.id, {"application_id": application_id, **values}
+            )
             tx.commit()
         return row
 

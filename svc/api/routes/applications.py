@@ -30,7 +30,9 @@ TeamId = Annotated[
 
 
 Description = Annotated[Text | None, Field(max_length=4096, description="what the application (the product) is")]
-Icon = Annotated[Text | None, Field(min_length=1, max_length=16, description="a short string shown beside the name, such as an emoji")]
+Icon = Annotated[
+    Text | None, Field(min_length=1, max_length=16, description="a short string shown beside the name, such as an emoji")
+]
 Color = Annotated[
     str | None,
     Field(pattern=r"^#[0-9A-Fa-f]{6}$", description="#rrggbb (stored in lower case)"),

@@ -375,7 +375,9 @@ async def delete_repository(
 
 
 @router.get("/github/repos", response_model=GitHubPage, responses=GITHUB_RESPONSES)
-async def list_github_repositories(principal: PrincipalDep, services: ServicesDep, token: GitHubToken = None) -> Response:
+async def list_github_repositories(
+    principal: PrincipalDep, services: ServicesDep, token: GitHubToken = None
+) -> Response:
     """The repositories your GitHub token may access (every page GitHub has)."""
     found = await off_loop(lambda: services.source_repositories.github_repositories(principal, token))
     return json_response({"items": found, "next": None})
