@@ -92,6 +92,9 @@ SEMANTIC_REJECTIONS = {
     "POST /api/v1/documents/{document_id}/import": ["415"],
     "POST /api/v1/applications/{application_id}/work-items": ["422"],
     "PATCH /api/v1/work-items/{work_item_id}": ["422"],
+    # the coverage phase's maximum-length full names and URLs ignore their `pattern`
+    "POST /api/v1/applications/{application_id}/repositories": ["422"],
+    "PATCH /api/v1/repositories/{repository_id}": ["422"],
     # no X-GitHub-Token (400); names GitHub does not list for the token (422)
     "GET /api/v1/github/repos": ["400"],
     "POST /api/v1/applications/{application_id}/repositories/import": ["400", "422"],

@@ -45,7 +45,7 @@ WRITE_RESPONSES = {200: {"headers": ETAG_HEADER}, **problem_responses(400, 404, 
 
 
 class DocumentCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     title: Title
     type: DocumentType
     content: Text = Field(description="Markdown; at most SVC_MAX_DOCUMENT_BYTES bytes as UTF-8")
@@ -57,7 +57,7 @@ class DocumentCreate(BaseModel):
 class DocumentUpdate(BaseModel):
     """Only the fields sent change; `content` makes a new version (with `message`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     title: Title = None
     type: DocumentType = None
     is_pinned: bool = None
@@ -154,7 +154,7 @@ router.include_router(document_routes(
 
 
 class WorkItemCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     title: Title
     description: Annotated[Text, Field(max_length=16384)] | None = None
     type: WorkItemType
@@ -165,7 +165,7 @@ class WorkItemCreate(BaseModel):
 class WorkItemUpdate(BaseModel):
     """Only the fields sent change; the status changes through POST …/status."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     title: Title = None
     description: Annotated[Text, Field(max_length=16384)] | None = None
     type: WorkItemType = None
@@ -174,7 +174,7 @@ class WorkItemUpdate(BaseModel):
 
 
 class Transition(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     status: Status
 
 
@@ -258,7 +258,7 @@ FullName = Annotated[Text, Field(min_length=3, max_length=512, pattern=r"^[^/\s]
 
 
 class RepositoryFields(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     description: Annotated[Text, Field(max_length=4096)] | None = None
     url: Annotated[Text, Field(max_length=2048, pattern=r"^https?://")] | None = None
     default_branch: Annotated[Text, Field(max_length=256)] | None = None
@@ -282,7 +282,7 @@ class RepositoryUpdate(RepositoryFields):
 
 
 class ImportRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     full_names: Annotated[list[FullName], Field(min_length=1, max_length=1000)]
 
 
