@@ -70,6 +70,14 @@ class Settings(BaseSettings):
         default="token", description="/metrics: off, admin token required, or public"
     )
 
+    github_api_url: str = Field(
+        default="https://api.github.com",
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="GitHub's REST API, for listing and importing repositories (GitHub Enterprise Server: "
+        "https://<host>/api/v3)",
+    )
+    github_timeout: float = Field(default=10.0, gt=0, description="seconds one request to GitHub may take")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     access_log: bool = Field(default=False, description="one log line per request")

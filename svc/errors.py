@@ -70,6 +70,11 @@ class Unavailable(ServiceError):
     retry_after: int | None = 1
 
 
+class BadGateway(ServiceError):
+    """A service this one calls on the caller's behalf (GitHub) failed: unreachable, too slow, an
+    error of its own (5xx) or an answer that is not what its API describes."""
+
+
 class SecretUnavailable(Unavailable):
     """A secret value cannot be decrypted (its key is missing or the ciphertext fails authentication),
     or cannot be encrypted (no key is configured). `detail` names the key id, never key or value."""

@@ -41,6 +41,10 @@ APPLICATION_READ = {
     **{c: OK for c in TEAM_CALLERS},
 }
 APPLICATION_WRITE = {**APPLICATION_READ, "read_only": 403, "team_member": 403}
+# An application's documents, work items and repositories: who cannot read the application finds none.
+PRODUCT_READ = {**APPLICATION_READ, "user": 404, "other_user": 404}
+PRODUCT_WRITE = {**PRODUCT_READ, "read_only": 403, "team_member": 403}
+PRODUCT_PROPOSE = {**PRODUCT_READ, "read_only": 403}
 # Resolve and event streams stay for admin and service tokens (users: refused for who they are).
 RESOLVE = {**APPLICATION_READ, "user": 403, "other_user": 403, **{c: 403 for c in TEAM_CALLERS}}
 # This user's document (and user record) by id: another user's looks missing.
@@ -48,6 +52,7 @@ OWN_BY_ID = {"admin": OK, "service": 403, "scoped": 403, "read_only": 403, "user
 # /me: every user reaches their own; admin and service tokens belong to no user.
 ME = {"admin": 403, "service": 403, "scoped": 403, "read_only": 403, "user": OK, "other_user": OK}
 PUBLIC = {caller: OK for caller in CALLERS}
+PUBLIC_WITH_TOKEN = {caller: OK for caller in CALLERS if caller not in ("none", "revoked")}
 # Teams: service tokens see none; users outside the team find nothing.
 NO_SERVICE = {"service": 403, "scoped": 403, "read_only": 403}
 ANY_USER = {"admin": OK, **NO_SERVICE, "user": OK, "other_user": OK, **{c: OK for c in TEAM_CALLERS}}
@@ -133,6 +138,20 @@ class Cell:
             content=tool_json("v0"),
         )["id"]
 
+    def product_document(self) -> str:
+        """A fresh application's document, at version 1."""
+        return self.services.application_documents.create(
+            self.operator, self.application()["id"], fields={"title": "t", "type": "note"}, content="v0", message=None
+        ).id
+
+    def work_item(self) -> str:
+        return self.services.work_items.create(self.operator, self.application()["id"], {"title": "t", "type": "fix"}).id
+
+    def repository(self) -> str:
+        application_id = self.application()["id"]
+        fields = {"name": "api", "full_name": "acme/api"}
+        return self.services.source_repositories.create(self.operator, application_id, fields).id
+
     def user(self) -> str:
         tag = new_id().lower()
         return self.services.users.create(self.operator, email=f"{tag}@example.com", username=tag).id
@@ -181,6 +200,15 @@ CATALOG_MOUNT = Mount(
     lambda cell: (f"{API}/catalog/{(item := cell.item())}/document", cell.services.catalog.documents["tool"], item),
     content=tool_json,
     upload_name="tool.json",
+)
+
+PRODUCT_DOCUMENT_MOUNT = Mount(
+    f"{API}/documents/{{document_id}}",
+    lambda cell: (
+        f"{API}/documents/{(document := cell.product_document())}", cell.services.application_documents.documents,
+        document,
+    ),
+    upload_name="notes.md",
 )
 
 
@@ -332,6 +360,77 @@ CATALOG_ROWS: dict[str, Row] = {
 }
 
 
+def _application_url(cell: Cell, suffix: str) -> str:
+    return f"{API}/applications/{cell.application()['id']}{suffix}"
+
+
+_product_document_rows = _document_routes(
+    PRODUCT_DOCUMENT_MOUNT, read=PRODUCT_READ, write=PRODUCT_WRITE, propose=PRODUCT_PROPOSE
+)
+del _product_document_rows[f"PUT {API}/documents/{{document_id}}"]  # PATCH changes it, with its metadata
+# Past the policy, the request has no X-GitHub-Token: that, not the caller, is what is refused.
+NO_GITHUB_TOKEN = 400
+PRODUCT_ROWS: dict[str, Row] = {
+    **_product_document_rows,
+    f"POST {API}/applications/{{application_id}}/documents": (
+        lambda cell: ("POST", _application_url(cell, "/documents"), {"json": {"title": "t", "type": "plan", "content": ""}}),
+        PRODUCT_WRITE, 201,
+    ),
+    f"GET {API}/applications/{{application_id}}/documents": (
+        lambda cell: ("GET", _application_url(cell, "/documents"), {}), PRODUCT_READ, 200
+    ),
+    f"PATCH {API}/documents/{{document_id}}": (
+        lambda cell: ("PATCH", f"{API}/documents/{cell.product_document()}", {"json": {"is_pinned": True}}),
+        PRODUCT_WRITE, 200,
+    ),
+    f"DELETE {API}/documents/{{document_id}}": (
+        lambda cell: ("DELETE", f"{API}/documents/{cell.product_document()}", {}), PRODUCT_WRITE, 204
+    ),
+    f"POST {API}/applications/{{application_id}}/work-items": (
+        lambda cell: ("POST", _application_url(cell, "/work-items"), {"json": {"title": "t", "type": "fix"}}),
+        PRODUCT_WRITE, 201,
+    ),
+    f"GET {API}/applications/{{application_id}}/work-items": (
+        lambda cell: ("GET", _application_url(cell, "/work-items"), {}), PRODUCT_READ, 200
+    ),
+    f"GET {API}/work-items/{{work_item_id}}": (
+        lambda cell: ("GET", f"{API}/work-items/{cell.work_item()}", {}), PRODUCT_READ, 200
+    ),
+    f"PATCH {API}/work-items/{{work_item_id}}": (
+        lambda cell: ("PATCH", f"{API}/work-items/{cell.work_item()}", {"json": {"priority": "low"}}), PRODUCT_WRITE, 200
+    ),
+    f"POST {API}/work-items/{{work_item_id}}/status": (
+        lambda cell: ("POST", f"{API}/work-items/{cell.work_item()}/status", {"json": {"status": "in_progress"}}),
+        PRODUCT_WRITE, 200,
+    ),
+    f"DELETE {API}/work-items/{{work_item_id}}": (
+        lambda cell: ("DELETE", f"{API}/work-items/{cell.work_item()}", {}), PRODUCT_WRITE, 204
+    ),
+    f"POST {API}/applications/{{application_id}}/repositories": (
+        lambda cell: ("POST", _application_url(cell, "/repositories"), {"json": {"name": "w", "full_name": "a/w"}}),
+        PRODUCT_WRITE, 201,
+    ),
+    f"GET {API}/applications/{{application_id}}/repositories": (
+        lambda cell: ("GET", _application_url(cell, "/repositories"), {}), PRODUCT_READ, 200
+    ),
+    f"POST {API}/applications/{{application_id}}/repositories/import": (
+        lambda cell: ("POST", _application_url(cell, "/repositories/import"), {"json": {"full_names": ["a/w"]}}),
+        PRODUCT_WRITE, NO_GITHUB_TOKEN,
+    ),
+    f"GET {API}/repositories/{{repository_id}}": (
+        lambda cell: ("GET", f"{API}/repositories/{cell.repository()}", {}), PRODUCT_READ, 200
+    ),
+    f"PATCH {API}/repositories/{{repository_id}}": (
+        lambda cell: ("PATCH", f"{API}/repositories/{cell.repository()}", {"json": {"language": "Go"}}),
+        PRODUCT_WRITE, 200,
+    ),
+    f"DELETE {API}/repositories/{{repository_id}}": (
+        lambda cell: ("DELETE", f"{API}/repositories/{cell.repository()}", {}), PRODUCT_WRITE, 204
+    ),
+    f"GET {API}/github/repos": (lambda cell: ("GET", f"{API}/github/repos", {}), PUBLIC_WITH_TOKEN, NO_GITHUB_TOKEN),
+}
+
+
 ROWS: dict[str, Row] = {
     "GET /health": (lambda cell: ("GET", "/health", {}), PUBLIC, 200),
     "GET /ready": (lambda cell: ("GET", "/ready", {}), PUBLIC, 200),
@@ -438,6 +537,7 @@ ROWS: dict[str, Row] = {
     **_document_routes(TEAM_MOUNT, read=TEAM_READ, write=TEAM_WRITE, propose=TEAM_READ),
     **TEAM_ROWS,
     **CATALOG_ROWS,
+    **PRODUCT_ROWS,
 }
 
 

@@ -20,7 +20,9 @@ def test_create_then_read(client, admin):
     response = client.post(f"{API}/applications", json={"name": "billing", "comments": "money"}, headers=admin)
     assert response.status_code == 201
     created = response.json()
-    assert set(created) == {"id", "name", "comments", "team_id", "created_at", "updated_at"}
+    assert set(created) == {
+        "id", "name", "comments", "team_id", "description", "icon", "color", "created_at", "updated_at"
+    }
     assert created["name"] == "billing" and created["comments"] == "money"
     assert response.headers["Location"].endswith(f"/api/v1/applications/{created['id']}")
 

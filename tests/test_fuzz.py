@@ -43,6 +43,7 @@ from svc.services.container import Services
 from tests.claude_md_helpers import API, create_user, save
 from tests.configuration_helpers import create_application, create_configuration
 from tests.conftest import Cluster, bearer
+from tests.github_standin import StandIn, serve
 
 EXAMPLES = int(os.environ.get("SVC_FUZZ_EXAMPLES", "5"))
 STREAM_SECONDS = 0.3  # an event stream never ends: what it sent by then is checked
@@ -84,6 +85,19 @@ SEMANTIC_REJECTIONS = {
     "POST /api/v1/catalog/{item_id}/document/proposals": ["400", "422"],
     "POST /api/v1/catalog/{item_id}/document/import": ["400", "415", "422"],
     "POST /api/v1/catalog/{item_id}/releases": ["422"],
+    # a repository_id that names no repository of the application; a malformed list cursor
+    "POST /api/v1/applications/{application_id}/documents": ["422"],
+    "GET /api/v1/applications/{application_id}/documents": ["422"],
+    "PATCH /api/v1/documents/{document_id}": ["422"],
+    "POST /api/v1/documents/{document_id}/import": ["415"],
+    "POST /api/v1/applications/{application_id}/work-items": ["422"],
+    "PATCH /api/v1/work-items/{work_item_id}": ["422"],
+    # the coverage phase's maximum-length full names and URLs ignore their `pattern`
+    "POST /api/v1/applications/{application_id}/repositories": ["422"],
+    "PATCH /api/v1/repositories/{repository_id}": ["422"],
+    # no X-GitHub-Token (400); names GitHub does not list for the token (422)
+    "GET /api/v1/github/repos": ["400"],
+    "POST /api/v1/applications/{application_id}/repositories/import": ["400", "422"],
     # schemathesis' coverage phase sends maximum-length emails that ignore the email `pattern`
     "POST /api/v1/users": ["422"],
     "PATCH /api/v1/users/{user_id}": ["422"],
@@ -143,6 +157,9 @@ class Target:
     team_id: str
     proposal_ids: dict[str, str]  # the document's mount ("users", "me", "teams", "catalog") → an open proposal on it
     item_id: str
+    document_id: str
+    work_item_id: str
+    repository_id: str
 
 
 @pytest.fixture(scope="module")
@@ -150,12 +167,14 @@ def target(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """One database for every operation, seeded through a second app over it, which also
     makes the resources that single requests delete."""
     database = cluster.create_database()
+    github = serve(StandIn())  # generated tokens are refused by it: GitHub's 401 is our 403
     config = Settings(
         _env_file=None,
         database_url=cluster.url(database),
         data_dir=tmp_path_factory.mktemp("fuzz"),
         pool_min_size=1,
         access_log=False,
+        github_api_url=f"http://127.0.0.1:{github.server_address[1]}",
     )
     with TestClient(create_app(config)) as client:
         services: Services = client.app.state.services
@@ -168,6 +187,7 @@ def target(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         saved = save(client, f"{API}/users/{user['id']}/claude-md", admin, "# one\n")
         team = services.teams.create(Principal.operator(), name="fuzzed", owner_id=user["id"])
         item = _catalog_item(services, user["id"], "fuzzed_tool")
+        document = _product_document(services, application["id"])
         proposals = {
             mount: documents.propose(Principal.operator(), owner, content=content, message="fuzz")["id"]
             for mount, documents, owner, content in (
@@ -175,6 +195,7 @@ def target(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 ("me", services.claude_md, user["id"], "# two\n"),
                 ("teams", services.team_claude_md, team.id, "# two\n"),
                 ("catalog", services.catalog.documents["tool"], item, _tool("fuzzed_tool", "proposed")),
+                ("documents", services.application_documents.documents, document, "# proposed\n"),
             )
         }
         FUZZED.app = create_app(config)
@@ -188,8 +209,15 @@ def target(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             team_id=team.id,
             proposal_ids=proposals,
             item_id=item,
+            document_id=document,
+            work_item_id=services.work_items.create(
+                Principal.operator(), application["id"], {"title": "fuzzed", "type": "fix"}
+            ).id,
+            repository_id=_repository(services, application["id"]),
         )
     FUZZED.app = None
+    github.shutdown()
+    github.server_close()
     cluster.drop_database(database)
     statuses = ", ".join(f"{status}: {n}" for status, n in sorted(ANSWERED.items()))
     print(f"\nfuzz: {sum(ANSWERED.values())} requests, {EXAMPLES} generated examples per operation; {statuses}")
@@ -232,6 +260,18 @@ def _catalog_item(services: Services, user_id: str, name: str | None = None) -> 
     )["id"]
 
 
+def _product_document(services: Services, application_id: str) -> str:
+    return services.application_documents.create(
+        Principal.operator(), application_id, fields={"title": "fuzzed", "type": "note"}, content="# one\n",
+        message=None,
+    ).id
+
+
+def _repository(services: Services, application_id: str) -> str:
+    fields = {"name": "fuzzed", "full_name": "acme/fuzzed"}
+    return services.source_repositories.create(Principal.operator(), application_id, fields).id
+
+
 def _seeded(name: str, target: Target) -> str:
     return {
         "application_id": target.application_id,
@@ -239,6 +279,9 @@ def _seeded(name: str, target: Target) -> str:
         "user_id": target.user_id,
         "team_id": target.team_id,
         "item_id": target.item_id,
+        "document_id": target.document_id,
+        "work_item_id": target.work_item_id,
+        "repository_id": target.repository_id,
     }[name]
 
 
@@ -257,6 +300,12 @@ def _fresh(name: str, target: Target) -> str:
         return services.tokens.create(operator, name=f"doomed-{tag}", role="service").token.id
     if name == "item_id":
         return _catalog_item(services, target.user_id)
+    if name == "document_id":
+        return _product_document(services, target.application_id)
+    if name == "work_item_id":
+        return services.work_items.create(operator, target.application_id, {"title": tag, "type": "fix"}).id
+    if name == "repository_id":
+        return _repository(services, target.application_id)
     raise AssertionError(f"no fresh resource for the path parameter {name}")
 
 

@@ -26,6 +26,8 @@ from svc.ids import new_id
 from svc.services.auth import Principal
 from svc.services.container import Services
 from tests.conftest import Cluster, bearer, on_app_loop
+from tests.github_standin import TOKEN as GITHUB_TOKEN
+from tests.github_standin import StandIn, serve
 
 API = "/api/v1"
 OPERATOR = Principal.operator()
@@ -66,6 +68,7 @@ class World:
 @pytest.fixture(scope="module")
 def world(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     database = cluster.create_database()
+    github = serve(StandIn())
     settings = Settings(
         _env_file=None,
         database_url=cluster.url(database),
@@ -74,6 +77,7 @@ def world(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         pool_max_size=8,
         access_log=False,
         sse_keepalive_seconds=0.2,
+        github_api_url=f"http://127.0.0.1:{github.server_address[1]}",
     )
     with TestClient(create_app(settings)) as client:
         services: Services = client.app.state.services
@@ -81,6 +85,8 @@ def world(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         user_id = services.users.create(OPERATOR, email="ada@example.com", username="ada").id
         user = bearer(services.tokens.create(OPERATOR, name="ada", role="user", user_id=user_id).secret)
         yield World(client, admin, user, user_id)
+    github.shutdown()
+    github.server_close()
     cluster.drop_database(database)
 
 
@@ -264,12 +270,26 @@ def _concrete(world: World, path: str) -> tuple[str, dict[str, Any], dict[str, s
         "sha": shas[0],
         "application_name": application["name"],
         "configuration_name": configuration["name"],
+        "work_item_id": world.services.work_items.create(
+            OPERATOR, application["id"], {"title": "t", "type": "fix"}
+        ).id,
+        "repository_id": world.services.source_repositories.create(
+            OPERATOR, application["id"], {"name": "api", "full_name": "acme/api"}
+        ).id,
     }
     if "{team_id}" in path:  # a team of this user, and a proposal on the team's document
         values["team_id"] = world.services.teams.create(
             OPERATOR, name=f"team-{new_id().lower()}", owner_id=world.user_id
         ).id
         documents, owner = world.services.team_claude_md, values["team_id"]
+        shas = [documents.save(OPERATOR, owner, content=f"v{n}\n", message=None, expected=None)["commit_sha"]
+                for n in (1, 2)]
+        values["sha"] = shas[0]
+    elif "{document_id}" in path:  # an application's document at version 3
+        documents = world.services.application_documents.documents
+        owner = values["document_id"] = world.services.application_documents.create(
+            OPERATOR, application["id"], fields={"title": "t", "type": "note"}, content="v0\n", message=None
+        ).id
         shas = [documents.save(OPERATOR, owner, content=f"v{n}\n", message=None, expected=None)["commit_sha"]
                 for n in (1, 2)]
         values["sha"] = shas[0]
@@ -299,6 +319,8 @@ def _concrete(world: World, path: str) -> tuple[str, dict[str, Any], dict[str, s
         query = {"from": 1, "to": 2} if "/configurations/" in path else {"from": shas[0], "to": shas[1]}
     if path.endswith("/info/refs"):  # a Claude Code marketplace over git
         query = {"service": "git-upload-pack"}
+    if path == f"{API}/github/repos":
+        return url, query, {**world.admin, "X-GitHub-Token": GITHUB_TOKEN}
     return url, query, world.user if me else world.admin
 
 

@@ -16,7 +16,8 @@ from svc.api.deps import get_principal
 from svc.api.door import Door
 from svc.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from svc.api.routes import (
-    applications, audit, catalog, configurations, delivery, documents, git, health, teams, tokens, users,
+    applications, audit, catalog, configurations, delivery, documents, git, health, products, teams, tokens,
+    users,
 )
 from svc.api.routes import metrics as metrics_routes
 from svc.config import Settings, get_settings
@@ -34,6 +35,7 @@ API_ROUTERS = [
     configurations.router,
     applications.router,
     documents.router,
+    products.router,
     users.router,
     teams.router,
     catalog.router,

@@ -39,6 +39,7 @@ STATUS_OF: dict[type[errors.ServiceError], int] = {
     errors.UnsupportedMediaType: 415,
     errors.Unprocessable: 422,
     errors.Unavailable: 503,
+    errors.BadGateway: 502,
 }
 
 

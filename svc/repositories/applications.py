@@ -8,17 +8,20 @@ from datetime import datetime
 from svc.db import Constraints, Transaction
 from svc.errors import Conflict, Unprocessable
 
-COLUMNS = "id, name, comments, team_id, created_at, updated_at"
+COLUMNS = "id, name, comments, team_id, description, icon, color, created_at, updated_at"
 
 INSERT = f"""
-INSERT INTO applications (id, name, comments, team_id)
-VALUES (%(id)s, %(name)s, %(comments)s, %(team_id)s)
+INSERT INTO applications (id, name, comments, team_id, description, icon, color)
+VALUES (%(id)s, %(name)s, %(comments)s, %(team_id)s, %(description)s, %(icon)s, %(color)s)
 RETURNING {COLUMNS}
 """
 
 GET = f"SELECT {COLUMNS} FROM applications WHERE id = %(id)s"
 
 LOCK = f"SELECT {COLUMNS} FROM applications WHERE id = %(id)s FOR UPDATE"
+
+# Keeps the application from being deleted (not from being changed) until the transaction ends.
+HOLD = f"SELECT {COLUMNS} FROM applications WHERE id = %(id)s FOR KEY SHARE"
 
 # `only_id` narrows the list to the one application a scoped token may see; `member_id` to
 # the applications of the teams a user belongs to.
@@ -35,7 +38,8 @@ LIMIT %(limit)s
 
 UPDATE = f"""
 UPDATE applications
-SET name = %(name)s, comments = %(comments)s, team_id = %(team_id)s, updated_at = now()
+SET name = %(name)s, comments = %(comments)s, team_id = %(team_id)s,
+    description = %(description)s, icon = %(icon)s, color = %(color)s, updated_at = now()
 WHERE id = %(id)s
 RETURNING {COLUMNS}
 """
@@ -56,6 +60,9 @@ class Application:
     name: str
     comments: str | None
     team_id: str | None
+    description: str | None
+    icon: str | None
+    color: str | None
     created_at: datetime
     updated_at: datetime
 
@@ -70,8 +77,21 @@ class ApplicationRepository:
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
 
-    def insert(self, *, id: str, name: str, comments: str | None, team_id: str | None) -> Application:
-        params = {"id": id, "name": name, "comments": comments, "team_id": team_id}
+    def insert(
+        self,
+        *,
+        id: str,
+        name: str,
+        comments: str | None,
+        team_id: str | None,
+        description: str | None = None,
+        icon: str | None = None,
+        color: str | None = None,
+    ) -> Application:
+        params = {
+            "id": id, "name": name, "comments": comments, "team_id": team_id,
+            "description": description, "icon": icon, "color": color,
+        }
         return self.tx.fetch_one(INSERT, params, row=Application, constraints=CONSTRAINTS)
 
     def get(self, application_id: str) -> Application | None:
@@ -80,6 +100,10 @@ class ApplicationRepository:
     def lock(self, application_id: str) -> Application | None:
         """The row, locked until the transaction ends (no configuration can be added meanwhile)."""
         return self.tx.fetch_one(LOCK, {"id": application_id}, row=Application)
+
+    def hold(self, application_id: str) -> Application | None:
+        """The row, kept from being deleted until the transaction ends (writes of its parts)."""
+        return self.tx.fetch_one(HOLD, {"id": application_id}, row=Application)
 
     def list(
         self, *, limit: int, after: str | None, name_prefix: str | None, only_id: str | None, member_id: str | None
@@ -93,8 +117,21 @@ class ApplicationRepository:
         }
         return self.tx.fetch_all(LIST, params, row=Application)
 
-    def update(self, application_id: str, *, name: str, comments: str | None, team_id: str | None) -> Application:
-        params = {"id": application_id, "name": name, "comments": comments, "team_id": team_id}
+    def update(
+        self,
+        application_id: str,
+        *,
+        name: str,
+        comments: str | None,
+        team_id: str | None,
+        description: str | None,
+        icon: str | None,
+        color: str | None,
+    ) -> Application:
+        params = {
+            "id": application_id, "name": name, "comments": comments, "team_id": team_id,
+            "description": description, "icon": icon, "color": color,
+        }
         return self.tx.fetch_one(UPDATE, params, row=Application, constraints=CONSTRAINTS)
 
     def of_team(self, team_id: str) -> list[Application]:

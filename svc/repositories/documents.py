@@ -16,6 +16,7 @@ class Document:
     kind: str
     owner_user_id: str | None
     owner_team_id: str | None
+    owner_application_id: str | None
     head_version: int
     head_sha: str | None
     created_at: datetime
@@ -73,7 +74,9 @@ class Proposal:
         return asdict(self)
 
 
-DOCUMENT_COLUMNS = "id, kind, owner_user_id, owner_team_id, head_version, head_sha, created_at, updated_at"
+DOCUMENT_COLUMNS = (
+    "id, kind, owner_user_id, owner_team_id, owner_application_id, head_version, head_sha, created_at, updated_at"
+)
 VERSION_COLUMNS = "version, commit_sha, author, message, size_bytes, created_at"
 PROPOSAL_COLUMNS = (
     "id, document_id, status, base_version, base_sha, commit_sha, proposer_user_id, author, author_email, "
@@ -83,18 +86,20 @@ PROPOSAL_COLUMNS = (
 # The row is created by the first save, in its transaction; a concurrent first save waits
 # on the unique constraint and then finds the row.
 CREATE_DOCUMENT = """
-INSERT INTO documents (id, kind, owner_user_id, owner_team_id)
-VALUES (%(id)s, %(kind)s, %(owner_user_id)s, %(owner_team_id)s)
+INSERT INTO documents (id, kind, owner_user_id, owner_team_id, owner_application_id)
+VALUES (%(id)s, %(kind)s, %(owner_user_id)s, %(owner_team_id)s, %(owner_application_id)s)
 ON CONFLICT DO NOTHING
 """
 
-# An owner is a user or a team: exactly one of the two ids is given. An owner has one
-# claude.md but many catalog items, each its own document: those are named by their id.
+# An owner is a user, a team or an application: exactly one of the ids is given. An owner has
+# one claude.md but many catalog items (or application documents), each its own document:
+# those are named by their id.
 FIND_DOCUMENT = f"""
 SELECT {DOCUMENT_COLUMNS} FROM documents
 WHERE kind = %(kind)s
   AND owner_user_id IS NOT DISTINCT FROM %(owner_user_id)s
   AND owner_team_id IS NOT DISTINCT FROM %(owner_team_id)s
+  AND owner_application_id IS NOT DISTINCT FROM %(owner_application_id)s
   AND (%(id)s::text IS NULL OR id = %(id)s)
 """
 
@@ -111,9 +116,11 @@ LIMIT %(limit)s
 
 DOCUMENT_EXISTS = "SELECT EXISTS (SELECT 1 FROM documents WHERE id = %(id)s)"
 
+DELETE_DOCUMENT = "DELETE FROM documents WHERE id = %(id)s"
+
 LOCK_OWNED = f"""
 SELECT {DOCUMENT_COLUMNS} FROM documents
-WHERE owner_user_id = %(user_id)s OR owner_team_id = %(team_id)s
+WHERE owner_user_id = %(user_id)s OR owner_team_id = %(team_id)s OR owner_application_id = %(application_id)s
 ORDER BY id
 FOR UPDATE
 """
@@ -199,10 +206,17 @@ class DocumentRepository:
         self.tx = tx
 
     def find(
-        self, kind: str, *, user_id: str | None = None, team_id: str | None = None, document_id: str | None = None
+        self,
+        kind: str,
+        *,
+        user_id: str | None = None,
+        team_id: str | None = None,
+        application_id: str | None = None,
+        document_id: str | None = None,
     ) -> Document | None:
-        """The document of this kind owned by a user or a team (with `document_id`: that one of them)."""
-        params = {"kind": kind, "owner_user_id": user_id, "owner_team_id": team_id, "id": document_id}
+        """The document of this kind owned by a user, a team or an application (with
+        `document_id`: that one of them)."""
+        params = _owner(kind, user_id, team_id, application_id, document_id)
         return self.tx.fetch_one(FIND_DOCUMENT, params, row=Document)
 
     def create_and_lock(
@@ -212,11 +226,12 @@ class DocumentRepository:
         kind: str,
         user_id: str | None = None,
         team_id: str | None = None,
+        application_id: str | None = None,
         document_id: str | None = None,
     ) -> Document:
         """The owner's document of this kind, locked for writing; created (head version 0) when
         missing, with the id `document_id` when given, else `id`."""
-        params = {"kind": kind, "owner_user_id": user_id, "owner_team_id": team_id, "id": document_id}
+        params = _owner(kind, user_id, team_id, application_id, document_id)
         document = self.tx.fetch_one(LOCK_FOUND_DOCUMENT, params, row=Document)
         if document is None:
             self.tx.execute(CREATE_DOCUMENT, {**params, "id": document_id or id})
@@ -232,9 +247,16 @@ class DocumentRepository:
     def exists(self, document_id: str) -> bool:
         return self.tx.fetch_value(DOCUMENT_EXISTS, {"id": document_id})
 
-    def lock_owned(self, *, user_id: str | None = None, team_id: str | None = None) -> list[Document]:
-        """Every document of a user or a team, locked (before the owner is deleted)."""
-        return self.tx.fetch_all(LOCK_OWNED, {"user_id": user_id, "team_id": team_id}, row=Document)
+    def lock_owned(
+        self, *, user_id: str | None = None, team_id: str | None = None, application_id: str | None = None
+    ) -> list[Document]:
+        """Every document of a user, a team or an application, locked (before the owner is deleted)."""
+        params = {"user_id": user_id, "team_id": team_id, "application_id": application_id}
+        return self.tx.fetch_all(LOCK_OWNED, params, row=Document)
+
+    def delete(self, document_id: str) -> None:
+        """Delete a document's row with its versions and proposals (the caller retires its refs)."""
+        self.tx.execute(DELETE_DOCUMENT, {"id": document_id})
 
     def add_version(
         self, document: Document, *, commit_sha: str, author: str, message: str, size_bytes: int
@@ -330,3 +352,15 @@ class DocumentRepository:
         """Proposal id → commit sha, for every proposal of these documents."""
         rows = self.tx.fetch_all(PROPOSALS_OF_DOCUMENTS, {"document_ids": document_ids})
         return {row["id"]: row["commit_sha"] for row in rows}
+
+
+def _owner(
+    kind: str, user_id: str | None, team_id: str | None, application_id: str | None, document_id: str | None
+) -> dict[str, str | None]:
+    return {
+        "kind": kind,
+        "owner_user_id": user_id,
+        "owner_team_id": team_id,
+        "owner_application_id": application_id,
+        "id": document_id,
+    }

@@ -5,28 +5,40 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from svc.content import ContentStore
 from svc.db import Database, Transaction
 from svc.errors import NotFound
 from svc.ids import new_id
 from svc.repositories.applications import Application, ApplicationRepository
 from svc.repositories.configurations import ConfigurationRepository
+from svc.repositories.products import ProductRepository
 from svc import changes
 from svc.services import audit, policy
 from svc.services.auth import Principal
+from svc.services.documents import Retirement
 from svc.services.pagination import Page, keyset_page
 from svc.services.policy import Action, ApplicationResource, TeamMove, TeamResource
 from svc.services.teams import membership
 
-EDITABLE_FIELDS = ("name", "comments", "team_id")
+EDITABLE_FIELDS = ("name", "comments", "team_id", "description", "icon", "color")
 
 
 class ApplicationService:
-    def __init__(self, db: Database, *, announce: changes.Announce) -> None:
+    def __init__(self, db: Database, *, announce: changes.Announce, store: ContentStore) -> None:
         self.db = db
         self.announce = announce
+        self.store = store
 
     def create(
-        self, actor: Principal, *, name: str, comments: str | None = None, team_id: str | None = None
+        self,
+        actor: Principal,
+        *,
+        name: str,
+        comments: str | None = None,
+        team_id: str | None = None,
+        description: str | None = None,
+        icon: str | None = None,
+        color: str | None = None,
     ) -> Application:
         """A new application; with `team_id`, one of that team (admins, or its owners and admins)."""
         with self.db.transaction() as tx:
@@ -34,10 +46,13 @@ class ApplicationService:
             policy.require(actor, Action.CREATE_APPLICATION, ApplicationResource(None, team))
             if team is not None:
                 policy.require(actor, Action.GIVE_TO_TEAM, team)
-            application = ApplicationRepository(tx).insert(id=new_id(), name=name, comments=comments, team_id=team_id)
+            product = {"description": description, "icon": icon, "color": color}
+            application = ApplicationRepository(tx).insert(
+                id=new_id(), name=name, comments=comments, team_id=team_id, **product
+            )
             audit.record(
                 tx, actor, "application.create", "application", application.id,
-                {"name": name, "comments": comments, "team_id": team_id},
+                {"name": name, "comments": comments, "team_id": team_id, **product},
             )
             tx.commit()
         return application
@@ -63,9 +78,10 @@ class ApplicationService:
             )
 
     def update(self, actor: Principal, application_id: str, fields: dict[str, Any]) -> Application:
-        """Change the fields given (`name`, `comments`, `team_id`); the others keep their values.
-        Moving the application between teams (or to or from none) needs an admin, or the owner role
-        in the team it leaves and owner or admin in the team it joins."""
+        """Change the fields given (`name`, `comments`, `team_id`, `description`, `icon`, `color`);
+        the others keep their values. Moving the application between teams (or to or from none)
+        needs an admin, or the owner role in the team it leaves and owner or admin in the team it
+        joins."""
         with self.db.transaction() as tx:
             applications = ApplicationRepository(tx)
             current = reachable_application(tx, actor, applications.lock(application_id), application_id, write=True)
@@ -77,7 +93,8 @@ class ApplicationService:
                 policy.require(actor, Action.MOVE_APPLICATION, move)
             proposed = replace(current, **changed)
             updated = applications.update(
-                application_id, name=proposed.name, comments=proposed.comments, team_id=proposed.team_id
+                application_id, name=proposed.name, comments=proposed.comments, team_id=proposed.team_id,
+                description=proposed.description, icon=proposed.icon, color=proposed.color,
             )
             audit.record(
                 tx, actor, "application.update", "application", application_id,
@@ -87,7 +104,9 @@ class ApplicationService:
         return updated
 
     def delete(self, actor: Principal, application_id: str) -> None:
-        """Delete an application with its configurations, their revisions and its scoped tokens."""
+        """Delete an application with its configurations, their revisions, its scoped tokens, its
+        work items, repositories and documents; the documents' git history is kept under
+        refs/deleted/<document id> (named in the audit event), as for a deleted user."""
         with self.db.transaction() as tx:
             applications = ApplicationRepository(tx)
             application = reachable_application(tx, actor, applications.lock(application_id), application_id, write=True)
@@ -102,6 +121,8 @@ class ApplicationService:
                     revision=configuration.revision,
                     kind="deleted",
                 )
+            retirement = Retirement.lock(tx, application_id=application_id)
+            parts = ProductRepository(tx).count_parts(application_id)
             applications.delete(application_id)
             audit.record(
                 tx, actor, "application.delete", "application", application_id,
@@ -110,9 +131,12 @@ class ApplicationService:
                     "configurations": [
                         {"id": c.id, "name": c.name, "before_revision": c.revision} for c in configurations
                     ],
+                    "documents": retirement.audit_detail(),
+                    **parts,
                 },
             )
             tx.commit()
+        retirement.carry_out(self.store)
 
 
 def reachable_application(

@@ -14,6 +14,7 @@ from svc.config import Settings
 from svc.content import ContentStore, GitRemote
 from svc.crypto import KeyRing
 from svc.db import AsyncStatements, Database
+from svc.github import GitHubClient
 from svc.errors import Unavailable
 from svc.listener import CREDENTIALS_CHANNEL, INVALIDATE_CHANNEL, ChangeListener
 from svc.secret_keys import KeyFileRing, secret_key_ring
@@ -30,6 +31,7 @@ from svc.changes import ChangeFeed
 from svc.services.delivery import DeliveryService
 from svc.services.documents import DocumentService
 from svc.services.marketplace import MarketplaceService
+from svc.services.products import ApplicationDocumentService, SourceRepositoryService, WorkItemService
 from svc.services.teams import TeamService
 from svc.services.tokens import TokenService
 from svc.services.users import UserService
@@ -62,6 +64,10 @@ class Services:
     marketplace: MarketplaceService
     bundle: BundleService
     applications: ApplicationService
+    application_documents: ApplicationDocumentService
+    work_items: WorkItemService
+    source_repositories: SourceRepositoryService
+    github: GitHubClient
     configurations: ConfigurationService
     listener: ChangeListener
     changes: ChangeFeed
@@ -84,6 +90,7 @@ class Services:
         authenticator = Authenticator(db)
         marketplace = MarketplaceService(db, content, settings.marketplaces_path)
         keyring = secret_key_ring(settings)  # once per process: the key file's notice is said once
+        github = GitHubClient(settings.github_api_url, timeout=settings.github_timeout)
         changes = ChangeFeed(database_url, statements, connect_timeout=settings.connect_timeout)
         configurations = ConfigurationService(
             db, statements, keyring, max_config_bytes=settings.max_config_bytes, announce=changes.announce
@@ -117,7 +124,11 @@ class Services:
             catalog=CatalogService(db, content, marketplace, max_bytes=settings.max_document_bytes),
             marketplace=marketplace,
             bundle=BundleService(db, content),
-            applications=ApplicationService(db, announce=changes.announce),
+            applications=ApplicationService(db, announce=changes.announce, store=content),
+            application_documents=ApplicationDocumentService(db, content, max_bytes=settings.max_document_bytes),
+            work_items=WorkItemService(db),
+            source_repositories=SourceRepositoryService(db, github),
+            github=github,
             configurations=configurations,
             listener=ChangeListener(
                 database_url, [CHANGES_CHANNEL, INVALIDATE_CHANNEL, CREDENTIALS_CHANNEL], connect_timeout=settings.connect_timeout
@@ -171,6 +182,7 @@ class Services:
         return check_secret_samples(self.db, self.keyring)
 
     def close(self) -> None:
+        self.github.close()
         self.changes.close()
         self.statements.close()
         self.db.close()

@@ -69,13 +69,14 @@ class DocumentKind:
     media_types: frozenset[str]
     format: str  # what an import must be, for messages: "Markdown"
     validate: Callable[[bytes, Target], None] = lambda data, target: None
+    resource_type: str = ""  # what the audit trail calls its documents; default "<name>_document"
 
     def __post_init__(self) -> None:
         KINDS[self.name] = self
 
     @property
     def audit_resource(self) -> str:
-        return f"{self.name}_document"
+        return self.resource_type or f"{self.name}_document"
 
 
 KINDS: dict[str, DocumentKind] = {}
@@ -442,11 +443,19 @@ class Retirement:
     proposals: dict[str, str]
 
     @classmethod
-    def lock(cls, tx: Transaction, *, user_id: str | None = None, team_id: str | None = None) -> Retirement:
+    def lock(
+        cls, tx: Transaction, *, user_id: str | None = None, team_id: str | None = None,
+        application_id: str | None = None,
+    ) -> Retirement:
         """Lock an owner's documents (in the transaction that deletes the owner)."""
         docs = DocumentRepository(tx)
-        documents = docs.lock_owned(user_id=user_id, team_id=team_id)
-        return cls(documents, docs.proposal_commits([d.id for d in documents]))
+        documents = docs.lock_owned(user_id=user_id, team_id=team_id, application_id=application_id)
+        return cls.of(tx, documents)
+
+    @classmethod
+    def of(cls, tx: Transaction, documents: list[Document]) -> Retirement:
+        """These documents (locked by the caller) and their proposals."""
+        return cls(documents, DocumentRepository(tx).proposal_commits([d.id for d in documents]))
 
     def audit_detail(self) -> list[dict[str, Any]]:
         return [

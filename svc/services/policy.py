@@ -22,9 +22,11 @@ reaches itself, its own claude.md and, through memberships, its teams. Roles in 
 | write the team's applications            | yes   | yes          | 403     | 404          |
 | move an application out of the team      | yes   | 403          | 403     | 404          |
 | give the team an application             | yes   | yes          | 403     | 422 (no team)|
+| read their documents, work items, repos  | yes   | yes          | yes     | 404          |
+| write them (members propose documents)   | yes   | yes          | 403     | 404          |
 
 A user token finds no application outside its teams (404, whether it exists or not). Moving an
-application from one team to another (or to or from none) needs both of the last two rows.
+application from one team to another (or to or from none) needs both "move" and "give" rows.
 """
 
 from __future__ import annotations
@@ -86,6 +88,9 @@ class Action(StrEnum):
     # (a schema is an oracle: `const`, `enum` or `pattern` answers a right guess differently).
     DECLASSIFY = "configuration.declassify"  # drop or move a secret path, roll back to before one
     CHANGE_SECRET_SCHEMA = "configuration.secret_schema"  # change the schema over secret values
+    # Listing the repositories of the caller's own GitHub token (resource: SYSTEM): nothing of
+    # this service is read, so any token may; importing them is a write of the application.
+    LIST_GITHUB_REPOSITORIES = "github.repositories"
 
 
 @dataclass(frozen=True)
@@ -118,11 +123,22 @@ class MembershipChange:
 
 
 @dataclass(frozen=True)
+class ApplicationResource:
+    """An application (None: one being created, or one that does not exist) and the team it
+    belongs to (or is being given to), if any, with the caller's role in that team."""
+
+    application_id: str | None
+    team: TeamResource | None = None
+
+
+@dataclass(frozen=True)
 class DocumentResource:
-    """A document by its owner: a user (user_id) or a team (team, with the caller's role)."""
+    """A document by its owner: a user (user_id), a team (team, with the caller's role) or an
+    application (whose readers read and propose, and whose writers write and decide)."""
 
     user_id: str | None = None
     team: TeamResource | None = None
+    application: ApplicationResource | None = None
 
 
 @dataclass(frozen=True)
@@ -131,15 +147,6 @@ class ProposalResource:
 
     document: DocumentResource
     proposer_user_id: str | None
-
-
-@dataclass(frozen=True)
-class ApplicationResource:
-    """An application (None: one being created, or one that does not exist) and the team it
-    belongs to (or is being given to), if any, with the caller's role in that team."""
-
-    application_id: str | None
-    team: TeamResource | None = None
 
 
 @dataclass(frozen=True)
@@ -284,9 +291,15 @@ def _change_membership(principal: Principal, resource: Resource) -> ServiceError
 
 
 def _document_rule(team_roles: frozenset[str], what: str, *, write: bool) -> Rule:
+    """`team_roles` may do it to a team's document; to an application's, writers of the
+    application when the team needs a manager, else its readers."""
+    application_rule = Action.WRITE_APPLICATION if team_roles <= MANAGERS else Action.READ_APPLICATION
+
     def rule(principal: Principal, resource: Resource) -> ServiceError | None:
         assert isinstance(resource, DocumentResource)
-        if resource.team is not None:
+        if resource.application is not None:
+            denial = RULES[application_rule](principal, resource.application)
+        elif resource.team is not None:
             denial = _in_team(principal, resource.team, team_roles, what)
         else:
             assert resource.user_id is not None
@@ -450,6 +463,7 @@ RULES: dict[Action, Rule] = {
     Action.CHANGE_SECRET_SCHEMA: _holds_the_reveal_right(
         "change the schema of a configuration that has secret values (a schema can test them)"
     ),
+    Action.LIST_GITHUB_REPOSITORIES: lambda principal, resource: None,
     Action.REVEAL_SECRETS: lambda principal, resource: None if principal.is_admin else Forbidden(
         "?reveal=true is for admin tokens; a service token reads secrets only if created with reveal_secrets"
     ),

@@ -21,7 +21,9 @@ from svc.services.auth import Principal
 from tests.bench.processes import scratch_database
 
 
-async def call(app, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, bytes]:
+async def call(
+    app, method: str, path: str, headers: dict[str, str], body: bytes = b"", *, query: str = ""
+) -> tuple[int, bytes]:
     """One request through the whole ASGI stack: (status, body)."""
     sent = False
     answer: dict = {"body": b""}
@@ -41,7 +43,7 @@ async def call(app, method: str, path: str, headers: dict[str, str], body: bytes
 
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "path": path, "raw_path": path.encode(), "query_string": query.encode(), "root_path": "",
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
         "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "app": app,
     }

@@ -101,7 +101,7 @@ def service_paths() -> None:
         delivery = DeliveryService(
             db, statements, ring, cache_max_bytes=1 << 20, event_retention_hours=1, configurations=configurations
         )
-        application = ApplicationService(db, announce=lambda payload: None).create(operator, name="bench")
+        application = ApplicationService(db, announce=lambda payload: None, store=None).create(operator, name="bench")
         application_id = application.id
         ids = {
             paths: configurations.create(

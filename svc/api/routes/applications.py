@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.responses import created, json_response, off_loop
-from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page
+from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page, Text
 from svc.ids import ULID_PATTERN
 from svc.services.applications import Application
 
@@ -29,11 +29,25 @@ TeamId = Annotated[
 ]
 
 
+Description = Annotated[Text | None, Field(max_length=4096, description="what the application (the product) is")]
+Icon = Annotated[
+    Text | None, Field(min_length=1, max_length=16, description="a short string shown beside the name, such as an emoji")
+]
+Color = Annotated[
+    str | None,
+    Field(pattern=r"^#[0-9A-Fa-f]{6}$", description="#rrggbb (stored in lower case)"),
+    AfterValidator(lambda color: None if color is None else color.lower()),
+]
+
+
 class ApplicationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Name
     comments: Comments = None
     team_id: TeamId = None
+    description: Description = None
+    icon: Icon = None
+    color: Color = None
 
 
 class ApplicationUpdate(BaseModel):
@@ -43,6 +57,9 @@ class ApplicationUpdate(BaseModel):
     name: Name = None
     comments: Comments = None
     team_id: TeamId = None
+    description: Description = None
+    icon: Icon = None
+    color: Color = None
 
 
 @router.post("", status_code=201, response_model=Application, responses=problem_responses(400, 409, 413))
@@ -50,7 +67,7 @@ async def create_application(
     body: Annotated[ApplicationCreate, Body()], principal: PrincipalDep, services: ServicesDep, request: Request
 ) -> Response:
     application = await off_loop(lambda: services.applications.create(
-        principal, name=body.name, comments=body.comments, team_id=body.team_id
+        principal, **body.model_dump()
     ))
     return created(request, application, "get_application", application_id=application.id)
 

@@ -116,37 +116,40 @@ def document_routes(
     *,
     tag: str,
     noun: str,
+    own_root: bool = False,
 ) -> APIRouter:
     """The document routes under `prefix` (such as `/teams/{team_id}/claude-md`): `owner`
     names the owner from the request (a path id, or None for the caller); `pick`, an async
     dependency, says how to find the mounted service: a call made in the request's one thread
     hop (`mounted(name)`, or by the request: a catalog item's type, which may take a query,
     decides the file its document has); `noun` names its routes (`get_claude_md`, …: their
-    operation ids)."""
+    operation ids). With `own_root`, the caller declares GET and PUT (or PATCH) of `prefix`
+    itself (an application document answers those with its metadata)."""
     router = APIRouter(
         prefix=prefix, tags=[tag], responses=problem_responses(401, 403, 404, 422, 503), route_class=JsonBodyRoute
     )
     Owner = Annotated[str | None, Depends(owner)]
     Documents = Annotated[Callable[[], DocumentService], Depends(pick)]
 
-    @router.get("", response_model=DocumentState, responses=READ_RESPONSES, name=f"get_{noun}")
-    async def get_document(
-        owner_id: Owner, principal: PrincipalDep, documents: Documents, expected: Preconditions
-    ) -> Response:
-        """The current document (empty content and version 0 when none was saved yet)."""
-        return _read(await off_loop(lambda: documents().get(principal, owner_id)), expected)
+    if not own_root:
+        @router.get("", response_model=DocumentState, responses=READ_RESPONSES, name=f"get_{noun}")
+        async def get_document(
+            owner_id: Owner, principal: PrincipalDep, documents: Documents, expected: Preconditions
+        ) -> Response:
+            """The current document (empty content and version 0 when none was saved yet)."""
+            return _read(await off_loop(lambda: documents().get(principal, owner_id)), expected)
 
-    @router.put(
-        "", response_model=DocumentState, responses={**WRITE_RESPONSES, **problem_responses(400)}, name=f"save_{noun}"
-    )
-    async def save_document(
-        owner_id: Owner, body: Annotated[DocumentSave, Body()], principal: PrincipalDep, documents: Documents,
-        expected: Preconditions,
-    ) -> Response:
-        """Save the whole document as a new version."""
-        return _current(await off_loop(lambda: documents().save(
-            principal, owner_id, content=body.content, message=body.message, expected=expected
-        )))
+        @router.put(
+            "", response_model=DocumentState, responses={**WRITE_RESPONSES, **problem_responses(400)}, name=f"save_{noun}"
+        )
+        async def save_document(
+            owner_id: Owner, body: Annotated[DocumentSave, Body()], principal: PrincipalDep, documents: Documents,
+            expected: Preconditions,
+        ) -> Response:
+            """Save the whole document as a new version."""
+            return _current(await off_loop(lambda: documents().save(
+                principal, owner_id, content=body.content, message=body.message, expected=expected
+            )))
 
     @router.get("/history", response_model=History, name=f"{noun}_history")
     async def document_history(
