@@ -20,7 +20,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
+from svc.config import Settings
+from svc.crypto import new_key_entry
 from svc.ids import new_id
 from svc.services.auth import Principal
 from tests.claude_md_helpers import API, PROBLEM
@@ -91,6 +94,15 @@ class Cell:
         )
         return asdict(on_app_loop(self.client, lambda: self.services.configurations.update(
             self.operator, created.id, {"config": {"port": 2}})))
+
+    def secret_configuration(self) -> dict[str, Any]:
+        """A configuration of a fresh application whose revision 2 made `/password` secret."""
+        application = self.application()
+        created = self.services.configurations.create(
+            self.operator, application["id"], name="main", config={"port": 1}
+        )
+        return asdict(on_app_loop(self.client, lambda: self.services.configurations.update(
+            self.operator, created.id, {"config": {"port": 1, "password": "pw"}, "secret_paths": ["/password"]})))
 
     def named_configuration(self) -> tuple[str, str]:
         """The names of a fresh configuration, already in the resolve cache (served by it)."""
@@ -427,6 +439,57 @@ ROWS: dict[str, Row] = {
 }
 
 
+# Secrets are a one-way door (issue 22): every writer adds secret paths; dropping or moving one,
+# rolling back to before one, or changing the schema over secret values is for who may reveal.
+# `reveal` is a service token created with reveal_secrets, `reveal_elsewhere` one limited to
+# another application; the other callers cannot reveal.
+REVEAL_CALLERS = ("reveal", "reveal_elsewhere")
+SECRET_WRITE = {**APPLICATION_WRITE, "reveal": OK, "reveal_elsewhere": 404}
+REVEAL_RIGHT = {
+    **SECRET_WRITE, "service": 403, **{caller: 403 for caller in TEAM_CALLERS},
+}
+
+
+def _secret_configuration_url(cell: Cell, suffix: str = "") -> str:
+    return f"{API}/configurations/{cell.secret_configuration()['id']}{suffix}"
+
+
+SECRET_ROWS: dict[str, Row] = {
+    "add a secret path": (
+        lambda cell: ("PATCH", _secret_configuration_url(cell), {"json": {"secret_paths": ["/password", "/port"]}}),
+        SECRET_WRITE,
+        200,
+    ),
+    "drop a secret path": (
+        lambda cell: ("PATCH", _secret_configuration_url(cell), {"json": {"secret_paths": []}}), REVEAL_RIGHT, 200
+    ),
+    "move a secret path": (
+        lambda cell: (
+            "PUT", _secret_configuration_url(cell),
+            {"json": {"config": {"port": 1, "password": "new"}, "secret_paths": ["/port"]}},
+        ),
+        REVEAL_RIGHT,
+        200,
+    ),
+    "roll back to before a secret path": (
+        lambda cell: ("POST", _secret_configuration_url(cell, "/rollback"), {"json": {"revision": 1}}),
+        REVEAL_RIGHT,
+        200,
+    ),
+    "change the schema over secret values": (
+        lambda cell: ("PATCH", _secret_configuration_url(cell), {"json": {"schema": {"type": "object"}}}),
+        REVEAL_RIGHT,
+        200,
+    ),
+}
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The test database's settings with a key for secret values."""
+    return settings.model_copy(update={"secret_keys": SecretStr(new_key_entry("a"))})
+
+
 @pytest.fixture
 def callers(client: TestClient, services, admin: dict[str, str], make_token) -> Callers:
     operator = Principal.operator()
@@ -469,10 +532,11 @@ def test_every_route_has_a_row(client: TestClient):
     assert sorted(set(ROWS) - documented) == [], "rows for routes that no longer exist"
 
 
-def test_access_matrix(client: TestClient, callers: Callers):
+def _mismatches(client: TestClient, callers: Callers, rows: dict[str, Row], names: tuple[str, ...]) -> list[str]:
+    """Each cell of `rows` × `names` whose answer is not the row's (or not problem+json)."""
     mismatches = []
-    for route, (build, allowed, success) in ROWS.items():
-        for caller in CALLERS:
+    for route, (build, allowed, success) in rows.items():
+        for caller in names:
             if caller in TEAM_CALLERS and caller not in allowed:
                 continue
             expected = allowed.get(caller, 401)
@@ -481,6 +545,18 @@ def test_access_matrix(client: TestClient, callers: Callers):
             problem = response.status_code < 400 or response.headers.get("content-type") == PROBLEM
             if response.status_code != expected or not problem:
                 mismatches.append(f"{route} as {caller}: {response.status_code}, expected {expected}")
-    assert mismatches == []
+    return mismatches
+
+
+def test_access_matrix(client: TestClient, callers: Callers):
+    assert _mismatches(client, callers, ROWS, CALLERS) == []
     cells = sum(len(CALLERS) - sum(c not in allowed for c in TEAM_CALLERS) for _, allowed, _ in ROWS.values())
     print(f"\naccess matrix: {len(ROWS)} routes × up to {len(CALLERS)} callers = {cells} cells")
+
+
+def test_secret_access_matrix(client: TestClient, callers: Callers, make_token):
+    """Who may drop secret paths and change the schema over secrets: those who may reveal."""
+    elsewhere = client.app.state.services.applications.create(Principal.operator(), name="reveal-elsewhere").id
+    callers.headers["reveal"] = bearer(make_token("service", reveal_secrets=True))
+    callers.headers["reveal_elsewhere"] = bearer(make_token("service", reveal_secrets=True, application_id=elsewhere))
+    assert _mismatches(client, callers, SECRET_ROWS, (*CALLERS, *REVEAL_CALLERS)) == []

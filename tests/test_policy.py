@@ -101,3 +101,20 @@ def test_phase_one_rules_hold():
     assert _outcome(USER, Action.MANAGE_TOKENS, policy.SYSTEM) is Forbidden
     assert _outcome(SERVICE, Action.BE_A_USER, policy.SYSTEM) is Forbidden
     assert _outcome(USER, Action.READ_DOCUMENT, DocumentResource(user_id=TEAM)) is NotFound  # another user's
+
+
+@pytest.mark.parametrize("action", [Action.DECLASSIFY, Action.CHANGE_SECRET_SCHEMA])
+def test_only_who_may_reveal_drops_secret_paths_or_changes_the_schema_over_them(action):
+    here, there = "01JCZ5J7Q9T1V0G6W8E2X4Y6ZC", "01JCZ5J7Q9T1V0G6W8E2X4Y6ZD"
+    resource = ApplicationResource(here, team("owner"))
+
+    def service(**scope) -> Principal:
+        return Principal(token_id=None, name="s", role="service", **scope)
+
+    assert _outcome(ADMIN, action, resource) == Y
+    assert _outcome(service(reveal_secrets=True), action, resource) == Y
+    assert _outcome(service(reveal_secrets=True, application_id=here), action, resource) == Y
+    assert _outcome(service(reveal_secrets=True, application_id=there), action, resource) is Forbidden
+    assert _outcome(SERVICE, action, resource) is Forbidden
+    assert _outcome(service(application_id=here), action, resource) is Forbidden
+    assert _outcome(USER, action, resource) is Forbidden  # a team owner writes, but may not reveal

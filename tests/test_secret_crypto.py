@@ -293,10 +293,10 @@ def test_read_modify_write_of_the_masked_view_keeps_every_secret(ring: KeyRing) 
     assert decrypt_at(new_stored, PATHS, ring, CONFIGURATION) == clear
 
 
-def test_a_new_clear_value_replaces_the_secret_and_the_mask_is_text_elsewhere() -> None:
-    edited = {"db": {"host": MASK, "password": "new-pw"}, "api": {"keys": [MASK, "k-456"]}}
+def test_a_new_clear_value_replaces_the_secret() -> None:
+    edited = {"db": {"host": "h", "password": "new-pw"}, "api": {"keys": [MASK, "k-456"]}}
     assert keep_masked(edited, CLEAR, PATHS, PATHS) == {
-        "db": {"host": MASK, "password": "new-pw"},
+        "db": {"host": "h", "password": "new-pw"},
         "api": {"keys": ["k-123", "k-456"]},
     }
 
@@ -307,8 +307,14 @@ def test_the_mask_where_it_stands_for_no_kept_secret_is_422() -> None:
         keep_masked(newly_secret, CLEAR, PATHS, [*PATHS, "/db/host"])
 
     no_longer_secret = {"db": {"host": "h", "password": MASK}, "api": {"keys": [MASK, "k-456"]}}
-    with pytest.raises(Unprocessable, match="'/db/password' holds the mask '<secret>' but is no longer a secret path"):
+    with pytest.raises(Unprocessable, match="'/db/password' is no longer a secret path") as refused:
         keep_masked(no_longer_secret, CLEAR, PATHS, ["/api/keys/0"])
+    assert [e["path"] for e in refused.value.errors] == ["/db/password"]
+
+    never_secret = {"db": {"host": MASK, "password": MASK}, "api": {"keys": [MASK, "k-456"]}}
+    with pytest.raises(Unprocessable, match="accepted only at a secret path") as refused:
+        keep_masked(never_secret, CLEAR, PATHS, PATHS)
+    assert [e["path"] for e in refused.value.errors] == ["/db/host"]
 
 
 def test_masked_diff_says_which_secret_changed_without_its_value() -> None:

@@ -33,6 +33,23 @@ UPDATE configuration_revisions SET config = %(config)s
 WHERE configuration_id = %(configuration_id)s AND revision = %(revision)s
 """
 
+# Every revision of one configuration, locked: a value made secret is sealed in each of them.
+REVISIONS_OF = """
+SELECT configuration_id, revision, config, secret_paths FROM configuration_revisions
+WHERE configuration_id = %(configuration_id)s
+ORDER BY revision
+FOR UPDATE
+"""
+
+# Revisions of one configuration with more of their values sealed (`revisions`: a JSON array of
+# {"revision", "config", "secret_paths"}): the same states, so no event and no audit entry.
+SET_REVISIONS = """
+UPDATE configuration_revisions r
+SET config = sealed.config, secret_paths = sealed.secret_paths
+FROM jsonb_to_recordset(%(revisions)s::jsonb) AS sealed(revision integer, config jsonb, secret_paths jsonb)
+WHERE r.configuration_id = %(configuration_id)s AND r.revision = sealed.revision
+"""
+
 # One configuration per key id found in a stored secret (for /ready). Reads every configuration
 # with secrets: fine for thousands, to be sampled if that ever grows.
 SAMPLES = """
@@ -68,6 +85,16 @@ class SecretRepository:
     def set_config(self, row: SealedRow, config: Any) -> None:
         params = {"configuration_id": row.configuration_id, "revision": row.revision, "config": jsonb(config)}
         self.tx.execute(SET_REVISION if row.revision else SET_CONFIGURATION, params)
+
+    def revisions_of(self, configuration_id: str) -> list[SealedRow]:
+        """Every revision of a configuration, oldest first, locked until the transaction ends."""
+        return self.tx.fetch_all(REVISIONS_OF, {"configuration_id": configuration_id}, row=SealedRow)
+
+    def set_revisions(self, configuration_id: str, revisions: list[tuple[int, Any, list[str]]]) -> None:
+        """Store (revision, config, secret_paths) over those revisions of a configuration."""
+        if revisions:
+            rows = [{"revision": r, "config": config, "secret_paths": paths} for r, config, paths in revisions]
+            self.tx.execute(SET_REVISIONS, {"configuration_id": configuration_id, "revisions": jsonb(rows)})
 
     def samples(self) -> list[SealedRow]:
         return self.tx.fetch_all(SAMPLES, row=SealedRow)

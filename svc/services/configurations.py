@@ -48,7 +48,7 @@ from svc.json_documents import (
     violations,
 )
 from svc.services.pagination import Page, keyset_page
-from svc.services.policy import TeamResource
+from svc.services.policy import Action, ApplicationResource, TeamResource
 from svc.services.preconditions import Condition, EntityTag, Precondition, require_current
 from svc.services.secret_values import (
     decrypt_at,
@@ -57,8 +57,11 @@ from svc.services.secret_values import (
     mask_at,
     mask_violations,
     masked_diff,
+    seal_earlier,
+    uncovered,
     validate_secret_paths,
 )
+from svc.repositories.secrets import SecretRepository
 
 # The fields a write may change; `config` changes make the interesting revisions.
 STATE_FIELDS = ("config", "schema", "secret_paths", "comments")
@@ -85,6 +88,21 @@ class _Write:
     always_new_revision: bool = False  # a rollback makes a revision even when the state is the same
     audit_detail: dict[str, Any] = field(default_factory=dict)
     proposes_clear: bool = False  # the change's config is clear, not the masked view the caller saw
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A planned update, and what it does to secrets beyond its own revision."""
+
+    planned: Planned
+    newly_secret: list[str]  # values secret from now on that were not: sealed in every earlier revision too
+    declassified: list[str]  # secret paths the update drops (the caller holds the reveal right): audited
+
+    @property
+    def beyond_its_revision(self) -> bool:
+        """Whether recording it also rewrites earlier revisions or audits a declassification, in one
+        transaction (never in the batched statement)."""
+        return bool(self.newly_secret or self.declassified)
 
 
 class ConfigurationService:
@@ -270,6 +288,9 @@ class ConfigurationService:
 
         def old_config(current: Configuration, tx: Transaction) -> dict[str, Any]:
             old = _existing_revision(tx, configuration_id, revision)
+            if old.secret_paths and current.schema is not None and not _same(old.schema, current.schema):
+                # Its secrets would be checked against a schema they were not stored under: an oracle.
+                policy.require(actor, Action.CHANGE_SECRET_SCHEMA, ApplicationResource(current.application_id))
             return {
                 "config": self._clear(configuration_id, old.config, old.secret_paths),
                 "secret_paths": old.secret_paths,
@@ -320,10 +341,12 @@ class ConfigurationService:
         row every time, the write waits for the row lock (`_write_locked`), so it cannot be starved."""
         for _ in range(OPTIMISTIC_ATTEMPTS):
             current = _current(write, await self._targets((write.configuration_id, write.actor.user_id)))
-            planned = self._planned(write, current, propose(_masked(current)))
-            if isinstance(planned, Configuration):
-                return _masked(planned)
-            recorded = await self._records(planned)
+            plan = self._planned(write, current, propose(_masked(current)))
+            if isinstance(plan, Configuration):
+                return _masked(plan)
+            if plan.beyond_its_revision:
+                break
+            recorded = await self._records(plan.planned)
             if recorded is not None:
                 return _masked(recorded.configuration)
         return await run_sync(lambda: self._write_locked(write, lambda current, tx: propose(current)))
@@ -339,19 +362,30 @@ class ConfigurationService:
         """`_write` in one transaction that holds the row lock from its read to its commit."""
         with self.db.transaction() as tx:
             current = _current(write, _locked_target(tx, write))
-            planned = self._planned(write, current, propose(_masked(current), tx))
-            if isinstance(planned, Configuration):
-                return _masked(planned)
-            (recorded,) = ConfigurationRepository(tx).record_updates([planned])
+            plan = self._planned(write, current, propose(_masked(current), tx))
+            if isinstance(plan, Configuration):
+                return _masked(plan)
+            if plan.newly_secret:
+                self._seal_earlier_revisions(tx, current.id, plan.newly_secret)
+            (recorded,) = ConfigurationRepository(tx).record_updates([plan.planned])
+            if plan.declassified:
+                audit.record(
+                    tx, write.actor, "configuration.declassify", "configuration", current.id,
+                    _audit_detail(current.application_id, current.name, before=current.revision,
+                                  after=recorded.configuration.revision) | {"secret_paths": plan.declassified},
+                )
             tx.after_commit(lambda: self.announce(recorded.payload))
             tx.commit()
         return _masked(recorded.configuration)
 
-    def _planned(self, write: _Write, current: Configuration, change: dict[str, Any]) -> Configuration | Planned:
+    def _planned(self, write: _Write, current: Configuration, change: dict[str, Any]) -> Configuration | _Plan:
         """What `change` makes of `current`: the state and event to record (sealed, validated), or
-        `current` itself when nothing would change and the write does not always make a revision."""
-        current_clear = self._clear(current.id, current.config, current.secret_paths)
+        `current` itself when nothing would change and the write does not always make a revision.
+        403 when it drops a secret path or changes the schema over secret values, unless the caller
+        holds the reveal right."""
         proposed = {field: getattr(current, field) for field in STATE_FIELDS} | change
+        declassified = self._require_secret_rights(write.actor, current, proposed)
+        current_clear = self._clear(current.id, current.config, current.secret_paths)
         if "config" in change and not write.proposes_clear:
             proposed["config"] = self._clear_proposal(
                 change["config"], proposed["secret_paths"], current_clear, current.secret_paths
@@ -373,7 +407,34 @@ class ConfigurationService:
             proposed["comments"],
         )
         event = _event(write.actor, write.action, current.id, "updated", write.message, detail)
-        return Planned(current.id, state, expected_revision=current.revision, event=event)
+        return _Plan(
+            Planned(current.id, state, expected_revision=current.revision, event=event),
+            newly_secret=uncovered(proposed["secret_paths"], current.secret_paths),
+            declassified=declassified,
+        )
+
+    @staticmethod
+    def _require_secret_rights(actor: Principal, current: Configuration, proposed: dict[str, Any]) -> list[str]:
+        """The secret paths of `current` that `proposed` no longer covers, once the caller may drop
+        them; 403 when it may not, or when it changes the schema over secret values."""
+        application = ApplicationResource(current.application_id)
+        paths = proposed["secret_paths"]
+        declassified = uncovered(current.secret_paths, paths if isinstance(paths, list) else [])
+        if declassified:
+            policy.require(actor, Action.DECLASSIFY, application)
+        if current.secret_paths and not _same(proposed["schema"], current.schema):
+            policy.require(actor, Action.CHANGE_SECRET_SCHEMA, application)
+        return declassified
+
+    def _seal_earlier_revisions(self, tx: Transaction, configuration_id: str, newly_secret: list[str]) -> None:
+        """Seal the values at `newly_secret` in every revision so far, so that no clear copy remains."""
+        secrets = SecretRepository(tx)
+        resealed = []
+        for row in secrets.revisions_of(configuration_id):
+            sealed = seal_earlier(row.config, row.secret_paths, newly_secret, self.keyring, configuration_id)
+            if sealed is not None:
+                resealed.append((row.revision, *sealed))
+        secrets.set_revisions(configuration_id, resealed)
 
     # --- secrets -------------------------------------------------------------------------
 

@@ -74,6 +74,11 @@ class Action(StrEnum):
     GIVE_TO_TEAM = "application.team"  # set an application's team_id (resource: TeamResource)
     RESOLVE = "configuration.resolve"  # resolve and event streams
     REVEAL_SECRETS = "configuration.reveal"  # ask for secret values in clear (?reveal=true)
+    # Secrets are a one-way door: anyone who writes a configuration may make a value secret, but
+    # only who may see secret values may make one clear again or change the schema that checks them
+    # (a schema is an oracle: `const`, `enum` or `pattern` answers a right guess differently).
+    DECLASSIFY = "configuration.declassify"  # drop or move a secret path, roll back to before one
+    CHANGE_SECRET_SCHEMA = "configuration.secret_schema"  # change the schema over secret values
 
 
 @dataclass(frozen=True)
@@ -347,6 +352,24 @@ def _resolve(principal: Principal, resource: Resource) -> ServiceError | None:
     return denial
 
 
+def _holds_the_reveal_right(what: str) -> Rule:
+    """Admins, and service tokens created with `reveal_secrets` that reach the application: those
+    who could read the secret values anyway."""
+
+    def rule(principal: Principal, resource: Resource) -> ServiceError | None:
+        assert isinstance(resource, ApplicationResource)
+        if principal.is_admin or (
+            principal.reveal_secrets and principal.application_id in (None, resource.application_id)
+        ):
+            return None
+        return Forbidden(
+            f"only an admin or a service token created with reveal_secrets may {what}; "
+            f"{_a_token(principal)} without it may add secret paths, never remove them"
+        )
+
+    return rule
+
+
 def _list_applications(principal: Principal, resource: Resource) -> ServiceError | None:
     """Users list the applications of their teams; the list is narrowed by the service."""
     if principal.role == "user":
@@ -381,6 +404,12 @@ RULES: dict[Action, Rule] = {
     Action.READ_APPLICATION: _application_rule(write=False),
     Action.WRITE_APPLICATION: _application_rule(write=True),
     Action.RESOLVE: _resolve,
+    Action.DECLASSIFY: _holds_the_reveal_right(
+        "remove or move a secret path (or roll back to a revision without it)"
+    ),
+    Action.CHANGE_SECRET_SCHEMA: _holds_the_reveal_right(
+        "change the schema of a configuration that has secret values (a schema can test them)"
+    ),
     Action.REVEAL_SECRETS: lambda principal, resource: None if principal.is_admin else Forbidden(
         "?reveal=true is for admin tokens; a service token reads secrets only if created with reveal_secrets"
     ),

@@ -156,19 +156,16 @@ def reencrypt(stored: Any, paths: list[str], keyring: KeyRing, configuration_id:
 def keep_masked(new: Any, previous_clear: Any, previous_paths: list[str], paths: list[str]) -> Any:
     """`new` with each MASK at a secret path replaced by the clear value it stands for.
 
-    MASK at a path that is secret now and was secret before keeps the previous value, so a
-    read-modify-write by a caller who cannot reveal loses nothing. MASK anywhere it cannot stand
-    for a kept secret is refused (422) rather than stored as the text "<secret>": at a path that is
-    newly secret (there is no stored secret to keep), or at a path that was secret and no longer is
-    (storing the mask would silently lose the secret; keeping the value would reveal it).
+    MASK is accepted only at a path that is secret now and was secret before, where it keeps the
+    previous value, so a read-modify-write by a caller who cannot reveal loses nothing. Anywhere
+    else it is refused (422 naming the path) rather than stored as the text "<secret>": at a path
+    that is not secret (an array item whose mask moved to another index would otherwise seal the
+    wrong value), inside a secret object or array, at a path that is newly secret (there is no
+    stored secret to keep), or at a path that was secret and no longer is (storing the mask would
+    silently lose the secret; keeping the value would reveal it).
     """
+    _refuse_stray_masks(new, previous_paths, paths)
     before = set(previous_paths)
-    for pointer in previous_paths:
-        if pointer not in paths and resolve(new, parse_pointer(pointer)) == MASK:
-            raise Unprocessable(
-                f"'{pointer}' holds the mask '{MASK}' but is no longer a secret path: the secret would be lost; "
-                "send its clear value, or keep the path in secret_paths"
-            )
 
     def kept(value: Any, pointer: str) -> Any:
         if value != MASK:
@@ -176,11 +173,100 @@ def keep_masked(new: Any, previous_clear: Any, previous_paths: list[str], paths:
         previous = resolve(previous_clear, parse_pointer(pointer)) if pointer in before else _MISSING
         if previous is _MISSING:
             raise Unprocessable(
-                f"'{pointer}' holds the mask '{MASK}', but there is no stored secret there to keep; send the clear value"
+                f"'{pointer}' holds the mask '{MASK}', but there is no stored secret there to keep; send the clear value",
+                errors=[{"path": pointer, "message": "no stored secret here for the mask to keep"}],
             )
         return previous
 
     return _rewrite(new, paths, kept)
+
+
+_ENCODED_MASK = orjson.dumps(MASK)
+
+
+def _refuse_stray_masks(document: Any, previous_paths: list[str], paths: list[str]) -> None:
+    """422 naming every place where MASK stands anywhere but exactly at a secret path."""
+    try:
+        if _ENCODED_MASK not in orjson.dumps(document):  # the common case, without a walk in Python
+            return
+    except orjson.JSONEncodeError:
+        pass  # not storable (refused later, naming why); the walk still finds every mask
+    allowed = set(paths)
+    stray = [pointer for pointer in _pointers_of(document, MASK) if pointer not in allowed]
+    if not stray:
+        return
+    errors = [
+        {
+            "path": pointer,
+            "message": f"'{pointer}' is no longer a secret path: the mask would lose the secret; send its clear "
+            "value, or keep the path in secret_paths"
+            if pointer in previous_paths
+            else f"the mask '{MASK}' is accepted only at a secret path, where it keeps the stored value",
+        }
+        for pointer in stray[:MAX_REPORTED_VIOLATIONS]
+    ]
+    raise Unprocessable(
+        f"'{stray[0]}' holds the mask '{MASK}' but is not a secret path that keeps a stored value: "
+        f"{errors[0]['message']}" + (f" (and {len(stray) - 1} more, listed in errors)" if len(stray) > 1 else ""),
+        errors=errors,
+    )
+
+
+def _pointers_of(document: Any, wanted: Any) -> list[str]:
+    """The JSON Pointer of every value equal to `wanted` (a string), in document order."""
+    found = []
+    stack: list[tuple[Any, str]] = [(document, "")]
+    while stack:
+        node, pointer = stack.pop()
+        if node == wanted and isinstance(node, str):
+            found.append(pointer)
+        elif isinstance(node, dict):
+            stack.extend((child, f"{pointer}/{_escape(key)}") for key, child in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((child, f"{pointer}/{index}") for index, child in reversed(list(enumerate(node))))
+    return found
+
+
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def within(pointer: str, outer: str) -> bool:
+    """Whether `pointer` names `outer` itself or a value inside it (False when either is malformed)."""
+    try:
+        parts, outer_parts = parse_pointer(pointer), parse_pointer(outer)
+    except ValueError:
+        return False
+    return parts[: len(outer_parts)] == outer_parts
+
+
+def uncovered(paths: list[str], by: list[str]) -> list[str]:
+    """The paths of `paths` not secret under `by`: neither listed in it nor inside a secret it lists.
+
+    `uncovered(previous, new)` are the secrets a write would make clear (a declassification);
+    `uncovered(new, previous)` the values it makes secret that were not.
+    """
+    return [pointer for pointer in paths if not any(within(pointer, outer) for outer in by)]
+
+
+def seal_earlier(
+    stored: Any, paths: list[str], newly_secret: list[str], keyring: KeyRing, configuration_id: str
+) -> tuple[Any, list[str]] | None:
+    """An earlier revision (`stored`, with its `paths`) with every value at `newly_secret` sealed, and
+    its secret paths after that; None when it holds none of them in clear.
+
+    A newly secret path that holds secrets of the revision inside it (an object made secret as a
+    whole) replaces them: their values are opened and sealed again with the whole.
+    """
+    added = [
+        pointer for pointer in uncovered(newly_secret, paths)
+        if resolve(stored, parse_pointer(pointer)) is not _MISSING
+    ]
+    if not added:
+        return None
+    inner = [pointer for pointer in paths if any(within(pointer, outer) for outer in added)]
+    clear = decrypt_at(stored, inner, keyring, configuration_id)
+    return encrypt_at(clear, added, keyring, configuration_id), [p for p in paths if p not in inner] + added
 
 
 def masked_diff(source: Any, source_paths: list[str], target: Any, target_paths: list[str]) -> list[dict[str, Any]]:
@@ -277,28 +363,53 @@ def _first_pointer(sub: dict[str, Any] | str) -> str:
 
 
 def mask_violations(found: list[dict[str, str]], clear: Any, paths: list[str]) -> list[dict[str, str]]:
-    """JSON Schema violations of `clear` whose messages cannot show a secret value.
+    """JSON Schema violations of `clear` that show nothing of its secret values.
 
-    A validator's message quotes the offending value ("'hunter2' is not of type 'integer'"), so
-    in a violation at, inside or above a secret path each secret's Python rendering becomes the
-    mask's, and a message that still holds a secret's text is withheld.
+    A violation at or inside a secret path is reported at the secret path itself with a fixed
+    message: the validator's message would quote the value (`'INNER' is not of type 'integer'`),
+    or name the members of a secret object (`'pw', 'user' were unexpected`), and a deeper path
+    would name them too. A violation above a secret path quotes the whole object or array it is
+    about, secrets included: each secret's Python rendering (what the message quotes) becomes the
+    mask's, and a message that still holds any text of a secret (a string, a number, a key inside
+    it) is replaced by a fixed one.
     """
     if not paths:
         return found
-    secret_parts = [parse_pointer(pointer) for pointer in paths]
-    values = [value for value in (resolve(clear, parts) for parts in secret_parts) if value is not _MISSING]
-    masked = []
+    secrets_ = [(pointer, parse_pointer(pointer)) for pointer in paths]
+    values = {pointer: resolve(clear, parts) for pointer, parts in secrets_}
+    masked: list[dict[str, str]] = []
     for violation in found:
         parts = parse_pointer(violation["path"])
-        message = violation["message"]
-        if any(parts[: len(s)] == s or s[: len(parts)] == parts for s in secret_parts):
-            for value in values:
-                message = message.replace(repr(value), repr(MASK))
-            if any(_text_of(value) in message for value in values):
-                message = "a secret value does not satisfy the schema here (the message would quote it)"
-        masked.append({**violation, "message": message})
+        owner = next((pointer for pointer, s in secrets_ if parts[: len(s)] == s), None)
+        if owner is not None:
+            entry = {"path": owner, "message": SECRET_VIOLATION}
+        else:
+            inside = [values[pointer] for pointer, s in secrets_ if s[: len(parts)] == parts]
+            entry = {**violation, "message": _without_secrets(violation["message"], inside)}
+        if entry not in masked:
+            masked.append(entry)
     return masked
 
 
-def _text_of(value: Any) -> str:
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
+SECRET_VIOLATION = "the secret value here does not satisfy the schema (the message would show it)"
+ABOVE_SECRET_VIOLATION = "this value does not satisfy the schema (the message would show a secret value inside it)"
+
+
+def _without_secrets(message: str, values: list[Any]) -> str:
+    present = [value for value in values if value is not _MISSING]
+    for value in sorted(present, key=lambda v: -len(repr(v))):
+        message = message.replace(repr(value), repr(MASK))
+    if any(text in message for value in present for text in _texts_of(value)):
+        return ABOVE_SECRET_VIOLATION
+    return message
+
+
+def _texts_of(value: Any) -> list[str]:
+    """Every piece of text a message could show of a secret: its strings, keys and scalars."""
+    if isinstance(value, dict):
+        return [text for key, item in value.items() for text in (key, *_texts_of(item)) if text]
+    if isinstance(value, list):
+        return [text for item in value for text in _texts_of(item)]
+    if isinstance(value, str):
+        return [value] if value else []
+    return [repr(value), orjson.dumps(value).decode()]
