@@ -13,9 +13,9 @@ import orjson
 import referencing.exceptions
 from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
-from jsonschema.validators import validator_for
 
 from svc.errors import BadRequest
+from svc.json_schema import MAX_VALIDATION_STEPS, RefusedSchema, TooCostly, compile_schema, errors
 
 # How many violations a 422 lists; a badly wrong document can have thousands.
 MAX_REPORTED_VIOLATIONS = 50
@@ -192,18 +192,12 @@ class _ValidatorCache:
             if validator is not None:
                 self._validators.move_to_end(key)
                 return validator
-        validator = _compile(schema)
+        validator = compile_schema(schema)
         with self._lock:
             self._validators[key] = validator
             if len(self._validators) > self.size:
                 self._validators.popitem(last=False)
         return validator
-
-
-def _compile(schema: dict[str, Any]) -> Validator:
-    cls = validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
 _validators = _ValidatorCache(VALIDATOR_CACHE_SIZE)
@@ -218,31 +212,40 @@ class InvalidSchema(ValueError):
 
 
 def check_schema(schema: dict[str, Any]) -> None:
-    """Raise InvalidSchema unless `schema` is a valid JSON Schema (of the draft its `$schema` names)."""
+    """Raise InvalidSchema unless `schema` is a valid JSON Schema (of the draft its `$schema` names)
+    that the closed engine (svc.json_schema) runs: no reference outside itself, patterns RE2 compiles,
+    within its size bounds."""
     try:
         _validators.get(schema)
     except SchemaError as exc:
-        path = format_pointer(exc.absolute_path)
-        raise InvalidSchema(
-            f"schema is not a valid JSON Schema: at '{path}': {exc.message}",
-            [{"path": path, "message": exc.message}],
-        ) from exc
+        raise _invalid(list(exc.absolute_path), exc.message) from exc
+    except RefusedSchema as exc:
+        raise _invalid(exc.parts, exc.message) from exc
+
+
+def _invalid(parts: list[str | int], message: str) -> InvalidSchema:
+    path = format_pointer(parts)
+    return InvalidSchema(f"schema is not a valid JSON Schema: at '{path}': {message}", [{"path": path, "message": message}])
 
 
 def violations(schema: dict[str, Any], document: Any) -> list[dict[str, str]]:
     """Each way `document` breaks `schema`, as `{path, message}` with a JSON Pointer path; [] when valid.
 
-    The schema must have passed `check_schema`. A `$ref` that cannot be resolved (remote
-    references are never fetched) or that loops forever is reported as a violation at the root.
+    The schema must have passed `check_schema`. A `$ref` that cannot be resolved (references are
+    never retrieved), one that loops forever, or a validation that would apply more keywords than
+    the engine allows is reported as a violation at the root.
     """
     validator = _validators.get(schema)
     try:
-        errors = sorted(validator.iter_errors(document), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+        found = sorted(errors(validator, document), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     except referencing.exceptions.Unresolvable as exc:
         return [{"path": "", "message": f"the schema's reference cannot be resolved: {exc}"}]
     except RecursionError:
         return [{"path": "", "message": "the schema refers to itself without end"}]
-    return [{"path": format_pointer(e.absolute_path), "message": e.message} for e in errors[:MAX_REPORTED_VIOLATIONS]]
+    except TooCostly:
+        message = f"validating this document against the schema takes more than {MAX_VALIDATION_STEPS} steps"
+        return [{"path": "", "message": message}]
+    return [{"path": format_pointer(e.absolute_path), "message": e.message} for e in found[:MAX_REPORTED_VIOLATIONS]]
 
 
 def format_pointer(parts: Any) -> str:

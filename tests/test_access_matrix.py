@@ -35,14 +35,14 @@ OK = "ok"  # the row's success status
 
 # Who may do what, for the callers that hold a live token; no token or a revoked one is 401.
 ADMIN_ONLY = {"admin": OK, "service": 403, "scoped": 403, "read_only": 403, "user": 403, "other_user": 403}
-# Applications: for team callers, "this" application belongs to their team.
+# Applications: for team callers, "this" application belongs to their team; other users find none.
 APPLICATION_READ = {
-    "admin": OK, "service": OK, "scoped": 404, "read_only": OK, "user": 403, "other_user": 403,
+    "admin": OK, "service": OK, "scoped": 404, "read_only": OK, "user": 404, "other_user": 404,
     **{c: OK for c in TEAM_CALLERS},
 }
 APPLICATION_WRITE = {**APPLICATION_READ, "read_only": 403, "team_member": 403}
-# Resolve and event streams stay for admin and service tokens.
-RESOLVE = {**APPLICATION_READ, **{c: 403 for c in TEAM_CALLERS}}
+# Resolve and event streams stay for admin and service tokens (users: refused for who they are).
+RESOLVE = {**APPLICATION_READ, "user": 403, "other_user": 403, **{c: 403 for c in TEAM_CALLERS}}
 # This user's document (and user record) by id: another user's looks missing.
 OWN_BY_ID = {"admin": OK, "service": 403, "scoped": 403, "read_only": 403, "user": OK, "other_user": 404}
 # /me: every user reaches their own; admin and service tokens belong to no user.
@@ -345,7 +345,9 @@ ROWS: dict[str, Row] = {
     ),
     "GET /api/v1/audit": (lambda cell: ("GET", f"{API}/audit", {}), ADMIN_ONLY, 200),
     # Applications: a token limited to one application cannot make others, and lists only its own.
-    "POST /api/v1/applications": (_new_application, {**APPLICATION_WRITE, "scoped": 403}, 201),
+    "POST /api/v1/applications": (
+        _new_application, {**APPLICATION_WRITE, "scoped": 403, "user": 403, "other_user": 403}, 201
+    ),
     # Everyone lists: scoped tokens their application, users the applications of their teams.
     "GET /api/v1/applications": (
         lambda cell: ("GET", f"{API}/applications", {}), {**APPLICATION_READ, "scoped": OK, "user": OK, "other_user": OK},
@@ -560,3 +562,38 @@ def test_secret_access_matrix(client: TestClient, callers: Callers, make_token):
     callers.headers["reveal"] = bearer(make_token("service", reveal_secrets=True))
     callers.headers["reveal_elsewhere"] = bearer(make_token("service", reveal_secrets=True, application_id=elsewhere))
     assert _mismatches(client, callers, SECRET_ROWS, (*CALLERS, *REVEAL_CALLERS)) == []
+
+
+# Moving an application between teams (PATCH of its team_id): the caller's role in the team it
+# leaves × the role in the team it joins ("none": not a member; None: no team). Only an owner
+# where it leaves and an owner or admin where it joins (or no team) moves it.
+MOVE_ROLES = ("owner", "admin", "member", "none")
+MOVE_STATUS = {
+    "owner": {"owner": 200, "admin": 200, "member": 403, "none": 422, None: 200},
+    "admin": {"owner": 403, "admin": 403, "member": 403, "none": 403, None: 403},  # leaving needs owner
+    "member": {joining: 403 for joining in (*MOVE_ROLES, None)},  # may not write the application
+    "none": {joining: 404 for joining in (*MOVE_ROLES, None)},  # does not find it
+}
+
+
+def test_moving_applications_between_teams(client: TestClient, services, make_token):
+    operator = Principal.operator()
+    founder, mover = (services.users.create(operator, email=f"{n}@example.com", username=n).id for n in ("fay", "max"))
+    headers = bearer(make_token("user", user_id=mover))
+
+    def team_with(role: str) -> str:
+        team = services.teams.create(operator, name=f"team-{new_id().lower()}", owner_id=founder).id
+        if role != "none":
+            services.teams.put_member(operator, team, mover, role=role)
+        return team
+
+    mismatches = []
+    for leaving, expected in MOVE_STATUS.items():
+        for joining, status in expected.items():
+            application = services.applications.create(operator, name=f"a-{new_id().lower()}", team_id=team_with(leaving))
+            target = None if joining is None else team_with(joining)
+            response = client.patch(f"{API}/applications/{application.id}", json={"team_id": target}, headers=headers)
+            now = services.applications.get(operator, application.id).team_id
+            if response.status_code != status or now != (target if status == 200 else application.team_id):
+                mismatches.append(f"{leaving} -> {joining}: {response.status_code}, expected {status}")
+    assert mismatches == []

@@ -244,10 +244,10 @@ def test_user_tokens_may_not_touch_applications_of_no_team_of_theirs(client, adm
     app = create_application(client, admin, "billing")
     user = user_token(make_token, database_url)
     assert client.get(f"{API}/applications", headers=user).json()["items"] == []  # those of its teams: none
-    assert client.get(f"{API}/applications/{app['id']}", headers=user).status_code == 403
+    assert client.get(f"{API}/applications/{app['id']}", headers=user).status_code == 404  # as if missing
     assert client.post(f"{API}/applications", json={"name": "x"}, headers=user).status_code == 403
-    assert client.patch(f"{API}/applications/{app['id']}", json={"comments": "x"}, headers=user).status_code == 403
-    assert client.delete(f"{API}/applications/{app['id']}", headers=user).status_code == 403
+    assert client.patch(f"{API}/applications/{app['id']}", json={"comments": "x"}, headers=user).status_code == 404
+    assert client.delete(f"{API}/applications/{app['id']}", headers=user).status_code == 404
 
 
 def test_service_tokens_manage_applications(client, make_token):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from svc.errors import Forbidden, NotFound
+from svc.errors import Forbidden, NotFound, Unprocessable
 from svc.services import policy
 from svc.services.auth import Principal
 from svc.services.policy import (
@@ -14,6 +14,7 @@ from svc.services.policy import (
     DocumentResource,
     MembershipChange,
     ProposalResource,
+    TeamMove,
     TeamResource,
 )
 
@@ -24,7 +25,7 @@ USER = Principal(token_id=None, name="someone", role="user", user_id=ME)
 ADMIN = Principal(token_id=None, name="root", role="admin")
 SERVICE = Principal(token_id=None, name="deployer", role="service")
 
-Y, F, H = "allowed", Forbidden, NotFound  # allowed, 403, 404
+Y, F, H, U = "allowed", Forbidden, NotFound, Unprocessable  # allowed, 403, 404, 422
 
 
 def team(role):
@@ -50,15 +51,19 @@ TABLE = [
     (Action.CHANGE_MEMBERSHIP, lambda role: MembershipChange(team(role), frozenset({"owner"})), (Y, F, F, H)),
     (Action.UPDATE_TEAM, team, (Y, F, F, H)),
     (Action.DELETE_TEAM, team, (Y, F, F, H)),
-    (Action.READ_APPLICATION, application, (Y, Y, Y, F)),
-    (Action.WRITE_APPLICATION, application, (Y, Y, F, F)),
+    (Action.READ_APPLICATION, application, (Y, Y, Y, H)),
+    (Action.WRITE_APPLICATION, application, (Y, Y, F, H)),
+    (Action.MOVE_APPLICATION, lambda role: TeamMove(team(role), None), (Y, F, F, H)),
+    (Action.MOVE_APPLICATION, lambda role: TeamMove(None, team(role)), (Y, Y, F, U)),
+    (Action.MOVE_APPLICATION, lambda role: TeamMove(team("owner"), team(role)), (Y, Y, F, U)),
+    (Action.MOVE_APPLICATION, lambda role: TeamMove(team(role), team("owner")), (Y, F, F, H)),
 ]
 
 
 def _outcome(principal: Principal, action: Action, resource) -> object:
     try:
         policy.require(principal, action, resource)
-    except (Forbidden, NotFound) as exc:
+    except (Forbidden, NotFound, Unprocessable) as exc:
         return type(exc)
     return Y
 
@@ -97,7 +102,7 @@ def test_phase_one_rules_hold():
     assert _outcome(SERVICE, Action.READ_APPLICATION, ApplicationResource("01JCZ5J7Q9T1V0G6W8E2X4Y6ZC")) == Y
     assert _outcome(scoped, Action.READ_APPLICATION, ApplicationResource("01JCZ5J7Q9T1V0G6W8E2X4Y6ZC")) is NotFound
     assert _outcome(scoped, Action.CREATE_APPLICATION, ApplicationResource(None)) is Forbidden
-    assert _outcome(USER, Action.READ_APPLICATION, ApplicationResource("01JCZ5J7Q9T1V0G6W8E2X4Y6ZC")) is Forbidden
+    assert _outcome(USER, Action.READ_APPLICATION, ApplicationResource("01JCZ5J7Q9T1V0G6W8E2X4Y6ZC")) is NotFound
     assert _outcome(USER, Action.MANAGE_TOKENS, policy.SYSTEM) is Forbidden
     assert _outcome(SERVICE, Action.BE_A_USER, policy.SYSTEM) is Forbidden
     assert _outcome(USER, Action.READ_DOCUMENT, DocumentResource(user_id=TEAM)) is NotFound  # another user's

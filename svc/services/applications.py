@@ -13,7 +13,7 @@ from svc.repositories.configurations import ConfigurationRepository
 from svc.services import audit, changes, policy
 from svc.services.auth import Principal
 from svc.services.pagination import Page, keyset_page
-from svc.services.policy import Action, ApplicationResource, TeamResource
+from svc.services.policy import Action, ApplicationResource, TeamMove, TeamResource
 from svc.services.teams import membership
 
 EDITABLE_FIELDS = ("name", "comments", "team_id")
@@ -63,15 +63,17 @@ class ApplicationService:
 
     def update(self, actor: Principal, application_id: str, fields: dict[str, Any]) -> Application:
         """Change the fields given (`name`, `comments`, `team_id`); the others keep their values.
-        Giving the application to a team needs an admin, or an owner or admin of that team."""
+        Moving the application between teams (or to or from none) needs an admin, or the owner role
+        in the team it leaves and owner or admin in the team it joins."""
         with self.db.transaction() as tx:
             applications = ApplicationRepository(tx)
             current = reachable_application(tx, actor, applications.lock(application_id), application_id, write=True)
             changed = {k: v for k, v in fields.items() if k in EDITABLE_FIELDS and getattr(current, k) != v}
             if not changed:
                 return current
-            if changed.get("team_id") is not None:
-                policy.require(actor, Action.GIVE_TO_TEAM, membership(tx, actor, changed["team_id"]))
+            if "team_id" in changed:
+                move = TeamMove(membership(tx, actor, current.team_id), membership(tx, actor, changed["team_id"]))
+                policy.require(actor, Action.MOVE_APPLICATION, move)
             proposed = replace(current, **changed)
             updated = applications.update(
                 application_id, name=proposed.name, comments=proposed.comments, team_id=proposed.team_id

@@ -18,8 +18,13 @@ reaches itself, its own claude.md and, through memberships, its teams. Roles in 
 | create, change, release, delete items    | yes   | yes          | 403     | 404          |
 | add/remove members and admins            | yes   | yes          | 403     | 404          |
 | add/remove owners, rename, delete        | yes   | 403          | 403     | 404          |
-| read the team's applications             | yes   | yes          | yes     | 403          |
-| write the team's applications            | yes   | yes          | 403     | 403          |
+| read the team's applications             | yes   | yes          | yes     | 404          |
+| write the team's applications            | yes   | yes          | 403     | 404          |
+| move an application out of the team      | yes   | 403          | 403     | 404          |
+| give the team an application             | yes   | yes          | 403     | 422 (no team)|
+
+A user token finds no application outside its teams (404, whether it exists or not). Moving an
+application from one team to another (or to or from none) needs both of the last two rows.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from svc.errors import Forbidden, NotFound, ServiceError
+from svc.errors import Forbidden, NotFound, ServiceError, Unprocessable
 from svc.services.auth import Principal
 
 TeamRole = Literal["owner", "admin", "member"]
@@ -72,6 +77,7 @@ class Action(StrEnum):
     READ_APPLICATION = "application.read"
     WRITE_APPLICATION = "application.write"
     GIVE_TO_TEAM = "application.team"  # set an application's team_id (resource: TeamResource)
+    MOVE_APPLICATION = "application.move"  # change an application's team_id (resource: TeamMove)
     RESOLVE = "configuration.resolve"  # resolve and event streams
     REVEAL_SECRETS = "configuration.reveal"  # ask for secret values in clear (?reveal=true)
     # Secrets are a one-way door: anyone who writes a configuration may make a value secret, but
@@ -135,8 +141,23 @@ class ApplicationResource:
     team: TeamResource | None = None
 
 
+@dataclass(frozen=True)
+class TeamMove:
+    """An application leaving one team for another (None: no team), with the caller's role in each."""
+
+    leaving: TeamResource | None
+    joining: TeamResource | None
+
+
 Resource = (
-    System | UserResource | TeamResource | MembershipChange | DocumentResource | ProposalResource | ApplicationResource
+    System
+    | UserResource
+    | TeamResource
+    | MembershipChange
+    | DocumentResource
+    | ProposalResource
+    | ApplicationResource
+    | TeamMove
 )
 Rule = Callable[[Principal, Resource], ServiceError | None]
 
@@ -305,7 +326,7 @@ def _application_rule(*, write: bool) -> Rule:
         if principal.role == "user":
             team = resource.team
             if team is None or team.role is None:
-                return Forbidden("a user token reaches only the applications of its teams")
+                return NotFound("application not found")  # outside the caller's teams: hidden
             if write and team.role not in MANAGERS:
                 return Forbidden(
                     f"a team {team.role} may only read the team's applications; writing needs owner or admin"
@@ -324,9 +345,9 @@ def _create_application(principal: Principal, resource: Resource) -> ServiceErro
     it owns or administers (giving it to a team is decided by GIVE_TO_TEAM as well)."""
     assert isinstance(resource, ApplicationResource)
     if principal.role == "user":
-        if resource.team is None or resource.team.role not in MANAGERS:
+        if resource.team is None:
             return Forbidden("a user token creates applications only for a team it owns or administers")
-        return _writable(principal)
+        return _named_team(principal, resource.team, "create the team's applications") or _writable(principal)
     denial = _roles(principal, "admin", "service") or _writable(principal)
     if denial is None and principal.application_id is not None:
         denial = Forbidden("a token limited to one application cannot create applications")
@@ -336,10 +357,26 @@ def _create_application(principal: Principal, resource: Resource) -> ServiceErro
 def _give_to_team(principal: Principal, resource: Resource) -> ServiceError | None:
     """An application goes to a team by an admin or an owner or admin of that team."""
     assert isinstance(resource, TeamResource)
-    if principal.is_admin:
-        return None
-    if principal.role != "user" or resource.role not in MANAGERS:
-        return Forbidden(f"only admins and the owners and admins of team {resource.team_id} give it applications")
+    return _named_team(principal, resource, "give the team applications") or _writable(principal)
+
+
+def _named_team(principal: Principal, team: TeamResource, what: str) -> ServiceError | None:
+    """`_in_team` for its owners and admins, for a team a request names in its body: a team hidden
+    from the caller is answered as one that does not exist (422), not as a missing target (404)."""
+    denial = _in_team(principal, team, MANAGERS, what)
+    return Unprocessable(f"team_id {team.team_id} names no team") if isinstance(denial, NotFound) else denial
+
+
+def _move_application(principal: Principal, resource: Resource) -> ServiceError | None:
+    """An application leaves its team by an admin or an owner of that team (an admin of the team
+    could otherwise take it from the owners), and joins another as GIVE_TO_TEAM says."""
+    assert isinstance(resource, TeamMove)
+    if resource.leaving is not None:
+        denial = _in_team(principal, resource.leaving, frozenset({"owner"}), "move the team's applications out of it")
+        if denial is not None:
+            return denial
+    if resource.joining is not None:
+        return _give_to_team(principal, resource.joining)
     return _writable(principal)
 
 
@@ -401,6 +438,7 @@ RULES: dict[Action, Rule] = {
     Action.LIST_APPLICATIONS: _list_applications,
     Action.CREATE_APPLICATION: _create_application,
     Action.GIVE_TO_TEAM: _give_to_team,
+    Action.MOVE_APPLICATION: _move_application,
     Action.READ_APPLICATION: _application_rule(write=False),
     Action.WRITE_APPLICATION: _application_rule(write=True),
     Action.RESOLVE: _resolve,
