@@ -656,3 +656,39 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
+
+
+# --- dedicated connections ------------------------------------------------------------------
+# A background part that holds one connection for its whole life (the LISTEN connection, the
+# change feed) takes it from here, never from a pool: it must not be borrowed from or starve
+# requests.
+
+DedicatedConnection = psycopg2.extensions.connection
+
+
+def dedicated_connection(
+    dsn: str, *, purpose: str, connect_timeout: int, options: str | None = None
+) -> DedicatedConnection:
+    """A connection of its own, outside every pool, in autocommit, named `purpose` in
+    pg_stat_activity. TCP keep-alives notice a silently dead peer within ~15 s even when
+    nothing is sent. Raises psycopg2.Error when the database cannot be reached."""
+    extra = {} if options is None else {"options": options}
+    conn = psycopg2.connect(
+        dsn,
+        connect_timeout=connect_timeout,
+        application_name=purpose,
+        keepalives=1,
+        keepalives_idle=5,
+        keepalives_interval=5,
+        keepalives_count=2,
+        **extra,
+    )
+    conn.autocommit = True
+    return conn
+
+
+def close_quietly(conn: DedicatedConnection | None) -> None:
+    """Close a dedicated connection that may already be broken."""
+    if conn is not None:
+        with suppress(psycopg2.Error):
+            conn.close()

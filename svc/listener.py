@@ -15,14 +15,17 @@ import logging
 from collections.abc import Callable
 
 import psycopg2
-import psycopg2.extensions
 
+from svc.db import DedicatedConnection, close_quietly, dedicated_connection
 from svc.metrics import LISTENER_CONNECTED
 
 log = logging.getLogger(__name__)
 
 # Payload "tokens" or "applications": sent by triggers (migration 0004) when cached data went stale.
 INVALIDATE_CHANNEL = "svc_invalidate"
+# Payload "token", "user", "membership" or "application": sent by triggers (migration 0012) when
+# a caller may have lost access, so open streams re-check theirs.
+CREDENTIALS_CHANNEL = "svc_credentials"
 
 Handler = Callable[[str], None]
 StateHandler = Callable[[bool], None]
@@ -36,7 +39,7 @@ class ChangeListener:
         self.connected = False
         self._handlers: dict[str, list[Handler]] = {channel: [] for channel in channels}
         self._state_handlers: list[StateHandler] = []
-        self._conn: psycopg2.extensions.connection | None = None
+        self._conn: DedicatedConnection | None = None
         self._fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
@@ -95,17 +98,7 @@ class ChangeListener:
             self._set_state(False)
 
     def _connect(self) -> None:
-        conn = psycopg2.connect(
-            self.dsn,
-            connect_timeout=self.connect_timeout,
-            application_name="svc listener",
-            # Notice a silently dead peer within ~15 s even when nothing is sent.
-            keepalives=1,
-            keepalives_idle=5,
-            keepalives_interval=5,
-            keepalives_count=2,
-        )
-        conn.autocommit = True
+        conn = dedicated_connection(self.dsn, purpose="svc listener", connect_timeout=self.connect_timeout)
         with conn.cursor() as cur:
             for channel in self.channels:
                 cur.execute(f'LISTEN "{channel}"')
@@ -137,10 +130,7 @@ class ChangeListener:
         if self._loop is not None and self._fd is not None:
             self._loop.remove_reader(self._fd)
             self._fd = None
-        try:
-            conn.close()
-        except psycopg2.Error:
-            pass
+        close_quietly(conn)
 
     def _set_state(self, connected: bool) -> None:
         self.connected = connected

@@ -11,7 +11,7 @@ import psycopg2.extensions
 from fastapi.testclient import TestClient
 
 from svc.ids import new_id
-from svc.services.changes import CHANNEL
+from svc.changes import CHANNEL
 from tests.conftest import MakeToken, bearer
 
 API = "/api/v1"

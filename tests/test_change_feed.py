@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 
 from svc.api.app import create_app
 from svc.repositories.changes import ChangeRepository
-from svc.services import changes
+from svc import changes
 from svc.services.auth import Principal
 from svc.services.container import Services
-from svc.services.delivery import ByName
+from svc.services.delivery import ByName, Position
 from tests.configuration_helpers import API, create_application, create_configuration, query
 from tests.test_delivery import eventually
 
@@ -52,9 +52,9 @@ def cached(client: TestClient, name: str) -> bool:
 async def first_events(stream, count: int) -> list:
     """The first `count` changes a stream yields (keep-alives skipped)."""
     events = []
-    async for event in stream:
-        if event is not None:
-            events.append(event)
+    async for change in stream:
+        if change is not None:
+            events.append(change.event)
             if len(events) == count:
                 return events
 
@@ -72,7 +72,7 @@ def test_a_change_whose_announcement_was_lost_still_reaches_every_worker(
     )
     # From the latest event on (Last-Event-ID), so the stream sees the change whenever it subscribes.
     latest = query(database_url, "SELECT max(id) FROM configuration_events")[0][0]
-    stream = other.portal.call(second.delivery.open_stream, Principal.operator(), app["id"], latest, 30)
+    stream = other.portal.call(second.delivery.open_stream, Principal.operator(), app["id"], Position(latest), 30)
 
     streamed = other.portal.start_task_soon(first_events, stream, 1)
     try:

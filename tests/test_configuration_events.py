@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from svc.services import changes
+from svc import changes
 from tests.configuration_helpers import API, Listener, create_application, create_configuration, query
 
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}

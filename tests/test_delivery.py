@@ -194,9 +194,11 @@ def test_event_stream_delivers_changes_and_replays_after_reconnect(live_server, 
                          headers={"Last-Event-ID": last_id}) as response:
             missed = read_events(response, 3)
         assert [e["event"] for e in missed] == ["updated", "updated", "deleted"]
-        assert all(int(e["id"]) > int(last_id) for e in missed)
-        bad = http.get(f"/api/v1/applications/{app_id}/events", headers={"Last-Event-ID": "abc"})
-        assert bad.status_code == 400
+        assert all(json.loads(e["data"])["id"] > json.loads(received[-1]["data"])["id"] for e in missed)
+        for bad_id in ("abc", "1-", "-1", "99999999999999999999", "1-99999999999999999999"):
+            bad = http.get(f"/api/v1/applications/{app_id}/events", headers={"Last-Event-ID": bad_id})
+            assert bad.status_code == 400, bad_id
+            assert bad.headers["content-type"] == "application/problem+json"
 
 
 async def long_poll(server, token: dict[str, str], path: str, etag: str) -> tuple[bytes, float]:

@@ -24,6 +24,7 @@ from svc.config import Settings
 from svc.crypto import KeyRing, new_key_entry
 from svc.db import Database
 from svc.services.auth import Principal
+from svc.services.delivery import Position
 from svc.services.secret_store import rotate
 from tests.claude_md_helpers import sql
 from tests.configuration_helpers import API, create_application, create_configuration
@@ -261,7 +262,7 @@ def test_change_events_carry_no_values(world):
     reader = Principal(token_id=None, name="reader", role="service")
 
     async def replay() -> list[bytes]:
-        stream = await services.delivery.open_stream(reader, world.app["id"], 0, keepalive=0.05)
+        stream = await services.delivery.open_stream(reader, world.app["id"], Position(0), keepalive=0.05)
         received = []
         async for event in stream:
             if event is None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from svc.db import Transaction
 
-# The NOTIFY payload of one event (its shape is documented in svc/services/changes.py), from
+# The NOTIFY payload of one event (its shape is documented in svc/changes.py), from
 # `event` joined to its application: the name is looked up when the payload is built, so a
 # deleted application must be deleted after its events are recorded.
 PAYLOAD = """json_build_object(

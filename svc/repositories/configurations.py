@@ -203,7 +203,7 @@ class Recorded:
 
     configuration: Configuration
     event_id: int
-    payload: str  # the event's announcement (svc/services/changes.py)
+    payload: str  # the event's announcement (svc/changes.py)
 
 
 def _recorded(event_id: int, payload: str, **columns: Any) -> Recorded:

@@ -19,12 +19,27 @@ WHERE a.name = %(application_name)s AND c.name = %(configuration_name)s
 
 APPLICATION_EXISTS = "SELECT EXISTS (SELECT 1 FROM applications WHERE id = %(application_id)s)"
 
-LATEST_EVENT_ID = "SELECT coalesce(max(id), 0) FROM configuration_events WHERE application_id = %(application_id)s"
-
-EVENTS_AFTER = """
-SELECT id, application_id, configuration_id, name, revision, kind
+# Where a stream starts: its application's latest event, and the oldest transaction still
+# running (every event not visible to this statement has an xid at least that).
+STREAM_START = """
+SELECT coalesce(max(id), 0) AS latest, pg_snapshot_xmin(pg_current_snapshot())::text AS floor
 FROM configuration_events
-WHERE application_id = %(application_id)s AND id > %(after)s
+WHERE application_id = %(application_id)s
+"""
+
+EVENT_COLUMNS = "id, application_id, configuration_id, name, revision, kind"
+
+# A page (by id, from `from_id`) of the events after a resume position: those with a higher id,
+# and those with a lower one whose transaction was still running when the position was handed
+# out (xid at least `floor`). Two index scans: by (application_id, id) and by xid.
+EVENTS_AFTER = f"""
+(SELECT {EVENT_COLUMNS} FROM configuration_events
+ WHERE application_id = %(application_id)s AND id > greatest(%(after)s, %(from_id)s)
+ ORDER BY id LIMIT %(limit)s)
+UNION ALL
+(SELECT {EVENT_COLUMNS} FROM configuration_events
+ WHERE xid >= %(floor)s::xid8 AND application_id = %(application_id)s
+   AND id > %(from_id)s AND id <= %(after)s)
 ORDER BY id
 LIMIT %(limit)s
 """
@@ -74,6 +89,18 @@ class ChangeEvent:
         )
 
 
+@dataclass(frozen=True)
+class StreamStart:
+    """The application's latest event id, and the xmin of the snapshot that read it."""
+
+    latest: int
+    floor: int
+
+
+def _stream_start(*, latest: int, floor: str) -> StreamStart:
+    return StreamStart(latest, int(floor))
+
+
 def _resolved(
     *, configuration_id: str, application_id: str, revision: int, body: str, secret_paths: list[str]
 ) -> Resolved:
@@ -91,11 +118,21 @@ class DeliveryRepository:
     def application_exists(self, application_id: str) -> bool:
         return self.tx.fetch_value(APPLICATION_EXISTS, {"application_id": application_id})
 
-    def latest_event_id(self, application_id: str) -> int:
-        return self.tx.fetch_value(LATEST_EVENT_ID, {"application_id": application_id})
+    def stream_start(self, application_id: str) -> StreamStart:
+        return self.tx.fetch_one(STREAM_START, {"application_id": application_id}, row=_stream_start)
 
-    def events_after(self, application_id: str, after: int, limit: int) -> list[ChangeEvent]:
-        params = {"application_id": application_id, "after": after, "limit": limit}
+    def events_after(
+        self, application_id: str, after: int, floor: int | None, *, from_id: int, limit: int
+    ) -> list[ChangeEvent]:
+        """Events with an id above `after`, or at most `after` with an xid at least `floor` (None:
+        no such), each above `from_id`, in id order."""
+        params = {
+            "application_id": application_id,
+            "after": after,
+            "floor": None if floor is None else str(floor),
+            "from_id": from_id,
+            "limit": limit,
+        }
         return self.tx.fetch_all(EVENTS_AFTER, params, row=ChangeEvent)
 
     def prune_events(self, hours: int) -> int:

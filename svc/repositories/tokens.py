@@ -43,6 +43,8 @@ WHERE id = %(id)s
 RETURNING {COLUMNS}
 """
 
+LIVE = f"SELECT {COLUMNS} FROM api_tokens WHERE id = %(id)s AND revoked_at IS NULL"
+
 COUNT_ALL = "SELECT count(*) FROM api_tokens"
 
 LOCK_BOOTSTRAP = "SELECT pg_advisory_xact_lock(hashtext('svc.bootstrap_token'))"
@@ -106,6 +108,10 @@ class TokenRepository:
 
     def revoke(self, token_id: str) -> Token | None:
         return self.tx.fetch_one(REVOKE, {"id": token_id}, row=Token)
+
+    def live(self, token_id: str) -> Token | None:
+        """The token, unless it is revoked or gone."""
+        return self.tx.fetch_one(LIVE, {"id": token_id}, row=Token)
 
     def count(self) -> int:
         return self.tx.fetch_value(COUNT_ALL)

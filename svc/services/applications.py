@@ -10,7 +10,8 @@ from svc.errors import NotFound
 from svc.ids import new_id
 from svc.repositories.applications import Application, ApplicationRepository
 from svc.repositories.configurations import ConfigurationRepository
-from svc.services import audit, changes, policy
+from svc import changes
+from svc.services import audit, policy
 from svc.services.auth import Principal
 from svc.services.pagination import Page, keyset_page
 from svc.services.policy import Action, ApplicationResource, TeamMove, TeamResource

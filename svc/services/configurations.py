@@ -35,7 +35,8 @@ from svc.repositories.configurations import (
     configuration_version,
     state_version,
 )
-from svc.services import audit, changes, policy
+from svc import changes
+from svc.services import audit, policy
 from svc.services.applications import reachable_application, require_reachable
 from svc.services.auth import Principal
 from svc.json_documents import (

@@ -13,7 +13,7 @@ from svc.content import ContentStore, GitRemote
 from svc.crypto import KeyRing
 from svc.db import AsyncStatements, Database
 from svc.errors import Unavailable
-from svc.listener import INVALIDATE_CHANNEL, ChangeListener
+from svc.listener import CREDENTIALS_CHANNEL, INVALIDATE_CHANNEL, ChangeListener
 from svc.secret_keys import secret_key_ring
 from svc.services.applications import ApplicationService
 from svc.services.audit import AuditService
@@ -23,8 +23,8 @@ from svc.services.catalog import CatalogService
 from svc.services.claude_md import CLAUDE_MD, ClaudeMdService, TeamMount
 from svc.services.configurations import ConfigurationService
 from svc.services.secret_store import check_secret_samples
-from svc.services.changes import CHANNEL as CHANGES_CHANNEL
-from svc.services.changes import ChangeFeed
+from svc.changes import CHANNEL as CHANGES_CHANNEL
+from svc.changes import ChangeFeed
 from svc.services.delivery import DeliveryService
 from svc.services.documents import DocumentService
 from svc.services.teams import TeamService
@@ -83,12 +83,26 @@ class Services:
         configurations = ConfigurationService(
             db, statements, keyring, max_config_bytes=settings.max_config_bytes, announce=changes.announce
         )
+        delivery = DeliveryService(
+            db,
+            statements,
+            keyring,
+            cache_max_bytes=settings.cache_max_bytes,
+            event_retention_hours=settings.event_retention_hours,
+            configurations=configurations,
+        )
+
+        def revoked() -> None:
+            # This worker acts before the revocation's response is sent; the others hear the NOTIFY.
+            authenticator.forget_all_soon()
+            delivery.credentials_changed_soon()
+
         return cls(
             settings=settings,
             db=db,
             statements=statements,
             authenticator=authenticator,
-            tokens=TokenService(db, on_revoked=authenticator.forget_all_soon),
+            tokens=TokenService(db, on_revoked=revoked),
             audit=AuditService(db),
             content=content,
             users=UserService(db, content),
@@ -100,17 +114,10 @@ class Services:
             applications=ApplicationService(db, announce=changes.announce),
             configurations=configurations,
             listener=ChangeListener(
-                database_url, [CHANGES_CHANNEL, INVALIDATE_CHANNEL], connect_timeout=settings.connect_timeout
+                database_url, [CHANGES_CHANNEL, INVALIDATE_CHANNEL, CREDENTIALS_CHANNEL], connect_timeout=settings.connect_timeout
             ),
             changes=changes,
-            delivery=DeliveryService(
-                db,
-                statements,
-                keyring,
-                cache_max_bytes=settings.cache_max_bytes,
-                event_retention_hours=settings.event_retention_hours,
-                configurations=configurations,
-            ),
+            delivery=delivery,
             keyring=keyring,
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import re
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -20,17 +21,20 @@ from anyio.to_thread import run_sync as run_in_threadpool
 from svc.cache import InvalidatingCache
 from svc.crypto import KeyRing
 from svc.db import AsyncStatements, Database
-from svc.errors import NotFound, SecretUnavailable
-from svc.listener import INVALIDATE_CHANNEL, ChangeListener
+from svc.errors import BadRequest, InvalidToken, NotFound, SecretUnavailable, ServiceError
+from svc.listener import CREDENTIALS_CHANNEL, INVALIDATE_CHANNEL, ChangeListener
 from svc.metrics import EVENT_STREAMS, LONG_POLL_WAITERS, RESOLVE_CACHE_HITS, RESOLVE_CACHE_MISSES
+from svc.repositories.applications import ApplicationRepository
 from svc.repositories.configurations import ConfigurationRepository
-from svc.repositories.delivery import ChangeEvent, DeliveryRepository, Resolved
+from svc.repositories.delivery import ChangeEvent, DeliveryRepository, Resolved, StreamStart
+from svc.repositories.tokens import TokenRepository
 from svc.services import audit, policy
 from svc.services.auth import Principal
-from svc.services.changes import ChangeFeed
+from svc.changes import ChangeFeed
 from svc.services.configurations import ConfigurationService, document
 from svc.services.policy import Action, ApplicationResource
 from svc.services.secret_values import decrypt_at, mask_at
+from svc.services.teams import membership
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,44 @@ EVENT_BATCH = 500
 # The newest ids a stream remembers from a replay, to not send them again when their
 # announcement arrives after the replay read them.
 REPLAYED_KEPT = 1_000
+_POSITION = re.compile(r"([0-9]{1,19})(?:-([0-9]{1,20}))?")
+_MAX_EVENT_ID = 2**63 - 1  # bigint
+_MAX_XID = 2**64 - 1  # xid8
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a client resumes a change stream: its SSE event id, `<id>-<floor>`.
+
+    A resume sends every event with an id above `id`, and every event whose transaction id is at
+    least `floor`: when the position was handed out, every transaction below the floor had
+    finished and its events had been sent. Ids are taken before commit and so commit out of
+    order; the floor catches an event whose transaction committed after a later one was sent,
+    at the cost of sending again (duplicates) the events of transactions in flight at the time.
+    A position without a floor (an id from before floors existed) resumes by id alone.
+    """
+
+    id: int
+    floor: int | None = None
+
+    def __str__(self) -> str:
+        return str(self.id) if self.floor is None else f"{self.id}-{self.floor}"
+
+    @classmethod
+    def parse(cls, text: str) -> Position:
+        """The position a client sent back as `Last-Event-ID`; BadRequest unless this service made it."""
+        match = _POSITION.fullmatch(text.strip())
+        if match is None or int(match[1]) > _MAX_EVENT_ID or (match[2] is not None and int(match[2]) > _MAX_XID):
+            raise BadRequest("Last-Event-ID must be the id of an event this stream sent (digits, or digits-digits)")
+        return cls(int(match[1]), None if match[2] is None else int(match[2]))
+
+
+@dataclass(frozen=True)
+class StreamedChange:
+    """One event of a change stream, and the position a client resumes from after it."""
+
+    event: ChangeEvent
+    position: Position
 
 
 @dataclass(frozen=True)
@@ -90,8 +132,8 @@ def _require_visible(actor: Principal, found: Resolved | None, key: Key) -> None
         raise key.not_found()
 
 
-_RESYNC = object()  # queued to streams when the listener comes back: re-read what may have been missed
 _GONE = object()  # queued to the streams of a deleted application: they end
+_RECHECK = object()  # queued to every stream when a caller may have lost access: it re-checks its own
 
 
 class DeliveryService:
@@ -118,13 +160,23 @@ class DeliveryService:
         self._waiters: defaultdict[str, set[asyncio.Future]] = defaultdict(set)
         self._streams: defaultdict[str, set[asyncio.Queue]] = defaultdict(set)
         self._checks: set[asyncio.Task] = set()
+        self._changes: ChangeFeed | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Bumped whenever a caller may have lost access (a token, user, membership or application
+        # changed): a stream or long-poll re-checks its caller before it sends anything more, once
+        # per bump (`_access_checks` shares that check between the streams of one caller).
+        self._credentials_epoch = 0
+        self._access_checks: dict[tuple[Principal, str], asyncio.Future] = {}
 
     # --- wiring ---------------------------------------------------------------------------
 
     def attach(self, listener: ChangeListener, changes: ChangeFeed) -> None:
+        self._changes = changes
+        self._loop = asyncio.get_running_loop()
         changes.subscribe(self._on_change)
         changes.on_state(self._on_feed_state)
         listener.subscribe(INVALIDATE_CHANNEL, self._on_invalidate)
+        listener.subscribe(CREDENTIALS_CHANNEL, self._on_credentials)
 
     def _on_change(self, change: dict[str, Any]) -> None:
         for revealed in (False, True):
@@ -132,6 +184,9 @@ class DeliveryService:
             for representation in REPRESENTATIONS:
                 self.cache.invalidate(ById(change["configuration_id"], representation, revealed))
         self._wake(self._waiters.pop(change["configuration_id"], ()))
+        if not self.cache.enabled:
+            # Deaf (this change was caught up from the table): a revocation may be unheard too.
+            self._credentials_changed()
         event = ChangeEvent(
             id=change["id"],
             application_id=change["application_id"],
@@ -140,8 +195,9 @@ class DeliveryService:
             revision=change["revision"],
             kind=change["kind"],
         )
+        floor = self._changes.floor if self._changes is not None else None
         for queue in self._streams.get(event.application_id, ()):
-            queue.put_nowait(event)
+            queue.put_nowait((event, floor))
 
     def _on_invalidate(self, payload: str) -> None:
         if payload == "applications":  # a rename or delete: names may now mean something else
@@ -153,10 +209,56 @@ class DeliveryService:
         self.cache.set_enabled(connected)
         self._wake_everyone()
         if connected:
-            for queues in self._streams.values():
-                for queue in queues:
-                    queue.put_nowait(_RESYNC)
-            self._end_streams_of_deleted_applications()  # a deletion may have gone unheard
+            # Changes missed meanwhile reach the streams through the feed's catch-up; a deletion
+            # or a revocation may have gone unheard.
+            self._end_streams_of_deleted_applications()
+            self._credentials_changed()
+
+    def _on_credentials(self, payload: str) -> None:
+        self._credentials_changed()
+
+    def credentials_changed_soon(self) -> None:
+        """From any thread, once a revocation has committed and before its response is sent: this
+        worker's streams then re-check their callers before anything else reaches them, even if
+        the NOTIFY is read later."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._credentials_changed)
+
+    def _credentials_changed(self) -> None:
+        self._credentials_epoch += 1
+        self._access_checks = {}
+        self._wake_everyone()
+        for queues in self._streams.values():
+            for queue in queues:
+                queue.put_nowait(_RECHECK)
+
+    async def _recheck(self, actor: Principal, application_id: str, checked: int) -> int:
+        """The epoch the caller's access was last confirmed at, re-checked first if credentials
+        changed since `checked` (free otherwise). Raises as `_check_access` does once access is lost."""
+        while checked != self._credentials_epoch:
+            checked = self._credentials_epoch
+            key = (actor, application_id)
+            check = self._access_checks.get(key)
+            if check is None:
+                check = asyncio.ensure_future(run_in_threadpool(self._check_access, actor, application_id))
+                check.add_done_callback(_retrieve)
+                self._access_checks[key] = check
+            await asyncio.shield(check)
+        return checked
+
+    def _check_access(self, actor: Principal, application_id: str) -> bool:
+        """Raise unless the caller may still stream the application: its token live and unchanged
+        (else 401), the application reachable (through its team's membership) under the policy
+        (else 404 or 403). Return whether the application exists: a deletion ends its streams
+        after its `deleted` events (see `_end_streams_of_missing`), not here."""
+        with self.db.transaction() as tx:
+            token = None if actor.token_id is None else TokenRepository(tx).live(actor.token_id)
+            application = ApplicationRepository(tx).get(application_id)
+            team = None if application is None else membership(tx, actor, application.team_id)
+        if actor.token_id is not None and (token is None or Principal.of_token(token) != actor):
+            raise InvalidToken("the token has been revoked or changed")
+        policy.require(actor, Action.RESOLVE, ApplicationResource(application_id, team))
+        return application is not None
 
     def _end_streams_of_deleted_applications(self) -> None:
         """Look up (once, for all) which streamed applications still exist; end the others' streams."""
@@ -317,14 +419,19 @@ class DeliveryService:
     ) -> Resolved | None:
         """Hold until the configuration's version is not one of `known`; None when `wait` runs out.
 
-        Raises NotFound when the configuration is deleted meanwhile.
+        Raises NotFound when the configuration is deleted meanwhile, and InvalidToken (or as
+        `policy.require`) as soon as the caller loses access: nothing is answered after that.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
+        checked = self._credentials_epoch
         current = await self.resolve(actor, application_name, configuration_name, reveal=reveal)
         LONG_POLL_WAITERS.inc()
         try:
-            while current.version in known:
+            while True:
+                checked = await self._recheck(actor, current.application_id, checked)
+                if current.version not in known:
+                    return current
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return None
@@ -335,7 +442,7 @@ class DeliveryService:
                     # Re-read after registering: a change that landed in between is not missed.
                     current = await self.resolve(actor, application_name, configuration_name, reveal=reveal)
                     if current.version not in known:
-                        break
+                        continue  # answered at the loop's top, once access is confirmed
                     timeout = remaining if self.cache.enabled else min(remaining, POLL_WHILE_DEAF)
                     try:
                         await asyncio.wait_for(future, timeout)
@@ -346,65 +453,75 @@ class DeliveryService:
                     if not waiters and self._waiters.get(current.configuration_id) is waiters:
                         del self._waiters[current.configuration_id]
                 current = await self.resolve(actor, application_name, configuration_name, reveal=reveal)
-            return current
         finally:
             LONG_POLL_WAITERS.dec()
 
     # --- change stream ----------------------------------------------------------------------
 
     async def open_stream(
-        self, actor: Principal, application_id: str, last_event_id: int | None, keepalive: float
-    ) -> AsyncIterator[ChangeEvent | None]:
-        """Every committed change of the application's configurations, once each; None is a keep-alive.
-        Changes come in the order this worker hears of them: ids may arrive a little out of order.
-        The stream ends when the application is deleted.
+        self, actor: Principal, application_id: str, resume: Position | None, keepalive: float
+    ) -> AsyncIterator[StreamedChange | None]:
+        """Every committed change of the application's configurations, each with the position to
+        resume from after it; None is a keep-alive. Changes come in the order this worker hears
+        of them: ids may arrive a little out of order. The stream ends when the application is
+        deleted, and as soon as the caller loses access (token revoked or changed, user,
+        membership or application gone).
 
-        With `last_event_id`, the stream first replays what the client missed (within the
-        retention period). Access and existence are checked here, before anything is streamed;
-        the stream subscribes when it is first iterated, so one never iterated holds nothing.
+        From `resume`, the stream first replays every change after that position (within the
+        retention period; some may come again). Access and existence are checked here, before
+        anything is streamed; the stream subscribes when it is first iterated, so one never
+        iterated holds nothing.
         """
         policy.require(actor, Action.RESOLVE, ApplicationResource(application_id))
-        if await run_in_threadpool(self._missing_applications, [application_id]):
+        checked = self._credentials_epoch
+        if not await run_in_threadpool(self._check_access, actor, application_id):
             raise NotFound(f"application {application_id} not found")
-        return self._stream(application_id, last_event_id, keepalive)
+        return self._stream(actor, application_id, resume, keepalive, checked)
 
     async def _stream(
-        self, application_id: str, last_event_id: int | None, keepalive: float
-    ) -> AsyncIterator[ChangeEvent | None]:
+        self, actor: Principal, application_id: str, resume: Position | None, keepalive: float, checked: int
+    ) -> AsyncIterator[StreamedChange | None]:
         queue: asyncio.Queue = asyncio.Queue()
         self._streams[application_id].add(queue)  # subscribed before the backlog is read: nothing falls between
         EVENT_STREAMS.inc()
         try:
-            exists, latest = await run_in_threadpool(self._stream_start, application_id)
-            if not exists:  # deleted since open_stream looked
+            start = await run_in_threadpool(self._stream_start, application_id)
+            if start is None:  # deleted since open_stream looked
                 return
-            sent = latest if last_event_id is None else last_event_id
-            replay = last_event_id is not None
+            # Every change this stream has not sent yet has an xid at least `start.floor`: the
+            # ones visible at the start are replayed below (in id order) or were before it; the
+            # others had not committed and reach the queue.
             replayed: set[int] = set()  # read from the table, and may still come through the queue
+            if resume is not None:
+                async for event in self._backlog(application_id, resume):
+                    if checked != self._credentials_epoch:
+                        checked = await self._recheck(actor, application_id, checked)
+                    yield StreamedChange(event, Position(event.id, start.floor))
+                    replayed.add(event.id)
+                replayed = set(heapq.nlargest(REPLAYED_KEPT, replayed))
             while True:
-                if replay:
-                    async for event in self._backlog(application_id, sent):
-                        yield event
-                        sent = max(sent, event.id)
-                        replayed.add(event.id)
-                    replayed = set(heapq.nlargest(REPLAYED_KEPT, replayed))
-                    replay = False
                 try:
                     item = await asyncio.wait_for(queue.get(), keepalive)
                 except TimeoutError:
-                    yield None
-                    continue
+                    item = None
                 if item is _GONE:
                     return
-                if item is _RESYNC:
-                    replay = True
-                elif item.id in replayed:
-                    replayed.discard(item.id)
-                else:
+                if checked != self._credentials_epoch:
+                    checked = await self._recheck(actor, application_id, checked)
+                if item is None:
+                    yield None
+                elif item is not _RECHECK:
+                    event, feed_floor = item
+                    if event.id in replayed:
+                        replayed.discard(event.id)
+                        continue
                     # Every change reaches the queue once, but not in id order: changes committed
                     # on several workers are announced in any order, and ids commit out of order.
-                    yield item
-                    sent = max(sent, item.id)
+                    # Whatever reaches it later has an xid at least the feed's floor of now.
+                    floor = start.floor if feed_floor is None else max(start.floor, feed_floor)
+                    yield StreamedChange(event, Position(event.id, floor))
+        except ServiceError as lost:  # the caller lost access: the stream ends here
+            log.info("change stream of application %s ended: %s", application_id, lost.detail)
         finally:
             self._unsubscribe(application_id, queue)
             EVENT_STREAMS.dec()
@@ -416,23 +533,27 @@ class DeliveryService:
             if not streams:
                 del self._streams[application_id]
 
-    def _stream_start(self, application_id: str) -> tuple[bool, int]:
+    def _stream_start(self, application_id: str) -> StreamStart | None:
         with self.db.transaction() as tx:
             repo = DeliveryRepository(tx)
-            return repo.application_exists(application_id), repo.latest_event_id(application_id)
+            return repo.stream_start(application_id) if repo.application_exists(application_id) else None
 
-    async def _backlog(self, application_id: str, after: int) -> AsyncIterator[ChangeEvent]:
+    async def _backlog(self, application_id: str, resume: Position) -> AsyncIterator[ChangeEvent]:
+        """The changes after `resume`, in id order, page by page."""
+        from_id = 0
         while True:
-            events = await run_in_threadpool(self._events_after, application_id, after)
+            events = await run_in_threadpool(self._events_after, application_id, resume, from_id)
             for event in events:
                 yield event
-                after = event.id
+                from_id = event.id
             if len(events) < EVENT_BATCH:
                 return
 
-    def _events_after(self, application_id: str, after: int) -> list[ChangeEvent]:
+    def _events_after(self, application_id: str, resume: Position, from_id: int) -> list[ChangeEvent]:
         with self.db.transaction() as tx:
-            return DeliveryRepository(tx).events_after(application_id, after, EVENT_BATCH)
+            return DeliveryRepository(tx).events_after(
+                application_id, resume.id, resume.floor, from_id=from_id, limit=EVENT_BATCH
+            )
 
     def prune_events(self) -> int:
         """Delete change events older than the retention period; return how many."""
@@ -440,3 +561,9 @@ class DeliveryService:
             deleted = DeliveryRepository(tx).prune_events(self.event_retention_hours)
             tx.commit()
         return deleted
+
+
+def _retrieve(check: asyncio.Future) -> None:
+    """Mark a shared access check's failure as seen, even when every stream awaiting it has gone."""
+    if not check.cancelled():
+        check.exception()

@@ -15,8 +15,7 @@ from svc.api.etags import Preconditions, etag, not_modified, not_modified_respon
 from svc.api.middleware import hold_open
 from svc.api.problems import problem_responses
 from svc.api.schemas import NAME_PATTERN, Reveal
-from svc.errors import BadRequest
-from svc.services.delivery import ByName, ChangeEvent, Resolved
+from svc.services.delivery import ByName, Position, Resolved, StreamedChange
 from svc.services.preconditions import Precondition
 
 router = APIRouter(tags=["delivery"], responses=problem_responses(401, 403, 404, 422, 503))
@@ -105,12 +104,18 @@ DOORWAY = doorway(router.routes, resolve_configuration, key=_names, answer=readi
 CHANGE_EVENT = {
     "type": "object",
     "properties": {
-        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "send it back as Last-Event-ID to resume"},
+        "id": {
+            "type": "string",
+            "pattern": "^[0-9]+-[0-9]+$",
+            "description": "the position after this event: send it back as Last-Event-ID to resume (some "
+                           "events may then come again; none is skipped)",
+        },
         "event": {"type": "string", "enum": ["created", "updated", "deleted"]},
         "data": {
             "type": "string",
             "contentMediaType": "application/json",
-            "description": "a JSON object: id, configuration_id, name, revision, kind",
+            "description": "a JSON object: id (the event's number: the same on a repeat), configuration_id, "
+                           "name, revision, kind",
         },
     },
     "required": ["id", "event", "data"],
@@ -123,10 +128,11 @@ async def _nothing() -> AsyncIterator[bytes]:
         yield chunk
 
 
-def _sse(event: ChangeEvent | None) -> bytes:
-    if event is None:
+def _sse(change: StreamedChange | None) -> bytes:
+    if change is None:
         return b": keep-alive\n\n"
-    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.id, event.kind.encode(), event.data())
+    event = change.event
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (str(change.position).encode(), event.kind.encode(), event.data())
 
 
 @router.get(
@@ -142,16 +148,14 @@ async def events(
     principal: PrincipalDep,
     services: ServicesDep,
     last_event_id: Annotated[
-        str | None, Header(description="resume after this event id (replayed within the retention period)")
+        str | None,
+        Header(description="resume after the event with this id: every change since is sent (within the "
+                           "retention period), some perhaps again"),
     ] = None,
 ) -> StreamingResponse:
-    after = None
-    if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
-            raise BadRequest("Last-Event-ID must be the numeric id of an event")
-        after = int(last_event_id.strip())
+    resume = None if last_event_id is None else Position.parse(last_event_id)
     stream = await services.delivery.open_stream(
-        principal, application_id, after, keepalive=services.settings.sse_keepalive_seconds
+        principal, application_id, resume, keepalive=services.settings.sse_keepalive_seconds
     )
 
     async def body():

@@ -33,11 +33,9 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import orjson
-import psycopg2
-import psycopg2.extensions
 from anyio.to_thread import run_sync
 
-from svc.db import AsyncStatements, Transaction
+from svc.db import AsyncStatements, DedicatedConnection, Transaction, close_quietly, dedicated_connection
 from svc.listener import ChangeListener
 from svc.repositories.changes import ChangeRepository
 
@@ -101,6 +99,9 @@ class ChangeFeed:
         self.connect_timeout = connect_timeout
         self.catch_up_seconds = catch_up_seconds
         self.connected = False
+        # Every event whose transaction id is below `floor` has been handed to the subscribers
+        # (None until the first catch-up): a resume position for the streams (see delivery).
+        self.floor: int | None = None
         self._handlers: list[Handler] = []
         self._state_handlers: list[StateHandler] = []
         self._recent: OrderedDict[int, None] = OrderedDict()
@@ -118,7 +119,7 @@ class ChangeFeed:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
-        self._conn: psycopg2.extensions.connection | None = None
+        self._conn: DedicatedConnection | None = None
         self._floor: int | None = None
         self._last_read: set[int] = set()
 
@@ -250,27 +251,21 @@ class ChangeFeed:
         # below the floor, so comparing with the previous read alone finds the new ones.
         news = [event.payload for event in caught.events if event.id not in self._last_read]
         self._last_read = {event.id for event in caught.events}
-        self._to_loop(self._caught_up, epoch, news)
+        self._to_loop(self._caught_up, epoch, news, self._floor)
 
-    def _connection(self) -> psycopg2.extensions.connection:
+    def _connection(self) -> DedicatedConnection:
         if self._conn is None:
-            conn = psycopg2.connect(
+            self._conn = dedicated_connection(
                 self.dsn,
+                purpose="svc change feed",
                 connect_timeout=self.connect_timeout,
-                application_name="svc change feed",
                 options="-c synchronous_commit=off -c statement_timeout=5000",
             )
-            conn.autocommit = True
-            self._conn = conn
         return self._conn
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except psycopg2.Error:
-                pass
+        close_quietly(conn)
 
     def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
         try:
@@ -293,9 +288,10 @@ class ChangeFeed:
             except Exception:  # one bad handler must not stop delivery to the others
                 log.exception("change handler failed")
 
-    def _caught_up(self, epoch: int, payloads: list[str]) -> None:
+    def _caught_up(self, epoch: int, payloads: list[str], floor: int) -> None:
         for payload in payloads:
             self._deliver(payload)
+        self.floor = floor
         if self._listening and epoch == self._epoch:
             self._set_connected(True)
 
