@@ -11,7 +11,7 @@ After each step:
   line at all, holds a secret value the suite ever sent (a distinctive `S3CR3T…` string: the value
   at a secret path, the member names of a secret object, the items of a secret array);
 - no row of any table holds one in clear (every user table, as text);
-- a local HTTP listener, which schemas `$ref` at random, has received nothing;
+- a local listener, which schemas `$ref` at random, has had no connection;
 - every answer agrees with `svc.services.policy`: denied where its rules deny (the same 403 or
   404), never 403/404 where they allow; a revoked token is 401; nothing is 5xx.
 
@@ -32,7 +32,6 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import orjson
@@ -53,16 +52,17 @@ from svc.services.policy import Action, ApplicationResource, MembershipChange, T
 from svc.repositories.configurations import RevisionRepository
 from svc.services.secret_values import MASK, decrypt_at, mask_at, parse_pointer, resolve, uncovered
 from tests.conftest import bearer, on_app_loop
+from tests.test_schema_engine import Listener, listener  # noqa: F401 (fixture)
 
 API = "/api/v1"
 OPERATOR = Principal.operator()
 MERGE = {"Content-Type": "application/merge-patch+json"}
 LONG = os.environ.get("SVC_LONG_TESTS") == "1"
 
-SECRET = re.compile(r"S3CR3T[A-Z]*-[0-9a-f]{12}")
+# Every text the suite writes into a configuration: secrets, and plain values that may become secret.
+TRACKED = re.compile(r"(?:S3CR3T[A-Z]*|PLAIN|MEMBER)-[0-9a-f]{12,}")
 _serial = itertools.count()
-import collections
-TALLY = collections.Counter()
+
 
 
 def _distinct(prefix: str) -> str:
@@ -104,7 +104,7 @@ def make_config(paths: list[str], sent: set[str], masked: list[str] = ()) -> dic
             filled = {}
             for key, child in node.items():
                 if key == "$key":
-                    key = _distinct("S3CR3TK" if secret else "member")
+                    key = _distinct("S3CR3TK" if secret else "MEMBER")
                     if secret:
                         sent.add(key)
                 filled[key] = fill(child, f"{pointer}/{key}")
@@ -116,7 +116,7 @@ def make_config(paths: list[str], sent: set[str], masked: list[str] = ()) -> dic
                 value = _distinct("S3CR3T")
                 sent.add(value)
                 return value
-            return _distinct("plain")
+            return _distinct("PLAIN")
         return node
 
     return fill(TEMPLATE, "")
@@ -169,35 +169,6 @@ class Config:
     app: App
 
 
-class Listener:
-    """A local HTTP server that records every request it receives (the service must send none)."""
-
-    def __init__(self) -> None:
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                received.append(self.path)
-                body = b'{"type": "integer"}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @dataclass
 class Shared:
     """What every example of one run shares: the app, the database, the listener, the log."""
@@ -233,7 +204,7 @@ class SecurityMachine(RuleBasedStateMachine):
         self.minted = itertools.count()
         # Every check looks for this example's secrets only: what an earlier example left behind
         # (a leak it found, while shrinking) does not fail this one.
-        self.sent: set[str] = set()  # every secret text sent
+        self.sent: set[str] = set()  # every secret sent, and every value at a path made secret
         self.declassified: set[str] = set()  # made clear by a caller holding the reveal right
 
     @property
@@ -322,7 +293,7 @@ class SecurityMachine(RuleBasedStateMachine):
             return frozenset()
         return frozenset(
             text for path in uncovered(before, after)
-            for text in SECRET.findall(orjson.dumps(resolve(clear, parse_pointer(path))).decode())
+            for text in TRACKED.findall(orjson.dumps(resolve(clear, parse_pointer(path))).decode())
         )
 
     # --- checking an answer -------------------------------------------------------------------
@@ -332,7 +303,6 @@ class SecurityMachine(RuleBasedStateMachine):
         """The answer's status against the policy, and its whole text against the secrets (but for
         `may_show`: what a refused declassification by a caller holding the reveal right may name)."""
         status = response.status_code
-        TALLY[f"{what.split(' ')[0]}: {'revoked ' if not caller.live else ''}{status}"] += 1
         event(f"{what.split(' ')[0]}: {'revoked ' if not caller.live else ''}{status}")
         assert status < 500, f"{what} as {caller.name}: {status} {response.text[:500]}"
         if not caller.live:
@@ -344,16 +314,22 @@ class SecurityMachine(RuleBasedStateMachine):
         if not sees_secrets:
             seen = "\n".join([str(status), *(f"{k}: {v}" for k, v in response.headers.items()),
                               response.text if text is None else text])
-            leaked = set(SECRET.findall(seen)) & self.protected - may_show
-            assert not leaked, f"{what} as {caller.name} (no reveal right) was shown secrets {leaked}"
+            leaked = set(TRACKED.findall(seen)) & self.protected - may_show
+            assert not leaked, f"{what} as {caller.name} was shown secrets it may not see: {leaked}"
 
-    def _after_write(self, caller: Caller, config: Config, response) -> None:
-        """A secret made readable is declassified when the caller holds the reveal right, else a failure
-        (before the answer is checked: it shows what the caller declassified)."""
+    def _after_write(self, caller: Caller, config: Config, response, before: list[str]) -> None:
+        """After a write (before its answer is checked, which shows what it declassified): the values
+        at paths it made secret are secrets from now on, in every earlier revision too; a secret made
+        readable is declassified when the caller holds the reveal right, else a failure."""
         if not 200 <= response.status_code < 300:
             return
         truth = self._truth(config)
-        readable = set(SECRET.findall(orjson.dumps(mask_at(truth.config, truth.secret_paths)).decode()))
+        newly_secret = uncovered(truth.secret_paths, before)
+        for number in range(1, truth.revision + 1) if newly_secret else ():
+            clear = self._revision_in_clear(config, number)
+            self.sent |= {text for path in newly_secret
+                          for text in TRACKED.findall(orjson.dumps(resolve(clear, parse_pointer(path))).decode())}
+        readable = set(TRACKED.findall(orjson.dumps(mask_at(truth.config, truth.secret_paths)).decode()))
         if self._may_reveal(caller, config.app):
             self.declassified |= readable
         else:
@@ -411,7 +387,7 @@ class SecurityMachine(RuleBasedStateMachine):
         response = self.client.post(f"{API}/applications/{app.id}/configurations", json=body, headers=caller.headers)
         if response.status_code == 201:
             self.configs.append(Config(response.json()["id"], body["name"], app))
-            self._after_write(caller, self.configs[-1], response)
+            self._after_write(caller, self.configs[-1], response, [])
         self._check("create", caller, response, self._on_app(caller, Action.WRITE_APPLICATION, app))
 
     def _write_denial(self, caller: Caller, config: Config, *, paths: list[str] | None, schema: Any = ...) -> int | None:
@@ -451,7 +427,7 @@ class SecurityMachine(RuleBasedStateMachine):
         expected = self._write_denial(caller, config, paths=paths if send_paths else None, schema=schema)
         dropped = self._dropped(caller, config, current.config, current.secret_paths, paths)
         response = self.client.put(f"{API}/configurations/{config.id}", json=body, headers=caller.headers)
-        self._after_write(caller, config, response)
+        self._after_write(caller, config, response, current.secret_paths)
         self._check("PUT", caller, response, expected, may_show=dropped)
 
     def _merge(self, data) -> None:
@@ -465,7 +441,7 @@ class SecurityMachine(RuleBasedStateMachine):
         expected = self._write_denial(caller, config, paths=None)
         response = self.client.patch(f"{API}/configurations/{config.id}", content=orjson.dumps(patch),
                                      headers={**caller.headers, **MERGE})
-        self._after_write(caller, config, response)
+        self._after_write(caller, config, response, paths)
         self._check("merge PATCH", caller, response, expected)
 
     def _metadata(self, data) -> None:
@@ -481,7 +457,7 @@ class SecurityMachine(RuleBasedStateMachine):
         dropped = self._dropped(caller, config, current.config, current.secret_paths,
                                 current.secret_paths if paths is ... else paths)
         response = self.client.patch(f"{API}/configurations/{config.id}", json=body, headers=caller.headers)
-        self._after_write(caller, config, response)
+        self._after_write(caller, config, response, current.secret_paths)
         self._check("metadata PATCH", caller, response, expected, may_show=dropped)
 
     def _rollback(self, data) -> None:
@@ -501,7 +477,7 @@ class SecurityMachine(RuleBasedStateMachine):
                                 old.secret_paths)
         response = self.client.post(f"{API}/configurations/{config.id}/rollback", json={"revision": number},
                                     headers=caller.headers)
-        self._after_write(caller, config, response)
+        self._after_write(caller, config, response, current.secret_paths)
         self._check(f"rollback to {number}", caller, response, expected, may_show=dropped)
 
     # --- reads ---------------------------------------------------------------------------------
@@ -651,19 +627,19 @@ class SecurityMachine(RuleBasedStateMachine):
         records = self.shared.caplog.records
         for record in records[self.shared.logs_seen:]:
             line = logging.Formatter().format(record)
-            leaked = set(SECRET.findall(line)) & self.protected
+            leaked = set(TRACKED.findall(line)) & self.protected
             assert not leaked, f"a log line holds secrets {leaked}: {line[:300]}"
         self.shared.logs_seen = len(records)
 
     @invariant()
     def no_secret_in_clear_in_any_row(self) -> None:
-        found = set(SECRET.findall(_every_row(self.shared.database_url, self.shared.tables)))
+        found = set(TRACKED.findall(_every_row(self.shared.database_url, self.shared.tables)))
         leaked = found & self.protected
         assert not leaked, f"rows hold secrets in clear: {leaked}"
 
     @invariant()
     def the_service_fetched_nothing(self) -> None:
-        assert self.shared.listener.received == [], f"the service fetched {self.shared.listener.received}"
+        assert self.shared.listener.connections == 0, "the service connected to the listener a schema names"
 
 
 def _every_row(database_url: str, tables: list[str]) -> str:
@@ -699,13 +675,6 @@ def security_client(settings: Settings) -> Iterator[TestClient]:
         yield client
 
 
-@pytest.fixture
-def listener() -> Iterator[Listener]:
-    server = Listener()
-    yield server
-    server.close()
-
-
 def test_random_operations_by_random_callers_keep_every_security_promise(
     security_client: TestClient, database_url: str, listener: Listener, caplog: pytest.LogCaptureFixture
 ):
@@ -725,4 +694,3 @@ def test_random_operations_by_random_callers_keep_every_security_promise(
             suppress_health_check=list(HealthCheck),
         ),
     )
-    print(sorted(TALLY.items()))
