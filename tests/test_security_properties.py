@@ -64,7 +64,6 @@ TRACKED = re.compile(r"(?:S3CR3T[A-Z]*|PLAIN|MEMBER)-[0-9a-f]{12,}")
 _serial = itertools.count()
 
 
-
 def _distinct(prefix: str) -> str:
     return f"{prefix}-{next(_serial):04x}{os.urandom(4).hex()}"
 
@@ -499,13 +498,14 @@ class SecurityMachine(RuleBasedStateMachine):
         reveals = kind == "get" and reveal
         expected = self._reveal_denial(caller, reveals) or self._on_app(caller, Action.READ_APPLICATION, config.app)
         response = self.client.get(request[0], params=request[1], headers=caller.headers)
-        sees = kind == "get" and (caller.principal.reveal_secrets or (reveals and caller.principal.is_admin))
+        sees = kind == "get" and self._sees_in_clear(caller, reveals)
         self._check(kind, caller, response, expected, sees_secrets=sees)
 
     def _resolve_denial(self, caller: Caller, config: Config, reveal: bool) -> int | None:
         return self._reveal_denial(caller, reveal) or self._on_app(caller, Action.RESOLVE, config.app)
 
-    def _sees_resolved(self, caller: Caller, reveal: bool) -> bool:
+    def _sees_in_clear(self, caller: Caller, reveal: bool) -> bool:
+        """Whether a read of the current configuration shows its secrets (`policy.reveals_secrets`)."""
         return caller.principal.reveal_secrets or (reveal and caller.principal.is_admin)
 
     def _resolve(self, data) -> None:
@@ -514,7 +514,7 @@ class SecurityMachine(RuleBasedStateMachine):
         response = self.client.get(f"{API}/resolve/{config.app.name}/{config.name}",
                                    params={"reveal": "true"} if reveal else {}, headers=caller.headers)
         self._check("resolve", caller, response, self._resolve_denial(caller, config, reveal),
-                    sees_secrets=self._sees_resolved(caller, reveal))
+                    sees_secrets=self._sees_in_clear(caller, reveal))
 
     def _long_poll(self, data) -> None:
         """A long-poll with the current ETag, answered by a change the operator makes meanwhile (a
@@ -523,7 +523,7 @@ class SecurityMachine(RuleBasedStateMachine):
         reveal = data.draw(st.booleans(), label="reveal")
         url, params = f"{API}/resolve/{config.app.name}/{config.name}", {"reveal": "true"} if reveal else {}
         expected = self._resolve_denial(caller, config, reveal)
-        sees = self._sees_resolved(caller, reveal)
+        sees = self._sees_in_clear(caller, reveal)
         first = self.client.get(url, params=params, headers=caller.headers)
         self._check("resolve before a long-poll", caller, first, expected, sees_secrets=sees)
         etag = first.headers.get("etag", '"none"') if first.status_code == 200 else '"none"'
