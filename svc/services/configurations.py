@@ -140,14 +140,15 @@ class ConfigurationService:
     # --- reads ---------------------------------------------------------------------------
 
     def get(self, actor: Principal, configuration_id: str, *, reveal: bool = False) -> tuple[Configuration, str]:
-        """The configuration, secrets masked unless `policy.reveals_secrets(actor, reveal)`, and its
-        representation's version (an admin's reveal is audited)."""
+        """The configuration, secrets masked unless `policy.reveal(actor, reveal)` says clear, and its
+        representation's version (a reveal audited where policy says so)."""
         with self.db.transaction() as tx:
             row = _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
-            if not (policy.reveals_secrets(actor, reveal) and row.secret_paths):
+            shown = policy.reveal(actor, reveal)
+            if not (shown.clear and row.secret_paths):
                 return _masked(row), row.version
             clear = self.rendered(row, revealed=True)
-            if actor.is_admin:
+            if shown.audited:
                 audit.record(
                     tx, actor, "configuration.reveal", "configuration", row.id,
                     {"application_id": row.application_id, "name": row.name, "revision": row.revision},
@@ -157,7 +158,7 @@ class ConfigurationService:
 
     def rendered(self, row: Configuration, *, revealed: bool) -> Configuration:
         """The row as a caller sees it: its secret values in clear when `revealed` (the caller checked
-        `policy.reveals_secrets` and audits), else masked."""
+        `policy.reveal` and audits), else masked."""
         return replace(row, config=self._clear(row.id, row.config, row.secret_paths)) if revealed else _masked(row)
 
     def list(

@@ -94,7 +94,9 @@ class ByName:
     revealed: bool = False
     action = Action.RESOLVE
 
-    def cacheable_for(self, actor: Principal) -> bool:
+    def cacheable_for(self, actor: Principal, reveal: policy.Reveal) -> bool:
+        """Always: RESOLVE admits only callers whose scope is the shared cache's, and an audited
+        reveal is recorded after the read (`record_reveal`)."""
         return True
 
     def not_found(self) -> NotFound:
@@ -113,10 +115,10 @@ class ById:
     revealed: bool = False
     action = Action.READ_APPLICATION
 
-    def cacheable_for(self, actor: Principal) -> bool:
-        """A user token reaches an application through its teams, which the cache does not hold;
-        an admin's reveal is audited in the same transaction as its read."""
-        return actor.role != "user" and not (self.revealed and actor.is_admin)
+    def cacheable_for(self, actor: Principal, reveal: policy.Reveal) -> bool:
+        """As the caller's scope says (`policy.scope`); an audited reveal is recorded in the same
+        transaction as its read, never from the cache."""
+        return policy.scope(actor).shared_cache and not reveal.audited
 
     def not_found(self) -> NotFound:
         return NotFound(f"configuration {self.configuration_id} not found")
@@ -299,8 +301,9 @@ class DeliveryService:
     def cached(self, actor: Principal, key: Key, *, reveal: bool = False) -> Resolved | None:
         """The configuration from the cache (a hit is counted), or None when the cache does not
         hold it. Raises as `read` does when `actor` may not read it (or ask to `reveal`)."""
-        key = replace(key, revealed=policy.reveals_secrets(actor, reveal))
-        if not key.cacheable_for(actor):
+        shown = policy.reveal(actor, reveal)
+        key = replace(key, revealed=shown.clear)
+        if not key.cacheable_for(actor, shown):
             return None
         # Within the caller's own scope: only its role is checked before the lookup.
         policy.require(actor, key.action, ApplicationResource(actor.application_id))
@@ -314,9 +317,10 @@ class DeliveryService:
         """The current configuration, by names or by id: from the cache when it can be trusted,
         else one statement on the loop (by id for a user token or an admin's reveal: a transaction
         in the thread pool, the request's only thread hop). Secrets are masked
-        unless `policy.reveals_secrets(actor, reveal)` (see `record_reveal` for an admin's by names)."""
-        key = replace(key, revealed=policy.reveals_secrets(actor, reveal))
-        if not key.cacheable_for(actor):
+        unless `policy.reveal(actor, reveal)` says clear (see `record_reveal` for an audited one by names)."""
+        shown = policy.reveal(actor, reveal)
+        key = replace(key, revealed=shown.clear)
+        if not key.cacheable_for(actor, shown):
             return await run_in_threadpool(self._read_as_member, actor, key)
         found = self.cached(actor, key, reveal=key.revealed)
         if found is not None:
@@ -396,9 +400,9 @@ class DeliveryService:
         return replace(stored, body=orjson.dumps(document), revealed=revealed)
 
     async def record_reveal(self, actor: Principal, found: Resolved) -> None:
-        """Audit an admin's read of secret values in clear by names (a reveal-enabled service token's
-        is its purpose; by id, the configurations service audits it)."""
-        if found.revealed and actor.is_admin:
+        """Audit a read of secret values in clear by names, where `policy.reveal` says so (by id, the
+        configurations service audits it)."""
+        if found.revealed and policy.reveal(actor, found.revealed).audited:
             await run_in_threadpool(self._record_reveal, actor, found)
 
     def _record_reveal(self, actor: Principal, found: Resolved) -> None:

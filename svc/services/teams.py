@@ -62,7 +62,7 @@ class TeamService:
         policy.require(actor, Action.LIST_TEAMS)
         if mine:
             policy.require(actor, Action.BE_A_USER)
-        member_id = actor.user_id if mine or not actor.is_admin else None
+        member_id = actor.user_id if mine else policy.scope(actor).member_id
         with self.db.transaction() as tx:
             teams = TeamRepository(tx)
             return keyset_page(lambda n: teams.list(limit=n, after=after, member_id=member_id), limit)
