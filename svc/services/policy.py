@@ -8,20 +8,10 @@ Forbidden (403); read-only tokens never write.
 
 Roles of tokens: `admin` may do everything; `service` reaches applications and
 configurations (perhaps one application, perhaps read-only) and sees no teams; `user`
-reaches itself, its own claude.md and, through memberships, its teams. Roles in a team:
-
-| action                                   | owner | admin        | member  | not a member |
-|------------------------------------------|-------|--------------|---------|--------------|
-| see the team, members, document          | yes   | yes          | yes     | hidden (404) |
-| write the document, accept/reject        | yes   | yes          | propose | 404          |
-| see, search, install its catalog items   | yes   | yes          | yes     | 404          |
-| create, change, release, delete items    | yes   | yes          | 403     | 404          |
-| add/remove members and admins            | yes   | yes          | 403     | 404          |
-| add/remove owners, rename, delete        | yes   | 403          | 403     | 404          |
-| read the team's applications             | yes   | yes          | yes     | 404          |
-| write the team's applications            | yes   | yes          | 403     | 404          |
-| move an application out of the team      | yes   | 403          | 403     | 404          |
-| give the team an application             | yes   | yes          | 403     | 422 (no team)|
+reaches itself, its own claude.md and, through memberships, its teams. The roles in a team are
+tabled in docs/security-design.md, which tests/test_policy.py checks against `RULES` cell by cell.
+What a caller may list and whether the shared cache may serve it is `scope`; whether a read shows
+secret values and is audited, `reveal`.
 
 A user token finds no application outside its teams (404, whether it exists or not). Moving an
 application from one team to another (or to or from none) needs both of the last two rows.
