@@ -21,6 +21,7 @@ from svc.services.policy import (
     ProposalResource,
     TeamMove,
     TeamResource,
+    UserResource,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,3 +191,147 @@ def test_only_who_may_reveal_drops_secret_paths_or_changes_the_schema_over_them(
     assert _outcome(SERVICE, action, resource) is Forbidden
     assert _outcome(service(application_id=here), action, resource) is Forbidden
     assert _outcome(USER, action, resource) is Forbidden  # a team owner writes, but may not reveal
+
+
+def test_scope_gives_each_caller_its_list_filter_and_cache_eligibility():
+    scoped = Principal(token_id=None, name="s", role="service", application_id=APP)
+    assert policy.scope(ADMIN) == policy.Scope(everything=True, application_id=None, member_id=None, shared_cache=True)
+    assert policy.scope(SERVICE) == policy.Scope(everything=False, application_id=None, member_id=None, shared_cache=True)
+    assert policy.scope(scoped) == policy.Scope(everything=False, application_id=APP, member_id=None, shared_cache=True)
+    # A user's reach hangs on its teams, which the shared cache does not hold.
+    assert policy.scope(USER) == policy.Scope(everything=False, application_id=None, member_id=ME, shared_cache=False)
+
+
+def test_reveal_says_clear_or_masked_and_audits_only_an_asked_reveal():
+    revealer = Principal(token_id=None, name="r", role="service", reveal_secrets=True)
+    assert policy.reveal(revealer, False) == policy.Reveal(clear=True, audited=False)  # its purpose
+    assert policy.reveal(ADMIN, False) == policy.Reveal(clear=False, audited=False)
+    assert policy.reveal(ADMIN, True) == policy.Reveal(clear=True, audited=True)
+    assert policy.reveal(SERVICE, False) == policy.Reveal(clear=False, audited=False)
+    for caller in (SERVICE, USER):
+        with pytest.raises(Forbidden):
+            policy.reveal(caller, True)
+
+
+# What each claim of the README's table of callers means, as a check of the policy: the "may"
+# cell's claims (separated by ";") each hold; each thing in the "may not" cell is refused, with
+# the status the cell gives it.
+OTHER_APP = "01JCZ5J7Q9T1V0G6W8E2X4Y6ZD"
+SCOPED = Principal(token_id=None, name="s", role="service", application_id=OTHER_APP)
+READER = Principal(token_id=None, name="r", role="service", read_only=True)
+REVEALER = Principal(token_id=None, name="v", role="service", reveal_secrets=True)
+
+
+def _shape(role: str, **fields) -> object:
+    fields = {"user_id": None, "application_id": None, "reveal_secrets": False} | fields
+    try:
+        policy.require_token_shape(role, **fields)
+    except Unprocessable:
+        return U
+    return Y
+
+
+def _all_allowed(principal: Principal, *decisions) -> object:
+    outcomes = {_outcome(principal, action, resource) for action, resource in decisions}
+    return Y if outcomes == {Y} else outcomes
+
+
+def _reveal(principal: Principal, asked: bool) -> object:
+    try:
+        return policy.reveal(principal, asked)
+    except Forbidden:
+        return F
+
+
+README_CALLERS = {
+    "service token": (
+        {
+            "applications and configurations, resolve, events": lambda: _all_allowed(
+                SERVICE, (Action.LIST_APPLICATIONS, policy.SYSTEM), (Action.WRITE_APPLICATION, ApplicationResource(APP)),
+                (Action.RESOLVE, ApplicationResource(APP)),
+            ),
+            "limited to its application if scoped": lambda: _all_allowed(
+                SCOPED, (Action.READ_APPLICATION, ApplicationResource(OTHER_APP)),
+            ) if _outcome(SCOPED, Action.READ_APPLICATION, ApplicationResource(APP)) is H else "reaches others",
+            "read only if `read_only`": lambda: Y if _outcome(
+                READER, Action.WRITE_APPLICATION, ApplicationResource(APP)
+            ) is F else "writes",
+            "secret values in clear only with `reveal_secrets`": lambda: Y if (
+                _reveal(REVEALER, False).clear and _reveal(SERVICE, True) is F
+            ) else "reveals",
+        },
+        {
+            "teams": lambda: _outcome(SERVICE, Action.LIST_TEAMS, policy.SYSTEM),
+            "users": lambda: _outcome(SERVICE, Action.MANAGE_USERS, policy.SYSTEM),
+            "claude.md": lambda: _outcome(SERVICE, Action.BE_A_USER, policy.SYSTEM),
+            "catalog": lambda: _outcome(SERVICE, Action.SEARCH_CATALOG, policy.SYSTEM),
+            "other applications": lambda: _outcome(SCOPED, Action.READ_APPLICATION, ApplicationResource(APP)),
+        },
+    ),
+    "user token": (
+        {
+            "itself, its claude.md, its catalog items": lambda: _all_allowed(
+                USER, (Action.UPDATE_USER, UserResource(ME)), (Action.WRITE_DOCUMENT, DocumentResource(user_id=ME)),
+                (Action.RELEASE_ITEM, DocumentResource(user_id=ME)), (Action.SEARCH_CATALOG, policy.SYSTEM),
+            ),
+            # The team table above checks this one cell by cell.
+            "through its teams: the team's document, items and applications as its role allows": lambda: Y,
+        },
+        {
+            "other users' documents and items": lambda: _outcome(
+                USER, Action.READ_DOCUMENT, DocumentResource(user_id=OTHER_APP)
+            ),
+            "configurations outside its teams": lambda: _outcome(
+                USER, Action.READ_APPLICATION, ApplicationResource(APP, team(None))
+            ),
+            "secret values": lambda: _reveal(USER, True),
+        },
+    ),
+    "admin token": (
+        {
+            "everything, secret values only per request with `?reveal=true`, each read audited": lambda: Y if (
+                all(_outcome(ADMIN, a, r) == Y for a, r in ADMIN_DECISIONS)
+                and _reveal(ADMIN, False).clear is False
+                and _reveal(ADMIN, True) == policy.Reveal(clear=True, audited=True)
+            ) else "not everything",
+        },
+        {"carry `reveal_secrets` on the token itself": lambda: _shape("admin", reveal_secrets=True)},
+    ),
+}
+ADMIN_DECISIONS = [
+    (Action.MANAGE_TOKENS, policy.SYSTEM), (Action.MANAGE_USERS, policy.SYSTEM), (Action.READ_AUDIT, policy.SYSTEM),
+    (Action.WRITE_APPLICATION, ApplicationResource(APP)), (Action.RESOLVE, ApplicationResource(APP)),
+    (Action.DELETE_TEAM, team(None)), (Action.WRITE_DOCUMENT, DocumentResource(user_id=ME)),
+    (Action.DECLASSIFY, ApplicationResource(APP)), (Action.CHANGE_SECRET_SCHEMA, ApplicationResource(APP)),
+]
+# Rows of the README's table that no token-role rule decides (the team row is the table above).
+NOT_POLICYS = {"no token, unknown or revoked token", "team member / admin / owner", "operator with a shell"}
+STATUS = {"(403)": F, "(404)": H, "(422)": U}
+
+
+def readme_callers() -> dict[str, tuple[str, str]]:
+    """The README's "Who may do what" table: caller → ("may" cell, "may not" cell)."""
+    rows = markdown_table((ROOT / "README.md").read_text(), "| caller | may | may not |")
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def test_every_row_of_the_readme_table_of_callers_is_checked():
+    assert set(readme_callers()) == set(README_CALLERS) | NOT_POLICYS
+
+
+@pytest.mark.parametrize("caller", list(README_CALLERS))
+def test_the_readme_table_of_callers_is_what_the_policy_decides(caller):
+    may, may_not = readme_callers()[caller]
+    claims, refusals = README_CALLERS[caller]
+    assert [part.strip() for part in may.split(";")] == list(claims)
+    for claim, check in claims.items():
+        assert check() == Y, f"{caller} may {claim}: the policy says {check()}"
+    listed = []
+    for part in (part.strip() for part in may_not.split(";")):
+        status = STATUS.get(part.rsplit(" ", 1)[-1])
+        things = part.rsplit(" ", 1)[0].split(", ") if status else [part]
+        for thing in things:
+            listed.append(thing)
+            decided = refusals[thing]()
+            assert decided == status if status else decided in (F, H, U), f"{caller} may not {thing}: {decided}"
+    assert listed == list(refusals)

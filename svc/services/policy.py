@@ -14,7 +14,7 @@ What a caller may list and whether the shared cache may serve it is `scope`; whe
 secret values and is audited, `reveal`.
 
 A user token finds no application outside its teams (404, whether it exists or not). Moving an
-application from one team to another (or to or from none) needs both of the last two rows.
+application from one team to another (or to or from none) needs both of that table's last two rows.
 """
 
 from __future__ import annotations
