@@ -31,7 +31,7 @@ from svc.repositories.tokens import TokenRepository
 from svc.services import audit, policy
 from svc.services.auth import Principal
 from svc.changes import ChangeFeed
-from svc.services.configurations import ConfigurationService, document
+from svc.services.configurations import ConfigurationService, document, rendered
 from svc.services.policy import Action, ApplicationResource
 from svc.services.secret_values import decrypt_at, mask_at
 from svc.services.teams import membership
@@ -321,7 +321,7 @@ class DeliveryService:
         shown = policy.reveal(actor, reveal)
         key = replace(key, revealed=shown.clear)
         if not key.cacheable_for(actor, shown):
-            return await run_in_threadpool(self._read_as_member, actor, key)
+            return await self._read_as_member(actor, key)
         found = self.cached(actor, key, reveal=key.revealed)
         if found is not None:
             return found
@@ -341,9 +341,10 @@ class DeliveryService:
         """The current configuration's JSON, by names."""
         return await self.read(actor, ByName(application_name, configuration_name), reveal=reveal)
 
-    def _read_as_member(self, actor: Principal, key: ById) -> Resolved:
-        """By id through the configurations service, which checks the caller's teams and audits a reveal."""
-        configuration, version = self.configurations.get(actor, key.configuration_id, reveal=key.revealed)
+    async def _read_as_member(self, actor: Principal, key: ById) -> Resolved:
+        """By id through the configurations service (in the thread pool), which checks the caller's
+        teams and audits a reveal."""
+        configuration, version = await self.configurations.get(actor, key.configuration_id, reveal=key.revealed)
         return Resolved(
             configuration.id,
             configuration.application_id,
@@ -385,8 +386,8 @@ class DeliveryService:
         if row is None:
             return None
         revealed = key.revealed and bool(row.secret_paths)
-        rendered = self.configurations.rendered(row, revealed=revealed)
-        return Resolved(row.id, row.application_id, row.revision, document(rendered), row.secret_paths, revealed)
+        shown = rendered(row, self.keyring, revealed=revealed)
+        return Resolved(row.id, row.application_id, row.revision, document(shown), row.secret_paths, revealed)
 
     def _render(self, stored: Resolved, revealed: bool) -> Resolved:
         """The body a caller gets by names: secrets masked, or opened."""
