@@ -44,7 +44,7 @@ class TeamService:
     ) -> Team:
         """A new team whose first owner is `owner_id` (admins, and `svc team create`) or the caller."""
         policy.require(actor, Action.CREATE_TEAM)
-        owner_id = owner_id if actor.is_admin else actor.user_id
+        owner_id = owner_id if policy.scope(actor).everything else actor.user_id  # who reaches every team names one
         if owner_id is None:
             raise Unprocessable("a team needs an owner: an admin token must name one (owner_id)")
         with self.db.transaction() as tx:
