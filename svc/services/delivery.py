@@ -118,7 +118,7 @@ class ById:
     def cacheable_for(self, actor: Principal, reveal: policy.Reveal) -> bool:
         """As the caller's scope says (`policy.scope`); an audited reveal is recorded in the same
         transaction as its read, never from the cache."""
-        return policy.scope(actor).shared_cache and not reveal.audited
+        return policy.shared_cache(actor) and not reveal.audited
 
     def not_found(self) -> NotFound:
         return NotFound(f"configuration {self.configuration_id} not found")

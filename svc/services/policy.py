@@ -184,13 +184,17 @@ class Scope:
 
 def scope(principal: Principal) -> Scope:
     """The list filter and cache eligibility of `principal` (which lists it may ask for at all is `require`'s)."""
-    user = principal.role == "user"
     return Scope(
         everything=principal.is_admin,
         application_id=principal.application_id,
-        member_id=principal.user_id if user else None,
-        shared_cache=not user,
+        member_id=principal.user_id if principal.role == "user" else None,
+        shared_cache=shared_cache(principal),
     )
+
+
+def shared_cache(principal: Principal) -> bool:
+    """`scope(principal).shared_cache`, without making the scope: the warm read asks it."""
+    return principal.role != "user"
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,10 @@ class Reveal:
 
     clear: bool
     audited: bool
+
+
+# Made once: every read asks for one.
+_CLEAR, _CLEAR_AUDITED, _MASKED = Reveal(True, False), Reveal(True, True), Reveal(False, False)
 
 
 def reveal(principal: Principal, asked: bool) -> Reveal:
@@ -211,10 +219,11 @@ def reveal(principal: Principal, asked: bool) -> Reveal:
     else ever sees a secret value.
     """
     if principal.reveal_secrets:
-        return Reveal(clear=True, audited=False)
+        return _CLEAR
     if asked:
         require(principal, Action.REVEAL_SECRETS)
-    return Reveal(clear=asked, audited=asked)
+        return _CLEAR_AUDITED
+    return _MASKED
 
 
 def require_token_shape(
