@@ -94,18 +94,18 @@ class Cell:
     def configuration(self) -> dict[str, Any]:
         """A configuration at revision 2 of a fresh application."""
         application = self.application()
-        created = self.services.configurations.create(
+        created = on_app_loop(self.client, lambda: self.services.configurations.create(
             self.operator, application["id"], name="main", config={"port": 1}
-        )
+        ))
         return asdict(on_app_loop(self.client, lambda: self.services.configurations.update(
             self.operator, created.id, {"config": {"port": 2}})))
 
     def secret_configuration(self) -> dict[str, Any]:
         """A configuration of a fresh application whose revision 2 made `/password` secret."""
         application = self.application()
-        created = self.services.configurations.create(
+        created = on_app_loop(self.client, lambda: self.services.configurations.create(
             self.operator, application["id"], name="main", config={"port": 1}
-        )
+        ))
         return asdict(on_app_loop(self.client, lambda: self.services.configurations.update(
             self.operator, created.id, {"config": {"port": 1, "password": "pw"}, "secret_paths": ["/password"]})))
 

@@ -42,7 +42,7 @@ from svc.services.auth import Principal, new_secret
 from svc.services.container import Services
 from tests.claude_md_helpers import API, create_user, save
 from tests.configuration_helpers import create_application, create_configuration
-from tests.conftest import Cluster, bearer
+from tests.conftest import Cluster, bearer, on_app_loop
 from tests.github_standin import StandIn, serve
 
 EXAMPLES = int(os.environ.get("SVC_FUZZ_EXAMPLES", "5"))
@@ -149,6 +149,7 @@ class Target:
     """The seeded resources that generated path values are pointed at."""
 
     services: Services
+    client: TestClient  # whose event loop the asynchronous services run on
     application_id: str
     configuration_id: str
     user_id: str
@@ -201,6 +202,7 @@ def target(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         FUZZED.app = create_app(config)
         yield Target(
             services=services,
+            client=client,
             application_id=application["id"],
             configuration_id=configuration["id"],
             user_id=user["id"],
@@ -291,7 +293,9 @@ def _fresh(name: str, target: Target) -> str:
     if name == "application_id":
         return services.applications.create(operator, name=f"doomed-{tag}").id
     if name == "configuration_id":
-        return services.configurations.create(operator, target.application_id, name=f"doomed-{tag}", config={}).id
+        return on_app_loop(target.client, lambda: services.configurations.create(
+            operator, target.application_id, name=f"doomed-{tag}", config={}
+        )).id
     if name == "user_id":
         return services.users.create(operator, email=f"{tag}@example.com", username=f"doomed-{tag}").id
     if name == "team_id":

@@ -49,7 +49,10 @@ class World:
 
     def configuration(self) -> dict[str, Any]:
         """A configuration at revision 2 of a fresh application."""
-        created = self.services.configurations.create(OPERATOR, self.application()["id"], name="main", config={"v": 1})
+        application_id = self.application()["id"]
+        created = on_app_loop(self.client, lambda: self.services.configurations.create(
+            OPERATOR, application_id, name="main", config={"v": 1}
+        ))
         return asdict(on_app_loop(self.client, lambda: self.services.configurations.update(
             OPERATOR, created.id, {"config": {"v": 2}})))
 

@@ -67,12 +67,12 @@ class ApplicationService:
         """Applications by id; a token limited to one application sees only that one, a user
         token those of its teams."""
         policy.require(actor, Action.LIST_APPLICATIONS)
-        member_id = actor.user_id if actor.role == "user" else None
+        scope = policy.scope(actor)
         with self.db.autocommit() as statement:
             applications = ApplicationRepository(statement)
             return keyset_page(
                 lambda n: applications.list(
-                    limit=n, after=after, name_prefix=name_prefix, only_id=actor.application_id, member_id=member_id
+                    limit=n, after=after, name_prefix=name_prefix, only_id=scope.application_id, member_id=scope.member_id
                 ),
                 limit,
             )

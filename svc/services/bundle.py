@@ -77,7 +77,7 @@ class BundleService:
             claude_md = DocumentRepository(tx).find(CLAUDE_MD.name, user_id=actor.user_id)
             installed = [
                 item for item, _ in CatalogRepository(tx).installed(
-                    actor.user_id, everyone=actor.is_admin, limit=MAX_INSTALLS
+                    actor.user_id, everyone=policy.scope(actor).everything, limit=MAX_INSTALLS
                 )
             ]
             releases: dict[str, dict[str, str]] = {}

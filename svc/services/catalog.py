@@ -276,7 +276,7 @@ class CatalogService:
         with self.db.transaction() as tx:
             page = keyset_page(
                 lambda n: CatalogRepository(tx).search(
-                    user_id=actor.user_id, everyone=actor.is_admin, q=q or None, type=type, tag=tag, owner=owner,
+                    user_id=actor.user_id, everyone=policy.scope(actor).everything, q=q or None, type=type, tag=tag, owner=owner,
                     status=None if status == "all" else status, after=_decode_cursor(after), limit=n,
                 ),
                 limit,
@@ -374,7 +374,7 @@ class CatalogService:
         policy.require(actor, Action.BE_A_USER)
         with self.db.transaction() as tx:
             page = keyset_page(
-                lambda n: CatalogRepository(tx).installed(actor.user_id, everyone=actor.is_admin, limit=n, after=after),
+                lambda n: CatalogRepository(tx).installed(actor.user_id, everyone=policy.scope(actor).everything, limit=n, after=after),
                 limit,
                 cursor=lambda row: row[0].id,
             )

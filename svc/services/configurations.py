@@ -36,6 +36,7 @@ from svc.repositories.configurations import (
     state_version,
 )
 from svc.repositories.secrets import SecretRepository
+from svc.threads import in_thread_pool
 from svc import changes
 from svc.services import audit, policy
 from svc.services.applications import reachable_application, require_reachable
@@ -108,7 +109,11 @@ class _Plan:
 
 class ConfigurationService:
     """Secret values (at each configuration's `secret_paths`) are sealed in every row written and
-    masked in everything returned, but for `get(..., reveal=True)` by a caller the reveal rule allows."""
+    masked in everything returned, but for `get(..., reveal=True)` by a caller the reveal rule allows.
+
+    Every public method is a coroutine function, to be awaited on the event loop. Updates and merges
+    run there (batched statements, no thread); the others hold a transaction and run in the thread
+    pool (`in_thread_pool`): one hop, which their callers no longer make themselves."""
 
     def __init__(
         self,
@@ -139,15 +144,17 @@ class ConfigurationService:
 
     # --- reads ---------------------------------------------------------------------------
 
+    @in_thread_pool
     def get(self, actor: Principal, configuration_id: str, *, reveal: bool = False) -> tuple[Configuration, str]:
-        """The configuration, secrets masked unless `policy.reveals_secrets(actor, reveal)`, and its
-        representation's version (an admin's reveal is audited)."""
+        """The configuration, secrets masked unless `policy.reveal(actor, reveal)` says clear, and its
+        representation's version (a reveal audited where policy says so)."""
         with self.db.transaction() as tx:
             row = _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)
-            if not (policy.reveals_secrets(actor, reveal) and row.secret_paths):
+            shown = policy.reveal(actor, reveal)
+            if not (shown.clear and row.secret_paths):
                 return _masked(row), row.version
-            clear = self.rendered(row, revealed=True)
-            if actor.is_admin:
+            clear = rendered(row, self.keyring, revealed=True)
+            if shown.audited:
                 audit.record(
                     tx, actor, "configuration.reveal", "configuration", row.id,
                     {"application_id": row.application_id, "name": row.name, "revision": row.revision},
@@ -155,11 +162,7 @@ class ConfigurationService:
                 tx.commit()
         return clear, configuration_version(row.id, row.revision, revealed=True)
 
-    def rendered(self, row: Configuration, *, revealed: bool) -> Configuration:
-        """The row as a caller sees it: its secret values in clear when `revealed` (the caller checked
-        `policy.reveals_secrets` and audits), else masked."""
-        return replace(row, config=self._clear(row.id, row.config, row.secret_paths)) if revealed else _masked(row)
-
+    @in_thread_pool
     def list(
         self,
         actor: Principal,
@@ -182,6 +185,7 @@ class ConfigurationService:
                 limit,
             )
 
+    @in_thread_pool
     def revisions(self, actor: Principal, configuration_id: str, *, limit: int, after: int | None = None) -> Page:
         """Revisions newest first; the cursor is a revision number."""
         with self.db.transaction() as tx:
@@ -193,10 +197,12 @@ class ConfigurationService:
                 cursor=lambda r: r.revision,
             )
 
+    @in_thread_pool
     def revision(self, actor: Principal, configuration_id: str, number: int) -> Revision:
         with self.db.transaction() as tx:
             return _masked(self._revision(actor, tx, configuration_id, number))
 
+    @in_thread_pool
     def diff(self, actor: Principal, configuration_id: str, *, from_: int, to: int) -> list[dict[str, Any]]:
         """The RFC 6902 JSON Patch that turns revision `from_` into revision `to`, secret values masked
         (a changed secret is an operation whose value is the mask)."""
@@ -218,6 +224,7 @@ class ConfigurationService:
 
     # --- writes --------------------------------------------------------------------------
 
+    @in_thread_pool
     def create(
         self,
         actor: Principal,
@@ -275,6 +282,7 @@ class ConfigurationService:
         """Apply a JSON Merge Patch (RFC 7396) to the configuration's JSON."""
         return await self._write(_Write(actor, configuration_id, message, expected), _merging(patch))
 
+    @in_thread_pool
     def rollback(
         self,
         actor: Principal,
@@ -309,6 +317,7 @@ class ConfigurationService:
         )
         return self._write_locked(write, old_config)
 
+    @in_thread_pool
     def delete(self, actor: Principal, configuration_id: str, *, expected: Precondition | None = None) -> None:
         """Delete a configuration and its revisions."""
         with self.db.transaction() as tx:
@@ -488,6 +497,14 @@ class ConfigurationService:
                 f"config does not satisfy its schema: at '{first['path'] or '/'}': {first['message']}{more}",
                 errors=found,
             )
+
+
+def rendered(row: Configuration, keyring: KeyRing, *, revealed: bool) -> Configuration:
+    """The row as a caller sees it: its secret values in clear when `revealed` (the caller checked
+    `policy.reveal` and audits), else masked."""
+    if not (revealed and row.secret_paths):
+        return _masked(row)
+    return replace(row, config=decrypt_at(row.config, row.secret_paths, keyring, row.id))
 
 
 def document(configuration: Configuration) -> bytes:

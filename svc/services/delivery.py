@@ -31,7 +31,7 @@ from svc.repositories.tokens import TokenRepository
 from svc.services import audit, policy
 from svc.services.auth import Principal
 from svc.changes import ChangeFeed
-from svc.services.configurations import ConfigurationService, document
+from svc.services.configurations import ConfigurationService, document, rendered
 from svc.services.policy import Action, ApplicationResource
 from svc.services.secret_values import decrypt_at, mask_at
 from svc.services.teams import membership
@@ -94,7 +94,9 @@ class ByName:
     revealed: bool = False
     action = Action.RESOLVE
 
-    def cacheable_for(self, actor: Principal) -> bool:
+    def cacheable_for(self, actor: Principal, reveal: policy.Reveal) -> bool:
+        """Always: RESOLVE admits only callers whose scope is the shared cache's, and an audited
+        reveal is recorded after the read (`_audited`)."""
         return True
 
     def not_found(self) -> NotFound:
@@ -113,10 +115,10 @@ class ById:
     revealed: bool = False
     action = Action.READ_APPLICATION
 
-    def cacheable_for(self, actor: Principal) -> bool:
-        """A user token reaches an application through its teams, which the cache does not hold;
-        an admin's reveal is audited in the same transaction as its read."""
-        return actor.role != "user" and not (self.revealed and actor.is_admin)
+    def cacheable_for(self, actor: Principal, reveal: policy.Reveal) -> bool:
+        """As the caller's scope says (`policy.scope`); an audited reveal is recorded in the same
+        transaction as its read, never from the cache."""
+        return policy.shared_cache(actor) and not reveal.audited
 
     def not_found(self) -> NotFound:
         return NotFound(f"configuration {self.configuration_id} not found")
@@ -299,8 +301,9 @@ class DeliveryService:
     def cached(self, actor: Principal, key: Key, *, reveal: bool = False) -> Resolved | None:
         """The configuration from the cache (a hit is counted), or None when the cache does not
         hold it. Raises as `read` does when `actor` may not read it (or ask to `reveal`)."""
-        key = replace(key, revealed=policy.reveals_secrets(actor, reveal))
-        if not key.cacheable_for(actor):
+        shown = policy.reveal(actor, reveal)
+        key = replace(key, revealed=shown.clear)
+        if not key.cacheable_for(actor, shown):
             return None
         # Within the caller's own scope: only its role is checked before the lookup.
         policy.require(actor, key.action, ApplicationResource(actor.application_id))
@@ -314,14 +317,15 @@ class DeliveryService:
         """The current configuration, by names or by id: from the cache when it can be trusted,
         else one statement on the loop (by id for a user token or an admin's reveal: a transaction
         in the thread pool, the request's only thread hop). Secrets are masked
-        unless `policy.reveals_secrets(actor, reveal)`; an admin's read of them in clear is audited."""
+        unless `policy.reveal(actor, reveal)` says clear; a read it says to audit is audited."""
         return await self._audited(actor, key, await self._current(actor, key, reveal=reveal))
 
     async def _current(self, actor: Principal, key: Key, *, reveal: bool) -> Resolved:
         """`read`'s answer, without its audit."""
-        key = replace(key, revealed=policy.reveals_secrets(actor, reveal))
-        if not key.cacheable_for(actor):
-            return await run_in_threadpool(self._read_as_member, actor, key)
+        shown = policy.reveal(actor, reveal)
+        key = replace(key, revealed=shown.clear)
+        if not key.cacheable_for(actor, shown):
+            return await self._read_as_member(actor, key)
         found = self.cached(actor, key, reveal=key.revealed)
         if found is not None:
             return found
@@ -341,9 +345,10 @@ class DeliveryService:
         """The current configuration's JSON, by names."""
         return await self.read(actor, ByName(application_name, configuration_name), reveal=reveal)
 
-    def _read_as_member(self, actor: Principal, key: ById) -> Resolved:
-        """By id through the configurations service, which checks the caller's teams and audits a reveal."""
-        configuration, version = self.configurations.get(actor, key.configuration_id, reveal=key.revealed)
+    async def _read_as_member(self, actor: Principal, key: ById) -> Resolved:
+        """By id through the configurations service (in the thread pool), which checks the caller's
+        teams and audits a reveal."""
+        configuration, version = await self.configurations.get(actor, key.configuration_id, reveal=key.revealed)
         return Resolved(
             configuration.id,
             configuration.application_id,
@@ -385,8 +390,8 @@ class DeliveryService:
         if row is None:
             return None
         revealed = key.revealed and bool(row.secret_paths)
-        rendered = self.configurations.rendered(row, revealed=revealed)
-        return Resolved(row.id, row.application_id, row.revision, document(rendered), row.secret_paths, revealed)
+        shown = rendered(row, self.keyring, revealed=revealed)
+        return Resolved(row.id, row.application_id, row.revision, document(shown), row.secret_paths, revealed)
 
     def _render(self, stored: Resolved, revealed: bool) -> Resolved:
         """The body a caller gets by names: secrets masked, or opened."""
@@ -400,10 +405,10 @@ class DeliveryService:
         return replace(stored, body=orjson.dumps(document), revealed=revealed)
 
     async def _audited(self, actor: Principal, key: Key, found: Resolved) -> Resolved:
-        """`found`, once an admin's read of its secret values in clear by names is audited (a
-        reveal-enabled service token's is its purpose; by id, the configurations service audits
-        it in the read's own transaction, and such a read is never cached)."""
-        if found.revealed and actor.is_admin and isinstance(key, ByName):
+        """`found`, once a read of its secret values in clear by names is audited where `policy.reveal`
+        says so (by id, the configurations service audits it in the read's own transaction, and
+        such a read is never cached)."""
+        if found.revealed and isinstance(key, ByName) and policy.reveal(actor, found.revealed).audited:
             await run_in_threadpool(self._record_reveal, actor, found)
         return found
 

@@ -8,25 +8,13 @@ Forbidden (403); read-only tokens never write.
 
 Roles of tokens: `admin` may do everything; `service` reaches applications and
 configurations (perhaps one application, perhaps read-only) and sees no teams; `user`
-reaches itself, its own claude.md and, through memberships, its teams. Roles in a team:
-
-| action                                   | owner | admin        | member  | not a member |
-|------------------------------------------|-------|--------------|---------|--------------|
-| see the team, members, document          | yes   | yes          | yes     | hidden (404) |
-| write the document, accept/reject        | yes   | yes          | propose | 404          |
-| see, search, install its catalog items   | yes   | yes          | yes     | 404          |
-| create, change, release, delete items    | yes   | yes          | 403     | 404          |
-| add/remove members and admins            | yes   | yes          | 403     | 404          |
-| add/remove owners, rename, delete        | yes   | 403          | 403     | 404          |
-| read the team's applications             | yes   | yes          | yes     | 404          |
-| write the team's applications            | yes   | yes          | 403     | 404          |
-| move an application out of the team      | yes   | 403          | 403     | 404          |
-| give the team an application             | yes   | yes          | 403     | 422 (no team)|
-| read their documents, work items, repos  | yes   | yes          | yes     | 404          |
-| write them (members propose documents)   | yes   | yes          | 403     | 404          |
+reaches itself, its own claude.md and, through memberships, its teams. The roles in a team are
+tabled in docs/security-design.md, which tests/test_policy.py checks against `RULES` cell by cell.
+What a caller may list and whether the shared cache may serve it is `scope`; whether a read shows
+secret values and is audited, `reveal`.
 
 A user token finds no application outside its teams (404, whether it exists or not). Moving an
-application from one team to another (or to or from none) needs both "move" and "give" rows.
+application from one team to another (or to or from none) needs both that table's "move" and "give" rows.
 """
 
 from __future__ import annotations
@@ -182,19 +170,81 @@ def require(principal: Principal, action: Action, resource: Resource = SYSTEM) -
         raise denial
 
 
-def reveals_secrets(principal: Principal, requested: bool) -> bool:
-    """Whether a read (GET of a configuration, resolve) shows secret values in clear, in a
-    configuration the caller may otherwise read.
+@dataclass(frozen=True)
+class Scope:
+    """What a caller may list, and whether its reads may be served from the shared cache.
 
-    A service token created with `reveal_secrets` always does (a scoped one only reaches its own
-    application anyway); an admin does when it asks (`?reveal=true`), and the caller audits that
-    read. Anyone else who asks is refused (403); nobody else ever sees a secret value.
+    `everything`: every item of every list (admins). `application_id`: only this application (a
+    token limited to one). `member_id`: this user's own items and those of its teams (a user token).
+    `shared_cache`: whether what it may read is decided by its token alone, so that a read from the
+    worker's shared cache (which holds no memberships) is judged right; a user's reach hangs on its
+    teams, looked up in the read's own transaction.
+    """
+
+    everything: bool
+    application_id: str | None
+    member_id: str | None
+    shared_cache: bool
+
+
+def scope(principal: Principal) -> Scope:
+    """The list filter and cache eligibility of `principal` (which lists it may ask for at all is `require`'s)."""
+    return Scope(
+        everything=principal.is_admin,
+        application_id=principal.application_id,
+        member_id=principal.user_id if principal.role == "user" else None,
+        shared_cache=shared_cache(principal),
+    )
+
+
+def shared_cache(principal: Principal) -> bool:
+    """`scope(principal).shared_cache`, without making the scope: the warm read asks it."""
+    return principal.role != "user"
+
+
+@dataclass(frozen=True)
+class Reveal:
+    """How a read shows secret values: in `clear` or masked, and whether the read is `audited`."""
+
+    clear: bool
+    audited: bool
+
+
+# Made once: every read asks for one.
+_CLEAR, _CLEAR_AUDITED, _MASKED = Reveal(True, False), Reveal(True, True), Reveal(False, False)
+
+
+def reveal(principal: Principal, asked: bool) -> Reveal:
+    """How a read (GET of a configuration, resolve) shows secret values, in a configuration the
+    caller may otherwise read.
+
+    A service token created with `reveal_secrets` always sees them in clear, unaudited: that is its
+    purpose (a scoped one only reaches its own application anyway). An admin sees them when it
+    asks (`?reveal=true`), and that read is audited. Anyone else who asks is refused (403); nobody
+    else ever sees a secret value.
     """
     if principal.reveal_secrets:
-        return True
-    if requested:
+        return _CLEAR
+    if asked:
         require(principal, Action.REVEAL_SECRETS)
-    return requested
+        return _CLEAR_AUDITED
+    return _MASKED
+
+
+def require_token_shape(
+    role: str, *, user_id: str | None, application_id: str | None, reveal_secrets: bool
+) -> None:
+    """Unprocessable unless a token of `role` may carry these: a user token names its user, only a
+    service token may be limited to an application or reveal secrets."""
+    if reveal_secrets and role != "service":
+        # Admins reveal per request with ?reveal=true, which is audited; user tokens never read configurations.
+        raise Unprocessable("only service tokens can be created with reveal_secrets; an admin adds ?reveal=true")
+    if role == "user" and user_id is None:
+        raise Unprocessable("a user token needs user_id")
+    if role != "user" and user_id is not None:
+        raise Unprocessable("only user tokens carry user_id")
+    if role != "service" and application_id is not None:
+        raise Unprocessable("only service tokens can be limited to an application")
 
 
 def _denial(principal: Principal, action: Action, resource: Resource) -> ServiceError | None:

@@ -47,7 +47,7 @@ class TeamService:
     ) -> Team:
         """A new team whose first owner is `owner_id` (admins, and `svc team create`) or the caller."""
         policy.require(actor, Action.CREATE_TEAM)
-        owner_id = owner_id if actor.is_admin else actor.user_id
+        owner_id = owner_id if policy.scope(actor).everything else actor.user_id  # who reaches every team names one
         if owner_id is None:
             raise Unprocessable("a team needs an owner: an admin token must name one (owner_id)")
         with self.db.transaction() as tx:
@@ -65,7 +65,7 @@ class TeamService:
         policy.require(actor, Action.LIST_TEAMS)
         if mine:
             policy.require(actor, Action.BE_A_USER)
-        member_id = actor.user_id if mine or not actor.is_admin else None
+        member_id = actor.user_id if mine else policy.scope(actor).member_id
         with self.db.transaction() as tx:
             teams = TeamRepository(tx)
             return keyset_page(lambda n: teams.list(limit=n, after=after, member_id=member_id), limit)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from svc.db import Database
-from svc.errors import NotFound, Unprocessable
+from svc.errors import NotFound
 from svc.ids import new_id
 from svc.repositories.tokens import Token, TokenRepository
 from svc.services import audit, policy
@@ -44,15 +44,9 @@ class TokenService:
         reveal_secrets: bool = False,
     ) -> NewToken:
         policy.require(actor, Action.MANAGE_TOKENS)
-        if reveal_secrets and role != "service":
-            # Admins reveal per request with ?reveal=true, which is audited; user tokens never read configurations.
-            raise Unprocessable("only service tokens can be created with reveal_secrets; an admin adds ?reveal=true")
-        if role == "user" and user_id is None:
-            raise Unprocessable("a user token needs user_id")
-        if role != "user" and user_id is not None:
-            raise Unprocessable("only user tokens carry user_id")
-        if role != "service" and application_id is not None:
-            raise Unprocessable("only service tokens can be limited to an application")
+        policy.require_token_shape(
+            role, user_id=user_id, application_id=application_id, reveal_secrets=reveal_secrets
+        )
         secret = new_secret()
         with self.db.transaction() as tx:
             token = TokenRepository(tx).insert(

@@ -103,15 +103,14 @@ def service_paths() -> None:
         )
         application = ApplicationService(db, announce=lambda payload: None, store=None).create(operator, name="bench")
         application_id = application.id
+        loop = asyncio.new_event_loop()  # the service's methods, and the statements of a read, run on an event loop
         ids = {
-            paths: configurations.create(
+            paths: loop.run_until_complete(configurations.create(
                 operator, application_id, name=name, config=CONFIG, secret_paths=list(paths)
-            ).id
+            )).id
             for name, paths in (("plain", ()), ("secret", tuple(SECRET_PATHS)))
         }
         counter = iter(range(10**9))
-
-        loop = asyncio.new_event_loop()  # writes and the statements of a read run on an event loop
 
         def write(paths: tuple[str, ...]) -> None:
             config = {**CONFIG, "limits": {**CONFIG["limits"], "burst": next(counter)}}

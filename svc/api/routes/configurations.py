@@ -19,7 +19,7 @@ from svc.api.door import ROUTE_BODY, doorway, reading
 from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
 from svc.api.json_body import JsonBodyRoute, media_type_of
 from svc.api.problems import problem_responses, what_was_sent
-from svc.api.responses import created, json_response, off_loop
+from svc.api.responses import created, json_response
 from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page, Reveal, SecretPaths, Text
 from svc.errors import UnsupportedMediaType
 from svc.services.auth import Principal
@@ -166,7 +166,7 @@ async def create_configuration(
     services: ServicesDep,
     request: Request,
 ) -> Response:
-    configuration = await off_loop(lambda: services.configurations.create(
+    configuration = await services.configurations.create(
         principal,
         application_id,
         name=body.name,
@@ -175,7 +175,7 @@ async def create_configuration(
         schema=body.json_schema,
         secret_paths=body.secret_paths,
         message=body.message,
-    ))
+    )
     return created(
         request, configuration, "get_configuration",
         headers={"ETag": etag(configuration.version)}, configuration_id=configuration.id,
@@ -199,8 +199,8 @@ async def list_configurations(
         Query(max_length=8192, description='a JSON object the config must contain, e.g. {"feature":{"beta":true}}'),
     ] = None,
 ) -> Response:
-    return json_response(await off_loop(
-        lambda: services.configurations.list(principal, application_id, limit=limit, after=after, contains=contains)
+    return json_response(await services.configurations.list(
+        principal, application_id, limit=limit, after=after, contains=contains
     ))
 
 
@@ -308,7 +308,7 @@ DOORWAYS = [
 async def delete_configuration(
     configuration_id: IdPath, principal: PrincipalDep, services: ServicesDep, expected: Preconditions
 ) -> Response:
-    await off_loop(lambda: services.configurations.delete(principal, configuration_id, expected=expected))
+    await services.configurations.delete(principal, configuration_id, expected=expected)
     return Response(status_code=204)
 
 
@@ -325,9 +325,9 @@ async def list_revisions(
     limit: Limit = 50,
     after: Annotated[int | None, Query(ge=1, le=MAX_REVISION, description="the `next` of the previous page")] = None,
 ) -> Response:
-    return json_response(await off_loop(
-        lambda: services.configurations.revisions(principal, configuration_id, limit=limit, after=after)
-    ))
+    return json_response(
+        await services.configurations.revisions(principal, configuration_id, limit=limit, after=after)
+    )
 
 
 @router.get(
@@ -339,7 +339,7 @@ async def get_revision(
     configuration_id: IdPath, revision: RevisionPath, principal: PrincipalDep, services: ServicesDep
 ) -> Response:
     return json_response(
-        await off_loop(lambda: services.configurations.revision(principal, configuration_id, revision))
+        await services.configurations.revision(principal, configuration_id, revision)
     )
 
 
@@ -362,7 +362,7 @@ async def diff_revisions(
     principal: PrincipalDep,
     services: ServicesDep,
 ) -> Response:
-    operations = await off_loop(lambda: services.configurations.diff(principal, configuration_id, from_=from_, to=to))
+    operations = await services.configurations.diff(principal, configuration_id, from_=from_, to=to)
     return Response(orjson.dumps(operations), media_type=JSON_PATCH)
 
 
@@ -379,6 +379,6 @@ async def rollback_configuration(
     services: ServicesDep,
     expected: Preconditions,
 ) -> Response:
-    return _written(await off_loop(lambda: services.configurations.rollback(
+    return _written(await services.configurations.rollback(
         principal, configuration_id, body.revision, message=body.message, expected=expected
-    )))
+    ))
