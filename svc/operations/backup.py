@@ -27,11 +27,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
-import psycopg2
 
 from svc.content import ContentStore
-from svc.db import Database
+from svc.db import Database, close_quietly, dedicated_connection
 from svc.embedded import postgres_binary
 from svc.errors import ServiceError
 from svc.migrate import Runner, load_migrations
@@ -201,26 +201,25 @@ def _holds_anything(path: Path) -> bool:
 
 
 def _user_tables(url: str) -> int:
-    conn = psycopg2.connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT count(*) FROM pg_catalog.pg_tables "
-                "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
-            )
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
+    return _scalar(
+        url,
+        "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+    )
 
 
 def _server_version(url: str) -> str:
-    conn = psycopg2.connect(url)
+    return _scalar(url, "SHOW server_version")
+
+
+def _scalar(url: str, sql: str) -> Any:
+    """The one value `sql` answers on the database at `url`."""
+    conn = dedicated_connection(url, purpose="svc backup", connect_timeout=10)
     try:
         with conn.cursor() as cur:
-            cur.execute("SHOW server_version")
+            cur.execute(sql)
             return cur.fetchone()[0]
     finally:
-        conn.close()
+        close_quietly(conn)
 
 
 def _run(command: list[str], what: str) -> str:
