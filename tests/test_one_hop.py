@@ -1,7 +1,8 @@
 """One thread hop at most per request, on every route (issue 15): a route that does blocking work
 hops once, explicitly, for its service call, and builds its answer on the event loop.
 
-Every route of the app has a row below: a request that succeeds on fresh resources. The test
+Every route of the app has a row below: a request that succeeds on fresh resources (or, for a
+route that refuses by design, the request it refuses with its one status). The test
 counts the calls into anyio's worker threads (what FastAPI, Starlette and `off_loop` all end up
 in) while each request runs, and fails for a route without a row, so a new route is covered
 the day it is added. A JSON answer must also be exactly what the route's documented
@@ -26,6 +27,7 @@ from pydantic import TypeAdapter
 from svc.ids import new_id
 from svc.services.auth import Authenticator, Principal
 from tests.conftest import bearer
+from tests.github_standin import TOKEN as GITHUB_TOKEN
 from tests.test_http_standards import World, world  # noqa: F401 (the module's app and callers: a fixture)
 
 API = "/api/v1"
@@ -39,11 +41,12 @@ def _tool(description: str, name: str = TOOL_NAME) -> str:
 
 @dataclass
 class Request:
-    """One request that the route answers with 2xx (or 3xx)."""
+    """One request that the route answers with 2xx (or 3xx), or with `refusal` when it refuses by design."""
 
     url: str
     headers: dict[str, str]
     kwargs: dict[str, Any] = field(default_factory=dict)
+    refusal: int | None = None
 
 
 def new_user(world: World) -> str:
@@ -80,7 +83,15 @@ class Document:
 
 def _document(world: World, mount: str) -> Document:
     """A fresh document of the mount (`/users/{user_id}/claude-md`, …) with versions and a proposal."""
-    if mount == f"{API}/me/claude-md":
+    if mount == APPLICATION_DOCUMENT:
+        owner = world.services.application_documents.create(
+            OPERATOR, world.application()["id"], fields={"title": "Plan", "type": "plan"}, content="v0\n",
+            message=None,
+        ).id
+        documents, headers, url = world.services.application_documents.documents, world.admin, mount.format(
+            document_id=owner
+        )
+    elif mount == f"{API}/me/claude-md":
         user_id = new_user(world)
         headers = bearer(world.services.tokens.create(OPERATOR, name="me", role="user", user_id=user_id).secret)
         documents, owner, url = world.services.claude_md, user_id, mount
@@ -102,11 +113,13 @@ def _document(world: World, mount: str) -> Document:
     return Document(url, headers, shas, proposed.json()["id"], text, upload)
 
 
+APPLICATION_DOCUMENT = f"{API}/documents/{{document_id}}"
 DOCUMENT_MOUNTS = [
     f"{API}/users/{{user_id}}/claude-md",
     f"{API}/me/claude-md",
     f"{API}/teams/{{team_id}}/claude-md",
     f"{API}/catalog/{{item_id}}/document",
+    APPLICATION_DOCUMENT,
 ]
 
 DocumentRow = Callable[[Document], tuple[str, dict[str, Any]]]
@@ -127,6 +140,18 @@ DOCUMENT_ROUTES: dict[tuple[str, str], DocumentRow] = {
     ("POST", "/proposals/{proposal_id}/reject"): lambda d: (f"/proposals/{d.proposal_id}/reject", {}),
     ("DELETE", "/proposals/{proposal_id}"): lambda d: (f"/proposals/{d.proposal_id}", {}),
 }
+
+
+# An application document has its own root routes: PATCH (metadata, content) and DELETE, no PUT.
+APPLICATION_DOCUMENT_ROUTES: dict[tuple[str, str], DocumentRow] = {
+    **{key: row for key, row in DOCUMENT_ROUTES.items() if key != ("PUT", "")},
+    ("PATCH", ""): lambda d: ("", {"json": {"title": "Saved", "content": d.text("saved")}}),
+    ("DELETE", ""): lambda d: ("", {}),
+}
+
+
+def _document_routes(mount: str) -> dict[tuple[str, str], DocumentRow]:
+    return APPLICATION_DOCUMENT_ROUTES if mount == APPLICATION_DOCUMENT else DOCUMENT_ROUTES
 
 
 def _document_row(mount: str, suffix: DocumentRow) -> Callable[[World], Request]:
@@ -173,6 +198,57 @@ def _resolve(w: World) -> Request:
 def _token(w: World) -> Request:
     return Request(f"{API}/tokens/{w.services.tokens.create(OPERATOR, name='t', role='service').token.id}", w.admin)
 
+
+def _work_item(suffix: str = "", **kwargs: Any) -> Callable[[World], Request]:
+    def row(w: World) -> Request:
+        item = w.services.work_items.create(OPERATOR, w.application()["id"], {"title": "Fix it", "type": "fix"})
+        return Request(f"{API}/work-items/{item.id}{suffix}", w.admin, kwargs)
+
+    return row
+
+
+def _repository(**kwargs: Any) -> Callable[[World], Request]:
+    def row(w: World) -> Request:
+        repository = w.services.source_repositories.create(
+            OPERATOR, w.application()["id"], {"name": "svc", "full_name": "octocat/svc"}
+        )
+        return Request(f"{API}/repositories/{repository.id}", w.admin, kwargs)
+
+    return row
+
+
+def _github(request: Request) -> Request:
+    return Request(request.url, {**request.headers, "X-GitHub-Token": GITHUB_TOKEN}, request.kwargs)
+
+
+def _marketplace(kind: str, suffix: str, **kwargs: Any) -> Callable[[World], Request]:
+    """A request to the git marketplace of a fresh team or user (`kind`), as git sends it."""
+
+    def row(w: World) -> Request:
+        if kind == "teams":
+            name = w.services.teams.get(OPERATOR, new_team(w)).name
+        else:
+            name = w.services.users.get(OPERATOR, new_user(w)).username
+        return Request(f"/git/{kind}/{name}.git{suffix}", w.admin, kwargs)
+
+    return row
+
+
+def _marketplace_push(kind: str) -> Callable[[World], Request]:
+    """A push: the route refuses every one (403), a marketplace being read-only."""
+
+    def row(w: World) -> Request:
+        request = _marketplace(kind, "/git-receive-pack", content=b"0000")(w)
+        return Request(request.url, request.headers, request.kwargs, refusal=403)
+
+    return row
+
+
+# A protocol v2 `ls-refs` command in pkt-lines, then a flush: the smallest fetch request.
+LS_REFS = {
+    "content": b"0014command=ls-refs\n0000",
+    "headers": {"Git-Protocol": "version=2", "Content-Type": "application/x-git-upload-pack-request"},
+}
 
 ROUTES: dict[tuple[str, str], Callable[[World], Request]] = {
     ("GET", "/openapi.json"): _admin("/openapi.json"),
@@ -258,10 +334,44 @@ ROUTES: dict[tuple[str, str], Callable[[World], Request]] = {
     ("GET", f"{API}/tokens"): _admin(f"{API}/tokens"),
     ("DELETE", f"{API}/tokens/{{token_id}}"): _token,
     ("GET", f"{API}/audit"): _admin(f"{API}/audit"),
+    ("POST", f"{API}/applications/{{application_id}}/documents"): _application_row(
+        "/documents", json={"title": "Blueprint", "type": "blueprint", "content": "# b\n"}
+    ),
+    ("GET", f"{API}/applications/{{application_id}}/documents"): _application_row("/documents"),
+    ("POST", f"{API}/applications/{{application_id}}/work-items"): _application_row(
+        "/work-items", json={"title": "Add it", "type": "feature"}
+    ),
+    ("GET", f"{API}/applications/{{application_id}}/work-items"): _application_row("/work-items"),
+    ("GET", f"{API}/work-items/{{work_item_id}}"): _work_item(),
+    ("PATCH", f"{API}/work-items/{{work_item_id}}"): _work_item(json={"priority": "high"}),
+    ("POST", f"{API}/work-items/{{work_item_id}}/status"): _work_item("/status", json={"status": "in_progress"}),
+    ("DELETE", f"{API}/work-items/{{work_item_id}}"): _work_item(),
+    ("POST", f"{API}/applications/{{application_id}}/repositories"): _application_row(
+        "/repositories", json={"name": "svc", "full_name": "octocat/svc"}
+    ),
+    ("GET", f"{API}/applications/{{application_id}}/repositories"): _application_row("/repositories"),
+    ("POST", f"{API}/applications/{{application_id}}/repositories/import"): lambda w: _github(_application_row(
+        "/repositories/import", json={"full_names": ["octocat/Hello-World-0001"]}
+    )(w)),
+    ("GET", f"{API}/repositories/{{repository_id}}"): _repository(),
+    ("PATCH", f"{API}/repositories/{{repository_id}}"): _repository(json={"stars_count": 1}),
+    ("DELETE", f"{API}/repositories/{{repository_id}}"): _repository(),
+    ("GET", f"{API}/github/repos"): lambda w: _github(Request(f"{API}/github/repos", w.admin)),
+    **{
+        route: row
+        for kind in ("teams", "users")
+        for route, row in {
+            ("GET", f"/git/{kind}/{{name}}.git/info/refs"): _marketplace(
+                kind, "/info/refs", params={"service": "git-upload-pack"}
+            ),
+            ("POST", f"/git/{kind}/{{name}}.git/git-upload-pack"): _marketplace(kind, "/git-upload-pack", **LS_REFS),
+            ("POST", f"/git/{kind}/{{name}}.git/git-receive-pack"): _marketplace_push(kind),
+        }.items()
+    },
     **{
         (method, mount + suffix): _document_row(mount, row)
         for mount in DOCUMENT_MOUNTS
-        for (method, suffix), row in DOCUMENT_ROUTES.items()
+        for (method, suffix), row in _document_routes(mount).items()
     },
 }
 
@@ -318,7 +428,7 @@ def test_every_route_hops_at_most_once(world: World, hops: list[int]):
         for sent in (method, "HEAD") if method == "GET" else (method,):
             hops[0] = 0
             status, content_type, content = _send(world, sent, request)
-            if not 200 <= status < 400:
+            if not (200 <= status < 400 if request.refusal is None else status == request.refusal):
                 answered.append(f"{sent} {path}: {status} {content[:200]!r}")
             if hops[0] > 1:
                 hopped.append(f"{sent} {path}: {hops[0]} hops")
