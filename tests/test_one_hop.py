@@ -61,7 +61,7 @@ def new_item(world: World, owner_id: str | None = None) -> str:
     return world.services.catalog.create(
         OPERATOR, type="tool", name=name, owner={"user_id": owner_id or new_user(world)}, description="d",
         tags=[], content=_tool("v0", name),
-    )["id"]
+    ).id
 
 
 # --- the documents, mounted once per kind of owner ---------------------------------------------

@@ -26,9 +26,12 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from operator import attrgetter
 from pathlib import PurePosixPath
-from typing import Any, BinaryIO, Protocol
+from typing import Annotated, Any, BinaryIO, Literal, Protocol, Self
+
+from pydantic import Field
 
 from svc.content import Author, ContentStore, deleted_ref_name
 from svc.db import Database, Transaction
@@ -42,11 +45,11 @@ from svc.errors import (
     UnsupportedMediaType,
 )
 from svc.ids import new_id
-from svc.repositories.documents import Document, DocumentRepository, Proposal, Version
+from svc.repositories.documents import Document, DocumentRepository, Proposal as ProposalRow, Version
 from svc.repositories.users import UserRepository
 from svc.services import audit, policy
 from svc.services.auth import Principal
-from svc.services.pagination import keyset_page
+from svc.services.pagination import Page, keyset_page
 from svc.services.policy import Action, DocumentResource, ProposalResource
 from svc.services.preconditions import Precondition, require_current
 
@@ -94,6 +97,91 @@ class Target:
     subject: Any = field(default=None, compare=False)  # what a validator may need (a catalog item)
 
 
+# --- what the service answers (the routes' response models) ------------------------------
+
+
+@dataclass(frozen=True)
+class DocumentState:
+    """The current document."""
+
+    content: str
+    commit_sha: Annotated[str | None, Field(description="null until the first version is saved")]
+    version: Annotated[int, Field(description="0 until the first version is saved")]
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, document: Document, data: bytes, **more: Any) -> Self:
+        """The document at its head, whose content is `data` (`more`: the fields of a subclass)."""
+        return cls(_text(data), document.head_sha, document.head_version, document.updated_at, **more)
+
+
+NEVER_SAVED = DocumentState(content="", commit_sha=None, version=0, updated_at=None)
+
+
+@dataclass(frozen=True)
+class VersionEntry:
+    version: int
+    commit_sha: str
+    author: str
+    message: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, version: Version, **more: Any) -> Self:
+        """The version's API shape (`more`: the fields of a subclass)."""
+        return cls(version.version, version.commit_sha, version.author, version.message, version.created_at, **more)
+
+
+@dataclass(frozen=True)
+class History:
+    versions: Annotated[list[VersionEntry], Field(description="newest first")]
+    next: Annotated[str | None, Field(description="pass as `after` for older versions; null on the last page")]
+
+
+@dataclass(frozen=True)
+class DocumentVersion(VersionEntry):
+    content: str
+
+
+ProposalStatus = Literal["open", "accepted", "rejected", "withdrawn"]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    id: str
+    status: ProposalStatus
+    base_sha: Annotated[
+        str | None, Field(description="the version it was based on; null for a document that had none")
+    ]
+    commit_sha: Annotated[
+        str, Field(description="its content: a commit on refs/proposals/<id> whose parent is base_sha")
+    ]
+    author: Annotated[str, Field(description="the proposer")]
+    message: str
+    created_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    reason: str | None
+
+    @classmethod
+    def of(cls, row: ProposalRow, **more: Any) -> Self:
+        """The proposal's API shape (`more`: the fields of a subclass)."""
+        return cls(
+            row.id, row.status, row.base_sha, row.commit_sha, row.author, row.message, row.created_at,
+            row.decided_by, row.decided_at, row.reason, **more,
+        )
+
+
+@dataclass(frozen=True)
+class ProposalWithDiff(Proposal):
+    diff: Annotated[str, Field(description="unified diff from the base to the proposed content")]
+
+
+@dataclass(frozen=True)
+class Accepted(DocumentState):
+    proposal: Proposal
+
+
 class Mount(Protocol):
     """One way of naming a document's owner in a request."""
 
@@ -119,15 +207,15 @@ class DocumentService:
 
     # --- reading -----------------------------------------------------------------------
 
-    def get(self, actor: Principal, owner_id: str | None) -> dict[str, Any]:
+    def get(self, actor: Principal, owner_id: str | None) -> DocumentState:
         """The current document; one never saved has empty content, version 0."""
         with self.db.transaction() as tx:
             _, document = self._open(tx, actor, owner_id, Action.READ_DOCUMENT)
         if document is None or document.head_sha is None:  # never saved (perhaps only proposed to)
-            return {"content": "", "commit_sha": None, "version": 0, "updated_at": None}
-        return _state(document, self._read(document.head_sha))
+            return NEVER_SAVED
+        return DocumentState.of(document, self._read(document.head_sha))
 
-    def history(self, actor: Principal, owner_id: str | None, *, limit: int, before: int | None) -> dict[str, Any]:
+    def history(self, actor: Principal, owner_id: str | None, *, limit: int, before: int | None) -> History:
         """Versions newest first, from PostgreSQL; `next` is the cursor of older ones."""
         with self.db.transaction() as tx:
             _, document = self._open(tx, actor, owner_id, Action.READ_DOCUMENT)
@@ -137,14 +225,14 @@ class DocumentService:
                 limit,
                 cursor=attrgetter("version"),
             )
-        return {"versions": [version.as_dict() for version in page.items], "next": page.next}
+        return History([VersionEntry.of(version) for version in page.items], page.next)
 
-    def version(self, actor: Principal, owner_id: str | None, sha: str) -> dict[str, Any]:
+    def version(self, actor: Principal, owner_id: str | None, sha: str) -> DocumentVersion:
         """One version with its content; `sha` may be abbreviated (7 or more hex digits)."""
         with self.db.transaction() as tx:
             _, document = self._open(tx, actor, owner_id, Action.READ_DOCUMENT)
             [found] = _find_versions(tx, document, sha)
-        return {**found.as_dict(), "content": _text(self._read(found.commit_sha))}
+        return DocumentVersion.of(found, content=_text(self._read(found.commit_sha)))
 
     def diff(self, actor: Principal, owner_id: str | None, from_sha: str, to_sha: str) -> str:
         """A unified diff from one version to another (any two, in either order)."""
@@ -163,7 +251,7 @@ class DocumentService:
         content: str,
         message: str | None,
         expected: Precondition | None,
-    ) -> dict[str, Any]:
+    ) -> DocumentState:
         self._authorize(actor, owner_id, Action.WRITE_DOCUMENT)
         data = utf8(content, "content")
         return self._commit(
@@ -172,7 +260,7 @@ class DocumentService:
 
     def rollback(
         self, actor: Principal, owner_id: str | None, sha: str, *, expected: Precondition | None
-    ) -> dict[str, Any]:
+    ) -> DocumentState:
         """Save the content of an earlier version as a new version."""
         with self.db.transaction() as tx:
             _, document = self._open(tx, actor, owner_id, Action.WRITE_DOCUMENT)
@@ -190,7 +278,7 @@ class DocumentService:
         content_type: str | None,
         stream: BinaryIO,
         expected: Precondition | None,
-    ) -> dict[str, Any]:
+    ) -> DocumentState:
         """Save an uploaded file as a new version. The file is checked whole before
         anything is written: type (415), size (413, read in bounded chunks), UTF-8 (400).
         A leading byte-order mark is dropped and CRLF line ends become LF."""
@@ -209,12 +297,12 @@ class DocumentService:
         message: str,
         expected: Precondition | None,
         action: str,
-    ) -> dict[str, Any]:
+    ) -> DocumentState:
         self._check_size(data)
         with self.db.transaction() as tx:
             target = self.mount.open(tx, actor, owner_id, Action.WRITE_DOCUMENT, hold=True)
             document = self.write_version(tx, actor, target, data, message=message, action=action, expected=expected)
-        return _state(document, data)
+        return DocumentState.of(document, data)
 
     def write_version(
         self,
@@ -269,7 +357,7 @@ class DocumentService:
 
     # --- proposals ---------------------------------------------------------------------
 
-    def propose(self, actor: Principal, owner_id: str | None, *, content: str, message: str) -> dict[str, Any]:
+    def propose(self, actor: Principal, owner_id: str | None, *, content: str, message: str) -> Proposal:
         """Store a suggested new content, based on the current version, for a writer to decide on."""
         self._authorize(actor, owner_id, Action.PROPOSE)
         data = utf8(content, "content")
@@ -309,11 +397,11 @@ class DocumentService:
                 if not isinstance(exc, Unavailable):  # the connection lost during COMMIT: the row may exist
                     self.store.delete_proposal_ref(proposal_id, commit_sha)
                 raise
-        return self._proposal_view(proposal)
+        return Proposal.of(proposal)
 
     def proposals(
         self, actor: Principal, owner_id: str | None, *, status: str | None, limit: int, after: str | None
-    ) -> dict[str, Any]:
+    ) -> Page[Proposal]:
         with self.db.transaction() as tx:
             _, document = self._open(tx, actor, owner_id, Action.READ_DOCUMENT)
             docs = DocumentRepository(tx)
@@ -321,20 +409,20 @@ class DocumentService:
                 lambda n: [] if document is None else docs.proposals(document.id, status=status, limit=n, after=after),
                 limit,
             )
-        return {"items": [self._proposal_view(row) for row in page.items], "next": page.next}
+        return Page([Proposal.of(row) for row in page.items], page.next)
 
-    def proposal(self, actor: Principal, owner_id: str | None, proposal_id: str) -> dict[str, Any]:
+    def proposal(self, actor: Principal, owner_id: str | None, proposal_id: str) -> ProposalWithDiff:
         """One proposal with a unified diff from its base to its content."""
         with self.db.transaction() as tx:
             _, document = self._open(tx, actor, owner_id, Action.READ_DOCUMENT)
             proposal = _find_proposal(tx, document, proposal_id)
         base = f"version {proposal.base_version} ({proposal.base_sha[:7]})" if proposal.base_sha else "empty document"
         diff = self._diff(proposal.base_sha, proposal.commit_sha, base, f"proposal {proposal.id}")
-        return {**self._proposal_view(proposal), "diff": diff}
+        return ProposalWithDiff.of(proposal, diff=diff)
 
     def accept(
         self, actor: Principal, owner_id: str | None, proposal_id: str, *, expected: Precondition | None
-    ) -> dict[str, Any]:
+    ) -> Accepted:
         """Make a proposal's content the next version, authored by the proposer; 409 unless
         the document is still at the proposal's base."""
         self._authorize(actor, owner_id, Action.DECIDE_PROPOSAL)
@@ -367,18 +455,18 @@ class DocumentService:
                      "commit_sha": version.commit_sha, "proposer": proposal.author},
                 )
                 tx.commit()
-        return {**_state(document, data), "proposal": self._proposal_view(decided)}
+        return Accepted.of(document, data, proposal=Proposal.of(decided))
 
-    def reject(self, actor: Principal, owner_id: str | None, proposal_id: str, *, reason: str | None) -> dict[str, Any]:
+    def reject(self, actor: Principal, owner_id: str | None, proposal_id: str, *, reason: str | None) -> Proposal:
         return self._close(actor, owner_id, proposal_id, "rejected", reason)
 
-    def withdraw(self, actor: Principal, owner_id: str | None, proposal_id: str) -> dict[str, Any]:
+    def withdraw(self, actor: Principal, owner_id: str | None, proposal_id: str) -> Proposal:
         """The proposer takes back their own open proposal."""
         return self._close(actor, owner_id, proposal_id, "withdrawn", None)
 
     def _close(
         self, actor: Principal, owner_id: str | None, proposal_id: str, status: str, reason: str | None
-    ) -> dict[str, Any]:
+    ) -> Proposal:
         with self.db.transaction() as tx:
             if status == "rejected":
                 target, document = self._open(tx, actor, owner_id, Action.DECIDE_PROPOSAL)
@@ -397,13 +485,7 @@ class DocumentService:
                 {**target.audit, "document_id": proposal.document_id, "reason": reason},
             )
             tx.commit()
-        return self._proposal_view(decided)
-
-    def _proposal_view(self, proposal: Proposal) -> dict[str, Any]:
-        """The proposal's API shape."""
-        keys = ("id", "status", "base_sha", "commit_sha", "author", "message", "created_at",
-                "decided_by", "decided_at", "reason")
-        return {key: getattr(proposal, key) for key in keys}
+        return Proposal.of(decided)
 
     # --- shared ------------------------------------------------------------------------
 
@@ -481,14 +563,14 @@ def _find_versions(tx: Transaction, document: Document | None, *shas: str) -> li
     return versions
 
 
-def _find_proposal(tx: Transaction, document: Document | None, proposal_id: str, *, lock: bool = False) -> Proposal:
+def _find_proposal(tx: Transaction, document: Document | None, proposal_id: str, *, lock: bool = False) -> ProposalRow:
     found = None if document is None else DocumentRepository(tx).proposal(document.id, proposal_id, lock=lock)
     if found is None:
         raise NotFound(f"proposal {proposal_id} not found on this document")
     return found
 
 
-def _require_open(proposal: Proposal) -> None:
+def _require_open(proposal: ProposalRow) -> None:
     if proposal.status != "open":
         raise Conflict(f"proposal {proposal.id} is {proposal.status}; only an open proposal can be decided")
 
@@ -501,15 +583,6 @@ def _author(tx: Transaction, actor: Principal) -> Author:
             return Author(user.username, user.email)
     slug = re.sub(r"[^a-z0-9._-]+", "-", actor.name.lower()).strip("-") or "token"
     return Author(actor.name, f"{slug}@svc.invalid")
-
-
-def _state(document: Document, data: bytes) -> dict[str, Any]:
-    return {
-        "content": _text(data),
-        "commit_sha": document.head_sha,
-        "version": document.head_version,
-        "updated_at": document.updated_at,
-    }
 
 
 def _text(data: bytes) -> str:
