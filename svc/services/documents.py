@@ -515,6 +515,14 @@ class DocumentService:
 
 
 @dataclass(frozen=True)
+class RetiredDocument:
+    document_id: str
+    kind: str
+    head_sha: str | None
+    history_ref: str
+
+
+@dataclass(frozen=True)
 class Retirement:
     """The documents of an owner being deleted, and their proposals: after the deletion
     commits, each document's ref is renamed to refs/deleted/<id> (its history stays
@@ -530,11 +538,9 @@ class Retirement:
         documents = docs.lock_owned(user_id=user_id, team_id=team_id)
         return cls(documents, docs.proposal_commits([d.id for d in documents]))
 
-    def audit_detail(self) -> list[dict[str, Any]]:
-        return [
-            {"document_id": d.id, "kind": d.kind, "head_sha": d.head_sha, "history_ref": deleted_ref_name(d.id)}
-            for d in self.documents
-        ]
+    def audit_detail(self) -> list[RetiredDocument]:
+        """What the audit trail records of each document: where its history stays."""
+        return [RetiredDocument(d.id, d.kind, d.head_sha, deleted_ref_name(d.id)) for d in self.documents]
 
     def carry_out(self, store: ContentStore) -> None:
         """After the commit. If renaming fails, `svc verify` reports the ref of a document that no

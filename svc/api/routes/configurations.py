@@ -362,8 +362,8 @@ async def diff_revisions(
     principal: PrincipalDep,
     services: ServicesDep,
 ) -> Response:
-    operations = await off_loop(lambda: services.configurations.diff(principal, configuration_id, from_=from_, to=to))
-    return Response(orjson.dumps(operations), media_type=JSON_PATCH)
+    patch = await off_loop(lambda: services.configurations.diff(principal, configuration_id, from_=from_, to=to))
+    return Response(orjson.dumps(patch.operations), media_type=JSON_PATCH)
 
 
 @router.post(
