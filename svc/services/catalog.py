@@ -26,7 +26,7 @@ from svc.content import ContentStore
 from svc.db import Database, Transaction
 from svc.errors import BadRequest, Conflict, NotFound, Unavailable, Unprocessable
 from svc.ids import ULID_PATTERN, new_id
-from svc.repositories.catalog import CatalogRepository, Item as ItemRow, Release as ReleaseRow
+from svc.repositories.catalog import CatalogRepository, Item as ItemRow
 from svc.repositories.documents import DocumentRepository
 from svc.services import audit, policy
 from svc.services.auth import Principal
@@ -36,6 +36,7 @@ from svc.services.marketplace import MarketplaceService
 from svc.services.users import acting_name
 from svc.services.pagination import Page, keyset_page
 from svc.services.policy import Action
+from svc.services.views import projected
 from svc import catalog_types
 from svc.catalog_types import BY_KIND, CATALOG_TYPES, KINDS
 from svc.validators.semver import latest_release, parse_semver
@@ -178,10 +179,6 @@ class Release:
     notes: str | None
     created_by: str
     created_at: datetime
-
-    @classmethod
-    def of(cls, row: ReleaseRow) -> Self:
-        return cls(row.version, row.commit_sha, row.notes, row.created_by, row.created_at)
 
 
 @dataclass(frozen=True)
@@ -388,7 +385,7 @@ class CatalogService:
                 if not isinstance(exc, Unavailable):  # the connection lost during COMMIT: the row may exist
                     self.store.delete_release_refs(item_id, {version: commit_sha})
                 raise
-        return Release.of(release)
+        return projected(Release, release)
 
     def releases(self, actor: Principal, item_id: str) -> Releases:
         """Releases, highest version first."""
@@ -396,7 +393,7 @@ class CatalogService:
             self._open(tx, actor, item_id, Action.READ_DOCUMENT)
             found = CatalogRepository(tx).releases([item_id])
         found.sort(key=lambda r: (parse_semver(r.version).precedence, r.version), reverse=True)
-        return Releases([Release.of(r) for r in found], latest_release(r.version for r in found))
+        return Releases([projected(Release, r) for r in found], latest_release(r.version for r in found))
 
     def content(self, actor: Principal, item_id: str, release: str | None) -> tuple[bytes, str, str]:
         """(bytes, commit sha, content type) of a release ("latest": the highest that is not a

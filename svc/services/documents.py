@@ -52,13 +52,13 @@ from svc.services.auth import Principal
 from svc.services.pagination import Page, keyset_page
 from svc.services.policy import Action, DocumentResource, ProposalResource
 from svc.services.preconditions import Precondition, require_current
+from svc.services.views import projected
 
 log = logging.getLogger(__name__)
 
 UTF8_CHARSETS = {"utf-8", "utf8", "us-ascii"}
 UTF8_BOM = b"\xef\xbb\xbf"
 READ_CHUNK_BYTES = 64 * 1024
-PROPOSAL_STATUSES = ("open", "accepted", "rejected", "withdrawn")
 
 
 @dataclass(frozen=True)
@@ -126,11 +126,6 @@ class VersionEntry:
     message: str
     created_at: datetime
 
-    @classmethod
-    def of(cls, version: Version, **more: Any) -> Self:
-        """The version's API shape (`more`: the fields of a subclass)."""
-        return cls(version.version, version.commit_sha, version.author, version.message, version.created_at, **more)
-
 
 @dataclass(frozen=True)
 class History:
@@ -162,14 +157,6 @@ class Proposal:
     decided_by: str | None
     decided_at: datetime | None
     reason: str | None
-
-    @classmethod
-    def of(cls, row: ProposalRow, **more: Any) -> Self:
-        """The proposal's API shape (`more`: the fields of a subclass)."""
-        return cls(
-            row.id, row.status, row.base_sha, row.commit_sha, row.author, row.message, row.created_at,
-            row.decided_by, row.decided_at, row.reason, **more,
-        )
 
 
 @dataclass(frozen=True)
@@ -225,14 +212,14 @@ class DocumentService:
                 limit,
                 cursor=attrgetter("version"),
             )
-        return History([VersionEntry.of(version) for version in page.items], page.next)
+        return History([projected(VersionEntry, version) for version in page.items], page.next)
 
     def version(self, actor: Principal, owner_id: str | None, sha: str) -> DocumentVersion:
         """One version with its content; `sha` may be abbreviated (7 or more hex digits)."""
         with self.db.transaction() as tx:
             _, document = self._open(tx, actor, owner_id, Action.READ_DOCUMENT)
             [found] = _find_versions(tx, document, sha)
-        return DocumentVersion.of(found, content=_text(self._read(found.commit_sha)))
+        return projected(DocumentVersion, found, content=_text(self._read(found.commit_sha)))
 
     def diff(self, actor: Principal, owner_id: str | None, from_sha: str, to_sha: str) -> str:
         """A unified diff from one version to another (any two, in either order)."""
@@ -397,7 +384,7 @@ class DocumentService:
                 if not isinstance(exc, Unavailable):  # the connection lost during COMMIT: the row may exist
                     self.store.delete_proposal_ref(proposal_id, commit_sha)
                 raise
-        return Proposal.of(proposal)
+        return projected(Proposal, proposal)
 
     def proposals(
         self, actor: Principal, owner_id: str | None, *, status: str | None, limit: int, after: str | None
@@ -409,7 +396,7 @@ class DocumentService:
                 lambda n: [] if document is None else docs.proposals(document.id, status=status, limit=n, after=after),
                 limit,
             )
-        return Page([Proposal.of(row) for row in page.items], page.next)
+        return Page([projected(Proposal, row) for row in page.items], page.next)
 
     def proposal(self, actor: Principal, owner_id: str | None, proposal_id: str) -> ProposalWithDiff:
         """One proposal with a unified diff from its base to its content."""
@@ -418,7 +405,7 @@ class DocumentService:
             proposal = _find_proposal(tx, document, proposal_id)
         base = f"version {proposal.base_version} ({proposal.base_sha[:7]})" if proposal.base_sha else "empty document"
         diff = self._diff(proposal.base_sha, proposal.commit_sha, base, f"proposal {proposal.id}")
-        return ProposalWithDiff.of(proposal, diff=diff)
+        return projected(ProposalWithDiff, proposal, diff=diff)
 
     def accept(
         self, actor: Principal, owner_id: str | None, proposal_id: str, *, expected: Precondition | None
@@ -455,7 +442,7 @@ class DocumentService:
                      "commit_sha": version.commit_sha, "proposer": proposal.author},
                 )
                 tx.commit()
-        return Accepted.of(document, data, proposal=Proposal.of(decided))
+        return Accepted.of(document, data, proposal=projected(Proposal, decided))
 
     def reject(self, actor: Principal, owner_id: str | None, proposal_id: str, *, reason: str | None) -> Proposal:
         return self._close(actor, owner_id, proposal_id, "rejected", reason)
@@ -485,7 +472,7 @@ class DocumentService:
                 {**target.audit, "document_id": proposal.document_id, "reason": reason},
             )
             tx.commit()
-        return Proposal.of(decided)
+        return projected(Proposal, decided)
 
     # --- shared ------------------------------------------------------------------------
 
