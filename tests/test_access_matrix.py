@@ -136,7 +136,7 @@ class Cell:
         return self.services.catalog.create(
             self.operator, type="tool", name="get_weather", owner={"team_id": team}, description="d", tags=[],
             content=tool_json("v0"),
-        )["id"]
+        ).id
 
     def product_document(self) -> str:
         """A fresh application's document, at version 1."""
@@ -219,7 +219,7 @@ def _document_routes(mount: Mount, read: dict[str, Any], write: dict[str, Any], 
     def versions(cell: Cell) -> tuple[str, list[str]]:
         url, documents, owner = mount.target(cell)
         shas = [
-            documents.save(cell.operator, owner, content=mount.content(f"v{n}"), message=None, expected=None)["commit_sha"]
+            documents.save(cell.operator, owner, content=mount.content(f"v{n}"), message=None, expected=None).commit_sha
             for n in (1, 2)
         ]
         return url, shas
@@ -234,7 +234,7 @@ def _document_routes(mount: Mount, read: dict[str, Any], write: dict[str, Any], 
             )
             if made.status_code == 201:
                 return url, made.json()["id"]
-        return url, documents.propose(cell.operator, owner, content=mount.content("p"), message="m")["id"]
+        return url, documents.propose(cell.operator, owner, content=mount.content("p"), message="m").id
 
     def url(cell: Cell, suffix: str = "") -> str:
         return mount.target(cell)[0] + suffix

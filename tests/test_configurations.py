@@ -537,7 +537,7 @@ def test_responses_built_directly_are_what_the_documented_models_serialise(clien
     `response_model` of each route would have written (the OpenAPI document describes those)."""
     from pydantic import TypeAdapter
 
-    from svc.api.schemas import Page
+    from svc.services.pagination import Page
     from svc.services.applications import Application
     from svc.services.configurations import Configuration, Revision
 

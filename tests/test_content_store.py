@@ -56,19 +56,19 @@ def test_no_git_processes_remain_after_a_thousand_operations(client, ada, servic
     """Every operation opens and closes its own Repo; none leaves a `git cat-file` behind."""
     documents = services.claude_md
     operator = Principal.operator()
-    first = documents.save(operator, ada.id, content="v0", message=None, expected=None)["commit_sha"]
+    first = documents.save(operator, ada.id, content="v0", message=None, expected=None).commit_sha
     head = first
     for i in range(1, 1000):
         match i % 10:
             case 0:
-                head = documents.save(operator, ada.id, content=f"v{i}", message=None, expected=None)["commit_sha"]
+                head = documents.save(operator, ada.id, content=f"v{i}", message=None, expected=None).commit_sha
             case 1 | 2 | 3 | 4:
-                assert documents.get(operator, ada.id)["commit_sha"] == head
+                assert documents.get(operator, ada.id).commit_sha == head
             case 5 | 6 | 7:
-                assert documents.version(operator, ada.id, first)["content"] == "v0"
+                assert documents.version(operator, ada.id, first).content == "v0"
             case _:
                 documents.diff(operator, ada.id, first, head)
-    assert documents.get(operator, ada.id)["version"] == 100
+    assert documents.get(operator, ada.id).version == 100
     leftovers = [p for p in psutil.Process().children(recursive=True) if "git" in p.name()]
     assert leftovers == []
 

@@ -83,10 +83,10 @@ def test_documents_migration_keeps_every_version_and_verify_is_clean(empty_db: s
         claude_md = ClaudeMdService(db, store, max_bytes=1 << 20)
         operator = Principal.operator()
         for user_id, contents in written.items():
-            assert claude_md.get(operator, user_id)["content"] == contents[-1]
-            history = claude_md.history(operator, user_id, limit=10, before=None)["versions"]
-            assert [claude_md.version(operator, user_id, v["commit_sha"])["content"] for v in history] == contents[::-1]
+            assert claude_md.get(operator, user_id).content == contents[-1]
+            history = claude_md.history(operator, user_id, limit=10, before=None).versions
+            assert [claude_md.version(operator, user_id, v.commit_sha).content for v in history] == contents[::-1]
         saved = claude_md.save(operator, next(iter(written)), content="after", message=None, expected=None)
-        assert saved["version"] == 4
+        assert saved.version == 4
     finally:
         db.close()

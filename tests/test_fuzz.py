@@ -190,7 +190,7 @@ def target(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         item = _catalog_item(services, user["id"], "fuzzed_tool")
         document = _product_document(services, application["id"])
         proposals = {
-            mount: documents.propose(Principal.operator(), owner, content=content, message="fuzz")["id"]
+            mount: documents.propose(Principal.operator(), owner, content=content, message="fuzz").id
             for mount, documents, owner, content in (
                 ("users", services.claude_md, user["id"], "# two\n"),
                 ("me", services.claude_md, user["id"], "# two\n"),
@@ -259,7 +259,7 @@ def _catalog_item(services: Services, user_id: str, name: str | None = None) -> 
     return services.catalog.create(
         Principal.operator(), type="tool", name=name, owner={"user_id": user_id}, description="d", tags=[],
         content=_tool(name, "d"),
-    )["id"]
+    ).id
 
 
 def _product_document(services: Services, application_id: str) -> str:

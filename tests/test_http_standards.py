@@ -65,7 +65,7 @@ class World:
             self.services.claude_md.save(OPERATOR, user_id, content=f"v{n}\n", message=None, expected=None)
             for n in (1, 2)
         ]
-        return f"{API}/users/{user_id}/claude-md", [saved["commit_sha"] for saved in saves]
+        return f"{API}/users/{user_id}/claude-md", [saved.commit_sha for saved in saves]
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +285,7 @@ def _concrete(world: World, path: str) -> tuple[str, dict[str, Any], dict[str, s
             OPERATOR, name=f"team-{new_id().lower()}", owner_id=world.user_id
         ).id
         documents, owner = world.services.team_claude_md, values["team_id"]
-        shas = [documents.save(OPERATOR, owner, content=f"v{n}\n", message=None, expected=None)["commit_sha"]
+        shas = [documents.save(OPERATOR, owner, content=f"v{n}\n", message=None, expected=None).commit_sha
                 for n in (1, 2)]
         values["sha"] = shas[0]
     elif "{document_id}" in path:  # an application's document at version 3
@@ -301,15 +301,15 @@ def _concrete(world: World, path: str) -> tuple[str, dict[str, Any], dict[str, s
         owner = values["item_id"] = world.services.catalog.create(
             OPERATOR, type="tool", name=ITEM_NAME, owner={"user_id": values["user_id"]}, description="d",
             tags=[], content=_tool("v0"),
-        )["id"]
-        shas = [documents.save(OPERATOR, owner, content=_tool(f"v{n}"), message=None, expected=None)["commit_sha"]
+        ).id
+        shas = [documents.save(OPERATOR, owner, content=_tool(f"v{n}"), message=None, expected=None).commit_sha
                 for n in (1, 2)]
         values["sha"] = shas[0]
     else:
         documents, owner = world.services.claude_md, values["user_id"]
     if "{proposal_id}" in path:
         proposed = _tool("proposed") if "{item_id}" in path else "proposed\n"
-        values["proposal_id"] = documents.propose(OPERATOR, owner, content=proposed, message="m")["id"]
+        values["proposal_id"] = documents.propose(OPERATOR, owner, content=proposed, message="m").id
     if path.startswith("/git/"):  # a Claude Code marketplace: a team's, or the fresh user's
         values["name"] = world.services.users.get(OPERATOR, values["user_id"]).username
         if path.startswith("/git/teams/"):

@@ -64,7 +64,7 @@ def new_item(world: World, owner_id: str | None = None) -> str:
     return world.services.catalog.create(
         OPERATOR, type="tool", name=name, owner={"user_id": owner_id or new_user(world)}, description="d",
         tags=[], content=_tool("v0", name),
-    )["id"]
+    ).id
 
 
 # --- the documents, mounted once per kind of owner ---------------------------------------------
@@ -105,7 +105,7 @@ def _document(world: World, mount: str) -> Document:
         owner = new_user(world)
         documents, headers, url = world.services.claude_md, world.admin, mount.format(user_id=owner)
     text = _tool if "{item_id}" in mount else (lambda words: f"{words}\n")
-    shas = [documents.save(OPERATOR, owner, content=text(f"v{n}"), message=None, expected=None)["commit_sha"]
+    shas = [documents.save(OPERATOR, owner, content=text(f"v{n}"), message=None, expected=None).commit_sha
             for n in (1, 2)]
     proposed = world.client.post(f"{url}/proposals", json={"content": text("proposed"), "message": "m"}, headers=headers)
     assert proposed.status_code == 201, proposed.text

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated
 
 from fastapi import Query
-from pydantic import AfterValidator, BaseModel, Field
-
-Item = TypeVar("Item")
-
-
-class Page(BaseModel, Generic[Item]):
-    items: list[Item]
-    next: str | None
-
+from pydantic import AfterValidator, Field
 
 # Names of applications, configurations and users: 1–256 letters, digits, '.', '_', '-', but
 # not "." or "..": as a URL path segment (/resolve/{application}/{configuration}) those are

@@ -16,6 +16,12 @@ RULES = {
     NO_NUL_PATTERN: "must not contain NUL characters",
 }
 UNKNOWN_PATTERN = "does not have the form this field takes (its description in /openapi.json says which)"
+# A body part declared as a dataclass (a catalog item's owner) reports extra and missing fields as
+# keyword arguments; said here as of any other body.
+AS_OF_A_MODEL = {
+    "unexpected_keyword_argument": "Extra inputs are not permitted",
+    "missing_keyword_argument": "Field required",
+}
 
 
 def in_words(error: dict[str, Any]) -> str:
@@ -30,7 +36,7 @@ def in_words(error: dict[str, Any]) -> str:
         return f"must have at least {limits.get('min_length')} {_units(limits)}"
     if kind in ("too_long", "string_too_long"):
         return f"must have at most {limits.get('max_length')} {_units(limits)}"
-    return error.get("msg", "")
+    return AS_OF_A_MODEL.get(kind) or error.get("msg", "")
 
 
 def _units(limits: dict[str, Any]) -> str:

@@ -3,9 +3,8 @@ live in git)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from svc.db import Transaction
 
@@ -31,9 +30,6 @@ class Version:
     message: str
     size_bytes: int
     created_at: datetime
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -69,9 +65,6 @@ class Proposal:
     decided_at: datetime | None
     reason: str | None
     accepted_version: int | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 DOCUMENT_COLUMNS = (

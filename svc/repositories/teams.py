@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from svc.db import Constraints, Transaction
 from svc.errors import Conflict, Unprocessable
@@ -19,9 +18,6 @@ class Team:
     created_at: datetime
     updated_at: datetime
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class Member:
@@ -30,9 +26,6 @@ class Member:
     role: str
     added_at: datetime
     added_by: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 TEAM_COLUMNS = "id, name, display_name, description, created_at, updated_at"

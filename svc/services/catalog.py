@@ -16,14 +16,17 @@ caller may not see is 404, as if it did not exist.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import ConfigDict, Field
 
 from svc.content import ContentStore
 from svc.db import Database, Transaction
 from svc.errors import BadRequest, Conflict, NotFound, Unavailable, Unprocessable
-from svc.ids import new_id
-from svc.repositories.catalog import CatalogRepository, Item, Release
+from svc.ids import ULID_PATTERN, new_id
+from svc.repositories.catalog import CatalogRepository, Item as ItemRow
 from svc.repositories.documents import DocumentRepository
 from svc.services import audit, policy
 from svc.services.auth import Principal
@@ -31,10 +34,11 @@ from svc.services.claude_md import TeamMount, UserMount
 from svc.services.documents import DocumentKind, DocumentService, Retirement, Target, utf8
 from svc.services.marketplace import MarketplaceService
 from svc.services.users import acting_name
-from svc.services.pagination import keyset_page
+from svc.services.pagination import Page, keyset_page
 from svc.services.policy import Action
+from svc.services.views import projected
 from svc import catalog_types
-from svc.catalog_types import BY_KIND, CATALOG_TYPES
+from svc.catalog_types import BY_KIND, CATALOG_TYPES, KINDS
 from svc.validators.semver import latest_release, parse_semver
 
 
@@ -86,7 +90,7 @@ class CatalogMount:
         return item_target(tx, actor, item, action, hold=hold)
 
 
-def item_target(tx: Transaction, actor: Principal, item: Item, action: Action, *, hold: bool = False) -> Target:
+def item_target(tx: Transaction, actor: Principal, item: ItemRow, action: Action, *, hold: bool = False) -> Target:
     """Check that the caller may do `action` to the item (as to its owner's documents) and
     name its document; a hidden item (or a missing owner) is 404 naming the item only."""
     kind = ITEM_KINDS[item.type]
@@ -104,25 +108,83 @@ def item_target(tx: Transaction, actor: Principal, item: Item, action: Action, *
     )
 
 
-def item_view(item: Item) -> dict[str, Any]:
-    """The item's API shape."""
-    return {
-        "id": item.id,
-        "type": item.type,
-        "name": item.name,
-        "owner": item.owner,
-        "description": item.description,
-        "tags": item.tags,
-        "status": item.status,
-        "install_count": item.install_count,
-        "current_version": {"version": item.head_version, "commit_sha": item.head_sha},
-        "created_at": item.created_at,
-        "updated_at": item.updated_at,
-    }
+# --- what the service answers (the routes' response models) ------------------------------
+
+ItemType = Literal[KINDS]  # type: ignore[valid-type]
+Status = Literal["active", "deprecated"]
+Ulid = Annotated[str, Field(pattern=ULID_PATTERN)]
 
 
-def release_view(release: Release) -> dict[str, Any]:
-    return {k: getattr(release, k) for k in ("version", "commit_sha", "notes", "created_by", "created_at")}
+@dataclass(frozen=True)
+class UserOwner:
+    __pydantic_config__ = ConfigDict(extra="forbid")  # as a request body: {"user_id"} and nothing else
+    user_id: Ulid
+
+
+@dataclass(frozen=True)
+class TeamOwner:
+    __pydantic_config__ = ConfigDict(extra="forbid")
+    team_id: Ulid
+
+
+Owner = Annotated[UserOwner | TeamOwner, Field(description="a user or a team: exactly one of the two ids")]
+
+
+@dataclass(frozen=True)
+class CurrentVersion:
+    version: int
+    commit_sha: str | None
+
+
+@dataclass(frozen=True)
+class Item:
+    """A catalog item's API shape."""
+
+    id: str
+    type: ItemType
+    name: str
+    owner: Owner
+    description: str
+    tags: list[str]
+    status: Status
+    install_count: Annotated[int, Field(description="distinct users who installed it")]
+    current_version: Annotated[CurrentVersion, Field(description="the document's newest version")]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: ItemRow, **more: Any) -> Self:
+        """The item of a row (`more`: the fields of a subclass)."""
+        owner = TeamOwner(row.owner_team_id) if row.owner_team_id else UserOwner(row.owner_user_id)
+        return cls(
+            row.id, row.type, row.name, owner, row.description, row.tags, row.status, row.install_count,  # type: ignore[arg-type]
+            CurrentVersion(row.head_version, row.head_sha), row.created_at, row.updated_at, **more,
+        )
+
+
+@dataclass(frozen=True)
+class Hit(Item):
+    rank: Annotated[float, Field(description="ts_rank of the query (0 without one)")]
+
+
+@dataclass(frozen=True)
+class Installed(Item):
+    installed_at: datetime
+
+
+@dataclass(frozen=True)
+class Release:
+    version: str
+    commit_sha: str
+    notes: str | None
+    created_by: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Releases:
+    items: Annotated[list[Release], Field(description="highest version first")]
+    latest: Annotated[str | None, Field(description="the highest version that is not a pre-release")]
 
 
 class CatalogService:
@@ -161,7 +223,7 @@ class CatalogService:
         tags: list[str],
         content: str,
         message: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Item:
         """A new item with its first version; the content is checked before anything is written."""
         kind = ITEM_KINDS[type]
         data = utf8(content, "content")
@@ -188,11 +250,11 @@ class CatalogService:
         self._types[item_id] = type
         return self.get(actor, item_id)
 
-    def get(self, actor: Principal, item_id: str) -> dict[str, Any]:
+    def get(self, actor: Principal, item_id: str) -> Item:
         with self.db.transaction() as tx:
-            return item_view(self._open(tx, actor, item_id, Action.READ_DOCUMENT))
+            return Item.of(self._open(tx, actor, item_id, Action.READ_DOCUMENT))
 
-    def update(self, actor: Principal, item_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def update(self, actor: Principal, item_id: str, fields: dict[str, Any]) -> Item:
         """Change description, tags or status (the name is part of the content; the type never changes)."""
         with self.db.transaction() as tx:
             item = self._open(tx, actor, item_id, Action.WRITE_DOCUMENT, lock="change")
@@ -208,7 +270,7 @@ class CatalogService:
                 item = items.get(item_id)
                 what = ", ".join(sorted(changed))
                 self.marketplace.commit(tx, item.owner, f"Change the {what} of {item.name}")
-        return item_view(item)
+        return Item.of(item)
 
     def delete(self, actor: Principal, item_id: str) -> None:
         """Delete the item with its releases and installs; its document's history stays in git
@@ -228,16 +290,19 @@ class CatalogService:
         retirement.carry_out(self.store)
         self.store.delete_release_refs(item_id, releases)
 
-    def import_item(self, actor: Principal, owner: dict[str, str], *, type: str, name: str, content: str) -> str:
+    def import_item(
+        self, actor: Principal, owner: UserOwner | TeamOwner, *, type: str, name: str, content: str
+    ) -> str:
         """Create the owner's item `name` with `content`, or save `content` as its next version;
         "created", "updated" or "unchanged" (its current content is the same: nothing written).
         The description is the content's own (front matter, server.json, tool definition)."""
+        owner_ids = asdict(owner)
         with self.db.transaction() as tx:
-            item = CatalogRepository(tx).find_by_name(type=type, name=name, **owner)
+            item = CatalogRepository(tx).find_by_name(type=type, name=name, **owner_ids)
         if item is None:
             catalog_types.check(type, name, content)
             self.create(
-                actor, type=type, name=name, owner=owner, description=BY_KIND[type].description(content)[:1024], tags=[],
+                actor, type=type, name=name, owner=owner_ids, description=BY_KIND[type].description(content)[:1024], tags=[],
                 content=content, message=f"Import {ITEM_KINDS[type].filename}",
             )
             return "created"
@@ -249,13 +314,13 @@ class CatalogService:
         )
         return "updated"
 
-    def owner_named(self, kind: str, name: str) -> dict[str, str]:
-        """{"team_id": …} or {"user_id": …} of the team or user so named ("team" or "user")."""
+    def owner_named(self, kind: str, name: str) -> UserOwner | TeamOwner:
+        """The team or user so named ("team" or "user")."""
         with self.db.transaction() as tx:
             owner_id = CatalogRepository(tx).owner_id(kind, name)
         if owner_id is None:
             raise NotFound(f"no {kind} named {name!r}")
-        return {f"{kind}_id": owner_id}
+        return TeamOwner(owner_id) if kind == "team" else UserOwner(owner_id)
 
     # --- search ------------------------------------------------------------------------
 
@@ -270,7 +335,7 @@ class CatalogService:
         status: str,
         limit: int,
         after: str | None,
-    ) -> dict[str, Any]:
+    ) -> Page[Hit]:
         """Ranked full-text search over what the caller may see; `status` "all" includes deprecated items."""
         policy.require(actor, Action.SEARCH_CATALOG)
         with self.db.transaction() as tx:
@@ -282,13 +347,13 @@ class CatalogService:
                 limit,
                 cursor=lambda found: _encode_cursor(found.rank, found.item.id),
             )
-        return {"items": [{**item_view(f.item), "rank": f.rank} for f in page.items], "next": page.next}
+        return Page([Hit.of(found.item, rank=found.rank) for found in page.items], page.next)
 
     # --- releases ----------------------------------------------------------------------
 
     def create_release(
         self, actor: Principal, item_id: str, *, version: str, sha: str | None, notes: str | None
-    ) -> dict[str, Any]:
+    ) -> Release:
         """Pin `version` to a version of the content (default: the current one). A version is
         unique per item and immutable: of two creations of one version exactly one wins (both
         lock the item row; the second then finds the first), the other is 409."""
@@ -320,15 +385,15 @@ class CatalogService:
                 if not isinstance(exc, Unavailable):  # the connection lost during COMMIT: the row may exist
                     self.store.delete_release_refs(item_id, {version: commit_sha})
                 raise
-        return release_view(release)
+        return projected(Release, release)
 
-    def releases(self, actor: Principal, item_id: str) -> dict[str, Any]:
+    def releases(self, actor: Principal, item_id: str) -> Releases:
         """Releases, highest version first."""
         with self.db.transaction() as tx:
             self._open(tx, actor, item_id, Action.READ_DOCUMENT)
             found = CatalogRepository(tx).releases([item_id])
         found.sort(key=lambda r: (parse_semver(r.version).precedence, r.version), reverse=True)
-        return {"items": [release_view(r) for r in found], "latest": latest_release(r.version for r in found)}
+        return Releases([projected(Release, r) for r in found], latest_release(r.version for r in found))
 
     def content(self, actor: Principal, item_id: str, release: str | None) -> tuple[bytes, str, str]:
         """(bytes, commit sha, content type) of a release ("latest": the highest that is not a
@@ -350,14 +415,14 @@ class CatalogService:
 
     # --- installs ----------------------------------------------------------------------
 
-    def install(self, actor: Principal, item_id: str) -> dict[str, Any]:
+    def install(self, actor: Principal, item_id: str) -> Item:
         """Record that the caller uses the item (again: no change)."""
         return self._set_installed(actor, item_id, True)
 
-    def uninstall(self, actor: Principal, item_id: str) -> dict[str, Any]:
+    def uninstall(self, actor: Principal, item_id: str) -> Item:
         return self._set_installed(actor, item_id, False)
 
-    def _set_installed(self, actor: Principal, item_id: str, installed: bool) -> dict[str, Any]:
+    def _set_installed(self, actor: Principal, item_id: str, installed: bool) -> Item:
         with self.db.transaction() as tx:
             item = self._open(tx, actor, item_id, Action.INSTALL_ITEM)
             items = CatalogRepository(tx)
@@ -367,9 +432,9 @@ class CatalogService:
                 audit.record(tx, actor, f"catalog.{verb}", "catalog_item", item_id, {"name": item.name})
                 item = items.get(item_id)
                 tx.commit()
-        return item_view(item)
+        return Item.of(item)
 
-    def installs(self, actor: Principal, *, limit: int, after: str | None) -> dict[str, Any]:
+    def installs(self, actor: Principal, *, limit: int, after: str | None) -> Page[Installed]:
         """The caller's installed items that it still sees."""
         policy.require(actor, Action.BE_A_USER)
         with self.db.transaction() as tx:
@@ -378,18 +443,18 @@ class CatalogService:
                 limit,
                 cursor=lambda row: row[0].id,
             )
-        return {"items": [{**item_view(item), "installed_at": at} for item, at in page.items], "next": page.next}
+        return Page([Installed.of(item, installed_at=at) for item, at in page.items], page.next)
 
     # --- shared ------------------------------------------------------------------------
 
-    def _open(self, tx: Transaction, actor: Principal, item_id: str, action: Action, *, lock: str | None = None) -> Item:
+    def _open(self, tx: Transaction, actor: Principal, item_id: str, action: Action, *, lock: str | None = None) -> ItemRow:
         item = CatalogRepository(tx).get(item_id, lock=lock)
         if item is None:
             raise NotFound(f"catalog item {item_id} not found")
         item_target(tx, actor, item, action)
         return item
 
-    def _version_sha(self, tx: Transaction, item: Item, sha: str | None) -> str:
+    def _version_sha(self, tx: Transaction, item: ItemRow, sha: str | None) -> str:
         if sha is None:
             return item.head_sha
         found = DocumentRepository(tx).find_versions(item.document_id, sha.lower())

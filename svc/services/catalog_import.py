@@ -44,7 +44,7 @@ def import_directory(
 ) -> Outcome:
     """Import every catalog file under `directory` for `owner` ("team:NAME" or "user:USERNAME")."""
     named = parse_owner(owner)
-    owner_ids = catalog.owner_named(named.kind, named.name)
+    items_owner = catalog.owner_named(named.kind, named.name)
     if not directory.is_dir():
         raise ServiceError(f"{directory} is not a directory")
     files = list(catalog_files(directory))
@@ -54,7 +54,7 @@ def import_directory(
         try:
             content = path.read_bytes().decode("utf-8")
             item_name = BY_KIND[item_type].import_name(path, content)
-            result = catalog.import_item(actor, owner_ids, type=item_type, name=item_name, content=content)
+            result = catalog.import_item(actor, items_owner, type=item_type, name=item_name, content=content)
             progress(f"{where}: {item_type} {item_name} {result}")
         except (ServiceError, UnicodeDecodeError, ValueError) as exc:
             result = "invalid"

@@ -79,6 +79,13 @@ ReadingProposal = Callable[[Configuration, Transaction], dict[str, Any]]
 
 
 @dataclass(frozen=True)
+class JsonPatch:
+    """An RFC 6902 document: operations, each a JSON object whose members depend on its `op`."""
+
+    operations: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class _Write:
     """Who changes which configuration, under which preconditions, and how the change is recorded."""
 
@@ -203,20 +210,20 @@ class ConfigurationService:
             return _masked(self._revision(actor, tx, configuration_id, number))
 
     @in_thread_pool
-    def diff(self, actor: Principal, configuration_id: str, *, from_: int, to: int) -> list[dict[str, Any]]:
+    def diff(self, actor: Principal, configuration_id: str, *, from_: int, to: int) -> JsonPatch:
         """The RFC 6902 JSON Patch that turns revision `from_` into revision `to`, secret values masked
         (a changed secret is an operation whose value is the mask)."""
         with self.db.transaction() as tx:
             source = self._revision(actor, tx, configuration_id, from_)
             target = self._revision(actor, tx, configuration_id, to)
         if not (source.secret_paths or target.secret_paths):
-            return jsonpatch.make_patch(source.config, target.config).patch
-        return masked_diff(
+            return JsonPatch(jsonpatch.make_patch(source.config, target.config).patch)
+        return JsonPatch(masked_diff(
             self._clear(configuration_id, source.config, source.secret_paths),
             source.secret_paths,
             self._clear(configuration_id, target.config, target.secret_paths),
             target.secret_paths,
-        )
+        ))
 
     def _revision(self, actor: Principal, tx: Transaction, configuration_id: str, number: int) -> Revision:
         _visible(tx, actor, ConfigurationRepository(tx).get(configuration_id), configuration_id)

@@ -7,13 +7,15 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass, field
+from typing import Annotated
 
 from anyio.to_thread import run_sync
+from pydantic import Field
 
 from svc.config import Settings
 from svc.content import ContentStore, GitRemote
 from svc.crypto import KeyRing
-from svc.db import AsyncStatements, Database
+from svc.db import AsyncStatements, Database, PoolStats
 from svc.github import GitHubClient
 from svc.errors import Unavailable
 from svc.listener import CREDENTIALS_CHANNEL, INVALIDATE_CHANNEL, ChangeListener
@@ -45,6 +47,16 @@ def content_store_of(settings: Settings) -> ContentStore:
     url = settings.git_remote.get_secret_value() if settings.git_remote is not None else ""
     remote = GitRemote(url, timeout=settings.git_remote_timeout) if url else None
     return ContentStore(settings.git_path, remote)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    status: str
+    checks: Annotated[dict[str, bool], Field(description="database, git, and whether every secret key opens")]
+    unreadable_secret_keys: Annotated[
+        dict[str, str], Field(description="key id → why the key ring cannot open secrets stored under it")
+    ]
+    pool: PoolStats
 
 
 @dataclass
@@ -173,13 +185,16 @@ class Services:
                 log.warning("could not prune change events: %s", exc.detail)
             await asyncio.sleep(3600)
 
-    def readiness(self) -> dict[str, bool]:
-        """Which dependencies answer right now (for `/ready`)."""
-        return {"database": self.db.ping(), "git": self.content.is_ready()}
-
-    def unreadable_secret_keys(self) -> dict[str, str]:
-        """Key ids of stored secrets that the key ring cannot open, each with why (one sample per key id)."""
-        return check_secret_samples(self.db, self.keyring)
+    def readiness(self) -> Readiness:
+        """Whether the dependencies answer right now (for `/ready`): 503 naming those that do not."""
+        checks = {"database": self.db.ping(), "git": self.content.is_ready()}
+        failed = [name for name, ok in checks.items() if not ok]
+        if failed:
+            raise Unavailable(f"not ready: {', '.join(failed)} unreachable")
+        # Reported, not failed: every other configuration still serves, so taking the process out of
+        # a load balancer would turn one unreadable secret into a whole outage.
+        unreadable = check_secret_samples(self.db, self.keyring)
+        return Readiness("ok", checks | {"secret_keys": not unreadable}, unreadable, self.db.stats())
 
     def close(self) -> None:
         self.github.close()

@@ -26,9 +26,12 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from operator import attrgetter
 from pathlib import PurePosixPath
-from typing import Any, BinaryIO, Protocol
+from typing import Annotated, Any, BinaryIO, Literal, Protocol, Self
+
+from pydantic import Field
 
 from svc.content import Author, ContentStore, deleted_ref_name
 from svc.db import Database, Transaction
@@ -42,20 +45,20 @@ from svc.errors import (
     UnsupportedMediaType,
 )
 from svc.ids import new_id
-from svc.repositories.documents import Document, DocumentRepository, Proposal, Version
+from svc.repositories.documents import Document, DocumentRepository, Proposal as ProposalRow, Version
 from svc.repositories.users import UserRepository
 from svc.services import audit, policy
 from svc.services.auth import Principal
-from svc.services.pagination import keyset_page
+from svc.services.pagination import Page, keyset_page
 from svc.services.policy import Action, DocumentResource, ProposalResource
 from svc.services.preconditions import Precondition, require_current
+from svc.services.views import projected
 
 log = logging.getLogger(__name__)
 
 UTF8_CHARSETS = {"utf-8", "utf8", "us-ascii"}
 UTF8_BOM = b"\xef\xbb\xbf"
 READ_CHUNK_BYTES = 64 * 1024
-PROPOSAL_STATUSES = ("open", "accepted", "rejected", "withdrawn")
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,78 @@ class Target:
     subject: Any = field(default=None, compare=False)  # what a validator may need (a catalog item)
 
 
+# --- what the service answers (the routes' response models) ------------------------------
+
+
+@dataclass(frozen=True)
+class DocumentState:
+    """The current document."""
+
+    content: str
+    commit_sha: Annotated[str | None, Field(description="null until the first version is saved")]
+    version: Annotated[int, Field(description="0 until the first version is saved")]
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, document: Document, data: bytes, **more: Any) -> Self:
+        """The document at its head, whose content is `data` (`more`: the fields of a subclass)."""
+        return cls(_text(data), document.head_sha, document.head_version, document.updated_at, **more)
+
+
+NEVER_SAVED = DocumentState(content="", commit_sha=None, version=0, updated_at=None)
+
+
+@dataclass(frozen=True)
+class VersionEntry:
+    version: int
+    commit_sha: str
+    author: str
+    message: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class History:
+    versions: Annotated[list[VersionEntry], Field(description="newest first")]
+    next: Annotated[str | None, Field(description="pass as `after` for older versions; null on the last page")]
+
+
+@dataclass(frozen=True)
+class DocumentVersion(VersionEntry):
+    content: str
+
+
+ProposalStatus = Literal["open", "accepted", "rejected", "withdrawn"]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    id: str
+    status: ProposalStatus
+    base_sha: Annotated[
+        str | None, Field(description="the version it was based on; null for a document that had none")
+    ]
+    commit_sha: Annotated[
+        str, Field(description="its content: a commit on refs/proposals/<id> whose parent is base_sha")
+    ]
+    author: Annotated[str, Field(description="the proposer")]
+    message: str
+    created_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class ProposalWithDiff(Proposal):
+    diff: Annotated[str, Field(description="unified diff from the base to the proposed content")]
+
+
+@dataclass(frozen=True)
+class Accepted(DocumentState):
+    proposal: Proposal
+
+
 class Mount(Protocol):
     """One way of naming a document's owner in a request."""
 
@@ -120,15 +195,15 @@ class DocumentService:
 
     # --- reading -----------------------------------------------------------------------
 
-    def get(self, actor: Principal, owner_id: str | None) -> dict[str, Any]:
+    def get(self, actor: Principal, owner_id: str | None) -> DocumentState:
         """The current document; one never saved has empty content, version 0."""
         with self.db.transaction() as tx:
             _, document = self._open(tx, actor, owner_id, Action.READ_DOCUMENT)
         if document is None or document.head_sha is None:  # never saved (perhaps only proposed to)
-            return {"content": "", "commit_sha": None, "version": 0, "updated_at": None}
-        return _state(document, self._read(document.head_sha))
+            return NEVER_SAVED
+        return DocumentState.of(document, self._read(document.head_sha))
 
-    def history(self, actor: Principal, owner_id: str | None, *, limit: int, before: int | None) -> dict[str, Any]:
+    def history(self, actor: Principal, owner_id: str | None, *, limit: int, before: int | None) -> History:
         """Versions newest first, from PostgreSQL; `next` is the cursor of older ones."""
         with self.db.transaction() as tx:
             _, document = self._open(tx, actor, owner_id, Action.READ_DOCUMENT)
@@ -138,14 +213,14 @@ class DocumentService:
                 limit,
                 cursor=attrgetter("version"),
             )
-        return {"versions": [version.as_dict() for version in page.items], "next": page.next}
+        return History([projected(VersionEntry, version) for version in page.items], page.next)
 
-    def version(self, actor: Principal, owner_id: str | None, sha: str) -> dict[str, Any]:
+    def version(self, actor: Principal, owner_id: str | None, sha: str) -> DocumentVersion:
         """One version with its content; `sha` may be abbreviated (7 or more hex digits)."""
         with self.db.transaction() as tx:
             _, document = self._open(tx, actor, owner_id, Action.READ_DOCUMENT)
             [found] = _find_versions(tx, document, sha)
-        return {**found.as_dict(), "content": _text(self._read(found.commit_sha))}
+        return projected(DocumentVersion, found, content=_text(self._read(found.commit_sha)))
 
     def diff(self, actor: Principal, owner_id: str | None, from_sha: str, to_sha: str) -> str:
         """A unified diff from one version to another (any two, in either order)."""
@@ -164,7 +239,7 @@ class DocumentService:
         content: str,
         message: str | None,
         expected: Precondition | None,
-    ) -> dict[str, Any]:
+    ) -> DocumentState:
         self._authorize(actor, owner_id, Action.WRITE_DOCUMENT)
         data = utf8(content, "content")
         return self._commit(
@@ -173,7 +248,7 @@ class DocumentService:
 
     def rollback(
         self, actor: Principal, owner_id: str | None, sha: str, *, expected: Precondition | None
-    ) -> dict[str, Any]:
+    ) -> DocumentState:
         """Save the content of an earlier version as a new version."""
         with self.db.transaction() as tx:
             _, document = self._open(tx, actor, owner_id, Action.WRITE_DOCUMENT)
@@ -191,7 +266,7 @@ class DocumentService:
         content_type: str | None,
         stream: BinaryIO,
         expected: Precondition | None,
-    ) -> dict[str, Any]:
+    ) -> DocumentState:
         """Save an uploaded file as a new version. The file is checked whole before
         anything is written: type (415), size (413, read in bounded chunks), UTF-8 (400).
         A leading byte-order mark is dropped and CRLF line ends become LF."""
@@ -210,12 +285,12 @@ class DocumentService:
         message: str,
         expected: Precondition | None,
         action: str,
-    ) -> dict[str, Any]:
+    ) -> DocumentState:
         self._check_size(data)
         with self.db.transaction() as tx:
             target = self.mount.open(tx, actor, owner_id, Action.WRITE_DOCUMENT, hold=True)
             document = self.write_version(tx, actor, target, data, message=message, action=action, expected=expected)
-        return _state(document, data)
+        return DocumentState.of(document, data)
 
     def write_version(
         self,
@@ -270,7 +345,7 @@ class DocumentService:
 
     # --- proposals ---------------------------------------------------------------------
 
-    def propose(self, actor: Principal, owner_id: str | None, *, content: str, message: str) -> dict[str, Any]:
+    def propose(self, actor: Principal, owner_id: str | None, *, content: str, message: str) -> Proposal:
         """Store a suggested new content, based on the current version, for a writer to decide on."""
         self._authorize(actor, owner_id, Action.PROPOSE)
         data = utf8(content, "content")
@@ -310,11 +385,11 @@ class DocumentService:
                 if not isinstance(exc, Unavailable):  # the connection lost during COMMIT: the row may exist
                     self.store.delete_proposal_ref(proposal_id, commit_sha)
                 raise
-        return self._proposal_view(proposal)
+        return projected(Proposal, proposal)
 
     def proposals(
         self, actor: Principal, owner_id: str | None, *, status: str | None, limit: int, after: str | None
-    ) -> dict[str, Any]:
+    ) -> Page[Proposal]:
         with self.db.transaction() as tx:
             _, document = self._open(tx, actor, owner_id, Action.READ_DOCUMENT)
             docs = DocumentRepository(tx)
@@ -322,20 +397,20 @@ class DocumentService:
                 lambda n: [] if document is None else docs.proposals(document.id, status=status, limit=n, after=after),
                 limit,
             )
-        return {"items": [self._proposal_view(row) for row in page.items], "next": page.next}
+        return Page([projected(Proposal, row) for row in page.items], page.next)
 
-    def proposal(self, actor: Principal, owner_id: str | None, proposal_id: str) -> dict[str, Any]:
+    def proposal(self, actor: Principal, owner_id: str | None, proposal_id: str) -> ProposalWithDiff:
         """One proposal with a unified diff from its base to its content."""
         with self.db.transaction() as tx:
             _, document = self._open(tx, actor, owner_id, Action.READ_DOCUMENT)
             proposal = _find_proposal(tx, document, proposal_id)
         base = f"version {proposal.base_version} ({proposal.base_sha[:7]})" if proposal.base_sha else "empty document"
         diff = self._diff(proposal.base_sha, proposal.commit_sha, base, f"proposal {proposal.id}")
-        return {**self._proposal_view(proposal), "diff": diff}
+        return projected(ProposalWithDiff, proposal, diff=diff)
 
     def accept(
         self, actor: Principal, owner_id: str | None, proposal_id: str, *, expected: Precondition | None
-    ) -> dict[str, Any]:
+    ) -> Accepted:
         """Make a proposal's content the next version, authored by the proposer; 409 unless
         the document is still at the proposal's base."""
         self._authorize(actor, owner_id, Action.DECIDE_PROPOSAL)
@@ -368,18 +443,18 @@ class DocumentService:
                      "commit_sha": version.commit_sha, "proposer": proposal.author},
                 )
                 tx.commit()
-        return {**_state(document, data), "proposal": self._proposal_view(decided)}
+        return Accepted.of(document, data, proposal=projected(Proposal, decided))
 
-    def reject(self, actor: Principal, owner_id: str | None, proposal_id: str, *, reason: str | None) -> dict[str, Any]:
+    def reject(self, actor: Principal, owner_id: str | None, proposal_id: str, *, reason: str | None) -> Proposal:
         return self._close(actor, owner_id, proposal_id, "rejected", reason)
 
-    def withdraw(self, actor: Principal, owner_id: str | None, proposal_id: str) -> dict[str, Any]:
+    def withdraw(self, actor: Principal, owner_id: str | None, proposal_id: str) -> Proposal:
         """The proposer takes back their own open proposal."""
         return self._close(actor, owner_id, proposal_id, "withdrawn", None)
 
     def _close(
         self, actor: Principal, owner_id: str | None, proposal_id: str, status: str, reason: str | None
-    ) -> dict[str, Any]:
+    ) -> Proposal:
         with self.db.transaction() as tx:
             if status == "rejected":
                 target, document = self._open(tx, actor, owner_id, Action.DECIDE_PROPOSAL)
@@ -398,13 +473,7 @@ class DocumentService:
                 {**target.audit, "document_id": proposal.document_id, "reason": reason},
             )
             tx.commit()
-        return self._proposal_view(decided)
-
-    def _proposal_view(self, proposal: Proposal) -> dict[str, Any]:
-        """The proposal's API shape."""
-        keys = ("id", "status", "base_sha", "commit_sha", "author", "message", "created_at",
-                "decided_by", "decided_at", "reason")
-        return {key: getattr(proposal, key) for key in keys}
+        return projected(Proposal, decided)
 
     # --- shared ------------------------------------------------------------------------
 
@@ -434,6 +503,14 @@ class DocumentService:
 
 
 @dataclass(frozen=True)
+class RetiredDocument:
+    document_id: str
+    kind: str
+    head_sha: str | None
+    history_ref: str
+
+
+@dataclass(frozen=True)
 class Retirement:
     """The documents of an owner being deleted, and their proposals: after the deletion
     commits, each document's ref is renamed to refs/deleted/<id> (its history stays
@@ -457,11 +534,9 @@ class Retirement:
         """These documents (locked by the caller) and their proposals."""
         return cls(documents, DocumentRepository(tx).proposal_commits([d.id for d in documents]))
 
-    def audit_detail(self) -> list[dict[str, Any]]:
-        return [
-            {"document_id": d.id, "kind": d.kind, "head_sha": d.head_sha, "history_ref": deleted_ref_name(d.id)}
-            for d in self.documents
-        ]
+    def audit_detail(self) -> list[RetiredDocument]:
+        """What the audit trail records of each document: where its history stays."""
+        return [RetiredDocument(d.id, d.kind, d.head_sha, deleted_ref_name(d.id)) for d in self.documents]
 
     def carry_out(self, store: ContentStore) -> None:
         """After the commit. If renaming fails, `svc verify` reports the ref of a document that no
@@ -490,14 +565,14 @@ def _find_versions(tx: Transaction, document: Document | None, *shas: str) -> li
     return versions
 
 
-def _find_proposal(tx: Transaction, document: Document | None, proposal_id: str, *, lock: bool = False) -> Proposal:
+def _find_proposal(tx: Transaction, document: Document | None, proposal_id: str, *, lock: bool = False) -> ProposalRow:
     found = None if document is None else DocumentRepository(tx).proposal(document.id, proposal_id, lock=lock)
     if found is None:
         raise NotFound(f"proposal {proposal_id} not found on this document")
     return found
 
 
-def _require_open(proposal: Proposal) -> None:
+def _require_open(proposal: ProposalRow) -> None:
     if proposal.status != "open":
         raise Conflict(f"proposal {proposal.id} is {proposal.status}; only an open proposal can be decided")
 
@@ -510,15 +585,6 @@ def _author(tx: Transaction, actor: Principal) -> Author:
             return Author(user.username, user.email)
     slug = re.sub(r"[^a-z0-9._-]+", "-", actor.name.lower()).strip("-") or "token"
     return Author(actor.name, f"{slug}@svc.invalid")
-
-
-def _state(document: Document, data: bytes) -> dict[str, Any]:
-    return {
-        "content": _text(data),
-        "commit_sha": document.head_sha,
-        "version": document.head_version,
-        "updated_at": document.updated_at,
-    }
 
 
 def _text(data: bytes) -> str:

@@ -12,6 +12,9 @@ Item = TypeVar("Item")
 
 @dataclass(frozen=True)
 class Page(Generic[Item]):
+    """A page of a list, as services answer it and routes declare it: its items and the cursor
+    of the next page (null on the last)."""
+
     items: list[Item]
     next: str | None
 

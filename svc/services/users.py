@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from svc.content import ContentStore
@@ -106,7 +107,7 @@ class UserService:
             user = users.delete(user_id)
             detail = _audit_detail(user)
             for retired in retirement.audit_detail():  # a user owns one document: their claude.md
-                detail |= retired
+                detail |= asdict(retired)
             audit.record(tx, actor, "user.delete", "user", user_id, detail)
             tx.commit()
         retirement.carry_out(self.store)

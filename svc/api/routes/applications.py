@@ -11,9 +11,10 @@ from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.responses import created, json_response, off_loop
-from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page, Text
+from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Text
 from svc.ids import ULID_PATTERN
 from svc.services.applications import Application
+from svc.services.pagination import Page
 
 router = APIRouter(
     prefix="/applications",

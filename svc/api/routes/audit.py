@@ -12,9 +12,10 @@ from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 from svc.api.deps import After, Limit, PrincipalDep, ServicesDep
 from svc.api.problems import problem_responses
 from svc.api.responses import json_response, off_loop
-from svc.api.schemas import NO_NUL_PATTERN, Page
+from svc.api.schemas import NO_NUL_PATTERN
 from svc.ids import ULID_PATTERN
 from svc.services.audit import AuditEvent, AuditFilter
+from svc.services.pagination import Page
 
 
 def _rfc3339(value: Any) -> Any:

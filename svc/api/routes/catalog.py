@@ -5,7 +5,6 @@ document."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
@@ -18,31 +17,16 @@ from svc.api.problems import problem_responses
 from svc.api.responses import created, json_response, off_loop
 from svc.api.routes.documents import Message, document_routes
 from svc.api.schemas import NO_NUL_PATTERN, Text
-from svc.catalog_types import KINDS
 from svc.ids import ULID_PATTERN
+from svc.services.catalog import Hit, Installed, Item, ItemType, Owner, Release, Releases, Status
 from svc.services.documents import DocumentService
+from svc.services.pagination import Page
 
 router = APIRouter(tags=["catalog"], responses=problem_responses(401, 403, 404, 422, 503), route_class=JsonBodyRoute)
 
-ItemType = Literal[KINDS]  # type: ignore[valid-type]
-Status = Literal["active", "deprecated"]
 Tag = Annotated[Text, Field(min_length=1, max_length=64)]
 Tags = Annotated[list[Tag], Field(max_length=20)]
 Description = Annotated[Text, Field(max_length=1024)]
-Ulid = Annotated[str, Field(pattern=ULID_PATTERN)]
-
-
-class UserOwner(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    user_id: Ulid
-
-
-class TeamOwner(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    team_id: Ulid
-
-
-Owner = Annotated[UserOwner | TeamOwner, Field(description="a user or a team: exactly one of the two ids")]
 Cursor = Annotated[
     str | None,
     Query(pattern=r"^[0-9a-f]{8}\.[0-9A-HJKMNP-TV-Z]{26}$", description="cursor: the `next` of the previous page"),
@@ -71,43 +55,6 @@ class ItemUpdate(BaseModel):
     status: Status = None
 
 
-class CurrentVersion(BaseModel):
-    version: int
-    commit_sha: str | None
-
-
-class Item(BaseModel):
-    id: str
-    type: ItemType
-    name: str
-    owner: Owner
-    description: str
-    tags: list[str]
-    status: Status
-    install_count: int = Field(description="distinct users who installed it")
-    current_version: CurrentVersion = Field(description="the document's newest version")
-    created_at: datetime
-    updated_at: datetime
-
-
-class Hit(Item):
-    rank: float = Field(description="ts_rank of the query (0 without one)")
-
-
-class SearchPage(BaseModel):
-    items: list[Hit]
-    next: str | None
-
-
-class Installed(Item):
-    installed_at: datetime
-
-
-class InstalledPage(BaseModel):
-    items: list[Installed]
-    next: str | None
-
-
 class ReleaseCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: Annotated[Text, Field(max_length=256, description="a semantic version, such as 1.2.0")]
@@ -117,29 +64,16 @@ class ReleaseCreate(BaseModel):
     notes: Annotated[Text, Field(max_length=4096)] | None = None
 
 
-class Release(BaseModel):
-    version: str
-    commit_sha: str
-    notes: str | None
-    created_by: str
-    created_at: datetime
-
-
-class Releases(BaseModel):
-    items: list[Release] = Field(description="highest version first")
-    latest: str | None = Field(description="the highest version that is not a pre-release")
-
-
 @router.post("/catalog", status_code=201, response_model=Item, responses=problem_responses(400, 409, 413))
 async def create_item(
     body: Annotated[ItemCreate, Body()], principal: PrincipalDep, services: ServicesDep, request: Request
 ) -> Response:
     """Create an item and its first version; the content must pass the rules of its type."""
     item = await off_loop(lambda: services.catalog.create(principal, **body.model_dump()))
-    return created(request, item, "get_item", item_id=item["id"])
+    return created(request, item, "get_item", item_id=item.id)
 
 
-@router.get("/catalog", response_model=SearchPage, responses=problem_responses(400))
+@router.get("/catalog", response_model=Page[Hit], responses=problem_responses(400))
 async def search_items(
     principal: PrincipalDep,
     services: ServicesDep,
@@ -235,7 +169,7 @@ async def uninstall_item(item_id: IdPath, principal: PrincipalDep, services: Ser
     return json_response(await off_loop(lambda: services.catalog.uninstall(principal, item_id)))
 
 
-@router.get("/me/installs", response_model=InstalledPage)
+@router.get("/me/installs", response_model=Page[Installed])
 async def my_installs(
     principal: PrincipalDep, services: ServicesDep, limit: Limit = 50, after: After = None
 ) -> Response:

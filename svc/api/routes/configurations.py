@@ -20,7 +20,7 @@ from svc.api.etags import Preconditions, etag, not_modified, not_modified_respon
 from svc.api.json_body import JsonBodyRoute, media_type_of
 from svc.api.problems import problem_responses, what_was_sent
 from svc.api.responses import created, json_response
-from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Page, Reveal, SecretPaths, Text
+from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Reveal, SecretPaths, Text
 from svc.errors import UnsupportedMediaType
 from svc.services.auth import Principal
 from svc.services.configurations import Configuration, Revision
@@ -28,6 +28,7 @@ from svc.services.container import Services
 from svc.services.delivery import ById, Resolved
 from svc.services.preconditions import Precondition
 from svc.json_documents import parse_json
+from svc.services.pagination import Page
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON = "application/json"
@@ -362,8 +363,8 @@ async def diff_revisions(
     principal: PrincipalDep,
     services: ServicesDep,
 ) -> Response:
-    operations = await services.configurations.diff(principal, configuration_id, from_=from_, to=to)
-    return Response(orjson.dumps(operations), media_type=JSON_PATCH)
+    patch = await services.configurations.diff(principal, configuration_id, from_=from_, to=to)
+    return Response(orjson.dumps(patch.operations), media_type=JSON_PATCH)
 
 
 @router.post(

@@ -6,8 +6,7 @@ No `from __future__ import annotations` here: the routes are declared inside a f
 FastAPI must see their (local) dependency types as objects, not as unresolvable strings."""
 
 from collections.abc import Callable
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, File, Path, Query, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,7 +17,17 @@ from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.responses import json_response, off_loop
 from svc.api.schemas import SHA_DESCRIPTION, SHA_PATTERN, Text
-from svc.services.documents import DocumentService
+from svc.services.documents import (
+    Accepted,
+    DocumentService,
+    DocumentState,
+    DocumentVersion,
+    History,
+    Proposal,
+    ProposalStatus,
+    ProposalWithDiff,
+)
+from svc.services.pagination import Page
 from svc.services.preconditions import Precondition
 
 
@@ -38,38 +47,10 @@ DIFF_RESPONSES = {
 }
 
 
-class DocumentState(BaseModel):
-    content: str
-    commit_sha: str | None = Field(description="null until the first version is saved")
-    version: int = Field(description="0 until the first version is saved")
-    updated_at: datetime | None
-
-
 class DocumentSave(BaseModel):
     model_config = ConfigDict(extra="forbid")
     content: str = Field(description="the whole document; at most SVC_MAX_DOCUMENT_BYTES bytes as UTF-8")
     message: Message | None = Field(default=None, description="commit message; default 'Update <file name>'")
-
-
-class VersionEntry(BaseModel):
-    version: int
-    commit_sha: str
-    author: str
-    message: str
-    created_at: datetime
-
-
-class History(BaseModel):
-    versions: list[VersionEntry] = Field(description="newest first")
-    next: str | None = Field(description="pass as `after` for older versions; null on the last page")
-
-
-class DocumentVersion(VersionEntry):
-    content: str
-
-
-
-ProposalStatus = Literal["open", "accepted", "rejected", "withdrawn"]
 
 
 class ProposalCreate(BaseModel):
@@ -81,32 +62,6 @@ class ProposalCreate(BaseModel):
 class ProposalReject(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: Annotated[Text, Field(max_length=1024)] | None = None
-
-
-class Proposal(BaseModel):
-    id: str
-    status: ProposalStatus
-    base_sha: str | None = Field(description="the version it was based on; null for a document that had none")
-    commit_sha: str = Field(description="its content: a commit on refs/proposals/<id> whose parent is base_sha")
-    author: str = Field(description="the proposer")
-    message: str
-    created_at: datetime
-    decided_by: str | None
-    decided_at: datetime | None
-    reason: str | None
-
-
-class ProposalWithDiff(Proposal):
-    diff: str = Field(description="unified diff from the base to the proposed content")
-
-
-class ProposalPage(BaseModel):
-    items: list[Proposal]
-    next: str | None
-
-
-class Accepted(DocumentState):
-    proposal: Proposal
 
 
 def document_routes(
@@ -158,7 +113,7 @@ def document_routes(
     ) -> Response:
         """Versions, newest first."""
         history = await off_loop(lambda: documents().history(principal, owner_id, limit=limit, before=after))
-        return json_response({**history, "versions": [_shaped(VersionEntry, v) for v in history["versions"]]})
+        return json_response(history)
 
     @router.get("/versions/{sha}", response_model=DocumentVersion, responses=READ_RESPONSES, name=f"get_{noun}_version")
     async def get_document_version(
@@ -166,7 +121,7 @@ def document_routes(
     ) -> Response:
         """One version with its content. A commit that is not a version of this document is 404."""
         version = await off_loop(lambda: documents().version(principal, owner_id, sha))
-        return _read(_shaped(DocumentVersion, version), expected)
+        return _read(version, expected)
 
     @router.get("/diff", response_class=Response, responses=DIFF_RESPONSES, name=f"diff_{noun}")
     async def diff_document(
@@ -224,7 +179,7 @@ def document_routes(
         )
         return json_response(proposal, status_code=201)
 
-    @router.get("/proposals", response_model=ProposalPage, name=f"list_{noun}_proposals")
+    @router.get("/proposals", response_model=Page[Proposal], name=f"list_{noun}_proposals")
     async def list_proposals(
         owner_id: Owner, principal: PrincipalDep, documents: Documents, limit: Limit = 50, after: After = None,
         status: Annotated[ProposalStatus | None, Query(description="only proposals in this state")] = None,
@@ -307,21 +262,16 @@ def mounted(name: str) -> Callable[..., Any]:
     return pick
 
 
-def _shaped(model: type[BaseModel], view: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a service's view that the documented model has, in its order."""
-    return {name: view[name] for name in model.model_fields}
-
-
-def _current(document: dict[str, Any]) -> Response:
+def _current(document: DocumentState | DocumentVersion) -> Response:
     """A document (or a version of it) with the ETag of its commit, when it has one."""
-    sha = document["commit_sha"]
+    sha = document.commit_sha
     return json_response(document, headers=None if sha is None else {"ETag": etag(sha)})
 
 
-def _read(document: dict[str, Any], expected: Precondition) -> Response:
+def _read(document: DocumentState | DocumentVersion, expected: Precondition) -> Response:
     """A read's answer: 412 when If-Match fails, 304 when If-None-Match does, else the body with its ETag."""
-    if not_modified(expected, document["commit_sha"], subject="the document"):
-        return not_modified_response(document["commit_sha"])
+    if not_modified(expected, document.commit_sha, subject="the document"):
+        return not_modified_response(document.commit_sha)
     return _current(document)
 
 

@@ -19,9 +19,10 @@ from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.responses import created, json_response, off_loop
 from svc.api.routes.documents import Message, document_routes
-from svc.api.schemas import Page, Text
+from svc.api.schemas import Text
 from svc.github import GitHubRepository
 from svc.ids import ULID_PATTERN
+from svc.services.pagination import Page
 from svc.services.products import DocumentSummary, DocumentView, Imported, row_version
 from svc.repositories.products import SourceRepository, WorkItem
 

@@ -12,8 +12,9 @@ from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.responses import created, json_response, off_loop
-from svc.api.schemas import NAME_DESCRIPTION, NAME_PATTERN, Page, Text
+from svc.api.schemas import NAME_DESCRIPTION, NAME_PATTERN, Text
 from svc.services.teams import Member, Team
+from svc.services.pagination import Page
 
 router = APIRouter(tags=["teams"], responses=problem_responses(401, 403, 404, 422, 503), route_class=JsonBodyRoute)
 

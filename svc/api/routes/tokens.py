@@ -12,9 +12,10 @@ from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.json_body import JsonBodyRoute
 from svc.api.problems import problem_responses
 from svc.api.responses import json_response, off_loop
-from svc.api.schemas import Page, Text
+from svc.api.schemas import Text
 from svc.ids import ULID_PATTERN
 from svc.services.tokens import Token
+from svc.services.pagination import Page
 
 router = APIRouter(
     prefix="/tokens", tags=["tokens"], responses=problem_responses(401, 403, 422, 503), route_class=JsonBodyRoute
