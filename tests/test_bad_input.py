@@ -43,7 +43,19 @@ def world(client, admin, settings) -> dict[str, str]:
     item = client.post(f"{API}/catalog", headers=admin, json={
         "type": "tool", "name": "get_weather", "owner": {"team_id": team["id"]}, "content": json.dumps(tool),
     }).json()
+    product = f"{API}/applications/{application['id']}"
+    document = client.post(f"{product}/documents", headers=admin, json={
+        "title": "Plan", "type": "plan", "content": "# plan\n",
+    }).json()
+    work_item = client.post(f"{product}/work-items", headers=admin, json={"title": "Fix", "type": "fix"}).json()
+    repository = client.post(f"{product}/repositories", headers=admin, json={
+        "name": "billing", "full_name": "acme/billing", "url": "https://github.com/acme/billing",
+    }).json()
     return {
+        "name": "core",  # a marketplace's team (/git/teams/{name}.git); no JSON body there
+        "document_id": document["id"],
+        "work_item_id": work_item["id"],
+        "repository_id": repository["id"],
         "item_id": item["id"],
         "team_id": team["id"],
         "proposal_id": proposal["id"],

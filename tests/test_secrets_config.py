@@ -188,7 +188,10 @@ def test_who_sees_secret_values(world, settings):
     assert password_of(scoped_reveal_elsewhere) == 404
     assert password_of(plain_service) == MASK
     assert password_of(plain_service, reveal="true") == 403
-    assert password_of(user) == 403
+    # A user token finds no application outside its teams (404); resolve is not for users, and
+    # ?reveal=true is refused before anything is looked up (403 both: nothing learnt either way).
+    assert client.get(url, headers=user).status_code == 404
+    assert client.get(f"{API}/resolve/billing/db", headers=user).status_code == 403
     assert password_of(user, reveal="true") == 403
 
     # Each admin reveal is audited: who, which configuration, which revision.
