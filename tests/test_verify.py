@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -269,3 +270,20 @@ def test_proposal_refs_are_checked_and_mended(client, ada, settings, svc_cli):
         f"refs/proposals/{proposal['id']}", proposal["commit_sha"]
     ]
     assert svc_cli("verify").code == 0
+
+
+def test_verify_knows_every_kind_the_database_allows(database_url):
+    """Each kind `documents.kind` may hold is in the one list of kinds, so verify finds its bytes."""
+    import psycopg2
+
+    from svc.services.document_kinds import KINDS
+
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'documents_kind_check'")
+            definition = cur.fetchone()[0]
+    finally:
+        conn.close()
+    allowed = set(re.findall(r"'([a-z_]+)'::text", definition))
+    assert allowed and allowed == set(KINDS)

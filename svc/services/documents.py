@@ -74,16 +74,9 @@ class DocumentKind:
     validate: Callable[[bytes, Target], None] = lambda data, target: None
     resource_type: str = ""  # what the audit trail calls its documents; default "<name>_document"
 
-    def __post_init__(self) -> None:
-        KINDS[self.name] = self
-
     @property
     def audit_resource(self) -> str:
         return self.resource_type or f"{self.name}_document"
-
-
-KINDS: dict[str, DocumentKind] = {}
-"""Every kind defined, by name (what `svc verify` needs to know where each document's bytes are)."""
 
 
 @dataclass(frozen=True)

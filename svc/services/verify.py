@@ -40,8 +40,7 @@ from svc.db import Database, Transaction
 from svc.errors import ServiceError, Unavailable
 from svc.repositories.catalog import CatalogRepository, Release
 from svc.repositories.documents import DocumentRepository, ProposalSha
-from svc.services import catalog, claude_md, products  # noqa: F401  (define, and so register, their document kinds)
-from svc.services.documents import KINDS
+from svc.services.document_kinds import KINDS
 
 BATCH_SIZE = 200
 # A ref without a document row may belong to a first save whose transaction has not
