@@ -265,7 +265,7 @@ class ApplicationDocumentService:
             [retired] = retirement.audit_detail()
             audit.record(
                 tx, actor, "application_document.delete", APPLICATION_DOCUMENT.audit_resource, document_id,
-                {**target.audit, "title": target.subject.title, **retired},
+                {**target.audit, "title": target.subject.title, **asdict(retired)},
             )
             tx.commit()
         retirement.carry_out(self.store)
