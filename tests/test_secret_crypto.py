@@ -179,6 +179,7 @@ def test_rotation(ring: KeyRing) -> None:
         (f"bad id:{base64.b64encode(b'K' * 32).decode()}", "entry 1: the key id must be 1-32 characters"),
         (f"{'x' * 33}:{base64.b64encode(b'K' * 32).decode()}", "entry 1: the key id must be 1-32 characters"),
     ],
+    ids=lambda value: value if value.startswith("entry") or "is empty" in value or "appears" in value else "",
 )
 def test_key_ring_errors_name_the_entry_never_the_key(text: str, message: str) -> None:
     with pytest.raises(InvalidSecretKeys, match=message) as caught:
