@@ -68,13 +68,21 @@ class GitHubClient:
     def __init__(self, base_url: str, *, timeout: float, transport: httpx.BaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self._origin = _origin(self.base_url)
-        self._http = httpx.Client(timeout=timeout, transport=transport, follow_redirects=False)
+        self._transport = transport
+        self._http: httpx.Client | None = None  # made at first use: its TLS context costs every app start
         self._timeout = timeout
         self._pages: OrderedDict[str, _Page] = OrderedDict()
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        self._http.close()
+        if self._http is not None:
+            self._http.close()
+
+    def _client(self) -> httpx.Client:
+        with self._lock:
+            if self._http is None:
+                self._http = httpx.Client(timeout=self._timeout, transport=self._transport, follow_redirects=False)
+            return self._http
 
     def repositories(self, token: str | None) -> list[GitHubRepository]:
         """Every repository the token's user may access (every page, following `Link`)."""
@@ -104,7 +112,7 @@ class GitHubClient:
         if cached is not None:
             headers["If-None-Match"] = cached.etag
         try:
-            response = self._http.get(url, headers=headers)
+            response = self._client().get(url, headers=headers)
         except httpx.TimeoutException:
             raise BadGateway(f"GitHub did not answer within {self._timeout:g} s") from None
         except httpx.TransportError as exc:
