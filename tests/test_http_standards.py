@@ -293,7 +293,7 @@ def _concrete(world: World, path: str) -> tuple[str, dict[str, Any], dict[str, s
         owner = values["document_id"] = world.services.application_documents.create(
             OPERATOR, application["id"], fields={"title": "t", "type": "note"}, content="v0\n", message=None
         ).id
-        shas = [documents.save(OPERATOR, owner, content=f"v{n}\n", message=None, expected=None)["commit_sha"]
+        shas = [documents.save(OPERATOR, owner, content=f"v{n}\n", message=None, expected=None).commit_sha
                 for n in (1, 2)]
         values["sha"] = shas[0]
     elif "{item_id}" in path:  # a tool of the fresh user's with two more versions

@@ -247,9 +247,9 @@ class SecurityMachine(RuleBasedStateMachine):
     def _store(self, app: App, paths: list[str]) -> None:
         """A configuration made by the operator (setup, not a step)."""
         name = _distinct("conf")
-        made = self.services.configurations.create(
+        made = on_app_loop(self.client, lambda: self.services.configurations.create(
             OPERATOR, app.id, name=name, config=make_config(paths, self.sent), secret_paths=paths
-        )
+        ))
         self.configs.append(Config(made.id, name, app))
 
     # --- what the policy says ---------------------------------------------------------------
@@ -277,7 +277,7 @@ class SecurityMachine(RuleBasedStateMachine):
 
     def _truth(self, config: Config):
         """The configuration as stored, in clear (the operator's read)."""
-        return self.services.configurations.get(OPERATOR, config.id, reveal=True)[0]
+        return on_app_loop(self.client, lambda: self.services.configurations.get(OPERATOR, config.id, reveal=True))[0]
 
     def _revision_in_clear(self, config: Config, number: int) -> Any:
         """A revision's config as stored, in clear."""
@@ -463,7 +463,7 @@ class SecurityMachine(RuleBasedStateMachine):
         caller, config = self._draw_caller(data), self._draw_config(data)
         current = self._truth(config)
         number = data.draw(st.integers(1, current.revision), label="revision")
-        old = self.services.configurations.revision(OPERATOR, config.id, number)
+        old = on_app_loop(self.client, lambda: self.services.configurations.revision(OPERATOR, config.id, number))
         expected = self._on_app(caller, Action.WRITE_APPLICATION, config.app)
         resource = ApplicationResource(config.app.id)
         if expected is None and old.secret_paths and current.schema is not None and (
