@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
+from starlette.routing import BaseRoute
 
 from svc import metrics
 from svc.api import operations, problems
@@ -72,7 +74,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0",
         description="Versioned JSON configurations for internal services and versioned claude.md documents.",
         lifespan=lifespan,
-        generate_unique_id_function=operations.operation_ids(),
     )
     problems.install(app)
     operations.document_without_head(app)
@@ -80,12 +81,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
 
-    app.include_router(health.router)
-    app.include_router(metrics_routes.router)
-    app.include_router(git.router)  # authenticates as git does (Basic or Bearer), in its routes
+    app.router.routes.extend(route_table())
+    return app
+
+
+@functools.cache
+def route_table() -> tuple[BaseRoute, ...]:
+    """Every route of the service, included once per process and shared by its apps.
+
+    FastAPI works out an included route's effective state (prefix, dependencies, response model)
+    on first use and keeps it on the inclusion: about a second for the service's routes, which
+    every app would pay again at its first request (tests start one per test). App-level
+    `dependency_overrides` do not reach these routes; nothing here uses them."""
+    table = APIRouter(generate_unique_id_function=operations.operation_ids())
+    table.include_router(health.router)
+    table.include_router(metrics_routes.router)
+    table.include_router(git.router)  # authenticates as git does (Basic or Bearer), in its routes
     # Each router is included directly (not through an /api/v1 parent router): every level of
     # nesting costs route-matching time on every request.
     for router in API_ROUTERS:
-        app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(get_principal)])
-    operations.answer_head(app.router)
-    return app
+        table.include_router(router, prefix=API_PREFIX, dependencies=[Depends(get_principal)])
+    operations.answer_head(table)
+    return tuple(table.routes)
