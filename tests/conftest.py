@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import httpx
 import psycopg2
 import psycopg2.extensions
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from svc.api.app import create_app
@@ -157,7 +159,7 @@ def free_port() -> int:
 @dataclass
 class LiveServer:
     base_url: str
-    process: subprocess.Popen
+    process: subprocess.Popen | None = None  # None: served by a thread of the test's process
 
     def client(self, **kwargs: object) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, **kwargs)
@@ -205,3 +207,23 @@ def live_server(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Li
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture
+def served_app(settings: Settings) -> Iterator[LiveServer]:
+    """The app on this test's database served over real HTTP by uvicorn in a thread of the test's
+    process: for clients that need a socket (git, curl) but not several workers. It starts in a
+    fraction of a second, where `live_server` imports the service in a new process."""
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=free_port(), access_log=False, log_level="warning",
+    ))
+    thread = threading.Thread(target=server.run, name="served-app", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the in-process server did not start")
+        time.sleep(0.01)
+    yield LiveServer(f"http://127.0.0.1:{server.config.port}")
+    server.should_exit = True
+    thread.join(30)

@@ -326,8 +326,9 @@ class SecurityMachine(RuleBasedStateMachine):
         newly_secret = uncovered(truth.secret_paths, before)
         for number in range(1, truth.revision + 1) if newly_secret else ():
             clear = self._revision_in_clear(config, number)
-            self.sent |= {text for path in newly_secret
-                          for text in TRACKED.findall(orjson.dumps(resolve(clear, parse_pointer(path))).decode())}
+            # default: a path that this earlier revision lacks (resolve's "missing" marker) holds nothing
+            self.sent |= {text for path in newly_secret for text in TRACKED.findall(
+                orjson.dumps(resolve(clear, parse_pointer(path)), default=lambda missing: None).decode())}
         readable = set(TRACKED.findall(orjson.dumps(mask_at(truth.config, truth.secret_paths)).decode()))
         if self._may_reveal(caller, config.app):
             self.declassified |= readable
