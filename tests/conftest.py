@@ -33,7 +33,8 @@ from svc.services.container import Services
 
 T = TypeVar("T")
 
-TEMPLATE = "svc_test_template"
+# One per pytest-xdist worker: with TEST_DATABASE_URL, the workers share one server.
+TEMPLATE = f"svc_test_template{os.environ.get('PYTEST_XDIST_WORKER', '')}"
 
 
 @dataclass
@@ -210,20 +211,29 @@ def live_server(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Li
 
 
 @pytest.fixture
-def served_app(settings: Settings) -> Iterator[LiveServer]:
-    """The app on this test's database served over real HTTP by uvicorn in a thread of the test's
-    process: for clients that need a socket (git, curl) but not several workers. It starts in a
-    fraction of a second, where `live_server` imports the service in a new process."""
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=free_port(), access_log=False, log_level="warning",
-    ))
-    thread = threading.Thread(target=server.run, name="served-app", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the in-process server did not start")
-        time.sleep(0.01)
-    yield LiveServer(f"http://127.0.0.1:{server.config.port}")
-    server.should_exit = True
-    thread.join(30)
+def served_app(settings: Settings) -> Iterator[Callable[..., LiveServer]]:
+    """Serve the app on this test's database over real HTTP, by uvicorn in a thread of the test's
+    process: `served_app(**changes)`, with settings changed by field name (`pool_max_size=4`). For
+    clients that need a socket (git, raw HTTP) but not several workers: it starts in a fraction of
+    a second, where `live_server` imports the service in new processes."""
+    running: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def serve(**changes: object) -> LiveServer:
+        server = uvicorn.Server(uvicorn.Config(
+            create_app(settings.model_copy(update=changes)), host="127.0.0.1", port=free_port(),
+            access_log=False, log_level="warning",
+        ))
+        thread = threading.Thread(target=server.run, name="served-app", daemon=True)
+        thread.start()
+        running.append((server, thread))
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the in-process server did not start")
+            time.sleep(0.01)
+        return LiveServer(f"http://127.0.0.1:{server.config.port}")
+
+    yield serve
+    for server, thread in running:
+        server.should_exit = True
+        thread.join(30)

@@ -249,8 +249,8 @@ def _answer(sock: socket.socket) -> bytes:
     return data
 
 
-def test_oversized_bodies_are_refused_without_being_read(client, admin, live_server, settings):
-    server = live_server(workers=1, SVC_MAX_REQUEST_BYTES=str(LIMIT))
+def test_oversized_bodies_are_refused_without_being_read(client, admin, served_app, settings):
+    server = served_app(max_request_bytes=LIMIT)
     token = admin["Authorization"].split()[1]
 
     # A Content-Length over the limit is answered at once, before any of the body is sent.

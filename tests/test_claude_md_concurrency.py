@@ -1,4 +1,7 @@
-"""Several uvicorn workers saving at once: every acknowledged save is exactly one version."""
+"""Several uvicorn workers saving at once: every acknowledged save is exactly one version.
+
+Two workers and 20 saves each by default; `SVC_LONG_TESTS=1` runs four workers and 50 saves each.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tests.claude_md_helpers import API, create_user, git, sql
 from tests.conftest import bearer
+from tests.fault_helpers import LONG
 
-WRITERS = 4
-SAVES_EACH = 50
+WRITERS = 4 if LONG else 2
+SAVES_EACH = 50 if LONG else 20
 
 
 def _save_many(server, headers: dict[str, str], url: str, writer: int) -> list[dict]:
@@ -48,7 +52,7 @@ def _assert_every_save_is_one_version(server, settings, headers, url, user_id, a
             assert stored == by_sha[version["commit_sha"]]["content"]
 
 
-def test_four_workers_saving_one_document_then_four_documents(client, admin, live_server, settings, make_token):
+def test_workers_saving_one_document_then_one_document_each(client, admin, live_server, settings, make_token):
     """One server for both cases: starting four workers is the expensive part."""
     users = [create_user(client, admin, f"user{w}") for w in range(WRITERS)]
     server = live_server(workers=WRITERS)

@@ -81,7 +81,7 @@ def test_an_owner_spelled_otherwise_is_refused_with_the_spelling(settings, clien
 
 def test_pytest_prints_its_summary_line_when_asked_to_be_quiet(tmp_path):
     (tmp_path / "test_one.py").write_text("def test_one():\n    pass\n")
-    result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-c", str(ROOT / "pyproject.toml"),
+    result = subprocess.run([sys.executable, "-m", "pytest", "-n", "0", "-x", "-q", "-c", str(ROOT / "pyproject.toml"),
                              "--rootdir", str(tmp_path), str(tmp_path / "test_one.py")],
                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,5 +1,6 @@
-"""Read-modify-write races across four worker processes: clients that write with If-Match
-(and read again on 412) lose no update, and revision and version numbers stay gapless.
+"""Read-modify-write races across worker processes (two; four with `SVC_LONG_TESTS=1`): clients
+that write with If-Match (and read again on 412) lose no update, and revision and version numbers
+stay gapless.
 
 What tests/test_configuration_history.py and tests/test_claude_md_concurrency.py already
 show (one winner per ETag, unconditional writes each making one revision or version) is
@@ -25,9 +26,11 @@ from svc.services.auth import Principal
 from tests.claude_md_helpers import API, create_user
 from tests.configuration_helpers import create_application, create_configuration
 from tests.conftest import on_app_loop
+from tests.fault_helpers import LONG
 
+WORKERS = 4 if LONG else 2
 CLIENTS = 6
-UPDATES_EACH = 8
+UPDATES_EACH = 8 if LONG else 4
 
 
 def _increment(http: httpx.Client, url: str, client: int) -> tuple[list[int], int]:
@@ -72,7 +75,7 @@ def test_if_match_read_modify_write_loses_no_update(client, admin, live_server):
     user = create_user(client, admin, "ada")
     document = f"{API}/users/{user['id']}/claude-md"
     assert client.put(document, json={"content": ""}, headers=admin).status_code == 200  # If-Match needs a version
-    server = live_server(workers=4)
+    server = live_server(workers=WORKERS)
     counter = f"{API}/configurations/{configuration['id']}"
 
     def race(work, url: str, client_number: int) -> tuple[list[int], int]:
@@ -100,7 +103,7 @@ def test_if_match_read_modify_write_loses_no_update(client, admin, live_server):
     history = client.get(f"{document}/history?limit=100", headers=admin).json()["versions"]
     assert [v["version"] for v in history] == list(range(total + 1, 0, -1))
     refused = sum(n for _, n in counted + appended)
-    print(f"\nconcurrency: {2 * total} updates with If-Match by {2 * CLIENTS} clients on 4 workers, "
+    print(f"\nconcurrency: {2 * total} updates with If-Match by {2 * CLIENTS} clients on {WORKERS} workers, "
           f"{refused} stale writes refused with 412 and retried, none lost")
 
 

@@ -256,9 +256,9 @@ def test_long_poll_wakes_waiters_in_every_worker(live_server, make_token, tmp_pa
     assert value(samples, "svc_listener_connected") == 1
 
 
-def test_500_waiters_on_one_worker_are_all_woken_by_one_change(live_server, make_token, capsys):
+def test_500_waiters_on_one_worker_are_all_woken_by_one_change(served_app, make_token, capsys):
     token = bearer(make_token("admin"))
-    server = live_server(workers=1)
+    server = served_app()
     with server.client(headers=token, timeout=15) as http:
         _, config_id = create_configuration(http, token)
     woken, delays = wake_many(server, token, config_id, 500)

@@ -36,7 +36,7 @@ from tests.fault_helpers import (
 
 OUTAGES = 4 if LONG else 1
 OUTAGE_SECONDS = 2.0
-KILLS = 60 if LONG else 10
+KILLS = 60 if LONG else 3
 # Small on purpose: a request must not wait longer than these while PostgreSQL is away.
 POOL_TIMEOUT = 1.0
 CONNECT_TIMEOUT = 1

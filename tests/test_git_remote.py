@@ -3,7 +3,7 @@ is pushed by compare-and-swap before the database commits, a host fetches the ve
 lacks, a remote that moved or went away fails the save cleanly, `svc verify` compares all three.
 
 Two real `uvicorn` hosts (separate data directories, one PostgreSQL, one bare remote) save one
-document in turn; `SVC_LONG_TESTS=1` makes that 200 saves instead of 40.
+document in turn; `SVC_LONG_TESTS=1` makes that 200 saves instead of 16.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from tests.team_helpers import crew  # noqa: F401 (fixture)
 from tests.fault_helpers import LONG
 from tests.test_verify import FAIL_AT_COMMIT, REMOVE_FAILURE
 
-TWO_HOST_SAVES = 200 if LONG else 40
+TWO_HOST_SAVES = 200 if LONG else 16
 CLIENTS_PER_HOST = 4
 
 

@@ -16,6 +16,7 @@ import pytest
 from svc.claude_code import marketplace_name, mcp_server_entry
 from tests.claude_md_helpers import API, PROBLEM, git, person  # noqa: F401 (fixtures: person is crew's)
 from tests.team_helpers import crew  # noqa: F401 (fixtures)
+from tests.conftest import LiveServer
 from tests.test_catalog import DATA, SERVER, SERVER_NAME, SKILL, TOOL, made, skill
 
 SERVERS = Path(__file__).parent / "data" / "servers"
@@ -71,8 +72,13 @@ def release(client, headers, item, version):
     assert response.status_code == 201, response.text
 
 
-def url(served_app, team="platform") -> str:
-    return f"{served_app.base_url}/git/teams/{team}.git"
+@pytest.fixture
+def server(served_app) -> LiveServer:
+    return served_app()
+
+
+def url(server: LiveServer, team="platform") -> str:
+    return f"{server.base_url}/git/teams/{team}.git"
 
 
 def read(path: Path) -> dict:
@@ -80,9 +86,9 @@ def read(path: Path) -> dict:
 
 
 @pytest.mark.parametrize("protocol", ["0", "2"])
-def test_a_shallow_clone_is_the_teams_released_skills_and_servers(crew, catalog, served_app, tmp_path, protocol):
+def test_a_shallow_clone_is_the_teams_released_skills_and_servers(crew, catalog, server, tmp_path, protocol):
     clone = tmp_path / "clone"
-    run_git("-c", f"protocol.version={protocol}", "clone", "--depth", "1", url(served_app), str(clone), token=token_of(crew.member))
+    run_git("-c", f"protocol.version={protocol}", "clone", "--depth", "1", url(server), str(clone), token=token_of(crew.member))
     assert run_git("rev-parse", "--is-shallow-repository", cwd=clone).stdout.strip() == "true"
     files = sorted(str(p.relative_to(clone)) for p in clone.rglob("*") if p.is_file() and ".git" not in p.parts)
     assert files == [
@@ -108,12 +114,12 @@ def test_a_shallow_clone_is_the_teams_released_skills_and_servers(crew, catalog,
     }}}
 
 
-def test_ls_remote_shows_the_one_branch_and_a_fetch_sees_each_release(client, crew, catalog, served_app, tmp_path):
+def test_ls_remote_shows_the_one_branch_and_a_fetch_sees_each_release(client, crew, catalog, server, tmp_path):
     token = token_of(crew.member)
-    refs = run_git("ls-remote", url(served_app), token=token).stdout.splitlines()
+    refs = run_git("ls-remote", url(server), token=token).stdout.splitlines()
     assert sorted(line.split("\t")[1] for line in refs) == ["HEAD", "refs/heads/main"]
     clone = tmp_path / "clone"
-    run_git("clone", "--depth", "1", url(served_app), str(clone), token=token)
+    run_git("clone", "--depth", "1", url(server), str(clone), token=token)
     release(client, crew.admin.headers, catalog["skill"], "1.2.0")
     run_git("fetch", "--depth", "1", "--quiet", "origin", cwd=clone, token=token)  # a shallow fetch, as on update
     run_git("reset", "--quiet", "--hard", "origin/main", cwd=clone)
@@ -122,7 +128,7 @@ def test_ls_remote_shows_the_one_branch_and_a_fetch_sees_each_release(client, cr
 
 
 @pytest.mark.parametrize("protocol", ["0", "2"])
-def test_no_object_outside_the_marketplace_can_be_fetched_by_id(client, crew, catalog, served_app, settings, tmp_path, person, protocol):
+def test_no_object_outside_the_marketplace_can_be_fetched_by_id(client, crew, catalog, server, settings, tmp_path, person, protocol):
     """Another team's marketplace commit and a content-store document commit are refused,
     though their ids are known."""
     other = person("zoe")
@@ -138,15 +144,15 @@ def test_no_object_outside_the_marketplace_can_be_fetched_by_id(client, crew, ca
     ]
     clone = tmp_path / "clone"
     token = token_of(crew.member)
-    run_git("clone", "--depth", "1", url(served_app), str(clone), token=token)
+    run_git("clone", "--depth", "1", url(server), str(clone), token=token)
     for sha in foreign:
         fetched = run_git("-c", f"protocol.version={protocol}", "fetch", "origin", sha, cwd=clone, token=token, check=False)
         assert fetched.returncode != 0, fetched.stdout
         assert run_git("cat-file", "-e", sha, cwd=clone, check=False).returncode != 0
 
 
-def test_who_may_read_a_marketplace(client, crew, catalog, served_app, person, make_token):
-    refs = f"{url(served_app)}/info/refs?service=git-upload-pack"
+def test_who_may_read_a_marketplace(client, crew, catalog, server, person, make_token):
+    refs = f"{url(server)}/info/refs?service=git-upload-pack"
     anonymous = http_get(refs)
     assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == 'Basic realm="svc"'
     assert anonymous.headers["content-type"] == PROBLEM
@@ -156,27 +162,27 @@ def test_who_may_read_a_marketplace(client, crew, catalog, served_app, person, m
         assert http_get(refs, auth=("anything", token_of(who))).status_code == 200
     assert http_get(refs, headers=crew.member.headers).status_code == 200  # Bearer works too
     assert http_get(refs, auth=("git", token_of(crew.outsider))).status_code == 404
-    missing = http_get(f"{url(served_app, 'nobody')}/info/refs?service=git-upload-pack", auth=("git", token_of(crew.member)))
+    missing = http_get(f"{url(server, 'nobody')}/info/refs?service=git-upload-pack", auth=("git", token_of(crew.member)))
     assert missing.status_code == 404 and missing.headers["content-type"] == PROBLEM
-    assert run_git("ls-remote", url(served_app), check=False).returncode != 0  # no credentials: git gives up
+    assert run_git("ls-remote", url(server), check=False).returncode != 0  # no credentials: git gives up
     service = make_token("service")
     assert http_get(refs, auth=("git", service)).status_code in (403, 404)
 
 
-def test_pushes_other_services_and_other_paths_are_refused_and_write_nothing(client, crew, catalog, served_app, settings, tmp_path):
+def test_pushes_other_services_and_other_paths_are_refused_and_write_nothing(client, crew, catalog, server, settings, tmp_path):
     token = token_of(crew.owner)
     before = git(settings, "for-each-ref")
-    pushed = http_post(f"{url(served_app)}/git-receive-pack", auth=("git", token), content=b"0000")
+    pushed = http_post(f"{url(server)}/git-receive-pack", auth=("git", token), content=b"0000")
     assert pushed.status_code == 403 and pushed.headers["content-type"] == PROBLEM
-    advertised = http_get(f"{url(served_app)}/info/refs?service=git-receive-pack", auth=("git", token))
+    advertised = http_get(f"{url(server)}/info/refs?service=git-receive-pack", auth=("git", token))
     assert advertised.status_code == 403 and "read-only" in advertised.json()["detail"]
     for path in ("/info/refs", "/info/refs?service=git-upload-archive"):
-        assert http_get(url(served_app) + path, auth=("git", token)).status_code == 403
+        assert http_get(url(server) + path, auth=("git", token)).status_code == 403
     for path in ("/HEAD", "/objects/info/packs", "/../../content.git/info/refs"):
-        response = http_get(url(served_app) + path, auth=("git", token))
+        response = http_get(url(server) + path, auth=("git", token))
         assert response.status_code == 404 and response.headers["content-type"] == PROBLEM
     clone = tmp_path / "clone"
-    run_git("clone", url(served_app), str(clone), token=token)
+    run_git("clone", url(server), str(clone), token=token)
     (clone / "README.md").write_text("mine\n")
     run_git("add", "README.md", cwd=clone)
     run_git("-c", "user.name=o", "-c", "user.email=o@x", "commit", "-qm", "x", cwd=clone)
@@ -184,10 +190,10 @@ def test_pushes_other_services_and_other_paths_are_refused_and_write_nothing(cli
     assert git(settings, "for-each-ref") == before
 
 
-def test_a_users_own_marketplace(client, crew, served_app, tmp_path):
+def test_a_users_own_marketplace(client, crew, server, tmp_path):
     mine = made(client, crew.member.headers, {"user_id": crew.member.id}, name="my-notes", content=skill("my-notes", "Mine"))
     release(client, crew.member.headers, mine, "0.1.0")
-    user_url = f"{served_app.base_url}/git/users/{crew.member.username}.git"
+    user_url = f"{server.base_url}/git/users/{crew.member.username}.git"
     clone = tmp_path / "mine"
     run_git("clone", "--depth", "1", user_url, str(clone), token=token_of(crew.member))
     marketplace = read(clone / ".claude-plugin/marketplace.json")
@@ -303,7 +309,7 @@ def claude_code_cli() -> Path:
     return binary
 
 
-def test_claude_code_adds_the_marketplace_installs_and_updates_plugins(client, crew, catalog, served_app, tmp_path):
+def test_claude_code_adds_the_marketplace_installs_and_updates_plugins(client, crew, catalog, server, tmp_path):
     """As a new user does: a git credential helper holds the token, Claude Code (offline, no
     API key) adds the team's marketplace, installs a skill and an MCP server, and after a
     release sees the new version once the marketplace and the plugin are updated."""
@@ -311,7 +317,7 @@ def test_claude_code_adds_the_marketplace_installs_and_updates_plugins(client, c
     home = tmp_path / "home"
     home.mkdir()
     run_git("config", "--global", "credential.helper", "store", home=home)
-    host = served_app.base_url.removeprefix("http://")
+    host = server.base_url.removeprefix("http://")
     (home / ".git-credentials").write_text(f"http://git:{token_of(crew.member)}@{host}\n")
     (home / ".git-credentials").chmod(0o600)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "ANTHROPIC_", "CLAUDE_"))}
@@ -323,7 +329,7 @@ def test_claude_code_adds_the_marketplace_installs_and_updates_plugins(client, c
         assert result.returncode == 0, f"claude {' '.join(args)}: {result.stdout}\n{result.stderr}"
         return result.stdout
 
-    run("plugin", "marketplace", "add", url(served_app))
+    run("plugin", "marketplace", "add", url(server))
     run("plugin", "install", "code-review@platform")
     run("plugin", "install", "local-weather@platform")
     cache = home / ".claude" / "plugins" / "cache" / "platform"

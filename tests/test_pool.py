@@ -144,10 +144,10 @@ def test_service_answers_503_while_postgres_is_down_and_recovers(cluster, client
     assert client.get("/ready").json()["checks"]["database"] is True
 
 
-def test_real_server_under_32_concurrent_clients_returns_no_5xx(live_server, make_token):
+def test_real_server_under_32_concurrent_clients_returns_no_5xx(served_app, make_token):
     """Measured before this pool: a plain sync route over a 20-connection pool returned 5xx here."""
     token = make_token("admin")
-    server = live_server(workers=1, SVC_POOL_MAX_SIZE="4", SVC_THREADS="4")
+    server = served_app(pool_max_size=4, threads=4)
     statuses: list[int] = []
     lock = threading.Lock()
 

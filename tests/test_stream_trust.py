@@ -222,9 +222,9 @@ def test_an_idle_stream_moves_its_position_on_so_a_resume_repeats_nothing(client
     assert client.portal.call(changes_until_quiet, resumed) == []
 
 
-def test_the_sse_id_is_a_position_a_client_resumes_from(live_server, make_token):
+def test_the_sse_id_is_a_position_a_client_resumes_from(served_app, make_token):
     admin = bearer(make_token("admin"))
-    server = live_server(workers=1)
+    server = served_app()
     with server.client(headers=admin, timeout=20) as http:
         app = create_application(http, admin, "billing")
         config = create_configuration(http, admin, app["id"], "limits", {"rate": 1})
