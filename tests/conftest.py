@@ -43,6 +43,7 @@ class Cluster:
 
     admin_url: str
     embedded: EmbeddedPostgres | None
+    copy_strategy: str = ""  # how CREATE DATABASE copies the template (PostgreSQL >= 15)
 
     def url(self, dbname: str) -> str:
         return psycopg2.extensions.make_dsn(self.admin_url, dbname=dbname)
@@ -58,7 +59,7 @@ class Cluster:
 
     def create_database(self, template: str | None = TEMPLATE) -> str:
         name = f"svc_test_{new_id().lower()}"
-        self.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        self.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}" {self.copy_strategy}' if template else ""))
         return name
 
     def drop_database(self, name: str) -> None:
@@ -75,7 +76,12 @@ def cluster() -> Iterator[Cluster]:
         found = Cluster(admin_url=external, embedded=None)
     else:
         embedded = EmbeddedPostgres(scratch / "data")
-        found = Cluster(admin_url=embedded.admin_url(), embedded=embedded)
+        # A scratch cluster that no test expects to survive a machine crash: without flushes to
+        # disk, a database copied file by file from the template takes a third of the time.
+        found = Cluster(admin_url=embedded.admin_url(), embedded=embedded, copy_strategy="STRATEGY FILE_COPY")
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            found.execute(f"ALTER SYSTEM SET {setting} = off")
+        found.execute("SELECT pg_reload_conf()")
     found.drop_database(TEMPLATE)
     found.execute(f'CREATE DATABASE "{TEMPLATE}"')
     Runner(found.url(TEMPLATE), progress=lambda line: None).up()

@@ -105,7 +105,7 @@ def test_workers_killed_during_writes(client, admin, live_server, settings):
             # Each kill lands while writes flow: some succeeded since the last one.
             load.wait_for(acknowledged_after(victims[-1] if victims else 0, count=2))
             time.sleep(random.uniform(0, 0.2))
-            serving = worker_pids(server.process.pid, started_before=time.time() - 1)
+            serving = worker_pids(server.process.pid, started_before=time.time() - 5)
             if serving:
                 os.kill(random.choice(sorted(serving)), signal.SIGKILL)
                 victims.append(time.monotonic())
