@@ -11,6 +11,7 @@ import pytest
 
 from svc.db import Database
 from svc.errors import InternalError, Unavailable
+from tests.fault_helpers import LONG
 
 
 @pytest.fixture
@@ -167,6 +168,7 @@ def test_real_server_under_32_concurrent_clients_returns_no_5xx(served_app, make
     assert set(statuses) == {200}
 
 
+@pytest.mark.skipif(not LONG, reason="two worker processes: SVC_LONG_TESTS=1 (test_pool_heals_after_postgres_restart is its in-process variant)")
 def test_live_server_heals_after_restart(cluster, live_server, make_token):
     token = make_token("admin")
     server = live_server(workers=2)
