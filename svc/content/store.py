@@ -330,6 +330,9 @@ class ContentStore:
     @git_operation("read_ref")
     def read_ref(self, ref: str) -> str | None:
         """Where any ref points in this repository, or None when it has no such ref."""
+        loose = _loose_ref(self.path / ref)  # what git reads first; a file written whole (renamed into place)
+        if loose is not None:
+            return loose
         with self._git() as git:
             return _read_ref(git, ref)
 
@@ -793,6 +796,15 @@ def _parents(git: Git, sha: str) -> list[str]:
 
 def _cat_blob(git: Git, commit_sha: str, filename: str) -> bytes:
     return git.cat_file("blob", f"{commit_sha}:{filename}", stdout_as_string=False, strip_newline_in_stdout=False)
+
+
+def _loose_ref(path: Path) -> str | None:
+    """The commit a loose ref file names; None when there is none (the ref may still be packed)."""
+    try:
+        sha = path.read_bytes().strip().decode("ascii")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, UnicodeDecodeError):
+        return None
+    return sha if len(sha) == 40 and all(c in "0123456789abcdef" for c in sha) else None
 
 
 def _read_ref(git: Git, ref: str) -> str | None:

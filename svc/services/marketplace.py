@@ -200,17 +200,21 @@ class MarketplaceService:
 
     # --- serving -------------------------------------------------------------------------
 
-    def repository(self, actor: Principal, kind: OwnerKind, name: str) -> Path:
+    def repository(self, actor: Principal, kind: OwnerKind, name: str, *, shows_refs: bool = True) -> Path:
         """The bare repository to serve as the marketplace of the team or user `name`, brought
-        up to date. NotFound when there is no such owner or the caller may not see it."""
+        up to date. NotFound when there is no such owner or the caller may not see it.
+        `shows_refs=False`, for an answer that lists no refs (git's protocol-v2 capability
+        advertisement): the repository as it stands, once it exists."""
         with self.db.transaction() as tx:
             owner = _visible_owner(tx, actor, kind, name)
+        path = self.root / kind / f"{owner.id}.git"
+        if not shows_refs and (path / "HEAD").is_file():
+            return path
         head = self.store.current_ref(owner.ref)
         if head is None:  # nothing released yet: an empty marketplace, made once
             with self.db.transaction() as tx:
                 self.commit(tx, owner.ids, "Open the marketplace")
             head = self.store.current_ref(owner.ref)
-        path = self.root / kind / f"{owner.id}.git"
         self._sync(path, owner.ref, head)
         return path
 

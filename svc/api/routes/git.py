@@ -83,11 +83,12 @@ async def _serve(request: Request, kind: OwnerKind, name: str, *, advertise: boo
         principal = await services.authenticator.principal(_token(request))
     except Unauthenticated as exc:
         return problem(request, 401, exc.detail, headers=CHALLENGE)
-    repository = await off_loop(lambda: services.marketplace.repository(principal, kind, name))
     protocol = request.headers.get("git-protocol")
     if protocol is not None and not _GIT_PROTOCOL.match(protocol):
         protocol = None
     version_2 = protocol is not None and "version=2" in protocol.split(":")
+    shows_refs = not (advertise and version_2)  # v2 advertises capabilities; refs come with ls-refs
+    repository = await off_loop(lambda: services.marketplace.repository(principal, kind, name, shows_refs=shows_refs))
     # Read before the response starts: the response then listens for the client going away,
     # and would take the body's messages. A fetch's request (wants and haves) is small.
     body = None if advertise else await _request_body(request)
