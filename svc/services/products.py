@@ -17,9 +17,10 @@ Lock order, shared by every write so that none waits on another in a cycle: the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from svc.content import ContentStore
 from svc.db import Database, Transaction
@@ -123,6 +124,35 @@ def open_application(
     if write:
         policy.require(actor, Action.WRITE_APPLICATION, resource)
     return row, resource
+
+
+Child = TypeVar("Child", WorkItem, SourceRepository)
+
+
+def _open_child(
+    tx: Transaction, actor: Principal, fetch: Callable[..., Child | None], noun: str, row_id: str, *,
+    write: bool, expected: Precondition | None,
+) -> Child:
+    """A row of an application (`fetch(row_id, lock=…)`), once the caller may read (write) that
+    application; a write holds the application and locks the row, then checks `expected`."""
+    missing = NotFound(f"{noun} {row_id} not found")
+    found = fetch(row_id)
+    if found is None:
+        raise missing
+    open_application(tx, actor, found.application_id, write=write, hold=write, missing=missing)
+    if not write:
+        return found
+    locked = fetch(row_id, lock=True)
+    if locked is None:
+        raise missing
+    require_current(expected, row_version(locked), subject=f"the {noun}")
+    return locked
+
+
+def _update_detail(current: WorkItem | SourceRepository, changed: dict[str, Any]) -> dict[str, Any]:
+    """The audit detail of an update: the fields it changed, before and after."""
+    return {"application_id": current.application_id, "before": {k: getattr(current, k) for k in changed},
+            "after": changed}
 
 
 def _require_repository(tx: Transaction, application_id: str, repository_id: str | None) -> None:
@@ -341,11 +371,7 @@ class WorkItemService:
             updated = ProductRepository(tx).update_work_item(
                 work_item_id, {**{f: getattr(current, f) for f in WORK_ITEM_FIELDS}, **changed}
             )
-            audit.record(
-                tx, actor, "work_item.update", "work_item", work_item_id,
-                {"application_id": current.application_id, "before": {k: getattr(current, k) for k in changed},
-                 "after": changed},
-            )
+            audit.record(tx, actor, "work_item.update", "work_item", work_item_id, _update_detail(current, changed))
             tx.commit()
         return updated
 
@@ -387,21 +413,8 @@ class WorkItemService:
         self, tx: Transaction, actor: Principal, work_item_id: str, *, write: bool,
         expected: Precondition | None = None,
     ) -> WorkItem:
-        """The item once the caller may read (write) its application; a write holds the
-        application and locks the item, then checks `expected` against it."""
-        missing = NotFound(f"work item {work_item_id} not found")
-        products = ProductRepository(tx)
-        found = products.work_item(work_item_id)
-        if found is None:
-            raise missing
-        open_application(tx, actor, found.application_id, write=write, hold=write, missing=missing)
-        if not write:
-            return found
-        locked = products.work_item(work_item_id, lock=True)
-        if locked is None:
-            raise missing
-        require_current(expected, row_version(locked), subject="the work item")
-        return locked
+        return _open_child(tx, actor, ProductRepository(tx).work_item, "work item", work_item_id,
+                           write=write, expected=expected)
 
 
 # --- repositories -------------------------------------------------------------------------
@@ -448,11 +461,7 @@ class SourceRepositoryService:
             updated = ProductRepository(tx).update_repository(
                 repository_id, {**{f: getattr(current, f) for f in REPOSITORY_FIELDS}, **changed}
             )
-            audit.record(
-                tx, actor, "repository.update", "repository", repository_id,
-                {"application_id": current.application_id, "before": {k: getattr(current, k) for k in changed},
-                 "after": changed},
-            )
+            audit.record(tx, actor, "repository.update", "repository", repository_id, _update_detail(current, changed))
             tx.commit()
         return updated
 
@@ -503,16 +512,5 @@ class SourceRepositoryService:
         self, tx: Transaction, actor: Principal, repository_id: str, *, write: bool,
         expected: Precondition | None = None,
     ) -> SourceRepository:
-        missing = NotFound(f"repository {repository_id} not found")
-        products = ProductRepository(tx)
-        found = products.repository(repository_id)
-        if found is None:
-            raise missing
-        open_application(tx, actor, found.application_id, write=write, hold=write, missing=missing)
-        if not write:
-            return found
-        locked = products.repository(repository_id, lock=True)
-        if locked is None:
-            raise missing
-        require_current(expected, row_version(locked), subject="the repository")
-        return locked
+        return _open_child(tx, actor, ProductRepository(tx).repository, "repository", repository_id,
+                           write=write, expected=expected)
