@@ -330,7 +330,7 @@ class ContentStore:
     @git_operation("read_ref")
     def read_ref(self, ref: str) -> str | None:
         """Where any ref points in this repository, or None when it has no such ref."""
-        loose = _loose_ref(self.path / ref)  # what git reads first; a file written whole (renamed into place)
+        loose = loose_ref(self.path / ref)  # what git reads first; a file written whole (renamed into place)
         if loose is not None:
             return loose
         with self._git() as git:
@@ -798,8 +798,8 @@ def _cat_blob(git: Git, commit_sha: str, filename: str) -> bytes:
     return git.cat_file("blob", f"{commit_sha}:{filename}", stdout_as_string=False, strip_newline_in_stdout=False)
 
 
-def _loose_ref(path: Path) -> str | None:
-    """The commit a loose ref file names; None when there is none (the ref may still be packed)."""
+def loose_ref(path: Path) -> str | None:
+    """The commit a loose ref file names (`path`: the ref's file in a bare repository); None when there is none (the ref may still be packed)."""
     try:
         sha = path.read_bytes().strip().decode("ascii")
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, UnicodeDecodeError):

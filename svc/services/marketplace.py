@@ -36,7 +36,7 @@ from svc.catalog_types import BY_KIND, CATALOG_TYPES
 from svc.claude_code import json_file, marketplace_name
 from svc.content import ContentStore
 from svc.content.remote import RemoteMoved
-from svc.content.store import MARKETPLACE_REFS, Author
+from svc.content.store import MARKETPLACE_REFS, Author, loose_ref
 from svc.db import Database, Transaction
 from svc.errors import NotFound, Unavailable
 from svc.repositories.catalog import CatalogRepository, Item
@@ -221,16 +221,16 @@ class MarketplaceService:
     def _sync(self, path: Path, ref: str, head: str | None) -> None:
         if not (path / "HEAD").is_file():
             _create_served(path)
-        if head is None or _loose_ref(path / SERVED_BRANCH) == head:
+        if head is None or loose_ref(path / SERVED_BRANCH) == head:
             return
         with self._sync_lock:
-            if _loose_ref(path / SERVED_BRANCH) == head:
+            if loose_ref(path / SERVED_BRANCH) == head:
                 return
             result = _git(
                 path, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-maintenance",
                 str(self.store.path), f"+{ref}:{SERVED_BRANCH}",
             )
-        if result.returncode != 0 and _loose_ref(path / SERVED_BRANCH) is None:  # else another worker's fetch won
+        if result.returncode != 0 and loose_ref(path / SERVED_BRANCH) is None:  # else another worker's fetch won
             raise Unavailable(f"could not bring the marketplace {path.name} up to date: {result.stderr.strip()}")
 
 
@@ -291,10 +291,3 @@ def _git(git_dir: Path, *args: str, check: bool = False) -> subprocess.Completed
     if check and result.returncode != 0:
         raise Unavailable(f"git {args[0]} failed in {git_dir}: {result.stderr.strip()}")
     return result
-
-
-def _loose_ref(path: Path) -> str | None:
-    try:
-        return path.read_text().strip() or None
-    except FileNotFoundError:
-        return None
