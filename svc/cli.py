@@ -255,7 +255,8 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
     with small_database(database_url(settings)) as db:
-        users = UserService(db, content_store_of(settings))
+        store = content_store_of(settings)
+        users = UserService(db, store, MarketplaceService(db, store, settings.marketplaces_path))
         operator = Principal.operator()
         if args.action == "create":
             user = users.create(operator, email=args.email, username=args.username, display_name=args.display_name)

@@ -245,6 +245,33 @@ def test_two_releases_at_once_both_reach_the_marketplace(client, crew, services,
     assert sorted(p["name"] for p in listed["plugins"]) == ["s0", "s1", "s2", "s3"]
 
 
+# --- an owner's deletion --------------------------------------------------------------------
+
+
+def marketplace_refs(settings) -> list[str]:
+    return git(settings, "for-each-ref", "--format=%(refname)", "refs/marketplaces/").split()
+
+
+def test_deleting_a_team_or_a_user_deletes_its_marketplace(client, crew, admin, server, settings, tmp_path):
+    team_id, user_id = crew.team["id"], crew.member.id
+    theirs = made(client, crew.admin.headers, {"team_id": team_id})
+    release(client, crew.admin.headers, theirs, "1.0.0")
+    mine = made(client, crew.member.headers, {"user_id": user_id}, name="my-notes", content=skill("my-notes", "Mine"))
+    release(client, crew.member.headers, mine, "0.1.0")
+    for path in ("teams/platform", f"users/{crew.member.username}"):  # each served copy is made
+        run_git("clone", "--depth", "1", f"{server.base_url}/git/{path}.git", str(tmp_path / path), token=token_of(crew.member))
+    served = settings.marketplaces_path
+    assert marketplace_refs(settings) == [f"refs/marketplaces/teams/{team_id}", f"refs/marketplaces/users/{user_id}"]
+    assert (served / "teams" / f"{team_id}.git").is_dir() and (served / "users" / f"{user_id}.git").is_dir()
+
+    assert client.delete(crew.url, headers=crew.owner.headers).status_code == 204
+    assert marketplace_refs(settings) == [f"refs/marketplaces/users/{user_id}"]
+    assert not (served / "teams" / f"{team_id}.git").exists()
+    assert client.delete(f"{API}/users/{user_id}", headers=admin).status_code == 204
+    assert marketplace_refs(settings) == []
+    assert not (served / "users" / f"{user_id}.git").exists()
+
+
 # --- the one translation of server.json ------------------------------------------------------
 
 

@@ -700,6 +700,25 @@ class ContentStore:
             raise Unavailable(exc.detail) from exc
         return True
 
+    @git_operation("delete_ref")
+    def delete_ref(self, ref: str) -> None:
+        """Delete a ref of derived data, which is made again from the database (nothing is kept
+        under refs/deleted/): on the remote first when there is one, then here, each by
+        compare-and-swap against the value read there. RemoteMoved when the remote's ref moves
+        meanwhile; Unavailable when git fails."""
+        if self.remote is not None:
+            head = self.remote.head(self.path, ref)
+            if head is not None:
+                self.remote.push(self.path, [RefUpdate(ref, None, head)])
+        with self._git() as git:
+            head = _read_ref(git, ref)
+            if head is None:
+                return
+            try:
+                _swap_ref(git, ref, None, head)
+            except GitCommandError as exc:
+                raise Unavailable(f"could not delete {ref}: {_stderr(exc)}") from exc
+
     def stale_locks(self) -> dict[str, RefLock]:
         """Ref lock files old enough that no writer holds them: document id → lock."""
         found = {}

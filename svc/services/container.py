@@ -129,7 +129,7 @@ class Services:
             tokens=TokenService(db, on_revoked=revoked),
             audit=AuditService(db),
             content=content,
-            users=UserService(db, content),
+            users=UserService(db, content, marketplace),
             claude_md=ClaudeMdService(db, content, max_bytes=settings.max_document_bytes),
             team_claude_md=DocumentService(db, content, TeamMount(CLAUDE_MD), max_bytes=settings.max_document_bytes),
             teams=TeamService(db, content, marketplace),

@@ -18,6 +18,11 @@ nothing but that branch, fetched from the content store when its head lags. git'
 `upload-pack` serves it, so no object of another marketplace, nor any document, is
 reachable from a marketplace URL, whatever is asked for by id. Those repositories are
 copies: deleting them is safe (they are made again on the next request).
+
+When its team or user is deleted: the ref (here and on the remote) and the served copy are
+deleted after the deletion commits (`discard`), not renamed to refs/deleted/ as a document's
+ref is: a marketplace is derived data, every commit of it made from releases that keep
+their own refs, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from svc.content import ContentStore
 from svc.content.remote import RemoteMoved
 from svc.content.store import MARKETPLACE_REFS, Author, loose_ref
 from svc.db import Database, Transaction
-from svc.errors import NotFound, Unavailable
+from svc.errors import Conflict, NotFound, ServiceError, Unavailable
 from svc.repositories.catalog import CatalogRepository, Item
 from svc.repositories.teams import TeamRepository
 from svc.repositories.users import UserRepository
@@ -76,11 +81,20 @@ class Owner:
 
     @property
     def ref(self) -> str:
-        return f"{MARKETPLACE_REFS}{self.kind}/{self.id}"
+        return marketplace_ref(self.kind, self.id)
 
     @property
     def ids(self) -> dict[str, str]:
-        return {"team_id": self.id} if self.kind == "teams" else {"user_id": self.id}
+        return ids_of(self.kind, self.id)
+
+
+def marketplace_ref(kind: OwnerKind, owner_id: str) -> str:
+    return f"{MARKETPLACE_REFS}{kind}/{owner_id}"
+
+
+def ids_of(kind: OwnerKind, owner_id: str) -> dict[str, str]:
+    """The owner as `commit` and `publish` take it: {"team_id": …} or {"user_id": …}."""
+    return {"team_id": owner_id} if kind == "teams" else {"user_id": owner_id}
 
 
 @dataclass(frozen=True)
@@ -118,11 +132,10 @@ class MarketplaceService:
         """Rebuild the marketplace of the owner ({"team_id": …} or {"user_id": …}) from what
         `tx` sees, and move its ref there; None when nothing in it changed (or the owner is gone).
         Call last before committing, and `undo` the move if the commit fails."""
-        owner = _owner(tx, owner_ids)
+        owner = _locked_owner(tx, owner_ids)
         if owner is None:
             return None
         items = CatalogRepository(tx)
-        items.lock_marketplace(owner.id)
         offered = items.offered(types=PLUGIN_KINDS, **owner.ids)
         releases: dict[str, dict[str, str]] = {}
         for release in items.releases([item.id for item in offered]):
@@ -198,6 +211,34 @@ class MarketplaceService:
             self._plugin_trees.clear()
         self._plugin_trees[key] = tree
 
+    # --- deleting ----------------------------------------------------------------------
+
+    def delete(self, kind: OwnerKind, owner_id: str) -> None:
+        """Delete the marketplace of a team or user that no longer exists: its ref, here and on
+        the remote (`ContentStore.delete_ref`: compare-and-swap against the value read), then its
+        served copy. Deleted, not kept under refs/deleted/: it is derived data, made again from
+        the database. Done holding its lock, so a rebuild in flight lands first and none starts
+        after (each finds no owner). Conflict, with nothing done, when the owner exists."""
+        with self.db.transaction() as tx:
+            if _locked_owner(tx, ids_of(kind, owner_id)) is not None:
+                raise Conflict(f"the {kind.removesuffix('s')} {owner_id} exists: its marketplace stays")
+            self.store.delete_ref(marketplace_ref(kind, owner_id))
+            served = self._served(kind, owner_id)
+            try:
+                shutil.rmtree(served)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise Unavailable(f"could not remove the served copy {served}: {exc}") from exc
+
+    def discard(self, kind: OwnerKind, owner_id: str) -> None:
+        """After the commit that deleted a team or user: `delete` its marketplace, best effort
+        (a failure is logged; what stays, nobody can read: its owner is gone)."""
+        try:
+            self.delete(kind, owner_id)
+        except ServiceError as exc:
+            log.error("the %s %s was deleted, but its marketplace stays: %s", kind.removesuffix("s"), owner_id, exc.detail)
+
     # --- serving -------------------------------------------------------------------------
 
     def repository(self, actor: Principal, kind: OwnerKind, name: str, *, shows_refs: bool = True) -> Path:
@@ -207,7 +248,7 @@ class MarketplaceService:
         advertisement): the repository as it stands, once it exists."""
         with self.db.transaction() as tx:
             owner = _visible_owner(tx, actor, kind, name)
-        path = self.root / kind / f"{owner.id}.git"
+        path = self._served(kind, owner.id)
         if not shows_refs and (path / "HEAD").is_file():
             return path
         head = self.store.current_ref(owner.ref)
@@ -217,6 +258,9 @@ class MarketplaceService:
             head = self.store.current_ref(owner.ref)
         self._sync(path, owner.ref, head)
         return path
+
+    def _served(self, kind: OwnerKind, owner_id: str) -> Path:
+        return self.root / kind / f"{owner_id}.git"
 
     def _sync(self, path: Path, ref: str, head: str | None) -> None:
         if not (path / "HEAD").is_file():
@@ -232,6 +276,13 @@ class MarketplaceService:
             )
         if result.returncode != 0 and loose_ref(path / SERVED_BRANCH) is None:  # else another worker's fetch won
             raise Unavailable(f"could not bring the marketplace {path.name} up to date: {result.stderr.strip()}")
+
+
+def _locked_owner(tx: Transaction, owner_ids: dict[str, str | None]) -> Owner | None:
+    """The owner, read after taking its marketplace's lock: once the commit that deletes it is
+    in, no rebuild finds it, so none can make its ref again after `delete`."""
+    CatalogRepository(tx).lock_marketplace(owner_ids.get("team_id") or owner_ids.get("user_id") or "")
+    return _owner(tx, owner_ids)
 
 
 def _owner(tx: Transaction, owner_ids: dict[str, str | None]) -> Owner | None:
@@ -258,7 +309,7 @@ def _visible_owner(tx: Transaction, actor: Principal, kind: OwnerKind, name: str
         policy.require(actor, Action.READ_DOCUMENT, resource)
     except NotFound:
         raise hidden from None
-    owner = _owner(tx, {"team_id": owner_id} if kind == "teams" else {"user_id": owner_id}) if owner_id else None
+    owner = _owner(tx, ids_of(kind, owner_id)) if owner_id else None
     if owner is None:
         raise hidden
     return owner

@@ -96,7 +96,8 @@ class TeamService:
     def delete(self, actor: Principal, team_id: str) -> None:
         """Delete a team with its members and its documents' metadata. Each document's git
         history is kept: its ref is renamed to refs/deleted/<document id>, named in the audit
-        event, from where an operator can still read every version."""
+        event, from where an operator can still read every version. Its marketplace, derived
+        from its releases, is deleted."""
         with self.db.transaction() as tx:
             teams = TeamRepository(tx)
             role = teams.role_of(team_id, actor.user_id)
@@ -115,6 +116,7 @@ class TeamService:
             )
             tx.commit()
         retirement.carry_out(self.store)
+        self.marketplace.discard("teams", team_id)
 
     # --- members -----------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from svc.repositories.users import User, UserRepository
 from svc.services import audit, policy
 from svc.services.auth import Principal
 from svc.services.documents import Retirement
+from svc.services.marketplace import MarketplaceService
 from svc.services.pagination import Page, keyset_page
 from svc.services.policy import Action, UserResource
 
@@ -28,9 +29,10 @@ UNSET: Any = object()
 
 
 class UserService:
-    def __init__(self, db: Database, store: ContentStore) -> None:
+    def __init__(self, db: Database, store: ContentStore, marketplace: MarketplaceService) -> None:
         self.db = db
         self.store = store
+        self.marketplace = marketplace
 
     def create(self, actor: Principal, *, email: str, username: str, display_name: str | None = None) -> User:
         policy.require(actor, Action.MANAGE_USERS)
@@ -89,7 +91,8 @@ class UserService:
     def delete(self, actor: Principal, user_id: str) -> None:
         """Delete a user with their tokens and their document's metadata. The document's git
         history is kept: its ref is renamed to refs/deleted/<document id> (named in the audit
-        event), from where an operator can still read every version."""
+        event), from where an operator can still read every version. Their marketplace, derived
+        from their releases, is deleted."""
         policy.require(actor, Action.MANAGE_USERS)
         with self.db.transaction() as tx:
             users = UserRepository(tx)
@@ -111,6 +114,7 @@ class UserService:
             audit.record(tx, actor, "user.delete", "user", user_id, detail)
             tx.commit()
         retirement.carry_out(self.store)
+        self.marketplace.discard("users", user_id)
 
 
 def _audit_detail(user: User) -> dict[str, Any]:

@@ -155,7 +155,7 @@ def main() -> None:
         store.ensure()
         operator = Principal.operator()
         marketplace = MarketplaceService(db, store, root / "marketplaces")
-        users, teams = UserService(db, store), TeamService(db, store, marketplace)
+        users, teams = UserService(db, store, marketplace), TeamService(db, store, marketplace)
         user_id = users.create(operator, email="m@example.com", username="member").id
         owner_id = users.create(operator, email="o@example.com", username="owner").id
         team_ids = [teams.create(operator, name=f"team-{n}", owner_id=owner_id).id for n in range(40)]

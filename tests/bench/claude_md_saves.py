@@ -39,6 +39,7 @@ from svc.db import Database
 from svc.ids import new_id
 from svc.services.auth import Principal
 from svc.services.claude_md import ClaudeMdService
+from svc.services.marketplace import MarketplaceService
 from svc.services.users import UserService
 from tests.bench.processes import scratch_database
 
@@ -138,7 +139,7 @@ def main() -> None:
             host_store = ContentStore(root / name, remote)
             host_store.ensure()
             hosts.append(ClaudeMdService(db, host_store, max_bytes=1 << 20))
-        users = UserService(db, store)
+        users = UserService(db, store, MarketplaceService(db, store, root / "marketplaces"))
         documents = ClaudeMdService(db, store, max_bytes=1 << 20)
 
         def new_users(prefix: str) -> list[str]:
