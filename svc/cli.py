@@ -342,7 +342,9 @@ def content_store(settings: Settings) -> ContentStore:
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     """Findings on stdout, one per line; progress and the summary on stderr."""
     with small_database(database_url(settings)) as db:
-        report = VerifyService(db, content_store(settings)).verify(repair=args.repair, progress=say)
+        store = content_store(settings)
+        verifier = VerifyService(db, store, MarketplaceService(db, store, settings.marketplaces_path))
+        report = verifier.verify(repair=args.repair, progress=say)
     for finding in report.findings:
         state = "repaired" if finding.repaired else "drift"
         print(f"{finding.document_id}\t{finding.problem}\t{state}\t{finding.detail}")
@@ -519,7 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = commands.add_parser(
         "verify",
-        help="compare document versions in PostgreSQL with the git repository (and SVC_GIT_REMOTE); exit 1 on drift",
+        help="compare PostgreSQL with the git repository (document versions, marketplaces; and SVC_GIT_REMOTE); "
+        "exit 1 on drift",
     )
     verify.add_argument("--repair", action="store_true",
                         help="mend drift without dropping any saved version (default: only report)")

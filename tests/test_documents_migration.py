@@ -14,6 +14,7 @@ from svc.ids import new_id
 from svc.migrate import MIGRATIONS_DIR, Runner
 from svc.services.auth import Principal
 from svc.services.claude_md import ClaudeMdService
+from svc.services.marketplace import MarketplaceService
 from svc.services.verify import VerifyService
 from tests.claude_md_helpers import rows
 
@@ -79,7 +80,7 @@ def test_documents_migration_keeps_every_version_and_verify_is_clean(empty_db: s
 
     db = Database(url, min_size=0, max_size=2)
     try:
-        assert VerifyService(db, store).verify().findings == []
+        assert VerifyService(db, store, MarketplaceService(db, store, tmp_path / "marketplaces")).verify().findings == []
         claude_md = ClaudeMdService(db, store, max_bytes=1 << 20)
         operator = Principal.operator()
         for user_id, contents in written.items():

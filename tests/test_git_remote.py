@@ -42,6 +42,7 @@ from tests.claude_md_helpers import (  # noqa: F401
 from tests.conftest import bearer, free_port
 from tests.team_helpers import crew  # noqa: F401 (fixture)
 from tests.fault_helpers import LONG
+from tests.test_catalog import made
 from tests.test_verify import FAIL_AT_COMMIT, REMOVE_FAILURE
 
 TWO_HOST_SAVES = 200 if LONG else 16
@@ -448,6 +449,23 @@ def test_a_catalog_release_is_on_the_remote_and_served_by_a_host_that_never_saw_
     assert host_b.delete(f"{API}/catalog/{item['id']}", headers=crew.owner.headers).status_code == 204
     assert not run_git(remote, "for-each-ref", f"refs/releases/{item['id']}/")
     run_git(remote, "fsck", "--strict")
+
+
+def test_a_team_deleted_on_one_host_leaves_no_marketplace_on_the_remote(
+    client, host_b, crew, settings, remote, remote_cli
+):
+    item = made(client, crew.owner.headers, {"team_id": crew.team["id"]})
+    released = client.post(f"{API}/catalog/{item['id']}/releases", json={"version": "1.0.0"}, headers=crew.owner.headers)
+    assert released.status_code == 201, released.text
+    ref = f"refs/marketplaces/teams/{crew.team['id']}"
+    assert run_git(remote, "for-each-ref", ref) and git(settings, "for-each-ref", ref)
+    assert host_b.delete(crew.url, headers=crew.owner.headers).status_code == 204
+    assert not run_git(remote, "for-each-ref", "refs/marketplaces/")
+    # Host A's own copy stays, as a deleted document's ref does, until verify there removes it.
+    found = remote_cli("verify")
+    assert found.code == 1 and f"{crew.team['id']}\torphan_marketplace\tdrift\t" in found.stdout
+    assert remote_cli("verify", "--repair").code == 0
+    assert not git(settings, "for-each-ref", "refs/marketplaces/")
 
 
 def test_verify_puts_back_proposal_and_release_refs_the_remote_lost(client, crew, remote, remote_cli):

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from svc.claude_code import marketplace_name, mcp_server_entry
-from tests.claude_md_helpers import API, PROBLEM, git, person  # noqa: F401 (fixtures: person is crew's)
+from tests.claude_md_helpers import API, PROBLEM, git, person, svc_cli  # noqa: F401 (fixtures: person is crew's)
 from tests.team_helpers import crew  # noqa: F401 (fixtures)
 from tests.conftest import LiveServer
 from tests.test_catalog import DATA, SERVER, SERVER_NAME, SKILL, TOOL, made, skill
@@ -245,7 +245,7 @@ def test_two_releases_at_once_both_reach_the_marketplace(client, crew, services,
     assert sorted(p["name"] for p in listed["plugins"]) == ["s0", "s1", "s2", "s3"]
 
 
-# --- an owner's deletion --------------------------------------------------------------------
+# --- an owner's deletion, and svc verify ------------------------------------------------------
 
 
 def marketplace_refs(settings) -> list[str]:
@@ -270,6 +270,49 @@ def test_deleting_a_team_or_a_user_deletes_its_marketplace(client, crew, admin, 
     assert client.delete(f"{API}/users/{user_id}", headers=admin).status_code == 204
     assert marketplace_refs(settings) == []
     assert not (served / "users" / f"{user_id}.git").exists()
+
+
+def test_verify_removes_the_marketplace_of_a_team_that_is_gone(client, crew, settings, svc_cli):
+    item = made(client, crew.admin.headers, {"team_id": crew.team["id"]})
+    release(client, crew.admin.headers, item, "1.0.0")
+    gone = "01JCZ5J7Q9T1V0G6W8E2X4Y6ZC"  # a team deleted before deletions removed marketplaces
+    git(settings, "update-ref", f"refs/marketplaces/teams/{gone}", f"refs/marketplaces/teams/{crew.team['id']}")
+    served = settings.marketplaces_path / "teams" / f"{gone}.git"
+    run_git("init", "--quiet", "--bare", str(served))
+
+    report = svc_cli("verify")
+    assert report.code == 1 and report.stdout.startswith(f"{gone}\torphan_marketplace\tdrift\t"), report.stdout
+    assert len(report.stdout.splitlines()) == 1
+    repaired = svc_cli("verify", "--repair")
+    assert repaired.code == 0 and f"{gone}\torphan_marketplace\trepaired\t" in repaired.stdout
+    assert marketplace_refs(settings) == [f"refs/marketplaces/teams/{crew.team['id']}"]
+    assert not served.exists()
+    again = svc_cli("verify")
+    assert (again.code, again.stdout) == (0, "")
+
+
+def test_verify_rebuilds_a_marketplace_moved_back_by_hand(client, crew, settings, svc_cli):
+    item = made(client, crew.admin.headers, {"team_id": crew.team["id"]})
+    release(client, crew.admin.headers, item, "1.0.0")
+    release(client, crew.admin.headers, item, "1.1.0")
+    ref = f"refs/marketplaces/teams/{crew.team['id']}"
+    clean = svc_cli("verify")
+    assert (clean.code, clean.stdout) == (0, "")
+
+    def version() -> str:
+        return json.loads(git(settings, "show", f"{ref}:plugins/code-review/.claude-plugin/plugin.json"))["version"]
+
+    git(settings, "update-ref", ref, f"{ref}~1")  # moved back by hand to the 1.0.0 marketplace
+    assert version() == "1.0.0"
+    report = svc_cli("verify")
+    assert report.code == 1 and report.stdout.startswith(f"{crew.team['id']}\tmarketplace_drift\tdrift\t{ref} is at")
+    assert version() == "1.0.0"  # only reported
+    repaired = svc_cli("verify", "--repair")
+    assert repaired.code == 0 and "\tmarketplace_drift\trepaired\t" in repaired.stdout
+    assert version() == "1.1.0"
+    assert git(settings, "log", "-1", "--format=%s", ref).strip() == "Rebuild the marketplace (svc verify --repair)"
+    again = svc_cli("verify")
+    assert (again.code, again.stdout) == (0, "")
 
 
 # --- the one translation of server.json ------------------------------------------------------

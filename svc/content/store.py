@@ -34,7 +34,7 @@ import shutil
 import tempfile
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,14 +279,36 @@ class ContentStore:
         `parent`. Objects already present are only freshened, so an update that changes one
         file writes only that file's blob and the trees above it."""
         written: dict[str, str] = {}
-        tree = self._write_tree(files, trees or {}, "", written)
+        tree = self._write_tree(files, trees or {}, "", written, self._write_object)
         if parent is not None:
             with self._git() as git:
                 if git.rev_parse(f"{parent}^{{tree}}") == tree:
                     return TreeCommit(None, written)
         return TreeCommit(self._write_object(b"commit", _commit_body(tree, parent, author, message)), written)
 
-    def _write_tree(self, files: dict[str, bytes], trees: dict[str, str], prefix: str, written: dict[str, str]) -> str:
+    def tree_sha(self, files: dict[str, bytes], *, trees: dict[str, str] | None = None) -> str:
+        """The sha of the tree `write_tree_commit` would write for `files` and `trees`, without
+        writing anything."""
+        return self._write_tree(files, trees or {}, "", {}, _object_sha)
+
+    @git_operation("tree_of")
+    def tree_of(self, commit_sha: str) -> str | None:
+        """The sha of a commit's tree, or None when the commit cannot be read."""
+        with self._git() as git:
+            try:
+                return git.rev_parse("--verify", "--quiet", f"{commit_sha}^{{tree}}")
+            except GitCommandError:
+                return None
+
+    def _write_tree(
+        self,
+        files: dict[str, bytes],
+        trees: dict[str, str],
+        prefix: str,
+        written: dict[str, str],
+        put: Callable[[bytes, bytes], str],
+    ) -> str:
+        """The tree of `files` and `trees`, each object handed to `put` (write it, or only hash it)."""
         entries = []
         below_files: dict[str, dict[str, bytes]] = {}
         below_trees: dict[str, dict[str, str]] = {}
@@ -295,7 +317,7 @@ class ContentStore:
             if rest:
                 below_files.setdefault(head, {})[rest] = content
             else:
-                entries.append((head, b"100644", self._write_object(b"blob", content)))
+                entries.append((head, b"100644", put(b"blob", content)))
         for path, sha in trees.items():
             head, _, rest = path.partition("/")
             if rest:
@@ -303,13 +325,15 @@ class ContentStore:
             else:
                 entries.append((head, b"40000", sha))
         for name in below_files.keys() | below_trees.keys():
-            sha = self._write_tree(below_files.get(name, {}), below_trees.get(name, {}), f"{prefix}{name}/", written)
+            sha = self._write_tree(
+                below_files.get(name, {}), below_trees.get(name, {}), f"{prefix}{name}/", written, put
+            )
             written[prefix + name] = sha
             entries.append((name, b"40000", sha))
         # git orders a tree's entries by name, a directory's name compared as if it ended in "/".
         entries.sort(key=lambda e: e[0].encode() + (b"/" if e[1] == b"40000" else b""))
         body = b"".join(mode + b" " + name.encode() + b"\0" + bytes.fromhex(sha) for name, mode, sha in entries)
-        return self._write_object(b"tree", body)
+        return put(b"tree", body)
 
     @git_operation("subtrees")
     def subtrees(self, commit_sha: str, path: str) -> dict[str, str]:
@@ -505,10 +529,8 @@ class ContentStore:
 
     def _write_object(self, kind: bytes, data: bytes) -> str:
         """Write one loose object durably (like `git hash-object -w`) and return its sha."""
-        header = b"%s %d\0" % (kind, len(data))
-        digest = hashlib.sha1(header)
-        digest.update(data)
-        sha = digest.hexdigest()
+        header = _object_header(kind, data)
+        sha = _object_sha(kind, data)
         directory = self.objects / sha[:2]
         path = directory / sha[2:]
         try:
@@ -589,6 +611,11 @@ class ContentStore:
     def proposal_refs(self) -> dict[str, str]:
         """Every proposal ref: proposal id → commit sha."""
         return self._refs(PROPOSAL_REFS)
+
+    @git_operation("marketplace_refs")
+    def marketplace_refs(self) -> dict[str, str]:
+        """Every marketplace ref: `<teams|users>/<owner id>` → commit sha."""
+        return self._refs(MARKETPLACE_REFS)
 
     def proposal_ref_age(self, proposal_id: str) -> float | None:
         """Seconds since a proposal's ref was written (None: absent or packed)."""
@@ -770,6 +797,17 @@ class ContentStore:
                 git.gc("--quiet")
             except GitCommandError as exc:
                 raise Unavailable(f"git gc failed: {_stderr(exc)}") from exc
+
+
+def _object_header(kind: bytes, data: bytes) -> bytes:
+    return b"%s %d\0" % (kind, len(data))
+
+
+def _object_sha(kind: bytes, data: bytes) -> str:
+    """An object's sha, as `git hash-object` gives it (nothing written)."""
+    digest = hashlib.sha1(_object_header(kind, data))
+    digest.update(data)
+    return digest.hexdigest()
 
 
 def _commit_body(tree: str, parent: str | None, author: Author, message: str) -> bytes:

@@ -22,7 +22,8 @@ copies: deleting them is safe (they are made again on the next request).
 When its team or user is deleted: the ref (here and on the remote) and the served copy are
 deleted after the deletion commits (`discard`), not renamed to refs/deleted/ as a document's
 ref is: a marketplace is derived data, every commit of it made from releases that keep
-their own refs, so nothing is lost.
+their own refs, so nothing is lost. `svc verify` reports a marketplace whose owner is gone,
+or whose commit does not show what the database says (`drift`), and `--repair` mends both.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from svc.validators.semver import latest_release
 log = logging.getLogger(__name__)
 
 OwnerKind = Literal["teams", "users"]
+KINDS: tuple[OwnerKind, ...] = ("teams", "users")
 PluginKey = tuple[str, str, str, str, str, str]  # item id, type, name, description, version, release commit
 MAX_REMEMBERED_PLUGINS = 100_000
 PLUGIN_KINDS = [t.kind for t in CATALOG_TYPES if t.is_plugin]
@@ -135,19 +137,7 @@ class MarketplaceService:
         owner = _locked_owner(tx, owner_ids)
         if owner is None:
             return None
-        items = CatalogRepository(tx)
-        offered = items.offered(types=PLUGIN_KINDS, **owner.ids)
-        releases: dict[str, dict[str, str]] = {}
-        for release in items.releases([item.id for item in offered]):
-            releases.setdefault(release.item_id, {})[release.version] = release.commit_sha
-        listed = []
-        for item in offered:
-            version = latest_release(releases.get(item.id, {}))
-            if version is not None:
-                listed.append((item, version, releases[item.id][version]))
-        old = self.store.current_ref(owner.ref)
-        kept = self.store.subtrees(old, "plugins") if old is not None else {}
-        files, trees, made = self._layout(owner, listed, kept)
+        old, files, trees, made = self._build(tx, owner)
         written = self.store.write_tree_commit(files, trees=trees, parent=old, author=AUTHOR, message=message)
         for key, name in made.items():
             self._remember(key, written.trees[f"plugins/{name}"])
@@ -165,6 +155,25 @@ class MarketplaceService:
             self.store.move_ref(move.ref, move.old, move.new)
         except (Unavailable, RemoteMoved) as exc:
             log.error("could not move %s back from %s: %s", move.ref, move.new, exc.detail)
+
+    def _build(
+        self, tx: Transaction, owner: Owner
+    ) -> tuple[str | None, dict[str, bytes], dict[str, str], dict[PluginKey, str]]:
+        """Where the owner's marketplace ref stands, and (as `_layout` gives them) the files and
+        trees of the marketplace that `tx` sees, with the plugins made anew."""
+        items = CatalogRepository(tx)
+        offered = items.offered(types=PLUGIN_KINDS, **owner.ids)
+        releases: dict[str, dict[str, str]] = {}
+        for release in items.releases([item.id for item in offered]):
+            releases.setdefault(release.item_id, {})[release.version] = release.commit_sha
+        listed = []
+        for item in offered:
+            version = latest_release(releases.get(item.id, {}))
+            if version is not None:
+                listed.append((item, version, releases[item.id][version]))
+        old = self.store.current_ref(owner.ref)
+        kept = self.store.subtrees(old, "plugins") if old is not None else {}
+        return old, *self._layout(owner, listed, kept)
 
     def _layout(
         self, owner: Owner, listed: list[tuple[Item, str, str]], kept: dict[str, str]
@@ -211,7 +220,32 @@ class MarketplaceService:
             self._plugin_trees.clear()
         self._plugin_trees[key] = tree
 
-    # --- deleting ----------------------------------------------------------------------
+    # --- checking and deleting ---------------------------------------------------------
+
+    def drift(self, tx: Transaction, kind: OwnerKind, owner_id: str) -> str | None:
+        """How the marketplace's commit differs from what the database says (holding its lock in
+        `tx`, so no rebuild is in flight), or None when it does not or there is no ref yet; the
+        tree it should have is only hashed, nothing is written. NotFound when the owner is gone."""
+        owner = _locked_owner(tx, ids_of(kind, owner_id))
+        if owner is None:
+            raise NotFound(f"no {kind} {owner_id}")
+        head, files, trees, _ = self._build(tx, owner)
+        if head is None:
+            return None
+        wanted, shown = self.store.tree_sha(files, trees=trees), self.store.tree_of(head)
+        if wanted == shown:
+            return None
+        return f"{owner.ref} is at {head}, which does not show what the database holds (tree {shown}, not {wanted})"
+
+    def stored(self) -> set[tuple[OwnerKind, str]]:
+        """Every marketplace (kind, owner id) with a ref here or on the remote, or a served copy."""
+        refs = set(self.store.marketplace_refs())
+        if self.store.remote is not None:
+            refs |= {ref.removeprefix(MARKETPLACE_REFS) for ref in self.store.remote_refs(MARKETPLACE_REFS)}
+        found = {(kind, owner_id) for kind, _, owner_id in (ref.partition("/") for ref in refs) if kind in KINDS}
+        for kind in KINDS:  # a copy's name starts with a dot while it is being made
+            found |= {(kind, path.name.removesuffix(".git")) for path in (self.root / kind).glob("[!.]*.git")}
+        return found
 
     def delete(self, kind: OwnerKind, owner_id: str) -> None:
         """Delete the marketplace of a team or user that no longer exists: its ref, here and on
@@ -233,7 +267,7 @@ class MarketplaceService:
 
     def discard(self, kind: OwnerKind, owner_id: str) -> None:
         """After the commit that deleted a team or user: `delete` its marketplace, best effort
-        (a failure is logged; what stays, nobody can read: its owner is gone)."""
+        (what stays, `svc verify --repair` removes)."""
         try:
             self.delete(kind, owner_id)
         except ServiceError as exc:

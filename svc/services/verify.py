@@ -26,6 +26,15 @@ Repairs never drop a saved version: the ref is set to the database head (its
 commit exists, or the repair is refused), stale locks are removed, and a ref
 without a document is renamed to refs/deleted/<id>, not deleted. Each document is
 checked and repaired holding its row lock, so a save is never in flight meanwhile.
+
+Marketplaces (`refs/marketplaces/<teams|users>/<id>`, derived from the catalog's releases):
+one whose team or user no longer exists (its removal after the deletion failed, or predates
+it) is deleted with its served copy by `--repair`, not renamed (derived data is made again
+from the database, never lost); one whose commit does not show what the database holds (a
+crash after the ref moved and before COMMIT, a ref moved by hand) is found by hashing the
+tree it should have, writing nothing, and rebuilt by `--repair` as a release would. Both
+are checked holding the marketplace's advisory lock, so no rebuild is in flight meanwhile.
+With a remote, a marketplace is read there (as it is served) and deleted there too.
 """
 
 from __future__ import annotations
@@ -37,10 +46,11 @@ from dataclasses import dataclass, field
 from svc.content import ContentStore
 from svc.content.store import PROPOSAL_REFS, RELEASE_REFS, proposal_ref_name, release_ref_name
 from svc.db import Database, Transaction
-from svc.errors import ServiceError, Unavailable
+from svc.errors import NotFound, ServiceError, Unavailable
 from svc.repositories.catalog import CatalogRepository, Release
 from svc.repositories.documents import DocumentRepository, ProposalSha
 from svc.services.document_kinds import KINDS
+from svc.services.marketplace import MarketplaceService, OwnerKind, ids_of, marketplace_ref
 
 BATCH_SIZE = 200
 # A ref without a document row may belong to a first save whose transaction has not
@@ -113,12 +123,13 @@ class Report:
 
 
 class VerifyService:
-    def __init__(self, db: Database, store: ContentStore) -> None:
+    def __init__(self, db: Database, store: ContentStore, marketplace: MarketplaceService) -> None:
         self.db = db
         self.store = store
+        self.marketplace = marketplace
 
     def verify(self, *, repair: bool = False, progress: Progress = lambda line: None) -> Report:
-        """Compare every document with git; with `repair`, mend what can be mended."""
+        """Compare every document and marketplace with git; with `repair`, mend what can be mended."""
         report = Report()
         refs = self.store.heads()
         locks = self.store.stale_locks()
@@ -148,7 +159,44 @@ class VerifyService:
         report.findings += self._check_proposals(repair)
         if self.store.remote is not None:
             report.findings += self._check_published_refs(repair)
+        marketplaces = sorted(self.marketplace.stored())
+        for kind, owner_id in marketplaces:
+            report.findings += self._check_marketplace(kind, owner_id, repair)
+        progress(f"verify: checked {len(marketplaces)} marketplace(s), {len(report.findings)} problem(s) in all")
         return report
+
+    def _check_marketplace(self, kind: OwnerKind, owner_id: str, repair: bool) -> list[Finding]:
+        """A marketplace shows what the database holds, and belongs to a team or user that exists."""
+        with self.db.transaction() as tx:
+            try:
+                detail = self.marketplace.drift(tx, kind, owner_id)
+            except NotFound:
+                pass  # its owner is gone: removed below, once this transaction has let go of its lock
+            else:
+                return [] if detail is None else [self._rebuild_marketplace(tx, kind, owner_id, detail, repair)]
+        detail = f"{marketplace_ref(kind, owner_id)} or its served copy belongs to no {kind.removesuffix('s')}"
+        repaired = False
+        if repair:
+            try:
+                self.marketplace.delete(kind, owner_id)
+                repaired = True
+                detail += "; removed"
+            except ServiceError as exc:
+                detail += f"; could not remove it: {exc.detail}"
+        return [Finding(owner_id, "orphan_marketplace", detail, repaired)]
+
+    def _rebuild_marketplace(
+        self, tx: Transaction, kind: OwnerKind, owner_id: str, detail: str, repair: bool
+    ) -> Finding:
+        repaired = False
+        if repair:
+            try:
+                self.marketplace.commit(tx, ids_of(kind, owner_id), "Rebuild the marketplace (svc verify --repair)")
+                repaired = True
+                detail += "; rebuilt"
+            except ServiceError as exc:
+                detail += f"; could not rebuild it: {exc.detail}"
+        return Finding(owner_id, "marketplace_drift", detail, repaired)
 
     def _check_published_refs(self, repair: bool) -> list[Finding]:
         """Each proposal's and release's ref on the remote, at the commit the database holds: a
