@@ -22,8 +22,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Annotated
 
+import anyio
 from fastapi import APIRouter, Path as PathParam, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from svc.api.deps import services_of
 from svc.api.problems import problem, problem_responses
@@ -89,15 +91,19 @@ async def _serve(request: Request, kind: OwnerKind, name: str, *, advertise: boo
         protocol = None
     version_2 = protocol is not None and "version=2" in protocol.split(":")
     shows_refs = not (advertise and version_2)  # v2 advertises capabilities; refs come with ls-refs
-    repository = await off_loop(lambda: services.marketplace.repository(principal, kind, name, shows_refs=shows_refs))
     # Read before the response starts: the response then listens for the client going away,
     # and would take the body's messages. A fetch's request (wants and haves) is small.
     body = None if advertise else await _request_body(request)
-    output = _upload_pack(repository, body, protocol, advertise=advertise)
+
+    def start() -> subprocess.Popen:
+        repository = services.marketplace.repository(principal, kind, name, shows_refs=shows_refs)
+        return _start_upload_pack(repository, protocol, advertise=advertise, reads=body is not None)
+
+    prefix = b""
     if advertise and not version_2:  # v0 starts with the service line; v2 with its capabilities
-        output = _prefixed(_pkt_line(f"# service={UPLOAD_PACK}\n") + b"0000", output)
+        prefix = _pkt_line(f"# service={UPLOAD_PACK}\n") + b"0000"
     media_type = f"application/x-{UPLOAD_PACK}-{'advertisement' if advertise else 'result'}"
-    return StreamingResponse(output, media_type=media_type, headers=NO_CACHE)
+    return UploadPackResponse(await off_loop(start), body, prefix=prefix, media_type=media_type)
 
 
 def _token(request: Request) -> str | None:
@@ -132,69 +138,91 @@ async def _request_body(request: Request) -> bytes:
     return plain
 
 
-async def _upload_pack(
-    repository: Path, body: bytes | None, protocol: str | None, *, advertise: bool
-) -> AsyncIterator[bytes]:
-    """Run `git upload-pack --stateless-rpc` on the repository, feeding it the request body
-    and yielding its output as it comes; the process ends with the response (or is killed
-    when the client goes away)."""
+def _start_upload_pack(repository: Path, protocol: str | None, *, advertise: bool, reads: bool) -> subprocess.Popen:
+    """Start `git upload-pack --stateless-rpc` on the repository. With Popen, which vfork()s: the
+    event loop's own spawn, under uvloop, fork()s and so copies the worker's page tables
+    (about 30 ms a request)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
     if protocol is not None:
         env["GIT_PROTOCOL"] = protocol
-    args = ["--advertise-refs"] if advertise else []
-    # Popen, not asyncio's subprocesses: uvloop's spawn fork()s, which copies the worker's page
-    # tables (about 30 ms a request); Popen vfork()s. Its pipes are then read by the loop.
-    process = await off_loop(lambda: subprocess.Popen(
-        ["git", "upload-pack", "--stateless-rpc", *args, str(repository)],
-        stdin=subprocess.PIPE if body is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-    ))
-    assert process.stdout is not None and process.stderr is not None
-    loop = asyncio.get_running_loop()
-    readers = []
-    feeding = None
-    try:
-        output, output_transport = await _read_pipe(loop, process.stdout)
-        readers.append(output_transport)
-        errors, errors_transport = await _read_pipe(loop, process.stderr)
-        readers.append(errors_transport)
-        all_errors = asyncio.ensure_future(errors.read())  # read alongside: a full stderr pipe would stall git
+    return subprocess.Popen(
+        ["git", "upload-pack", "--stateless-rpc", *(["--advertise-refs"] if advertise else []), str(repository)],
+        stdin=subprocess.PIPE if reads else subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
+class UploadPackResponse(StreamingResponse):
+    """git's output as it comes, fed the request body, all on the event loop. The process and
+    its pipes end with the response, however it ends: answered, the client gone, or never
+    started."""
+
+    def __init__(self, process: subprocess.Popen, body: bytes | None, *, prefix: bytes, media_type: str) -> None:
+        self.process = process
+        self.transports: dict[IO[bytes], asyncio.BaseTransport] = {}  # which of its pipes the loop reads or writes
+        super().__init__(self._output(body, prefix), media_type=media_type, headers=NO_CACHE)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._end()
+
+    async def _output(self, body: bytes | None, prefix: bytes) -> AsyncIterator[bytes]:
+        process = self.process
+        assert process.stdout is not None and process.stderr is not None
+        loop = asyncio.get_running_loop()
         if body is not None:
-            feeding = asyncio.ensure_future(off_loop(lambda: _feed(process, body)))
+            assert process.stdin is not None
+            request, _ = await loop.connect_write_pipe(asyncio.Protocol, process.stdin)
+            self.transports[process.stdin] = request
+            request.write(body)  # buffered by the transport, which stops if git stops reading
+            request.close()
+        output = await self._reader(process.stdout)
+        # Read alongside: a full stderr pipe would stall git.
+        errors = asyncio.ensure_future((await self._reader(process.stderr)).read())
+        if prefix:
+            yield prefix
         while chunk := await output.read(CHUNK):
             yield chunk
-        if feeding is not None:
-            await feeding
-        message = await all_errors
-        if await off_loop(process.wait) != 0:
-            log.warning("git upload-pack on %s failed: %s", repository.name, message.decode(errors="replace").strip())
-    finally:
-        if process.poll() is None:
-            process.kill()
-            await off_loop(process.wait)
-        for transport in readers:
-            transport.close()
+        message = await errors
+        if await _exited(process) != 0:
+            log.warning("git upload-pack %s failed: %s", process.args[-1], message.decode(errors="replace").strip())
+
+    async def _reader(self, pipe: IO[bytes]) -> asyncio.StreamReader:
+        reader = asyncio.StreamReader(limit=CHUNK)
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        self.transports[pipe] = transport
+        return reader
+
+    async def _end(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            await _exited(self.process)
+        for pipe in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if pipe in self.transports:
+                self.transports[pipe].close()  # which closes the pipe, in its time
+            elif pipe is not None:
+                pipe.close()
 
 
-async def _read_pipe(loop: asyncio.AbstractEventLoop, pipe: IO[bytes]) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:
-    reader = asyncio.StreamReader(limit=CHUNK)
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
-    return reader, transport
-
-
-def _feed(process: subprocess.Popen, body: bytes) -> None:
-    assert process.stdin is not None
-    try:
-        with process.stdin:
-            process.stdin.write(body)
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # git stopped reading (it answered, or failed and says why on stderr)
-
-
-async def _prefixed(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for chunk in rest:
-        yield chunk
+async def _exited(process: subprocess.Popen) -> int:
+    """The process's exit status, awaited on the loop through a pidfd (no thread, no SIGCHLD)."""
+    if process.poll() is None:
+        loop = asyncio.get_running_loop()
+        pidfd = os.pidfd_open(process.pid)  # a child that exits meanwhile stays ours (a zombie) until waited for
+        try:
+            exited = loop.create_future()
+            loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+            try:
+                await exited
+            finally:
+                loop.remove_reader(pidfd)
+        finally:
+            os.close(pidfd)
+    return process.wait()
 
 
 def _pkt_line(text: str) -> bytes:
