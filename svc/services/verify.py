@@ -304,7 +304,6 @@ class VerifyService:
         self._fetch(problems)
         left = self.store.find_problems(problems, filename)
         return {sha: problem + "; the remote lacks it too" for sha, problem in left.items()}, set(problems) - set(left)
-        return findings
 
     def _fetch(self, commit_shas: Iterable[str]) -> None:
         """Fetch in one go; when that fails (one commit the remote lacks fails it all), one by one."""
