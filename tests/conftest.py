@@ -1,5 +1,5 @@
-"""Test fixtures: a real PostgreSQL (embedded, or TEST_DATABASE_URL), one fresh database per test
-cloned from a migrated template, and the app wired to it."""
+"""Test fixtures: a real PostgreSQL (embedded, or TEST_DATABASE_URL), one empty database per test
+(cloned from a migrated template, or emptied after an earlier test), and the app wired to it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,6 +35,42 @@ T = TypeVar("T")
 
 # One per pytest-xdist worker: with TEST_DATABASE_URL, the workers share one server.
 TEMPLATE = f"svc_test_template{os.environ.get('PYTEST_XDIST_WORKER', '')}"
+# The newest catalog row of a database: DDL, grants and settings write catalog rows (VACUUM and
+# ANALYZE update theirs in place), so a test database whose value is still the template's has
+# the template's tables, and emptying it gives the next test what a fresh copy would.
+CATALOG_HORIZON = """
+SELECT max(xmin::text::bigint) FROM (
+    SELECT xmin FROM pg_class UNION ALL SELECT xmin FROM pg_attribute UNION ALL SELECT xmin FROM pg_attrdef
+    UNION ALL SELECT xmin FROM pg_constraint UNION ALL SELECT xmin FROM pg_index UNION ALL SELECT xmin FROM pg_type
+    UNION ALL SELECT xmin FROM pg_proc UNION ALL SELECT xmin FROM pg_trigger UNION ALL SELECT xmin FROM pg_namespace
+    UNION ALL SELECT xmin FROM pg_extension UNION ALL SELECT xmin FROM pg_policy UNION ALL SELECT xmin FROM pg_rewrite
+    UNION ALL SELECT xmin FROM pg_db_role_setting WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+) AS catalog
+"""
+# Every row of the application's tables (foreign keys unchecked: no order needed) and the
+# sequences restarted; says how many rows it deleted.
+EMPTY_DATABASE = """
+DO $$
+DECLARE
+    application_table record;
+    deleted bigint := 0;
+    affected bigint;
+BEGIN
+    SET LOCAL session_replication_role = replica;
+    FOR application_table IN
+        SELECT schemaname, tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'
+    LOOP
+        EXECUTE format('DELETE FROM %I.%I', application_table.schemaname, application_table.tablename);
+        GET DIAGNOSTICS affected = ROW_COUNT;
+        deleted := deleted + affected;
+    END LOOP;
+    PERFORM setval(format('%I.%I', schemaname, sequencename), start_value, false) FROM pg_sequences
+        WHERE schemaname = 'public';
+    RAISE NOTICE 'deleted %', deleted;
+END $$
+"""
+# A test that left more rows than this gets a fresh database next: its dead rows would slow the next one.
+MAX_ROWS_EMPTIED = 10_000
 
 
 @dataclass
@@ -44,6 +80,8 @@ class Cluster:
     admin_url: str
     embedded: EmbeddedPostgres | None
     copy_strategy: str = ""  # how CREATE DATABASE copies the template (PostgreSQL >= 15)
+    template_horizon: int = 0  # CATALOG_HORIZON of the template
+    spare: list[str] = field(default_factory=list)  # test databases emptied for the next tests
 
     def url(self, dbname: str) -> str:
         return psycopg2.extensions.make_dsn(self.admin_url, dbname=dbname)
@@ -65,6 +103,45 @@ class Cluster:
     def drop_database(self, name: str) -> None:
         self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    def lend_database(self) -> str:
+        """An empty, migrated database for one test: an emptied one when there is one (a
+        copy of the template costs ~100 ms of PostgreSQL's CPU; emptying one, ~20 ms)."""
+        return self.spare.pop() if self.spare else self.create_database()
+
+    def take_back(self, name: str) -> None:
+        """After the test: its database emptied for the next test, or dropped when it cannot be."""
+        if self._emptied(name):
+            self.spare.append(name)
+        else:
+            self.drop_database(name)
+
+    def _emptied(self, name: str) -> bool:
+        """Disconnect everyone else from the database and delete its rows, if its catalog is still
+        the template's and the test did not fill it; False when it cannot be reused."""
+        try:
+            conn = psycopg2.connect(self.url(name))
+        except psycopg2.Error:
+            return False
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT bool_and(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                if cur.fetchone()[0] is False:
+                    return False  # a connection did not go away
+                cur.execute(CATALOG_HORIZON)
+                if cur.fetchone()[0] != self.template_horizon:
+                    return False
+                cur.execute(EMPTY_DATABASE)
+            deleted = int(conn.notices[-1].rsplit(" ", 1)[1])
+            return deleted <= MAX_ROWS_EMPTIED
+        except psycopg2.Error:
+            return False
+        finally:
+            conn.close()
+
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
@@ -85,19 +162,32 @@ def cluster() -> Iterator[Cluster]:
     found.drop_database(TEMPLATE)
     found.execute(f'CREATE DATABASE "{TEMPLATE}"')
     Runner(found.url(TEMPLATE), progress=lambda line: None).up()
+    found.template_horizon = _catalog_horizon(found.url(TEMPLATE))
     yield found
+    for name in found.spare:
+        found.drop_database(name)
     found.drop_database(TEMPLATE)
     if found.embedded is not None:
         found.embedded.stop()
     shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _catalog_horizon(url: str) -> int:
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(CATALOG_HORIZON)
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
 @pytest.fixture
 def database_url(cluster: Cluster) -> Iterator[str]:
-    """A fresh, migrated database for this test alone."""
-    name = cluster.create_database()
+    """An empty, migrated database for this test alone."""
+    name = cluster.lend_database()
     yield cluster.url(name)
-    cluster.drop_database(name)
+    cluster.take_back(name)
 
 
 @pytest.fixture

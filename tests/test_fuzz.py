@@ -15,8 +15,8 @@ explores afresh on every run:
 
 from __future__ import annotations
 
+import functools
 import json
-
 import os
 import re
 import zlib
@@ -32,6 +32,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
+from schemathesis.checks import load_all_checks
+from schemathesis.pytest.lazy import get_all_tests, run_subtest
 
 from svc.api.app import create_app
 from svc.api.schemas import NAME_PATTERN
@@ -49,8 +51,8 @@ EXAMPLES = int(os.environ.get("SVC_FUZZ_EXAMPLES", "5"))
 STREAM_SECONDS = 0.3  # an event stream never ends: what it sent by then is checked
 SHA_PATTERN = r"[0-9a-fA-F]{7,40}"
 
-# The tokens' secrets are chosen here, before collection, because schemathesis applies
-# authentication while it builds its coverage cases; the module fixture creates the tokens.
+# The tokens' secrets, chosen at import: the module fixture creates the tokens, and the
+# schema's authentication sends them.
 ADMIN_SECRET = new_secret()
 USER_SECRET = new_secret()
 
@@ -127,13 +129,20 @@ class _Forward:
 
 FUZZED = _Forward()
 ANSWERED: Counter[int] = Counter()  # responses by status, for the figures
-# The document does not depend on any database: it is built at import.
-DOCUMENT = create_app(Settings(_env_file=None)).openapi()
-schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
-schema.app = FUZZED
+# The operations are fuzzed in groups, by tag, each one test that builds its operations'
+# hypothesis tests when it runs: built at collection (`schema.parametrize()`), every
+# pytest-xdist worker made every operation's coverage cases first (~20 s each). The groups
+# spread over the workers. (schemathesis' own lazy loader needs pytest < 9.)
+TAGS = ("applications", "audit", "catalog", "claude.md", "configurations", "delivery", "health", "marketplaces",
+        "products", "teams", "tokens", "users")
 
 
-@schema.auth(refresh_interval=None)
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The service's OpenAPI document, which depends on no database."""
+    return create_app(Settings(_env_file=None)).openapi()
+
+
 class _Tokens:
     """Authenticate with a token that may call the operation: the /me routes need a user's."""
 
@@ -142,6 +151,14 @@ class _Tokens:
 
     def set(self, case, secret: str, context) -> None:
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture(scope="module")
+def fuzzed_schema(target: Target) -> schemathesis.BaseSchema:
+    loaded = schemathesis.openapi.from_dict(openapi_document(), config=CONFIG)
+    loaded.app = FUZZED
+    loaded.auth(refresh_interval=None)(_Tokens)
+    return loaded
 
 
 @dataclass
@@ -313,18 +330,45 @@ def _fresh(name: str, target: Target) -> str:
     raise AssertionError(f"no fresh resource for the path parameter {name}")
 
 
-@schema.parametrize()
-@hypothesis_settings(
+FUZZ_SETTINGS = hypothesis_settings(
     max_examples=EXAMPLES,
     deadline=None,
     derandomize="SVC_FUZZ_EXAMPLES" not in os.environ,
     database=None,
     suppress_health_check=list(HealthCheck),
 )
-def test_api_conforms_to_its_openapi_document(case, target: Target) -> None:
+
+
+def _conforms_to_the_openapi_document(case, target: Target) -> None:
     _point_at_real_resources(case, target)
     timeout = STREAM_SECONDS if case.path.endswith("/events") else None
     ANSWERED[case.call_and_validate(timeout=timeout).status_code] += 1
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_api_conforms_to_its_openapi_document(tag: str, fuzzed_schema, target: Target, subtests) -> None:
+    """Each operation of the group, one subtest each: its coverage cases and generated examples."""
+    load_all_checks()
+    # `exclude`: an `include` filter would be or-ed with the ones the configuration's per-operation rules add
+    group = fuzzed_schema.exclude(func=lambda context: tag not in (context.operation.tags or ()))
+    operations = get_all_tests(schema=group, test_func=_conforms_to_the_openapi_document, settings=FUZZ_SETTINGS,
+                               given_kwargs=None)
+    fuzzed = 0
+    for built in operations:
+        operation, test = built.ok()  # a malformed definition raises its InvalidSchema here
+        run_subtest(operation, {"target": target}, test, subtests)
+        fuzzed += 1
+    assert fuzzed > 0
+
+
+def test_every_operation_is_fuzzed():
+    untagged = [
+        f"{method.upper()} {path}"
+        for path, operations in openapi_document()["paths"].items()
+        for method, operation in operations.items()
+        if not set(operation.get("tags", ())) & set(TAGS)
+    ]
+    assert untagged == [], "operations whose tag no fuzz group names: add it to TAGS"
 
 
 PUBLIC_PATHS = {"/health", "/ready", "/metrics"}
@@ -334,7 +378,7 @@ def test_openapi_documents_every_error_an_operation_can_answer():
     """So that conformance means something: the statuses every operation of its kind can
     answer are documented, and every error only as problem+json."""
     gaps = []
-    for path, operations in DOCUMENT["paths"].items():
+    for path, operations in openapi_document()["paths"].items():
         for method, operation in operations.items():
             documented = set(operation["responses"])
             needed = set() if path in PUBLIC_PATHS else {"401", "403", "422", "503"}
