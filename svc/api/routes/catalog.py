@@ -209,5 +209,5 @@ async def _item_documents(item_id: IdPath, services: ServicesDep) -> Callable[[]
 
 
 router.include_router(
-    document_routes("/catalog/{item_id}/document", _item_in_path, _item_documents, tag="catalog", noun="item_document")
+    document_routes("/catalog/{item_id}/document", _item_in_path, _item_documents, noun="item_document")
 )

@@ -69,8 +69,8 @@ def document_routes(
     owner: Callable[..., str | None],
     pick: Callable[..., Callable[[], DocumentService]],
     *,
-    tag: str,
     noun: str,
+    tag: str | None = None,
     own_root: bool = False,
 ) -> APIRouter:
     """The document routes under `prefix` (such as `/teams/{team_id}/claude-md`): `owner`
@@ -78,10 +78,12 @@ def document_routes(
     dependency, says how to find the mounted service: a call made in the request's one thread
     hop (`mounted(name)`, or by the request: a catalog item's type, which may take a query,
     decides the file its document has); `noun` names its routes (`get_claude_md`, …: their
-    operation ids). With `own_root`, the caller declares GET and PUT (or PATCH) of `prefix`
-    itself (an application document answers those with its metadata)."""
+    operation ids); `tag`, their OpenAPI tag, unless the router they are included in has one.
+    With `own_root`, the caller declares GET and PUT (or PATCH) of `prefix` itself (an
+    application document answers those with its metadata)."""
     router = APIRouter(
-        prefix=prefix, tags=[tag], responses=problem_responses(401, 403, 404, 422, 503), route_class=JsonBodyRoute
+        prefix=prefix, tags=[tag] if tag else None, responses=problem_responses(401, 403, 404, 422, 503),
+        route_class=JsonBodyRoute,
     )
     Owner = Annotated[str | None, Depends(owner)]
     Documents = Annotated[Callable[[], DocumentService], Depends(pick)]

@@ -147,7 +147,7 @@ async def _application_documents(services: ServicesDep) -> Any:
 
 router.include_router(document_routes(
     "/documents/{document_id}", _document_in_path, _application_documents,
-    tag="products", noun="document", own_root=True,
+    noun="document", own_root=True,
 ))
 
 
