@@ -10,7 +10,8 @@ distribution by address hash has no such bias.
 uvicorn's own supervisor still runs the workers (restarts, signals): it hands each worker the
 sockets it was given, and the one given here turns, as it is handed over, into the worker's own
 socket on the same address. The supervisor's copy stays bound without listening: it holds the
-port, and the kernel gives connections only to listening sockets.
+port, and the kernel gives connections only to listening sockets. One change to it
+(`Supervisor`): it answers signals while a worker is slow to answer its health check.
 """
 
 from __future__ import annotations
@@ -29,6 +30,27 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 SPREADS_CONNECTIONS = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
 
 
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor, answering signals while a worker is slow to answer its health check.
+
+    uvicorn asks each worker in one blocking call of up to `timeout_worker_healthcheck` (60 s
+    for `svc serve`) and looks at signals only between those calls, so a SIGTERM while a worker
+    was starting on a loaded host, or hung, waited up to a minute. Here a worker is asked again
+    every second for as long, with signals handled in between; one that never answers is
+    killed as uvicorn would, and uvicorn's own check then replaces it."""
+
+    def keep_subprocess_alive(self) -> None:
+        for process in self.processes:
+            deadline = time.monotonic() + self.config.timeout_worker_healthcheck
+            while process.process.is_alive() and not process.ping(timeout=1):
+                if self.signal_queue or self.should_exit.is_set():
+                    return  # `run` handles the signal first, then asks again
+                if time.monotonic() >= deadline:
+                    process.kill()  # hung
+                    break
+        super().keep_subprocess_alive()
+
+
 def run(config: uvicorn.Config, on_listening: Callable[[], None] = lambda: None) -> None:
     """Serve `config` until a signal stops it, in this process or in `config.workers` workers;
     OSError when its address cannot be bound (something listens there already). `on_listening`
@@ -37,12 +59,12 @@ def run(config: uvicorn.Config, on_listening: Callable[[], None] = lambda: None)
     if config.workers > 1 and SPREADS_CONNECTIONS:
         held = _supervisors_socket(family, address)
         _call_once_listening(family, held.getsockname(), on_listening)
-        Multiprocess(config, sockets=[held]).run()
+        Supervisor(config, sockets=[held]).run()
         return
     listening = _bound(family, address)
     _call_once_listening(family, listening.getsockname(), on_listening)
     if config.workers > 1:
-        Multiprocess(config, sockets=[listening]).run()
+        Supervisor(config, sockets=[listening]).run()
     else:
         uvicorn.Server(config).run(sockets=[listening])
 

@@ -234,10 +234,30 @@ def test_a_killed_worker_is_replaced_by_one_listening_on_its_own_socket(settings
         connections = open_served_connections(port, 16)
         held = connections_by_worker(server, port)
         assert held.get(replacement, 0) > 0 and held.get(workers[1], 0) > 0, f"connections per worker: {held}"
+        assert stops_promptly_while_a_worker_does_not_answer(server, silent=workers[1], other=replacement)
     finally:
         for conn in connections:
             conn.close()
         stop(server)
+
+
+def stops_promptly_while_a_worker_does_not_answer(server: subprocess.Popen, silent: int, other: int) -> bool:
+    """SIGTERM reaches the workers while the supervisor waits for a worker that does not answer
+    its health check (stopped here; slow to start or hung in life): uvicorn's own supervisor
+    answered only after the check's timeout, a minute."""
+    os.kill(silent, signal.SIGSTOP)
+    try:
+        time.sleep(1.5)  # the supervisor is asking the silent worker by now
+        server.send_signal(signal.SIGTERM)
+        try:
+            psutil.Process(other).wait(timeout=15)
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.TimeoutExpired:
+            return False
+        return True
+    finally:
+        os.kill(silent, signal.SIGCONT)
 
 
 @pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "reuse-port"])
