@@ -37,9 +37,12 @@ class Supervisor(Multiprocess):
     for `svc serve`) and looks at signals only between those calls, so a SIGTERM while a worker
     was starting on a loaded host, or hung, waited up to a minute. Here a worker is asked again
     every second for as long, with signals handled in between; one that never answers is
-    killed as uvicorn would, and uvicorn's own check then replaces it."""
+    killed as uvicorn would. Only when a worker is dead or killed does uvicorn's own check run
+    (it replaces the worker, or stops when one failed to start); while all answer, none is
+    asked twice."""
 
     def keep_subprocess_alive(self) -> None:
+        lost = False
         for process in self.processes:
             deadline = time.monotonic() + self.config.timeout_worker_healthcheck
             while process.process.is_alive() and not process.ping(timeout=1):
@@ -47,8 +50,11 @@ class Supervisor(Multiprocess):
                     return  # `run` handles the signal first, then asks again
                 if time.monotonic() >= deadline:
                     process.kill()  # hung
+                    lost = True
                     break
-        super().keep_subprocess_alive()
+            lost = lost or not process.process.is_alive()
+        if lost:
+            super().keep_subprocess_alive()
 
 
 def run(config: uvicorn.Config, on_listening: Callable[[], None] = lambda: None) -> None:

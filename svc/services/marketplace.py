@@ -36,7 +36,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from svc.catalog_types import BY_KIND, CATALOG_TYPES
 from svc.claude_code import json_file, marketplace_name
@@ -56,7 +56,7 @@ from svc.validators.semver import latest_release
 log = logging.getLogger(__name__)
 
 OwnerKind = Literal["teams", "users"]
-KINDS: tuple[OwnerKind, ...] = ("teams", "users")
+KINDS: tuple[OwnerKind, ...] = get_args(OwnerKind)
 PluginKey = tuple[str, str, str, str, str, str]  # item id, type, name, description, version, release commit
 MAX_REMEMBERED_PLUGINS = 100_000
 PLUGIN_KINDS = [t.kind for t in CATALOG_TYPES if t.is_plugin]
