@@ -44,9 +44,9 @@ def wait_healthy(base: str, process: subprocess.Popen, within: float) -> float:
     raise AssertionError(f"/health did not answer within {within} s")
 
 
-# uvicorn's supervisor looks at signals and dead workers between health checks, and waits up to
-# this long for a worker's answer: a replacement starting on a loaded machine can hold it there.
-# Two workers starting on a loaded machine (a CI runner) have taken over 30 s to answer too.
+# How long a worker may take to answer the supervisor's health check (60 s for `svc serve`), with
+# room: on a loaded machine (a CI runner) two starting workers have taken over 30 s to answer,
+# and a starting worker takes as long to act on the SIGTERM that stops it.
 SUPERVISOR_SECONDS = WORKER_HEALTHCHECK_SECONDS + 30
 
 
