@@ -5,13 +5,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import psutil
 
 from svc.content import Author, ContentStore
-from svc.content.store import STALE_LOCK_SECONDS
+from svc.content.store import REPOSITORY_CONFIG, STALE_LOCK_SECONDS
 from svc.services.auth import Principal
 from tests.claude_md_helpers import ada, assert_problem, document_id, git, person, ref_path, save, svc_cli  # noqa: F401
 from tests.fault_helpers import LONG
@@ -37,8 +38,14 @@ def test_several_processes_creating_the_repository_at_once_make_one(tmp_path):
     store = ContentStore(path)
     assert store.is_ready()
     assert sorted(p.name for p in path.parent.iterdir()) == ["content.git"]  # no staging leftovers
-    config = (path / "config").read_text()
-    assert "fsync = committed" in config and "bare = true" in config
+    settings = {f"{section}.{option}": value for (section, option), value in REPOSITORY_CONFIG.items()}
+    read_back = {key: _git_config(path, key) for key in [*settings, "core.bare"]}
+    assert read_back == {**settings, "core.bare": "true"}  # as git itself reads the file
+
+
+def _git_config(repository: Path, key: str) -> str:
+    return subprocess.run(["git", "--git-dir", str(repository), "config", "--get", key],
+                          capture_output=True, text=True, check=True).stdout.strip()
 
 
 def test_store_round_trip_keeps_bytes_exactly(tmp_path):

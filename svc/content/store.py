@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -39,7 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from git import Git, GitCommandError, Repo
+from git import Git, GitCommandError
 
 from svc.content.remote import GitRemote, RefUpdate, RemoteMoved
 from svc.errors import Unavailable
@@ -133,9 +134,15 @@ class ContentStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}-", dir=self.path.parent))
         try:
-            with Repo.init(staging, bare=True) as repo, repo.config_writer() as config:
-                for (section, option), value in REPOSITORY_CONFIG.items():
-                    config.set_value(section, option, value)
+            git = Git()
+            git.update_environment(GIT_DIR=str(staging))
+            git.init(bare=True, quiet=True)
+            # Appended as text: no other process sees the staging directory, and one write costs
+            # less than a `git config` process, or GitPython's rewrite of the file, for each key.
+            with (staging / "config").open("a", encoding="utf-8") as config:
+                config.writelines(
+                    f"[{section}]\n\t{option} = {value}\n" for (section, option), value in REPOSITORY_CONFIG.items()
+                )
             try:
                 os.rename(staging, self.path)
             except OSError:
@@ -149,9 +156,10 @@ class ContentStore:
 
     def _configure(self) -> None:
         with self._git() as git:
+            current = _config_values(git, REPOSITORY_CONFIG)
             for (section, option), value in REPOSITORY_CONFIG.items():
                 key = f"{section}.{option}"
-                if _config_value(git, key) == value:
+                if current.get(key.lower()) == value:
                     continue
                 try:
                     git.config(key, value)
@@ -826,6 +834,16 @@ def _ident_part(value: str) -> str:
     """A name or email git accepts in an ident line: no angle brackets or control characters."""
     cleaned = "".join(c for c in value if c not in "<>" and c.isprintable()).strip()
     return cleaned or "unknown"
+
+
+def _config_values(git: Git, keys: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The repository's values of `keys` ((section, option) pairs), by lower-cased name, in one git process."""
+    pattern = "^(" + "|".join(re.escape(f"{section}.{option}".lower()) for section, option in keys) + ")$"
+    try:
+        listed = git.config("--get-regexp", pattern)
+    except GitCommandError:  # none is set
+        return {}
+    return {key: value for key, _, value in (line.partition(" ") for line in listed.splitlines())}
 
 
 def _config_value(git: Git, key: str) -> str | None:
