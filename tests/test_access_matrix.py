@@ -1,12 +1,14 @@
 """Who may call what: every route of the OpenAPI document × every kind of caller.
 
 Each cell sends a valid request on resources made for that cell, so an allowed cell really
-succeeds (its 2xx) and a refused one is refused for who is calling, not for what was sent.
+succeeds (its 2xx) and a refused one is refused for who is calling, not for what was sent;
+a read changes nothing, so a GET row's cells share one request where it would be the same.
 A route without a row fails the test: adding a route means deciding who may call it.
+The rows run in groups, a test each, which pytest-xdist spreads over its workers.
 
 "This" application and user own the resources of a row; `scoped` is a service token limited
 to another application, `user` is this user and `other_user` another one. `team_owner`,
-`team_admin` and `team_member` hold those roles in "this" team (made fresh for each cell);
+`team_admin` and `team_member` hold those roles in "this" team (made fresh for each request);
 `user` and `other_user` belong to no team. Where a row does not name the team callers, they
 are users like any other, and `other_user` stands for them.
 """
@@ -540,6 +542,38 @@ ROWS: dict[str, Row] = {
     **PRODUCT_ROWS,
 }
 
+# The groups of rows, a test each: a row is in the group of the longest prefix of its path.
+# Their costs are alike; documents, saved in git, cost the most (an application's take two groups).
+GROUPS = {
+    "operations-and-accounts": (
+        "/health", "/ready", "/metrics", f"{API}/tokens", f"{API}/audit", f"{API}/users", f"{API}/me", f"{API}/teams",
+    ),
+    "applications-and-configurations": (
+        f"{API}/applications", f"{API}/configurations", f"{API}/resolve", f"{API}/work-items", f"{API}/repositories",
+        f"{API}/github",
+    ),
+    "application-documents": (PRODUCT_DOCUMENT_MOUNT.prefix,),
+    "application-document-proposals": (f"{PRODUCT_DOCUMENT_MOUNT.prefix}/proposals",),
+    "user-documents": (USER_MOUNT.prefix, ME_MOUNT.prefix),
+    "team-documents": (TEAM_MOUNT.prefix,),
+    "catalog": (f"{API}/catalog", f"{API}/me/installs", f"{API}/me/bundle"),
+    "catalog-documents": (CATALOG_MOUNT.prefix,),
+}
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(f"{prefix}/")
+
+
+def _group_of(route: str) -> str | None:
+    path = route.partition(" ")[2]
+    matches = [(len(prefix), group) for group, prefixes in GROUPS.items() for prefix in prefixes if _under(path, prefix)]
+    return max(matches, default=(0, None))[1]
+
+
+def _rows_of(group: str) -> dict[str, Row]:
+    return {route: row for route, row in ROWS.items() if _group_of(route) == group}
+
 
 # Secrets are a one-way door (issue 22): every writer adds secret paths; dropping or moving one,
 # rolling back to before one, or changing the schema over secret values is for who may reveal.
@@ -621,11 +655,11 @@ def callers(client: TestClient, services, admin: dict[str, str], make_token) -> 
 
 def _send(client: TestClient, request: Request, headers: dict[str, str]):
     method, url, kwargs = request
-    headers = {**kwargs.pop("headers", {}), **headers}
+    kwargs = {**kwargs, "headers": {**kwargs.get("headers", {}), **headers}}  # a shared request stays as built
     if method == "STREAM":  # an event stream never ends: its status line is the answer
-        with client.stream("GET", url, headers=headers, **kwargs) as response:
+        with client.stream("GET", url, **kwargs) as response:
             return response
-    return client.request(method, url, headers=headers, **kwargs)
+    return client.request(method, url, **kwargs)
 
 
 def test_every_route_has_a_row(client: TestClient):
@@ -636,28 +670,53 @@ def test_every_route_has_a_row(client: TestClient):
     assert len(documented) > 50
     assert sorted(documented - set(ROWS)) == [], "routes without a row in the access matrix"
     assert sorted(set(ROWS) - documented) == [], "rows for routes that no longer exist"
+    assert sorted(route for group in GROUPS for route in _rows_of(group)) == sorted(ROWS), "rows in no group"
+    print(f"\naccess matrix: {len(ROWS)} routes × up to {len(CALLERS)} callers = {_cells(ROWS)} cells")
+
+
+def _cells(rows: dict[str, Row]) -> int:
+    return sum(len(CALLERS) - sum(c not in allowed for c in TEAM_CALLERS) for _, allowed, _ in rows.values())
+
+
+def _shared_read_key(route: str, cell: Cell) -> tuple[bool, str | None] | None:
+    """For a GET row, what its request depends on of the cell's caller: whether it is a team caller
+    (`Cell.application` gives those an application of their team) and, under /me, the user whose
+    resources it reaches (`Cell.owner`). The cells that agree on it share one request. None for a
+    write, whose cells each build their own."""
+    method, _, path = route.partition(" ")
+    if method != "GET":
+        return None
+    return cell.caller in TEAM_CALLERS, cell.owner if _under(path, f"{API}/me") else None
 
 
 def _mismatches(client: TestClient, callers: Callers, rows: dict[str, Row], names: tuple[str, ...]) -> list[str]:
     """Each cell of `rows` × `names` whose answer is not the row's (or not problem+json)."""
     mismatches = []
     for route, (build, allowed, success) in rows.items():
+        reads: dict[tuple[bool, str | None], Request] = {}
         for caller in names:
             if caller in TEAM_CALLERS and caller not in allowed:
                 continue
             expected = allowed.get(caller, 401)
             expected = success if expected == OK else expected
-            response = _send(client, build(Cell(client, callers, caller)), callers.headers[caller])
+            cell = Cell(client, callers, caller)
+            key = _shared_read_key(route, cell)
+            if key is None:
+                request = build(cell)
+            elif key not in reads:
+                request = reads[key] = build(cell)
+            else:
+                request = reads[key]
+            response = _send(client, request, callers.headers[caller])
             problem = response.status_code < 400 or response.headers.get("content-type") == PROBLEM
             if response.status_code != expected or not problem:
                 mismatches.append(f"{route} as {caller}: {response.status_code}, expected {expected}")
     return mismatches
 
 
-def test_access_matrix(client: TestClient, callers: Callers):
-    assert _mismatches(client, callers, ROWS, CALLERS) == []
-    cells = sum(len(CALLERS) - sum(c not in allowed for c in TEAM_CALLERS) for _, allowed, _ in ROWS.values())
-    print(f"\naccess matrix: {len(ROWS)} routes × up to {len(CALLERS)} callers = {cells} cells")
+@pytest.mark.parametrize("group", GROUPS)
+def test_access_matrix(client: TestClient, callers: Callers, group: str):
+    assert _mismatches(client, callers, _rows_of(group), CALLERS) == []
 
 
 def test_secret_access_matrix(client: TestClient, callers: Callers, make_token):
