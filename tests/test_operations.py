@@ -52,7 +52,9 @@ def scratch() -> Iterator[Path]:
 
 
 @pytest.fixture
-def serve_embedded() -> Iterator:
+def serve_embedded(scratch: Path) -> Iterator:
+    """Start `svc serve` on an embedded data directory; stopped before `scratch` is removed (its
+    PostgreSQL would otherwise outlive its files)."""
     started: list[subprocess.Popen] = []
 
     def start(data_dir: Path, workers: int = 1, token: str | None = None) -> Served:
