@@ -11,7 +11,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import bearer, free_port
-from tests.test_serve import ROOT, env_for, stop, svc, wait_healthy
+from tests.test_serve import ROOT, SUPERVISOR_SECONDS, env_for, listening_workers, stop, svc, wait_healthy
 
 API = "/api/v1"
 
@@ -83,6 +83,13 @@ def create_secret_configuration(api: httpx.Client, password: str) -> dict:
     return created.json()
 
 
+def wait_until(condition: Callable[[], bool], what: str, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {within} s: {what}"
+        time.sleep(0.02)
+
+
 def revealed_password(api: httpx.Client, configuration_id: str) -> tuple[int, object]:
     response = api.get(f"/configurations/{configuration_id}", params={"reveal": "true"})
     body = response.json()
@@ -91,6 +98,7 @@ def revealed_password(api: httpx.Client, configuration_id: str) -> tuple[int, ob
 
 def test_two_workers_store_secrets_and_a_rotation_needs_no_restart_and_causes_no_error(serve_embedded, scratch):
     served = serve_embedded(scratch / "data", workers=2)
+    listening_workers(served.process, within=SUPERVISOR_SECONDS)  # both workers run before the key file changes
     key_file = scratch / "data" / "secret-keys"
     (old_key_id, old_key), = [line.split(":", 1) for line in key_file.read_text().split()]
     failures: list[str] = []
@@ -105,9 +113,10 @@ def test_two_workers_store_secrets_and_a_rotation_needs_no_restart_and_causes_no
         for thread in loops:
             thread.start()
         try:
-            time.sleep(0.5)
+            wait_until(lambda: len(reads) >= 10, "reads and writes under way")
             rotated = run_svc("secrets", "rotate", "--batch-size", "1", env=served.env)
-            time.sleep(1.0)  # reads go on after the old key has left the file
+            reads_when_rotated = len(reads)
+            wait_until(lambda: len(reads) >= reads_when_rotated + 20, "reads after the old key has left the file")
         finally:
             finished.set()
             for thread in loops:
