@@ -98,7 +98,8 @@ def test_no_tour_hides_a_failure(name: str) -> None:
 @pytest.fixture
 def tour_shell(settings: Settings, tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     """A scratch directory and the environment a reader has after "First start": `svc serve`
-    on this test's database, `$API` and an admin `$TOKEN`, and `uv run` on this venv."""
+    on this test's database, `$API` and `$TOKEN`, the admin token it printed, and `uv run` on
+    this venv."""
     work = tmp_path / "tour"
     (work / "tests").mkdir(parents=True)
     (work / "tests" / "data").symlink_to(ROOT / "tests" / "data")
@@ -117,17 +118,17 @@ def tour_shell(settings: Settings, tmp_path: Path) -> Iterator[tuple[Path, dict[
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
     }
     env.pop("VIRTUAL_ENV", None)
-    env["TOKEN"] = subprocess.run(
-        [str(svc), "token", "create", "--role", "admin", "--name", "readme-tours"],
-        env=env, capture_output=True, text=True, check=True,
-    ).stdout.strip()
-    with open(tmp_path / "serve.log", "wb") as log:
-        server = subprocess.Popen([str(svc), "serve", "--port", str(port)], env=env, stdout=log, stderr=log)
+    printed, log = tmp_path / "serve.out", tmp_path / "serve.log"
+    with open(printed, "wb") as out, open(log, "wb") as err:
+        server = subprocess.Popen([str(svc), "serve", "--port", str(port)], env=env, stdout=out, stderr=err)
     try:
         deadline = time.monotonic() + SERVER_START_SECONDS
-        while not ready(f"http://127.0.0.1:{port}/ready"):
-            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            time.sleep(0.2)
+        # One client for every poll: each new one loads the CA bundle, ~50 ms of CPU.
+        with httpx.Client(timeout=1) as http:
+            while not ready(http, f"http://127.0.0.1:{port}/ready"):
+                assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        env["TOKEN"] = printed.read_text().strip()  # printed before the server listens
         yield work, env
     finally:
         server.terminate()
@@ -137,9 +138,9 @@ def tour_shell(settings: Settings, tmp_path: Path) -> Iterator[tuple[Path, dict[
             server.kill()
 
 
-def ready(url: str) -> bool:
+def ready(http: httpx.Client, url: str) -> bool:
     try:
-        return httpx.get(url, timeout=1).status_code == 200
+        return http.get(url).status_code == 200
     except httpx.HTTPError:
         return False
 
