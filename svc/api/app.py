@@ -9,12 +9,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import FastAPI
 from starlette.routing import BaseRoute
 
 from svc import metrics
 from svc.api import operations, problems
-from svc.api.deps import get_principal
 from svc.api.door import Door
 from svc.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from svc.api.routes import (
@@ -28,8 +27,6 @@ from svc.log import configure_logging
 from svc.services.container import Services
 
 log = logging.getLogger(__name__)
-
-API_PREFIX = "/api/v1"
 
 # Matched in this order, so the routes internal services hit hardest come first.
 API_ROUTERS = [
@@ -87,19 +84,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 @functools.cache
 def route_table() -> tuple[BaseRoute, ...]:
-    """Every route of the service, included once per process and shared by its apps.
-
-    FastAPI works out an included route's effective state (prefix, dependencies, response model)
-    on first use and keeps it on the inclusion: about a second for the service's routes, which
-    every app would pay again at its first request (tests start one per test). App-level
-    `dependency_overrides` do not reach these routes; nothing here uses them."""
-    table = APIRouter(generate_unique_id_function=operations.operation_ids())
-    table.include_router(health.router)
-    table.include_router(metrics_routes.router)
-    table.include_router(git.router)  # authenticates as git does (Basic or Bearer), in its routes
-    # Each router is included directly (not through an /api/v1 parent router): every level of
-    # nesting costs route-matching time on every request.
-    for router in API_ROUTERS:
-        table.include_router(router, prefix=API_PREFIX, dependencies=[Depends(get_principal)])
-    operations.answer_head(table)
-    return tuple(table.routes)
+    """Every route of the service, defined once per process and shared by its apps. Each router
+    carries its final prefix and dependencies (`operations.api_router`) and its routes are added
+    as they are, not included: FastAPI would work out an included route's state a second time."""
+    routers = [health.router, metrics_routes.router, git.router, *API_ROUTERS]
+    for router in routers:
+        operations.answer_head(router)
+    return tuple(route for router in routers for route in router.routes)

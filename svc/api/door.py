@@ -198,9 +198,10 @@ class _Entrance:
 def entrances(routes: Iterable[BaseRoute], doorways: Sequence[Doorway]) -> list[_Entrance]:
     """Each doorway where `routes` (the app's) mount its route, its contract checked."""
     targets = {id(doorway.route) for doorway in doorways}
-    # Only what holds a doorway's route: working out every route's mounted context costs seconds.
-    holding = [route for route in routes if _holds(route, targets)]
-    mounted = {id(context.original_route): context for context in iter_route_contexts(holding)}
+    mounted = {
+        id(context.original_route): context
+        for context in iter_route_contexts([route for route in routes if id(route) in targets])
+    }
     found = []
     for doorway in doorways:
         context = mounted.get(id(doorway.route))
@@ -209,14 +210,6 @@ def entrances(routes: Iterable[BaseRoute], doorways: Sequence[Doorway]) -> list[
         check_contract(context, doorway)
         found.append(_Entrance(doorway, context))
     return found
-
-
-def _holds(route: BaseRoute, targets: set[int]) -> bool:
-    """Whether `route` is one of `targets` or an included router that holds one."""
-    included = getattr(route, "original_router", None)
-    if included is None:
-        return id(route) in targets
-    return any(_holds(inner, targets) for inner in included.routes)
 
 
 class Door:

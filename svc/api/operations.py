@@ -1,5 +1,6 @@
-"""Two rules every route of the app follows, applied once when the app is built: each GET
-route answers HEAD as well, and each operation has a short camelCase id in the OpenAPI document."""
+"""The rules every route of the app follows: each API route sits under /api/v1 and authenticates
+its caller, each operation has a short camelCase id in the OpenAPI document, and each GET route
+answers HEAD as well."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
+
+from svc.api.deps import get_principal
+
+API_PREFIX = "/api/v1"
 
 
 def answer_head(router: APIRouter) -> None:
@@ -22,9 +27,6 @@ def answer_head(router: APIRouter) -> None:
     for route in router.routes:
         if isinstance(route, APIRoute) and "GET" in route.methods:
             route.methods.add("HEAD")
-        included = getattr(route, "original_router", None)  # a router included in this one
-        if isinstance(included, APIRouter):
-            answer_head(included)
 
 
 def document_without_head(app: FastAPI) -> None:
@@ -79,3 +81,17 @@ def _qualifier(path: str, other: str) -> str:
         if mine != theirs and not mine.startswith("{"):
             return "For" + _camel(mine)[:1].upper() + _camel(mine)[1:]
     return ""
+
+
+# A route's operation id is made when the route is defined: once per process.
+operation_id = operation_ids()
+
+
+def api_router(prefix: str = "", **options: Any) -> APIRouter:
+    """A router of the service's API: its routes under /api/v1 + `prefix`, each authenticating
+    its caller. Each route is defined where it will be served: FastAPI works out an included
+    router's routes a second time (~0.7 s of CPU at every worker's start)."""
+    return APIRouter(
+        prefix=API_PREFIX + prefix, dependencies=[Depends(get_principal)], generate_unique_id_function=operation_id,
+        **options,
+    )

@@ -59,9 +59,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries documenting the given error statuses as problem+json.
 
     Without a `model`: FastAPI would build a pydantic field for each (route, status), about 860,
-    and again for the routes' included copies, in every process that serves them: ~0.4 s of CPU
-    at every worker's start, for the OpenAPI document alone. The document gets Problem's schema
-    once, from `_document_problems`."""
+    in every process that serves the routes, for the OpenAPI document alone. The document gets
+    Problem's schema once, from `_document_problems`."""
     return {status: _documented(status) for status in statuses}
 
 

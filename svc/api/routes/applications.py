@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import Body, Query, Request, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.json_body import JsonBodyRoute
+from svc.api.operations import api_router
 from svc.api.problems import problem_responses
 from svc.api.responses import created, json_response, off_loop
 from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Text
@@ -16,7 +17,7 @@ from svc.ids import ULID_PATTERN
 from svc.services.applications import Application
 from svc.services.pagination import Page
 
-router = APIRouter(
+router = api_router(
     prefix="/applications",
     tags=["applications"],
     responses=problem_responses(401, 403, 422, 503),

@@ -6,10 +6,11 @@ import re
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import Query, Response
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
 from svc.api.deps import After, Limit, PrincipalDep, ServicesDep
+from svc.api.operations import api_router
 from svc.api.problems import problem_responses
 from svc.api.responses import json_response, off_loop
 from svc.api.schemas import NO_NUL_PATTERN
@@ -41,7 +42,7 @@ Timestamp = Annotated[
     Query(description="an RFC 3339 date-time with an offset, e.g. 2024-05-01T12:00:00Z"),
 ]
 
-router = APIRouter(prefix="/audit", tags=["audit"], responses=problem_responses(401, 403, 422, 503))
+router = api_router(prefix="/audit", tags=["audit"], responses=problem_responses(401, 403, 422, 503))
 
 
 @router.get("", response_model=Page[AuditEvent], summary="Audit events, newest first")

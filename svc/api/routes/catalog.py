@@ -7,12 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import Body, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
 from svc.api.json_body import JsonBodyRoute
+from svc.api.operations import api_router
 from svc.api.problems import problem_responses
 from svc.api.responses import created, json_response, off_loop
 from svc.api.routes.documents import Message, document_routes
@@ -22,7 +23,7 @@ from svc.services.catalog import Hit, Installed, Item, ItemType, Owner, Release,
 from svc.services.documents import DocumentService
 from svc.services.pagination import Page
 
-router = APIRouter(tags=["catalog"], responses=problem_responses(401, 403, 404, 422, 503), route_class=JsonBodyRoute)
+router = api_router(tags=["catalog"], responses=problem_responses(401, 403, 404, 422, 503), route_class=JsonBodyRoute)
 
 Tag = Annotated[Text, Field(min_length=1, max_length=64)]
 Tags = Annotated[list[Tag], Field(max_length=20)]
@@ -208,6 +209,6 @@ async def _item_documents(item_id: IdPath, services: ServicesDep) -> Callable[[]
     return lambda: services.catalog.documents_of(item_id)
 
 
-router.include_router(
-    document_routes("/catalog/{item_id}/document", _item_in_path, _item_documents, noun="item_document")
-)
+router.routes.extend(document_routes(
+    "/catalog/{item_id}/document", _item_in_path, _item_documents, noun="item_document", tag="catalog"
+).routes)

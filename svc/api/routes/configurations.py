@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from fastapi import Body, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -18,6 +18,7 @@ from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.door import ROUTE_BODY, doorway, reading
 from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
 from svc.api.json_body import JsonBodyRoute, media_type_of
+from svc.api.operations import api_router
 from svc.api.problems import problem_responses, what_was_sent
 from svc.api.responses import created, json_response
 from svc.api.schemas import NO_NUL_PATTERN, Comments, Name, Reveal, SecretPaths, Text
@@ -35,7 +36,7 @@ JSON = "application/json"
 JSON_PATCH = "application/json-patch+json"
 MAX_REVISION = 2**31 - 1
 
-router = APIRouter(
+router = api_router(
     tags=["configurations"], responses=problem_responses(401, 403, 422, 503), route_class=JsonBodyRoute
 )
 

@@ -5,19 +5,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import Header, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from svc.api.deps import IdPath, PrincipalDep, ServicesDep
 from svc.api.door import doorway, reading
 from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
 from svc.api.middleware import hold_open
+from svc.api.operations import api_router
 from svc.api.problems import problem_responses
 from svc.api.schemas import NAME_PATTERN, Reveal
 from svc.services.delivery import ByName, Position, Resolved, StreamedChange
 from svc.services.preconditions import Precondition
 
-router = APIRouter(tags=["delivery"], responses=problem_responses(401, 403, 404, 422, 503))
+router = api_router(tags=["delivery"], responses=problem_responses(401, 403, 404, 422, 503))
 
 Name = Annotated[str, Path(pattern=NAME_PATTERN, max_length=256)]
 REVISION_HEADER = "X-Config-Revision"

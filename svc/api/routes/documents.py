@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
 from svc.api.json_body import JsonBodyRoute
+from svc.api.operations import api_router
 from svc.api.problems import problem_responses
 from svc.api.responses import json_response, off_loop
 from svc.api.schemas import SHA_DESCRIPTION, SHA_PATTERN, Text
@@ -70,7 +71,7 @@ def document_routes(
     pick: Callable[..., Callable[[], DocumentService]],
     *,
     noun: str,
-    tag: str | None = None,
+    tag: str,
     own_root: bool = False,
 ) -> APIRouter:
     """The document routes under `prefix` (such as `/teams/{team_id}/claude-md`): `owner`
@@ -78,12 +79,11 @@ def document_routes(
     dependency, says how to find the mounted service: a call made in the request's one thread
     hop (`mounted(name)`, or by the request: a catalog item's type, which may take a query,
     decides the file its document has); `noun` names its routes (`get_claude_md`, …: their
-    operation ids); `tag`, their OpenAPI tag, unless the router they are included in has one.
+    operation ids); `tag`, their OpenAPI tag. The mounting module adds the routes to its router.
     With `own_root`, the caller declares GET and PUT (or PATCH) of `prefix` itself (an
     application document answers those with its metadata)."""
-    router = APIRouter(
-        prefix=prefix, tags=[tag] if tag else None, responses=problem_responses(401, 403, 404, 422, 503),
-        route_class=JsonBodyRoute,
+    router = api_router(
+        prefix, tags=[tag], responses=problem_responses(401, 403, 404, 422, 503), route_class=JsonBodyRoute
     )
     Owner = Annotated[str | None, Depends(owner)]
     Documents = Annotated[Callable[[], DocumentService], Depends(pick)]
@@ -277,10 +277,10 @@ def _read(document: DocumentState | DocumentVersion, expected: Precondition) -> 
     return _current(document)
 
 
-router = APIRouter()
+router = api_router()
 for prefix, owner, pick, section in (
     ("/users/{user_id}/claude-md", _user_in_path, mounted("claude_md"), "claude.md"),
     ("/me/claude-md", _caller, mounted("claude_md"), "claude.md"),
     ("/teams/{team_id}/claude-md", _team_in_path, mounted("team_claude_md"), "teams"),
 ):
-    router.include_router(document_routes(prefix, owner, pick, tag=section, noun="claude_md"))
+    router.routes.extend(document_routes(prefix, owner, pick, tag=section, noun="claude_md").routes)

@@ -28,6 +28,7 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from svc.api.deps import services_of
+from svc.api.operations import operation_id
 from svc.api.problems import problem, problem_responses
 from svc.api.responses import off_loop
 from svc.errors import BadRequest, PayloadTooLarge, Unauthenticated
@@ -35,7 +36,7 @@ from svc.services.marketplace import OwnerKind
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/git", tags=["marketplaces"], responses=problem_responses(401, 403, 404, 422, 503))
+router = APIRouter(prefix="/git", tags=["marketplaces"], responses=problem_responses(401, 403, 404, 422, 503), generate_unique_id_function=operation_id)
 
 UPLOAD_PACK = "git-upload-pack"
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="svc"'}

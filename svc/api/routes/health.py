@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from svc.api.deps import ServicesDep
+from svc.api.operations import operation_id
 from svc.api.problems import problem_responses
 from svc.api.responses import json_response, off_loop
 from svc.services.container import Readiness
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], generate_unique_id_function=operation_id)
 
 
 @router.get("/health", summary="The process is alive")

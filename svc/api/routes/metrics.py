@@ -7,13 +7,14 @@ from fastapi.responses import Response
 
 from svc import metrics
 from svc.api.deps import BearerCredentials, ServicesDep
+from svc.api.operations import operation_id
 from svc.api.problems import problem_responses
 from svc.api.responses import off_loop
 from svc.errors import NotFound
 from svc.services import policy
 from svc.services.policy import Action
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], generate_unique_id_function=operation_id)
 
 
 async def _metrics_access(services: ServicesDep, credentials: BearerCredentials) -> None:

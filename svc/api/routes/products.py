@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import Body, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.etags import Preconditions, etag, not_modified, not_modified_response
 from svc.api.json_body import JsonBodyRoute
+from svc.api.operations import api_router
 from svc.api.problems import problem_responses
 from svc.api.responses import created, json_response, off_loop
 from svc.api.routes.documents import Message, document_routes
@@ -26,7 +27,7 @@ from svc.services.pagination import Page
 from svc.services.products import DocumentSummary, DocumentView, Imported, row_version
 from svc.repositories.products import SourceRepository, WorkItem
 
-router = APIRouter(
+router = api_router(
     tags=["products"], responses=problem_responses(401, 403, 404, 422, 503), route_class=JsonBodyRoute
 )
 
@@ -145,10 +146,10 @@ async def _application_documents(services: ServicesDep) -> Any:
     return lambda: services.application_documents.documents
 
 
-router.include_router(document_routes(
+router.routes.extend(document_routes(
     "/documents/{document_id}", _document_in_path, _application_documents,
-    noun="document", own_root=True,
-))
+    noun="document", tag="products", own_root=True,
+).routes)
 
 
 # --- work items ---------------------------------------------------------------------------

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import Body, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.json_body import JsonBodyRoute
+from svc.api.operations import api_router
 from svc.api.problems import problem_responses
 from svc.api.responses import created, json_response, off_loop
 from svc.api.schemas import NAME_DESCRIPTION, NAME_PATTERN, Text
 from svc.services.teams import Member, Team
 from svc.services.pagination import Page
 
-router = APIRouter(tags=["teams"], responses=problem_responses(401, 403, 404, 422, 503), route_class=JsonBodyRoute)
+router = api_router(tags=["teams"], responses=problem_responses(401, 403, 404, 422, 503), route_class=JsonBodyRoute)
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, description=NAME_DESCRIPTION)]
 DisplayName = Annotated[Text | None, Field(max_length=256)]

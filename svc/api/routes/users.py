@@ -8,18 +8,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import Body, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from svc.api.deps import After, IdPath, Limit, PrincipalDep, ServicesDep
 from svc.api.json_body import JsonBodyRoute
+from svc.api.operations import api_router
 from svc.api.problems import problem_responses
 from svc.api.responses import created, json_response, off_loop
 from svc.api.schemas import EMAIL_PATTERN, Name, Text
 from svc.services.users import User
 from svc.services.pagination import Page
 
-router = APIRouter(tags=["users"], responses=problem_responses(401, 403, 422, 503), route_class=JsonBodyRoute)
+router = api_router(tags=["users"], responses=problem_responses(401, 403, 422, 503), route_class=JsonBodyRoute)
 
 Email = Annotated[
     Text,
