@@ -149,9 +149,9 @@ def summary(answers: list[Answer]) -> str:
     return ", ".join(parts + ([f"no answer: {counts[None]}"] if None in counts else []))
 
 
-def worker_pids(process_id: int, *, serving_port: int | None = None) -> set[int]:
-    """The uvicorn worker processes under a live server's supervisor (with `serving_port`, those
-    holding a client's connection to it: done starting, serving requests)."""
+def worker_pids(process_id: int, *, started_before: float | None = None) -> set[int]:
+    """The uvicorn worker processes under a live server's supervisor (those started before a
+    moment: a worker that was just restarted is still importing the app)."""
     try:
         children = psutil.Process(process_id).children()
     except psutil.NoSuchProcess:
@@ -160,19 +160,12 @@ def worker_pids(process_id: int, *, serving_port: int | None = None) -> set[int]
     for child in children:
         try:
             if "spawn_main" in " ".join(child.cmdline()) and (
-                serving_port is None or _holds_connection_to(child, serving_port)
+                started_before is None or child.create_time() < started_before
             ):
                 workers.add(child.pid)
         except psutil.NoSuchProcess:
             pass
     return workers
-
-
-def _holds_connection_to(process: psutil.Process, port: int) -> bool:
-    return any(
-        connection.laddr.port == port and connection.status == psutil.CONN_ESTABLISHED
-        for connection in process.net_connections("tcp")
-    )
 
 
 def assert_acknowledged_writes_are_stored(settings, answers: list[Answer]) -> dict[str, int]:
