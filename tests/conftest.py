@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -282,19 +284,21 @@ def live_server(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Li
              "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log",
              "--timeout-worker-healthcheck", "60"],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+            start_new_session=True,  # its own process group: the workers go with it, even when it is killed
         )
         started.append(process)
         base_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180  # a loaded 2-core machine can take this long to start workers
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base_url}/ready", timeout=1).status_code == 200:
-                    return LiveServer(base_url, process)
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None:
-                break
-            time.sleep(0.1)
+        with httpx.Client(timeout=1) as probe:  # one client: each new one loads the CA bundle (~55 ms of CPU)
+            while time.monotonic() < deadline:
+                try:
+                    if probe.get(f"{base_url}/ready").status_code == 200:
+                        return LiveServer(base_url, process)
+                except httpx.HTTPError:
+                    pass
+                if process.poll() is not None:
+                    break
+                time.sleep(0.1)
         raise RuntimeError(f"uvicorn did not become ready; see {log.name}")
 
     yield start
@@ -303,7 +307,10 @@ def live_server(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Li
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
-            process.kill()
+            pass
+        with contextlib.suppress(ProcessLookupError):  # none left: they all stopped
+            os.killpg(process.pid, signal.SIGKILL)  # the server if it hung, workers it left behind
+        process.wait()
 
 
 @pytest.fixture
