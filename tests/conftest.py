@@ -249,6 +249,21 @@ def admin(make_token: MakeToken) -> dict[str, str]:
 # --- a real uvicorn, for multi-worker and load tests --------------------------------------
 
 
+def answers_within(url: str, process: subprocess.Popen, within: float) -> bool:
+    """Whether `url` answers 200 within `within` seconds while `process` (its server) runs. One
+    client for every poll: each new httpx client loads the CA bundle, ~50 ms of CPU."""
+    deadline = time.monotonic() + within
+    with httpx.Client(timeout=1) as http:
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if http.get(url).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -288,17 +303,9 @@ def live_server(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Li
         )
         started.append(process)
         base_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180  # a loaded 2-core machine can take this long to start workers
-        with httpx.Client(timeout=1) as probe:  # one client: each new one loads the CA bundle (~55 ms of CPU)
-            while time.monotonic() < deadline:
-                try:
-                    if probe.get(f"{base_url}/ready").status_code == 200:
-                        return LiveServer(base_url, process)
-                except httpx.HTTPError:
-                    pass
-                if process.poll() is not None:
-                    break
-                time.sleep(0.1)
+        # A loaded 2-core machine can take this long to start workers.
+        if answers_within(f"{base_url}/ready", process, within=180):
+            return LiveServer(base_url, process)
         raise RuntimeError(f"uvicorn did not become ready; see {log.name}")
 
     yield start

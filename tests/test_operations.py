@@ -10,8 +10,7 @@ import sys
 import tarfile
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import bearer, free_port
+from tests.test_delivery import eventually
 from tests.test_serve import ROOT, SUPERVISOR_SECONDS, env_for, listening_workers, stop, svc, wait_healthy
 
 API = "/api/v1"
@@ -83,13 +83,6 @@ def create_secret_configuration(api: httpx.Client, password: str) -> dict:
     return created.json()
 
 
-def wait_until(condition: Callable[[], bool], what: str, within: float = 60) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {within} s: {what}"
-        time.sleep(0.02)
-
-
 def revealed_password(api: httpx.Client, configuration_id: str) -> tuple[int, object]:
     response = api.get(f"/configurations/{configuration_id}", params={"reveal": "true"})
     body = response.json()
@@ -113,10 +106,10 @@ def test_two_workers_store_secrets_and_a_rotation_needs_no_restart_and_causes_no
         for thread in loops:
             thread.start()
         try:
-            wait_until(lambda: len(reads) >= 10, "reads and writes under way")
+            assert eventually(lambda: len(reads) >= 10, within=60), "reads and writes not under way"
             rotated = run_svc("secrets", "rotate", "--batch-size", "1", env=served.env)
             reads_when_rotated = len(reads)
-            wait_until(lambda: len(reads) >= reads_when_rotated + 20, "reads after the old key has left the file")
+            assert eventually(lambda: len(reads) >= reads_when_rotated + 20, within=60), "no reads after the rotation"
         finally:
             finished.set()
             for thread in loops:

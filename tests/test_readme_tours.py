@@ -10,16 +10,14 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
 from svc.config import Settings
-from tests.conftest import free_port
+from tests.conftest import answers_within, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -122,12 +120,7 @@ def tour_shell(settings: Settings, tmp_path: Path) -> Iterator[tuple[Path, dict[
     with open(printed, "wb") as out, open(log, "wb") as err:
         server = subprocess.Popen([str(svc), "serve", "--port", str(port)], env=env, stdout=out, stderr=err)
     try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        # One client for every poll: each new one loads the CA bundle, ~50 ms of CPU.
-        with httpx.Client(timeout=1) as http:
-            while not ready(http, f"http://127.0.0.1:{port}/ready"):
-                assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.2)
+        assert answers_within(f"http://127.0.0.1:{port}/ready", server, SERVER_START_SECONDS), log.read_text()
         env["TOKEN"] = printed.read_text().strip()  # printed before the server listens
         yield work, env
     finally:
@@ -136,13 +129,6 @@ def tour_shell(settings: Settings, tmp_path: Path) -> Iterator[tuple[Path, dict[
             server.wait(10)
         except subprocess.TimeoutExpired:
             server.kill()
-
-
-def ready(http: httpx.Client, url: str) -> bool:
-    try:
-        return http.get(url).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def run_tour(name: str, steps: list[Step], work: Path, env: dict[str, str], outputs: Path) -> str | None:

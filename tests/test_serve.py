@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from svc.cli import WORKER_HEALTHCHECK_SECONDS
-from tests.conftest import bearer, free_port
+from tests.conftest import answers_within, bearer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,16 +33,9 @@ def env_for(data_dir: Path, **extra: str) -> dict[str, str]:
 
 def wait_healthy(base: str, process: subprocess.Popen, within: float) -> float:
     started = time.monotonic()
-    # One client for every poll: each new one loads the CA bundle, ~50 ms of CPU.
-    with httpx.Client(timeout=1) as http:
-        while time.monotonic() - started < within:
-            try:
-                if http.get(f"{base}/health").status_code == 200:
-                    return time.monotonic() - started
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, process.stderr.read()
-            time.sleep(0.1)
+    if answers_within(f"{base}/health", process, within):
+        return time.monotonic() - started
+    assert process.poll() is None, process.stderr.read()
     raise AssertionError(f"/health did not answer within {within} s")
 
 
