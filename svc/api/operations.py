@@ -47,10 +47,11 @@ def document_without_head(app: FastAPI) -> None:
 
 
 def operation_ids() -> Callable[[APIRoute], str]:
-    """A `generate_unique_id_function` for one app: the endpoint function's name in camelCase
-    (`create_configuration` → `createConfiguration`). Where a router is mounted twice, the
-    second route of a name is qualified by the first path segment in which it differs
-    (`/me/claude-md` after `/users/{user_id}/claude-md`: `getClaudeMdForMe`)."""
+    """A `generate_unique_id_function` for the service's routes (`operation_id`, one per process):
+    the endpoint function's name in camelCase (`create_configuration` → `createConfiguration`).
+    Where a router is mounted twice, the second route of a name is qualified by the first path
+    segment in which it differs (`/me/claude-md` after `/users/{user_id}/claude-md`:
+    `getClaudeMdForMe`)."""
     assigned: dict[tuple[str, frozenset[str]], str] = {}
     paths: dict[str, str] = {}  # operation id → the path of its route
 

@@ -164,8 +164,8 @@ class ContentStore:
                 try:
                     git.config(key, value)
                     log.info("set %s=%s in the content repository", key, value)
-                except GitCommandError:
-                    if _config_value(git, key) != value:  # else another process just set it
+                except GitCommandError:  # fine if another process has just set it
+                    if _config_values(git, [(section, option)]).get(key.lower()) != value:
                         raise
 
     def is_ready(self) -> bool:
@@ -844,13 +844,6 @@ def _config_values(git: Git, keys: Iterable[tuple[str, str]]) -> dict[str, str]:
     except GitCommandError:  # none is set
         return {}
     return {key: value for key, _, value in (line.partition(" ") for line in listed.splitlines())}
-
-
-def _config_value(git: Git, key: str) -> str | None:
-    try:
-        return git.config("--get", key)
-    except GitCommandError:  # not set
-        return None
 
 
 def _swap_ref(git: Git, ref: str, new: str | None, old: str | None) -> None:

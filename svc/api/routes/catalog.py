@@ -210,5 +210,5 @@ async def _item_documents(item_id: IdPath, services: ServicesDep) -> Callable[[]
 
 
 router.routes.extend(document_routes(
-    "/catalog/{item_id}/document", _item_in_path, _item_documents, noun="item_document", tag="catalog"
+    "/catalog/{item_id}/document", _item_in_path, _item_documents, tag="catalog", noun="item_document"
 ).routes)

@@ -70,8 +70,8 @@ def document_routes(
     owner: Callable[..., str | None],
     pick: Callable[..., Callable[[], DocumentService]],
     *,
-    noun: str,
     tag: str,
+    noun: str,
     own_root: bool = False,
 ) -> APIRouter:
     """The document routes under `prefix` (such as `/teams/{team_id}/claude-md`): `owner`

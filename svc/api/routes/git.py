@@ -36,7 +36,10 @@ from svc.services.marketplace import OwnerKind
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/git", tags=["marketplaces"], responses=problem_responses(401, 403, 404, 422, 503), generate_unique_id_function=operation_id)
+router = APIRouter(
+    prefix="/git", tags=["marketplaces"], responses=problem_responses(401, 403, 404, 422, 503),
+    generate_unique_id_function=operation_id,
+)
 
 UPLOAD_PACK = "git-upload-pack"
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="svc"'}

@@ -148,7 +148,7 @@ async def _application_documents(services: ServicesDep) -> Any:
 
 router.routes.extend(document_routes(
     "/documents/{document_id}", _document_in_path, _application_documents,
-    noun="document", tag="products", own_root=True,
+    tag="products", noun="document", own_root=True,
 ).routes)
 
 
