@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 from svc.ids import new_id
 from tests.conftest import bearer

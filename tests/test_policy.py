@@ -5,7 +5,6 @@ than the policy decides fails here."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest

@@ -3,7 +3,6 @@ import gc
 from fastapi.testclient import TestClient
 
 from svc.api.app import create_app
-from tests.conftest import bearer
 
 
 def test_admin_lists_tokens(client, admin):

@@ -31,7 +31,7 @@ from jsonpointer import JsonPointer, JsonPointerException
 
 from svc.crypto import KeyRing
 from svc.errors import Unprocessable
-from svc.json_documents import MAX_REPORTED_VIOLATIONS, format_pointer
+from svc.json_documents import MAX_REPORTED_VIOLATIONS
 
 MASK = "<secret>"
 MAX_SECRET_PATHS = 100

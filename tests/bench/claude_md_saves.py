@@ -35,7 +35,6 @@ from pathlib import Path
 
 from svc.content import Author, ContentStore, GitRemote
 from svc.content.store import ZERO_SHA
-from svc.db import Database
 from svc.ids import new_id
 from svc.services.auth import Principal
 from svc.services.claude_md import ClaudeMdService
