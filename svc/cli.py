@@ -39,8 +39,6 @@ from svc.services.users import UserService
 from svc.services.verify import VerifyService, repack
 
 
-WORKER_HEALTHCHECK_SECONDS = 60
-
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -69,8 +67,6 @@ def small_database(url: str) -> Iterator[Database]:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
     url = database_url(settings)
     runner = runner_for(settings, url)
     if settings.embedded:
@@ -107,24 +103,17 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into a normal exit so
     # that exit handlers run and the embedded PostgreSQL is stopped cleanly.
     signal.signal(signal.SIGTERM, _exit_normally)
-    config = uvicorn.Config(
-        "svc.api.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-        # A worker answers the supervisor's health check only once its interpreter is up: on a busy
-        # host that takes longer than uvicorn's 5 s, and a worker killed for it is started again, forever.
-        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
-    )
+    config = serving.service_config(host, port, workers)
     try:
-        serving.run(config, on_listening=lambda: say(f"serving on http://{host}:{port} with {workers} worker(s)"))
+        served = serving.run(
+            config, on_listening=lambda: say(f"serving on http://{host}:{port} with {workers} worker(s)")
+        )
     except OSError as exc:  # the address is taken or cannot be bound
         say(f"refusing to start: cannot listen on {host}:{port}: {exc.strerror or exc}")
         return 2
+    if not served:
+        say("stopped: the application failed to start (its error is logged above)")
+        return 3
     return 0
 
 

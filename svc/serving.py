@@ -11,11 +11,13 @@ uvicorn's own supervisor still runs the workers (restarts, signals): it hands ea
 sockets it was given, and the one given here turns, as it is handed over, into the worker's own
 socket on the same address. The supervisor's copy stays bound without listening: it holds the
 port, and the kernel gives connections only to listening sockets. One change to it
-(`Supervisor`): it answers signals while a worker is slow to answer its health check.
+(`Supervisor`): no worker slow to answer its health check delays the signals or the other
+workers' replacement.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 import threading
@@ -23,7 +25,14 @@ import time
 from collections.abc import Callable
 
 import uvicorn
-from uvicorn.supervisors.multiprocess import Multiprocess
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
+
+logger = logging.getLogger("uvicorn.error")  # where uvicorn's supervisor says the same
+
+# A worker answers the supervisor's health check only once its interpreter is up: on a busy host
+# that takes longer than uvicorn's 5 s, and a worker killed for it is started again, forever.
+WORKER_HEALTHCHECK_SECONDS = 60
 
 # Linux balances connections over the sockets sharing a port; other systems accept SO_REUSEPORT
 # but send every connection to one of them (macOS, the BSDs), so they keep the shared socket.
@@ -31,48 +40,90 @@ SPREADS_CONNECTIONS = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT"
 
 
 class Supervisor(Multiprocess):
-    """uvicorn's supervisor, answering signals while a worker is slow to answer its health check.
+    """uvicorn's supervisor, asking its workers without blocking on any one of them.
 
-    uvicorn asks each worker in one blocking call of up to `timeout_worker_healthcheck` (60 s
-    for `svc serve`) and looks at signals only between those calls, so a SIGTERM while a worker
-    was starting on a loaded host, or hung, waited up to a minute. Here a worker is asked again
-    every second for as long, with signals handled in between; one that never answers is
-    killed as uvicorn would. Only when a worker is dead or killed does uvicorn's own check run
-    (it replaces the worker, or stops when one failed to start); while all answer, none is
-    asked twice."""
+    uvicorn asks each worker in one blocking call of up to `timeout_worker_healthcheck` (60 s for
+    `svc serve`). While a worker was slow to answer (starting on a loaded host, or hung) nothing
+    else was seen: not a signal (a SIGTERM waited up to a minute), not another worker's death. A
+    worker killed between uvicorn's ping and its answer held the check for the whole minute too:
+    the supervisor holds the child's end of the pipe, so the death does not end the wait.
+
+    Here every worker is asked in turn for at most a second, signals are handled between two
+    workers, and a worker is replaced as soon as it is found dead, or once it has not answered
+    for `timeout_worker_healthcheck` (then it is killed first). A worker that died before it
+    started serving stops the supervisor, as with uvicorn: it would fail the same way again."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        self._answered: dict[Process, float] = {}  # when each worker last answered, or started
+        self.startup_failed = False
 
     def keep_subprocess_alive(self) -> None:
-        lost = False
-        for process in self.processes:
-            deadline = time.monotonic() + self.config.timeout_worker_healthcheck
-            while process.process.is_alive() and not process.ping(timeout=1):
-                if self.signal_queue or self.should_exit.is_set():
-                    return  # `run` handles the signal first, then asks again
-                if time.monotonic() >= deadline:
-                    process.kill()  # hung
-                    lost = True
-                    break
-            lost = lost or not process.process.is_alive()
-        if lost:
-            super().keep_subprocess_alive()
+        started = time.monotonic()  # for a worker not seen before (new, or from a SIGHUP restart)
+        self._answered = {process: self._answered.get(process, started) for process in self.processes}
+        for index, process in enumerate(self.processes):
+            if self.signal_queue or self.should_exit.is_set():
+                return  # `run` handles the signal first, then asks again
+            if process.process.is_alive() and process.ping(timeout=1):
+                self._answered[process] = time.monotonic()
+            elif not process.process.is_alive() or self._silent_too_long(process):
+                self._replace(index)
+
+    def _silent_too_long(self, process: Process) -> bool:
+        return time.monotonic() - self._answered[process] >= self.config.timeout_worker_healthcheck
+
+    def _replace(self, index: int) -> None:
+        process = self.processes[index]
+        process.kill()  # it is dead already, or hung
+        process.join()
+        if process.exitcode == STARTUP_FAILURE:
+            logger.error("Child process [%s] failed to start, stopping the parent process.", process.pid)
+            self.startup_failed = True
+            self.should_exit.set()
+            return
+        logger.info("Child process [%s] died", process.pid)
+        replacement = Process(self.config, self.sockets)
+        replacement.start()
+        self.processes[index] = replacement
 
 
-def run(config: uvicorn.Config, on_listening: Callable[[], None] = lambda: None) -> None:
+def service_config(host: str, port: int, workers: int) -> uvicorn.Config:
+    """How `svc serve` has uvicorn serve the service: its logging and access log are the
+    service's own (`svc.log`), set up in each worker by the app."""
+    return uvicorn.Config(
+        "svc.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+    )
+
+
+def run(config: uvicorn.Config, on_listening: Callable[[], None] = lambda: None) -> bool:
     """Serve `config` until a signal stops it, in this process or in `config.workers` workers;
-    OSError when its address cannot be bound (something listens there already). `on_listening`
-    is called once a connection to the address is accepted, from another thread."""
+    False when the application failed to start instead, OSError when the address cannot be bound
+    (something listens there already). `on_listening` is called once a connection to the address
+    is accepted, from another thread."""
     family, address = _address(config.host, config.port)
-    if config.workers > 1 and SPREADS_CONNECTIONS:
-        held = _supervisors_socket(family, address)
-        _call_once_listening(family, held.getsockname(), on_listening)
-        Supervisor(config, sockets=[held]).run()
-        return
+    if config.workers > 1:
+        handed = _supervisors_socket(family, address) if SPREADS_CONNECTIONS else _bound(family, address)
+        _call_once_listening(family, handed.getsockname(), on_listening)
+        supervisor = Supervisor(config, sockets=[handed])
+        supervisor.run()
+        return not supervisor.startup_failed
     listening = _bound(family, address)
     _call_once_listening(family, listening.getsockname(), on_listening)
-    if config.workers > 1:
-        Supervisor(config, sockets=[listening]).run()
-    else:
+    try:
         uvicorn.Server(config).run(sockets=[listening])
+    except SystemExit as exit_:
+        if exit_.code != STARTUP_FAILURE:
+            raise
+        return False
+    return True
 
 
 def _call_once_listening(family: int, address: tuple, call: Callable[[], None]) -> None:

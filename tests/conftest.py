@@ -281,7 +281,8 @@ class LiveServer:
 
 @pytest.fixture
 def live_server(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """Start `uvicorn svc.api.app:create_app` with N workers on this test's database."""
+    """Serve the app with N workers on this test's database, as `svc serve` does (its supervisor,
+    a socket per worker), in processes of their own: `live_server(workers, **environment)`."""
     started: list[subprocess.Popen] = []
 
     def start(workers: int = 2, **env_overrides: str) -> LiveServer:
@@ -295,9 +296,7 @@ def live_server(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Li
         }
         log = open(tmp_path / f"uvicorn-{port}.log", "wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "svc.api.app:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log",
-             "--timeout-worker-healthcheck", "60"],
+            [sys.executable, "-m", "tests.serve_app", str(port), str(workers)],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
             start_new_session=True,  # its own process group: the workers go with it, even when it is killed
         )

@@ -9,13 +9,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
-from svc.cli import WORKER_HEALTHCHECK_SECONDS
+from svc.serving import WORKER_HEALTHCHECK_SECONDS
 from tests.conftest import answers_within, bearer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,38 +223,68 @@ def test_a_killed_worker_is_replaced_by_one_listening_on_its_own_socket(settings
         wait_healthy(base, server, within=SUPERVISOR_SECONDS)
         workers = listening_workers(server)
         os.kill(workers[0], signal.SIGKILL)
-        deadline = time.monotonic() + SUPERVISOR_SECONDS
-        while workers[0] in (replaced := listening_workers(server, within=SUPERVISOR_SECONDS)):
-            assert time.monotonic() < deadline, "the killed worker was not replaced"
-            time.sleep(0.2)
-        (replacement,) = set(replaced) - {workers[1]}
+        replacement = replaced(server, workers[0], beside=workers[1], within=SUPERVISOR_SECONDS)
         connections = open_served_connections(port, 16)
         held = connections_by_worker(server, port)
         assert held.get(replacement, 0) > 0 and held.get(workers[1], 0) > 0, f"connections per worker: {held}"
-        assert stops_promptly_while_a_worker_does_not_answer(server, silent=workers[1], other=replacement)
+        with silent(workers[1]):
+            os.kill(replacement, signal.SIGKILL)
+            # uvicorn's supervisor waited for the silent worker's answer, up to a minute, first.
+            second = replaced(server, replacement, beside=workers[1], within=WORKER_HEALTHCHECK_SECONDS / 2)
+            assert stops_promptly(server, other=second)
     finally:
         for conn in connections:
             conn.close()
         stop(server)
 
 
-def stops_promptly_while_a_worker_does_not_answer(server: subprocess.Popen, silent: int, other: int) -> bool:
-    """SIGTERM reaches the workers while the supervisor waits for a worker that does not answer
-    its health check (stopped here; slow to start or hung in life): uvicorn's own supervisor
-    answered only after the check's timeout, a minute."""
-    os.kill(silent, signal.SIGSTOP)
+def replaced(server: subprocess.Popen, killed: int, beside: int, within: float) -> int:
+    """The worker started in the place of `killed`, once it listens beside `beside`."""
+    deadline = time.monotonic() + within
+    while not (new := set(listening_workers(server, within=within)) - {killed, beside}):
+        assert time.monotonic() < deadline, f"the killed worker was not replaced within {within} s"
+        time.sleep(0.2)
+    (replacement,) = new
+    return replacement
+
+
+@contextmanager
+def silent(worker: int) -> Iterator[None]:
+    """A worker that does not answer the supervisor's health check (stopped here; slow to start on
+    a loaded host, or hung in life), once the supervisor has started asking it."""
+    os.kill(worker, signal.SIGSTOP)
     try:
-        time.sleep(1.5)  # the supervisor is asking the silent worker by now
-        server.send_signal(signal.SIGTERM)
-        try:
-            psutil.Process(other).wait(timeout=15)
-        except psutil.NoSuchProcess:
-            pass
-        except psutil.TimeoutExpired:
-            return False
-        return True
+        time.sleep(1.5)
+        yield
     finally:
-        os.kill(silent, signal.SIGCONT)
+        os.kill(worker, signal.SIGCONT)
+
+
+def stops_promptly(server: subprocess.Popen, other: int) -> bool:
+    """SIGTERM reaches the workers while one is silent: uvicorn's own supervisor answered only
+    after the health check's timeout, a minute."""
+    server.send_signal(signal.SIGTERM)
+    try:
+        psutil.Process(other).wait(timeout=15)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_stops_with_a_failure_status_when_the_application_cannot_start(settings, tmp_path, workers):
+    # A worker whose application fails to start would fail the same way again: the supervisor
+    # stops rather than start it forever, and says so in its exit status (systemd and the like).
+    data_dir = tmp_path / "svc-data"
+    data_dir.mkdir()
+    (data_dir / "content.git").write_text("a file where the content repository belongs")
+    server = serve_workers(settings, tmp_path, free_port(), workers)
+    out, err = server.communicate(timeout=SUPERVISOR_SECONDS)
+    assert server.returncode == 3, err
+    assert "NotADirectoryError" in err  # the worker's own error
+    assert "stopped: the application failed to start" in err
 
 
 @pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "reuse-port"])
