@@ -28,8 +28,7 @@ from svc.secret_keys import key_source, secret_key_ring
 from svc.services.auth import Principal
 from svc.services.catalog import CatalogService
 from svc.services.catalog_import import import_directory
-from svc.services.container import content_store_of
-from svc.services.marketplace import MarketplaceService
+from svc.services.container import content_store_of, marketplace_of
 from svc.services.owners import owner_id, parse_owner
 from svc.services.policy import TEAM_ROLES
 from svc.services.secret_store import RotationProgress, check_secret_samples, rotate
@@ -245,7 +244,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
     with small_database(database_url(settings)) as db:
         store = content_store_of(settings)
-        users = UserService(db, store, MarketplaceService(db, store, settings.marketplaces_path))
+        users = UserService(db, store, marketplace_of(db, store, settings))
         operator = Principal.operator()
         if args.action == "create":
             user = users.create(operator, email=args.email, username=args.username, display_name=args.display_name)
@@ -267,7 +266,7 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_team(args: argparse.Namespace, settings: Settings) -> int:
     with small_database(database_url(settings)) as db:
         store = content_store_of(settings)
-        teams = TeamService(db, store, MarketplaceService(db, store, settings.marketplaces_path))
+        teams = TeamService(db, store, marketplace_of(db, store, settings))
         operator = Principal.operator()
         if args.action == "create":
             owner = parse_owner(args.owner, ("user",))
@@ -309,7 +308,7 @@ def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
     """Progress per file and the summary on stderr; exit 1 when a file was invalid."""
     with small_database(database_url(settings)) as db:
         store = content_store(settings)
-        marketplace = MarketplaceService(db, store, settings.marketplaces_path)
+        marketplace = marketplace_of(db, store, settings)
         catalog = CatalogService(db, store, marketplace, max_bytes=settings.max_document_bytes)
         outcome = import_directory(catalog, Principal.operator(), args.owner, Path(args.directory), progress=say)
     say("imported: " + (", ".join(f"{n} {what}" for what, n in sorted(outcome.counts.items())) or "nothing found"))
@@ -332,7 +331,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     """Findings on stdout, one per line; progress and the summary on stderr."""
     with small_database(database_url(settings)) as db:
         store = content_store(settings)
-        verifier = VerifyService(db, store, MarketplaceService(db, store, settings.marketplaces_path))
+        verifier = VerifyService(db, store, marketplace_of(db, store, settings))
         report = verifier.verify(repair=args.repair, progress=say)
     for finding in report.findings:
         state = "repaired" if finding.repaired else "drift"

@@ -49,6 +49,11 @@ def content_store_of(settings: Settings) -> ContentStore:
     return ContentStore(settings.git_path, remote)
 
 
+def marketplace_of(db: Database, content: ContentStore, settings: Settings) -> MarketplaceService:
+    """The marketplaces Claude Code fetches, served from `SVC_DATA_DIR`'s marketplaces folder."""
+    return MarketplaceService(db, content, settings.marketplaces_path)
+
+
 @dataclass(frozen=True)
 class Readiness:
     status: str
@@ -100,7 +105,7 @@ class Services:
         content = content_store_of(settings)
         content.ensure()
         authenticator = Authenticator(db)
-        marketplace = MarketplaceService(db, content, settings.marketplaces_path)
+        marketplace = marketplace_of(db, content, settings)
         keyring = secret_key_ring(settings)  # once per process: the key file's notice is said once
         github = GitHubClient(settings.github_api_url, timeout=settings.github_timeout)
         changes = ChangeFeed(database_url, statements, connect_timeout=settings.connect_timeout)
