@@ -59,9 +59,10 @@ class Sealed:
 class KeyRing:
     """Keys by id: the first encrypts, every one decrypts. Never shows key material (not even in repr)."""
 
-    def __init__(self, keys: list[tuple[str, bytes]]) -> None:
+    def __init__(self, keys: list[tuple[str, bytes]], *, kept_in: str = "SVC_SECRET_KEYS") -> None:
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys}
         self.primary_id: str | None = keys[0][0] if keys else None
+        self.kept_in = kept_in  # where an operator adds a missing key, for the messages
 
     @classmethod
     def parse(cls, text: str, *, source: str = "SVC_SECRET_KEYS") -> KeyRing:
@@ -111,7 +112,7 @@ class KeyRing:
         if cipher is None:
             raise SecretUnavailable(
                 f"{where} is encrypted with key '{sealed.key_id}', which is not in the key ring "
-                f"(known: {', '.join(self._ciphers) or 'none'}); add it to SVC_SECRET_KEYS"
+                f"(known: {', '.join(self._ciphers) or 'none'}); add it to {self.kept_in}"
             )
         aad = _associated_data(sealed.key_id, configuration_id, path)
         try:

@@ -58,7 +58,7 @@ class KeyFileRing(KeyRing):
     """
 
     def __init__(self, path: Path) -> None:
-        super().__init__([])
+        super().__init__([], kept_in="the secret key file (SVC_SECRET_KEY_FILE)")
         self.path = path
         self._stamp: tuple[int, int, int] | None = None
         self._lock = threading.Lock()

@@ -9,6 +9,7 @@ import stat
 import pytest
 
 from svc.crypto import new_key_entry
+from svc.errors import SecretUnavailable
 from svc.secret_keys import KeyFileRing, add_first_key, keep_only_first_key, load_or_create_key_file
 
 WHERE = {"configuration_id": "01J00000000000000000000000", "path": "/p"}
@@ -58,3 +59,12 @@ def test_sighup_reload_reads_the_file_now(tmp_path):
     assert ring.primary_id == "a"
     ring.reload()
     assert ring.key_ids == ["b"]
+
+
+def test_a_value_under_a_key_the_file_lacks_says_to_add_it_to_the_file(tmp_path):
+    elsewhere = tmp_path / "other-keys"
+    elsewhere.write_text(new_key_entry("gone") + "\n")
+    path = tmp_path / "secret-keys"
+    path.write_text(new_key_entry("a") + "\n")
+    with pytest.raises(SecretUnavailable, match=r"key 'gone', .* \(known: a\); add it to the secret key file "):
+        KeyFileRing(path).open(KeyFileRing(elsewhere).seal("x", **WHERE), **WHERE)

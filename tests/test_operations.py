@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.conftest import bearer, free_port
@@ -84,32 +85,42 @@ def create_secret_configuration(api: httpx.Client, password: str) -> dict:
 
 
 def revealed_password(api: httpx.Client, configuration_id: str) -> tuple[int, object]:
-    response = api.get(f"/configurations/{configuration_id}", params={"reveal": "true"})
+    return revealed(api.get(f"/configurations/{configuration_id}", params={"reveal": "true"}))
+
+
+def revealed(response: httpx.Response) -> tuple[int, object]:
     body = response.json()
     return response.status_code, (body.get("config") or {}).get("db", {}).get("password", body.get("detail"))
 
 
 def test_two_workers_store_secrets_and_a_rotation_needs_no_restart_and_causes_no_error(serve_embedded, scratch):
     served = serve_embedded(scratch / "data", workers=2)
-    listening_workers(served.process, within=SUPERVISOR_SECONDS)  # both workers run before the key file changes
+    workers = listening_workers(served.process, within=SUPERVISOR_SECONDS)  # both run before the key file changes
     key_file = scratch / "data" / "secret-keys"
     (old_key_id, old_key), = [line.split(":", 1) for line in key_file.read_text().split()]
     failures: list[str] = []
-    reads: list[int] = []
+    reads: dict[int | None, list[int]] = {None: [], **{worker: [] for worker in workers}}  # statuses by worker
     finished = threading.Event()
     with served.client() as api:
         # Before, every write with secret_paths on a worker answered 503 "no secret key is configured".
         configuration_id = create_secret_configuration(api, "p-0")["id"]
-        loops = [threading.Thread(target=write_and_reveal, args=(served, configuration_id, finished, failures, reads))]
-        loops += [threading.Thread(target=reveal, args=(served, configuration_id, finished, failures, reads))
-                  for _ in range(2)]
+        writer = (served, configuration_id, finished, failures, reads[None])
+        loops = [threading.Thread(target=write_and_reveal, args=writer)]
+        # One reader on each worker: the kernel alone could give all the connections to one.
+        loops += [threading.Thread(target=reveal, args=(pinned_client(served, worker), configuration_id, finished,
+                                                        failures, reads[worker]))
+                  for worker in workers]
         for thread in loops:
             thread.start()
+
+        def read_on_every_worker(more_than: dict[int, int]) -> bool:
+            return all(len(reads[worker]) > more_than.get(worker, 0) + 10 for worker in workers)
+
         try:
-            assert eventually(lambda: len(reads) >= 10, within=60), "reads and writes not under way"
+            assert eventually(lambda: read_on_every_worker({}), within=60), "reads and writes not under way"
             rotated = run_svc("secrets", "rotate", "--batch-size", "1", env=served.env)
-            reads_when_rotated = len(reads)
-            assert eventually(lambda: len(reads) >= reads_when_rotated + 20, within=60), "no reads after the rotation"
+            when_rotated = {worker: len(reads[worker]) for worker in workers}
+            assert eventually(lambda: read_on_every_worker(when_rotated), within=60), "a worker read nothing after"
         finally:
             finished.set()
             for thread in loops:
@@ -117,7 +128,6 @@ def test_two_workers_store_secrets_and_a_rotation_needs_no_restart_and_causes_no
 
     assert rotated.returncode == 0, rotated.stderr
     assert failures == [], failures[:5]
-    assert len(reads) > 20
     (new_key_id, _), = [line.split(":", 1) for line in key_file.read_text().split()]
     assert new_key_id != old_key_id and f"retired from {key_file}: '{old_key_id}'" in rotated.stderr
 
@@ -130,6 +140,23 @@ def test_two_workers_store_secrets_and_a_rotation_needs_no_restart_and_causes_no
     assert f"secret keys: {old_key_id} (the first encrypts) from key file {key_file}" in err
     assert old_key not in err
     assert err.index("serving on") > err.index("secret keys")
+
+
+def pinned_client(served: Served, worker: int, tries: int = 100) -> httpx.Client:
+    """A client whose keep-alive connection `worker` holds: the kernel gives each new connection to
+    a worker by its address, so a few new connections find one."""
+    for _ in range(tries):
+        client = served.client()
+        port = client_port(client.get(f"{served.base}/health"))
+        if any(c.raddr and c.raddr.port == port for c in psutil.Process(worker).net_connections("tcp")):
+            return client
+        client.close()
+    raise AssertionError(f"no connection reached worker {worker} in {tries} tries")
+
+
+def client_port(response: httpx.Response) -> int:
+    """The client's port of the connection that carried `response`."""
+    return response.extensions["network_stream"].get_extra_info("client_addr")[1]
 
 
 def write_and_reveal(served: Served, configuration_id: str, finished: threading.Event, failures: list[str],
@@ -146,14 +173,22 @@ def write_and_reveal(served: Served, configuration_id: str, finished: threading.
                 failures.append(f"write {put.status_code}, then reveal: {status} {password}")
 
 
-def reveal(served: Served, configuration_id: str, finished: threading.Event, failures: list[str],
+def reveal(api: httpx.Client, configuration_id: str, finished: threading.Event, failures: list[str],
            reads: list[int]) -> None:
-    with served.client() as api:
+    """The secret read in a loop over one connection (`api`'s, closed at the end), which must stay open."""
+    port = None
+    try:
         while not finished.is_set():
-            status, password = revealed_password(api, configuration_id)
+            response = api.get(f"/configurations/{configuration_id}", params={"reveal": "true"})
+            status, password = revealed(response)
             reads.append(status)
             if status != 200 or not str(password).startswith("p-"):
                 failures.append(f"reveal: {status} {password}")
+            if port is not None and client_port(response) != port:
+                failures.append("the reader's connection was closed: it may have moved to another worker")
+            port = client_port(response)
+    finally:
+        api.close()
 
 
 def service_state(api: httpx.Client, configuration_id: str, user_id: str) -> dict:
