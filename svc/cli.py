@@ -38,7 +38,6 @@ from svc.services.users import UserService
 from svc.services.verify import VerifyService, repack
 
 
-
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
